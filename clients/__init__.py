@@ -1,0 +1,1 @@
+"""Relying parties of the IdP: the provider portal and the EHR, plus the dev stack launcher."""

@@ -1,0 +1,66 @@
+"""The identity provider: create_app() is the application factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from idp.config import PROJECT_ROOT, Settings
+from idp.context import Runtime
+from idp.extensions import csrf, db, migrate
+from idp.policy import load_policy
+
+
+def create_app(settings: Settings | None = None, *,
+               policy_overrides: dict[str, dict[str, Any]] | None = None,
+               ensure_keys: bool = True) -> Flask:
+    settings = settings or Settings.from_env()
+    policy = load_policy(settings.policy_dir, policy_overrides)
+    app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"),
+                static_folder=str(PROJECT_ROOT / "static"), instance_path=str(
+                    settings.instance_dir))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
+        SESSION_COOKIE_NAME="idp_flow",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=policy.session.idle_timeout,
+        MAX_CONTENT_LENGTH=64 * 1024,
+        WTF_CSRF_TIME_LIMIT=3600,
+        PREFERRED_URL_SCHEME="https" if settings.secure_cookies else "http",
+    )
+    runtime = Runtime.build(settings, policy)
+    app.extensions["idp"] = runtime
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "idp" / "migrations"))
+    csrf.init_app(app)
+    if settings.proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops,
+                                x_proto=settings.proxy_hops, x_host=settings.proxy_hops)
+    if ensure_keys:
+        runtime.keystore.ensure()
+
+    from idp import models  # noqa: F401  (register every table with SQLAlchemy)
+    from idp.accounts.views import bp as accounts_bp
+    from idp.oidc.server import init_oauth
+    from idp.oidc.views import bp as oidc_bp
+    from idp.sessions.service import apply_cookie
+    from idp.web import security
+
+    init_oauth(app)
+    app.register_blueprint(oidc_bp)
+    app.register_blueprint(accounts_bp)
+    app.after_request(apply_cookie)
+    security.install(app)
+    return app
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}

@@ -1,0 +1,1 @@
+"""Accounts: users, passwords (argon2id), login."""

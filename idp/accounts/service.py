@@ -1,0 +1,99 @@
+"""Users and password verification (argon2id)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, or_, select
+
+from idp import clock
+from idp.accounts.models import User
+from idp.context import policy, runtime
+from idp.extensions import db
+
+NPI_RE = re.compile(r"^\d{10}$")
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
+
+
+class AccountError(ValueError):
+    """A request to create or change an account is invalid; the message says why."""
+
+
+def find_by_login(identifier: str) -> User | None:
+    """One field, "Username or NPI": ten digits are an NPI, anything else a username."""
+    identifier = (identifier or "").strip()
+    if not identifier or len(identifier) > 254:
+        return None
+    if NPI_RE.match(identifier):
+        return db.session.execute(select(User).where(User.npi == identifier)).scalar_one_or_none()
+    return db.session.execute(
+        select(User).where(User.username == identifier.lower())).scalar_one_or_none()
+
+
+def _dummy_hash() -> str:
+    rt = runtime()
+    if not hasattr(rt, "dummy_hash"):
+        rt.dummy_hash = rt.hasher.hash("dummy password for unknown users")
+    return rt.dummy_hash
+
+
+def verify_password(user: User | None, password: str) -> bool:
+    """Verify in constant work: an unknown user still costs one argon2 verification."""
+    hasher = runtime().hasher
+    stored = user.password_hash if user is not None and user.password_hash else _dummy_hash()
+    try:
+        hasher.verify(stored, password or "")
+    except (VerificationError, InvalidHashError):
+        return False
+    if user is None or not user.password_hash:
+        return False
+    if hasher.check_needs_rehash(stored):
+        user.password_hash = hasher.hash(password)  # parameters changed in the policy
+    return True
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user: User | None      # set when the sign-in succeeded
+    account: User | None   # the account the identifier names, success or not (for audit)
+
+
+def authenticate(identifier: str, password: str) -> LoginResult:
+    account = find_by_login(identifier)
+    ok = verify_password(account, password)
+    if not ok or account is None or account.disabled:
+        return LoginResult(None, account)
+    return LoginResult(account, account)
+
+
+def create_user(*, username: str, email: str, role: str, password: str | None = None,
+                npi: str | None = None, given_name: str = "", family_name: str = "",
+                temporary: bool = False, facility: str | None = None,
+                department: str | None = None, license_state: str | None = None) -> User:
+    username = username.strip().lower()
+    if not USERNAME_RE.match(username):
+        raise AccountError("username: 3-64 characters, letters, digits, '.', '_' or '-'")
+    if role not in policy().roles:
+        raise AccountError(f"role: must be one of {', '.join(sorted(policy().roles))}")
+    if npi is not None and not NPI_RE.match(npi):
+        raise AccountError("npi: must be exactly 10 digits")
+    if "@" not in email or len(email) > 254:
+        raise AccountError("email: not a valid address")
+    clash = User.username == username
+    if npi:
+        clash = or_(clash, User.npi == npi)
+    taken = db.session.execute(select(func.count()).select_from(User).where(clash)).scalar_one()
+    if taken:
+        raise AccountError("an account with this username or NPI already exists")
+    user = User(username=username, email=email.strip(), role=role, npi=npi,
+                given_name=given_name, family_name=family_name, facility=facility,
+                department=department, license_state=license_state,
+                must_change_password=temporary)
+    if password is not None:
+        user.password_hash = runtime().hasher.hash(password)
+        user.password_changed_at = clock.now()
+    db.session.add(user)
+    db.session.flush()
+    return user

@@ -1,0 +1,253 @@
+"""The `idp` command: operators' CLI. Every subcommand takes --json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from idp.config import ConfigError, Settings
+from idp.policy import PolicyError
+
+# Path without the query string: queries can carry id_token_hint and other tokens.
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
+
+
+def _app(ensure_keys: bool = True) -> Any:
+    from idp import create_app
+
+    try:
+        return create_app(Settings.from_env(), ensure_keys=ensure_keys)
+    except (ConfigError, PolicyError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def emit(as_json: bool, data: Any, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def json_option(func: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="machine-readable output")(func)
+
+
+def with_app(ensure_keys: bool = True) -> Callable:
+    def decorator(func: Callable) -> Callable:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            app = _app(ensure_keys)
+            with app.app_context():
+                return func(*args, **kwargs)
+        return wrapper
+    return decorator
+
+
+@click.group()
+def main() -> None:
+    """Healthcare identity provider: operators' commands."""
+
+
+# -- db ------------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@json_option
+@with_app(ensure_keys=False)
+def db_upgrade(as_json: bool) -> None:
+    """Apply every migration (safe to run again)."""
+    from flask_migrate import upgrade
+
+    from idp.extensions import db as sqla
+
+    upgrade()
+    with sqla.engine.connect() as conn:
+        from alembic.runtime.migration import MigrationContext
+
+        head = MigrationContext.configure(conn).get_current_revision()
+    emit(as_json, {"revision": head}, f"database at revision {head}")
+
+
+# -- keys ----------------------------------------------------------------------------------
+@main.group()
+def keys() -> None:
+    """Signing keys."""
+
+
+@keys.command("list")
+@json_option
+@with_app()
+def keys_list(as_json: bool) -> None:
+    from idp.context import keystore
+
+    rows = [s.__dict__ for s in keystore().statuses()]
+    lines = [f"{r['kid']}  {r['alg']}  {r['state']:8}  active_at={r['active_at']:%Y-%m-%d %H:%M}"
+             + (f"  unpublish_at={r['unpublish_at']:%Y-%m-%d %H:%M}" if r["unpublish_at"]
+                else "") for r in rows]
+    emit(as_json, rows, "\n".join(lines))
+
+
+@keys.command("rotate")
+@click.option("--delay", type=click.IntRange(0, 30 * 86400), default=None,
+              help="seconds before the new key signs (default: policies/keys.toml)")
+@click.option("--alg", "algs", multiple=True, type=click.Choice(["RS256", "ES256"]))
+@json_option
+@with_app()
+def keys_rotate(delay: int | None, algs: tuple[str, ...], as_json: bool) -> None:
+    """Publish new keys now; they sign after the delay; old keys stay until tokens expire."""
+    from idp.context import keystore, policy
+
+    delay = policy().keys.activation_delay if delay is None else delay
+    created = keystore().rotate(delay, algs or None)
+    emit(as_json, {"created": created, "delay": delay},
+         f"published {', '.join(created)}; signing in {delay} s")
+
+
+# -- clients -------------------------------------------------------------------------------
+@main.group()
+def clients() -> None:
+    """OIDC relying parties."""
+
+
+@clients.command("create")
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True)
+@click.option("--public", is_flag=True, help="no secret (native or browser app); PKCE required")
+@click.option("--grant-type", "grant_types", multiple=True)
+@click.option("--scope", default=None, help='space-separated, one argument: "openid profile"')
+@click.option("--post-logout-redirect-uri", "logout_uris", multiple=True)
+@click.option("--backchannel-logout-uri", default=None)
+@click.option("--first-party", is_flag=True, help="skip the consent page")
+@click.option("--auth-method", type=click.Choice(
+    ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]), default=None)
+@click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="public JWK set for private_key_jwt")
+@click.option("--loopback-any-port", is_flag=True, help="RFC 8252 native-app redirect rule")
+@click.option("--require-pkce", is_flag=True, help="require PKCE from a confidential client")
+@click.option("--id-token-alg", type=click.Choice(["RS256", "ES256"]), default=None)
+@click.option("--introspect-any", is_flag=True, help="resource server: may introspect any token")
+@click.option("--client-id", default=None, help="choose the client_id (default: random)")
+@json_option
+@with_app()
+def clients_create(name: str, redirect_uris: tuple[str, ...], public: bool,
+                   grant_types: tuple[str, ...], scope: str | None, logout_uris: tuple[str, ...],
+                   backchannel_logout_uri: str | None, first_party: bool,
+                   auth_method: str | None, jwks_file: str | None, loopback_any_port: bool,
+                   require_pkce: bool, id_token_alg: str | None, introspect_any: bool,
+                   client_id: str | None, as_json: bool) -> None:
+    """Register a client; prints client_id, and client_secret once."""
+    from idp.extensions import db as sqla
+    from idp.oidc.clients import ClientError, create_client
+
+    jwks = None
+    if jwks_file:
+        with open(jwks_file) as handle:
+            jwks = json.load(handle)
+    try:
+        new = create_client(
+            name=name, redirect_uris=list(redirect_uris), public=public,
+            grant_types=list(grant_types) or None, scope=scope,
+            post_logout_redirect_uris=list(logout_uris),
+            backchannel_logout_uri=backchannel_logout_uri, first_party=first_party,
+            auth_method=auth_method, jwks=jwks, loopback_any_port=loopback_any_port,
+            id_token_alg=id_token_alg, introspect_any=introspect_any, client_id=client_id,
+            require_pkce=require_pkce)
+    except ClientError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    sqla.session.commit()
+    data = {"client_id": new.client.client_id, "client_secret": new.client_secret,
+            "token_endpoint_auth_method": new.client.token_endpoint_auth_method}
+    text = f"client_id: {new.client.client_id}"
+    if new.client_secret:
+        text += f"\nclient_secret: {new.client_secret}  (shown once; store it now)"
+    emit(as_json, data, text)
+
+
+# -- users ---------------------------------------------------------------------------------
+@main.group()
+def users() -> None:
+    """Accounts."""
+
+
+@users.command("create")
+@click.option("--username", required=True)
+@click.option("--email", required=True)
+@click.option("--role", required=True)
+@click.option("--npi", default=None)
+@click.option("--password", default=None, help="omit to be prompted (never echoed)")
+@click.option("--temporary", is_flag=True, help="must be changed at first sign-in")
+@click.option("--given-name", default="")
+@click.option("--family-name", default="")
+@click.option("--facility", default=None)
+@click.option("--department", default=None)
+@click.option("--license-state", default=None)
+@json_option
+@with_app()
+def users_create(username: str, email: str, role: str, npi: str | None, password: str | None,
+                 temporary: bool, given_name: str, family_name: str, facility: str | None,
+                 department: str | None, license_state: str | None, as_json: bool) -> None:
+    from idp.accounts.service import AccountError, create_user
+    from idp.audit import service as audit
+    from idp.extensions import db as sqla
+
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = create_user(username=username, email=email, role=role, npi=npi,
+                           password=password, temporary=temporary, given_name=given_name,
+                           family_name=family_name, facility=facility, department=department,
+                           license_state=license_state)
+    except AccountError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    audit.record("user.created", user_id=user.id, by="cli", role=role)
+    sqla.session.commit()
+    emit(as_json, {"username": user.username, "sub": user.subject, "role": user.role},
+         f"created {user.username} (sub {user.subject})")
+
+
+# -- audit ---------------------------------------------------------------------------------
+@main.group()
+def audit() -> None:
+    """Audit trail."""
+
+
+@audit.command("verify")
+@json_option
+@with_app(ensure_keys=False)
+def audit_verify(as_json: bool) -> None:
+    """Check the hash chain; exit 1 on a break."""
+    from idp.audit.service import verify
+
+    intact, count, broken = verify()
+    emit(as_json, {"intact": intact, "events": count, "first_broken_seq": broken},
+         f"audit chain intact ({count} events)" if intact
+         else f"audit chain BROKEN at event {broken}")
+    sys.exit(0 if intact else 1)
+
+
+# -- serve ---------------------------------------------------------------------------------
+@main.command("serve")
+@click.option("--bind", default="127.0.0.1:8000")
+@click.option("--workers", type=click.IntRange(1, 64), default=2)
+@click.option("--threads", type=click.IntRange(1, 64), default=4)
+@json_option
+def serve(bind: str, workers: int, threads: int, as_json: bool) -> None:
+    """Run the IdP under gunicorn."""
+    import os
+
+    _app()  # validate configuration and create keys once, before forking workers
+    if as_json:
+        click.echo(json.dumps({"bind": bind, "workers": workers, "threads": threads}))
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", bind,
+                               "--workers", str(workers), "--threads", str(threads),
+                               "--timeout", "30", "--graceful-timeout", "20",
+                               "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
+                               "idp.wsgi:app"])

@@ -1,0 +1,1 @@
+"""Signing keys: the key store in keys/, rotation and the JWKS."""

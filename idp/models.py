@@ -1,0 +1,10 @@
+"""Every table, imported in one place for create_app and Alembic."""
+
+from idp.accounts.models import User
+from idp.audit.models import AuditEvent, AuditHead
+from idp.oidc.models import AccessTokenRecord, AuthorizationCode, Client, Consent, RefreshToken
+from idp.oidc.models import UsedAssertion
+from idp.sessions.models import SsoSession
+
+__all__ = ["AccessTokenRecord", "AuditEvent", "AuditHead", "AuthorizationCode", "Client",
+           "Consent", "RefreshToken", "SsoSession", "UsedAssertion", "User"]

@@ -1,0 +1,1 @@
+"""OpenID Provider: Authlib's AuthorizationServer wired to our storage, keys and sessions."""

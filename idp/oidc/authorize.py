@@ -1,0 +1,142 @@
+"""Authorization-request rules beyond Authlib's: unsupported parameters, prompt, max_age,
+acr_values, consent. Pure decisions over the session and the request; the view acts on them."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.util import scope_to_list
+from sqlalchemy import select
+
+from idp import clock
+from idp.accounts.models import User
+from idp.audit import service as audit
+from idp.context import policy
+from idp.extensions import db
+from idp.oidc.models import Client, Consent
+from idp.sessions.models import SsoSession
+
+PROMPTS = {"none", "login", "consent"}
+UNSUPPORTED = {
+    "request": "request_not_supported",
+    "request_uri": "request_uri_not_supported",
+    "registration": "registration_not_supported",
+}
+SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
+                 "prompt", "max_age", "code_challenge", "code_challenge_method", "acr_values",
+                 "login_hint", "response_mode")
+
+
+class AuthorizationRequestError(InvalidRequestError):
+    """invalid_request or a more specific code, sent back to the validated redirect_uri."""
+
+    def __init__(self, description: str, redirect_uri: str, error: str = "invalid_request"
+                 ) -> None:
+        super().__init__(description, redirect_uri=redirect_uri)
+        self.error = error
+
+
+class RequestRules:
+    """Grant extension: refuse what discovery does not advertise, with the spec's error."""
+
+    def __call__(self, grant: grants.BaseGrant) -> None:
+        grant.register_hook("after_validate_authorization_request_payload", self.validate)
+
+    def validate(self, grant: grants.BaseGrant, redirect_uri: str) -> None:
+        payload = grant.request.payload
+        for name, error in UNSUPPORTED.items():
+            if name in payload.data:
+                raise AuthorizationRequestError(f"'{name}' is not supported", redirect_uri,
+                                                error)
+        for name in SINGLE_VALUED:
+            if len(payload.datalist.get(name, [])) > 1:
+                raise AuthorizationRequestError(f"'{name}' given more than once", redirect_uri)
+        mode = payload.data.get("response_mode")
+        if mode not in (None, "query"):
+            raise AuthorizationRequestError("response_mode must be query", redirect_uri)
+        prompts = set((payload.data.get("prompt") or "").split())
+        if prompts - PROMPTS:
+            raise AuthorizationRequestError("unsupported prompt value", redirect_uri)
+        if "none" in prompts and len(prompts) > 1:
+            raise AuthorizationRequestError("prompt=none cannot be combined", redirect_uri)
+        max_age = payload.data.get("max_age")
+        if max_age is not None and (not max_age.isdigit() or len(max_age) > 9):
+            raise AuthorizationRequestError("max_age must be a non-negative integer",
+                                            redirect_uri)
+        if "openid" not in (scope_to_list(payload.scope) or []):
+            raise AuthorizationRequestError("scope must include openid", redirect_uri,
+                                            "invalid_scope")
+
+
+@dataclass(frozen=True)
+class LoginDecision:
+    required: bool
+    reason: str = ""
+
+
+def request_key(query: str) -> str:
+    return hashlib.sha256(query.encode()).hexdigest()[:32]
+
+
+def login_decision(sso: SsoSession | None, params: dict, login_marker: float | None
+                   ) -> LoginDecision:
+    """Does this authorization request need the user to (re)authenticate first?
+
+    login_marker is when this very request first asked for prompt=login; a sign-in after it
+    satisfies the prompt.
+    """
+    if sso is None:
+        return LoginDecision(True, "no session")
+    prompts = set((params.get("prompt") or "").split())
+    auth_time = sso.auth_time.timestamp()
+    if "login" in prompts and (login_marker is None or auth_time < login_marker):
+        return LoginDecision(True, "prompt=login")
+    max_age = params.get("max_age")
+    if max_age is not None and clock.now().timestamp() - auth_time > int(max_age):
+        return LoginDecision(True, "max_age")
+    requested = (params.get("acr_values") or "").split()
+    if requested:
+        assurance = policy().assurance
+        wanted = min(assurance.rank(a) for a in requested)
+        if wanted > assurance.rank(sso.acr) and achievable_rank(sso.user) > assurance.rank(
+                sso.acr):
+            return LoginDecision(True, "acr_values")
+    return LoginDecision(False)
+
+
+def achievable_rank(user: User) -> int:
+    """The strongest acr this user can reach with the methods they have (password for now)."""
+    assurance = policy().assurance
+    return assurance.rank(assurance.password_acr)
+
+
+def has_consent(user: User, client: Client, scope: str) -> bool:
+    wanted = set(scope_to_list(scope) or [])
+    rows = db.session.execute(select(Consent.scope).where(
+        Consent.user_id == user.id, Consent.client_id == client.client_id,
+        Consent.revoked_at.is_(None))).scalars()
+    return any(wanted <= set(s.split()) for s in rows)
+
+
+def remember_consent(user: User, client: Client, scope: str) -> None:
+    db.session.add(Consent(user_id=user.id, client_id=client.client_id,
+                           scope=" ".join(sorted(set(scope.split()))), granted_at=clock.now()))
+    audit.record("consent.granted", user_id=user.id, client_id=client.client_id, scope=scope)
+
+
+def revoke_consent(user: User, consent_id: int) -> bool:
+    consent = db.session.get(Consent, consent_id)
+    if consent is None or consent.user_id != user.id or consent.revoked_at is not None:
+        return False
+    consent.revoked_at = clock.now()
+    audit.record("consent.revoked", user_id=user.id, client_id=consent.client_id)
+    return True
+
+
+def active_consents(user: User) -> list[Consent]:
+    return list(db.session.execute(select(Consent).where(
+        Consent.user_id == user.id, Consent.revoked_at.is_(None))
+        .order_by(Consent.granted_at.desc())).scalars())

@@ -1,0 +1,39 @@
+"""Claims released per scope (the mapping lives in policies/scopes.toml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749.util import scope_to_list
+
+from idp.accounts.models import User
+from idp.context import policy
+
+
+def _all_claims(user: User) -> dict[str, Any]:
+    return {
+        "name": user.name or user.username,
+        "given_name": user.given_name,
+        "family_name": user.family_name,
+        "preferred_username": user.username,
+        "email": user.email,
+        "email_verified": bool(user.email_verified),
+        "phone_number": user.phone_number,
+        "phone_number_verified": bool(user.phone_number_verified),
+        "npi": user.npi,
+        "license_state": user.license_state,
+        "roles": [user.role],
+        "facility": user.facility,
+        "department": user.department,
+    }
+
+
+def user_claims(user: User, scope: str | list[str] | None) -> dict[str, Any]:
+    """`sub` plus the claims the granted scopes release; empty values are left out."""
+    scopes = scope if isinstance(scope, list) else (scope_to_list(scope) or [])
+    allowed = policy().claims_for(scopes)
+    claims: dict[str, Any] = {"sub": user.subject}
+    for name, value in _all_claims(user).items():
+        if name in allowed and value not in (None, "", []):
+            claims[name] = value
+    return claims

@@ -1,0 +1,110 @@
+"""Registering relying parties: validation of metadata, secrets shown once, stored hashed."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import select
+
+from idp.audit import service as audit
+from idp.context import policy
+from idp.extensions import db
+from idp.oidc.models import LOOPBACK_HOSTS, Client, digest
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+
+
+class ClientError(ValueError):
+    """Client metadata is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class NewClient:
+    client: Client
+    client_secret: str | None  # shown once, never stored in clear
+
+
+def validate_uri(uri: str, field: str) -> str:
+    """https only, except http on loopback (RFC 8252); no fragment, no wildcard."""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        raise ClientError(f"{field}: {uri!r} is not a valid URI") from None
+    if parts.fragment or "#" in uri:
+        raise ClientError(f"{field}: {uri!r} must not have a fragment")
+    if "*" in uri:
+        raise ClientError(f"{field}: {uri!r} must not contain wildcards")
+    if not parts.hostname:
+        raise ClientError(f"{field}: {uri!r} needs a host")
+    if parts.scheme == "https":
+        return uri
+    if parts.scheme == "http" and parts.hostname in (*LOOPBACK_HOSTS, "localhost"):
+        return uri
+    raise ClientError(f"{field}: {uri!r} must use https (http only on loopback)")
+
+
+def create_client(*, name: str, redirect_uris: list[str], public: bool = False,
+                  grant_types: list[str] | None = None, scope: str | None = None,
+                  post_logout_redirect_uris: list[str] | None = None,
+                  backchannel_logout_uri: str | None = None, first_party: bool = False,
+                  auth_method: str | None = None, jwks: dict | None = None,
+                  loopback_any_port: bool = False, id_token_alg: str | None = None,
+                  introspect_any: bool = False, client_id: str | None = None,
+                  require_pkce: bool = False) -> NewClient:
+    if not name or len(name) > 200:
+        raise ClientError("name: 1-200 characters")
+    grant_types = list(grant_types or ["authorization_code", "refresh_token"])
+    for grant in grant_types:
+        if grant not in GRANT_TYPES:
+            raise ClientError(f"grant-type: {grant!r} is not one of {', '.join(GRANT_TYPES)}")
+    method = auth_method or ("none" if public else (
+        "private_key_jwt" if jwks else "client_secret_basic"))
+    if method not in AUTH_METHODS:
+        raise ClientError(f"auth-method: {method!r} is not one of {', '.join(AUTH_METHODS)}")
+    if public and method != "none" or method == "none" and not public:
+        raise ClientError("auth-method: public clients, and only they, use 'none'")
+    if public and "client_credentials" in grant_types:
+        raise ClientError("grant-type: a public client cannot use client_credentials")
+    if "authorization_code" in grant_types and not redirect_uris:
+        raise ClientError("redirect-uri: at least one is needed for authorization_code")
+    uris = [validate_uri(u, "redirect-uri") for u in redirect_uris]
+    logout_uris = [validate_uri(u, "post-logout-redirect-uri")
+                   for u in post_logout_redirect_uris or []]
+    if backchannel_logout_uri:
+        validate_uri(backchannel_logout_uri, "backchannel-logout-uri")
+    scopes = (scope or "openid profile email").split()
+    unknown = [s for s in scopes if s not in policy().scopes]
+    if unknown:
+        raise ClientError(f"scope: unknown {', '.join(unknown)}")
+    if method == "private_key_jwt":
+        try:
+            KeySet.import_key_set(jwks or {})
+        except (JoseError, ValueError, TypeError, KeyError):
+            raise ClientError("jwks: not a valid public JWK set") from None
+        if not (jwks or {}).get("keys"):
+            raise ClientError("jwks: private_key_jwt needs at least one key")
+    if id_token_alg not in (None, *policy().keys.algorithms):
+        raise ClientError(f"id-token-alg: one of {', '.join(policy().keys.algorithms)}")
+    client_id = client_id or secrets.token_urlsafe(16)
+    if db.session.execute(select(Client.id).where(Client.client_id == client_id)).first():
+        raise ClientError(f"client-id: {client_id!r} exists already")
+    secret = secrets.token_urlsafe(32) if method.startswith("client_secret") else None
+    client = Client(
+        client_id=client_id, client_secret_hash=digest(secret) if secret else None,
+        client_name=name, redirect_uris=uris, post_logout_redirect_uris=logout_uris,
+        backchannel_logout_uri=backchannel_logout_uri, grant_types=grant_types,
+        response_types=["code"] if "authorization_code" in grant_types else [],
+        scope=" ".join(scopes), token_endpoint_auth_method=method,
+        jwks=jwks if method == "private_key_jwt" else None, first_party=first_party,
+        require_pkce=public or require_pkce, loopback_any_port=loopback_any_port,
+        id_token_signed_response_alg=id_token_alg, introspect_any=introspect_any)
+    db.session.add(client)
+    db.session.flush()
+    audit.record("client.created", client_id=client_id, name=name, first_party=first_party)
+    return NewClient(client, secret)

@@ -1,0 +1,48 @@
+"""The discovery document: every value here is something the provider really does."""
+
+from __future__ import annotations
+
+from idp.context import policy, settings
+from idp.oidc.server import ALL_AUTH_METHODS
+
+
+def metadata() -> dict:
+    issuer = settings().issuer
+    pol = policy()
+    claims = sorted({"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr",
+                     "sid", "azp", "at_hash"} | pol.claims_for(list(pol.scopes)))
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": f"{issuer}/token",
+        "userinfo_endpoint": f"{issuer}/userinfo",
+        "jwks_uri": f"{issuer}/jwks.json",
+        "revocation_endpoint": f"{issuer}/revoke",
+        "introspection_endpoint": f"{issuer}/introspect",
+        "end_session_endpoint": f"{issuer}/logout",
+        "scopes_supported": sorted(pol.scopes),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": list(pol.keys.algorithms),
+        "userinfo_signing_alg_values_supported": [],
+        "token_endpoint_auth_methods_supported": ALL_AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
+        "revocation_endpoint_auth_methods_supported": ALL_AUTH_METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
+        "introspection_endpoint_auth_methods_supported": [
+            m for m in ALL_AUTH_METHODS if m != "none"],
+        "introspection_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": claims,
+        "acr_values_supported": list(pol.assurance.acr_values),
+        "prompt_values_supported": ["none", "login", "consent"],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "require_request_uri_registration": False,
+        "authorization_response_iss_parameter_supported": True,
+        "claim_types_supported": ["normal"],
+        "ui_locales_supported": ["en-US"],
+    }

@@ -1,0 +1,115 @@
+"""Revocation (RFC 7009) and introspection (RFC 7662) over our two token kinds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+
+from idp import clock
+from idp.accounts.models import User
+from idp.audit import service as audit
+from idp.context import settings
+from idp.extensions import db
+from idp.oidc import tokens
+from idp.oidc.models import AccessTokenRecord, Client, RefreshToken
+from idp.oidc.server import CONFIDENTIAL_AUTH_METHODS, ALL_AUTH_METHODS
+
+
+@dataclass
+class AccessToken:
+    """A verified JWT access token with its revocation record, in Authlib's token shape."""
+
+    claims: dict
+    record: AccessTokenRecord
+
+    def check_client(self, client: Client) -> bool:
+        return self.record.client_id == client.client_id
+
+    def is_expired(self) -> bool:
+        return self.record.expires_at <= clock.now()
+
+    def is_revoked(self) -> bool:
+        return self.record.revoked_at is not None
+
+    def get_scope(self) -> str:
+        return self.record.scope
+
+
+def _find(token: str, hint: str | None) -> AccessToken | RefreshToken | None:
+    if not isinstance(token, str):
+        return None
+    order = ("refresh_token", "access_token") if hint == "refresh_token" else \
+        ("access_token", "refresh_token")
+    for kind in order:
+        if kind == "refresh_token":
+            found = tokens.find_refresh_token(token)
+            if found is not None:
+                return found
+        else:
+            try:
+                claims, record = tokens.verify_access_token(token, check_revoked=False)
+            except tokens.InvalidToken:
+                continue
+            return AccessToken(claims, record)
+    return None
+
+
+class Revocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = ALL_AUTH_METHODS
+
+    def authenticate_token(self, request: object, client: Client) -> object | None:
+        self.check_params(request, client)
+        token = self.query_token(request.form["token"], request.form.get("token_type_hint"))
+        # A token of another client is treated like an unknown one (RFC 7009 §2.2): no
+        # error, nothing revoked, and no oracle telling the caller the token exists.
+        return token if token is not None and token.check_client(client) else None
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> object | None:
+        return _find(token_string, token_type_hint)
+
+    def revoke_token(self, token: object, request: object) -> None:
+        if isinstance(token, RefreshToken):
+            tokens.revoke_family(token.family_id)  # the grant goes with its refresh token
+            kind, user_id = "refresh_token", token.user_id
+        else:
+            tokens.revoke_access_token(token.record.jti)
+            kind, user_id = "access_token", token.record.user_id
+        audit.record("token.revoked", user_id=user_id, client_id=request.client.client_id,
+                     kind=kind)
+        db.session.commit()
+
+
+class Introspection(IntrospectionEndpoint):
+    CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> object | None:
+        return _find(token_string, token_type_hint)
+
+    def check_permission(self, token: object, client: Client, request: object) -> bool:
+        """A client may introspect its own tokens; resource servers flagged by an admin may
+        introspect any."""
+        return client.introspect_any or token.check_client(client)
+
+    def introspect_token(self, token: object) -> dict:
+        if isinstance(token, RefreshToken):
+            user = db.session.get(User, token.user_id)
+            return {
+                "active": True, "token_type": "refresh_token", "scope": token.scope,
+                "client_id": token.client_id, "sub": user.subject if user else None,
+                "username": user.username if user else None, "iss": settings().issuer,
+                "exp": int(token.expires_at.timestamp()),
+                "iat": int(token.issued_at.timestamp()),
+            }
+        claims = token.claims
+        body = {"active": True, "token_type": "Bearer"}
+        for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti",
+                     "auth_time", "acr", "amr", "sid"):
+            if name in claims:
+                body[name] = claims[name]
+        if token.record.user_id is not None:
+            user = db.session.get(User, token.record.user_id)
+            if user is not None:
+                body["username"] = user.username
+        return body

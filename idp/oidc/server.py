@@ -1,0 +1,299 @@
+"""Authlib's AuthorizationServer wired to our storage: grants only answer storage questions."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.util import scope_to_list
+from authlib.oauth2.rfc6749.errors import InvalidClientError
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core import OpenIDCode
+from authlib.oidc.core.grants.util import validate_nonce
+from flask import Flask, g, request
+from joserfc.jwk import KeySet
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from idp import clock
+from idp.accounts.models import User
+from idp.audit import service as audit
+from idp.context import keystore, policy, settings
+from idp.extensions import db
+from idp.oidc import tokens
+from idp.oidc.authorize import RequestRules
+from idp.oidc.claims import user_claims
+from idp.oidc.models import AuthorizationCode, Client, UsedAssertion, digest
+from idp.sessions import service as sessions
+
+ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+class Server(AuthorizationServer):
+    def query_client(self, client_id: str) -> Client | None:
+        if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+            return None
+        client = db.session.execute(
+            select(Client).where(Client.client_id == client_id)).scalar_one_or_none()
+        return None if client is None or client.disabled else client
+
+    def save_token(self, token: dict, request: object) -> None:
+        """Records were added by the token generator; commit them with the audit event."""
+        oauth_request = request
+        user = getattr(oauth_request, "user", None)
+        audit.record("token.issued", user_id=user.id if user else None,
+                     client_id=oauth_request.client.client_id, ip=_ip(),
+                     grant_type=oauth_request.payload.grant_type or "authorization_code",
+                     scope=token.get("scope", ""),
+                     refresh=bool(token.get("refresh_token")))
+        db.session.commit()
+
+
+def _ip() -> str | None:
+    return request.remote_addr
+
+
+class TokenGenerator:
+    """Authlib token generator: RFC 9068 JWT access token, opaque refresh token."""
+
+    def __call__(self, grant_type: str, client: Client, user: User | None = None,
+                 scope: str | None = None, expires_in: int | None = None,
+                 include_refresh_token: bool = True) -> dict:
+        ctx: tokens.AuthContext | None = g.get("auth_context")
+        scope = scope or ""
+        access, _ = tokens.issue_access_token(client, user, scope, ctx)
+        token = {"token_type": "Bearer", "access_token": access,
+                 "expires_in": policy().tokens.access_token_lifetime, "scope": scope}
+        offline = "offline_access" in (scope_to_list(scope) or [])
+        if include_refresh_token and offline and user is not None and ctx is not None:
+            token["refresh_token"] = tokens.issue_refresh_token(client, user, scope, ctx)
+        return token
+
+
+class Pkce(CodeChallenge):
+    """PKCE, S256 only; required for public clients and clients flagged require_pkce."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant: grants.BaseGrant, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        client: Client = grant.request.client
+        challenge, method = data.get("code_challenge"), data.get("code_challenge_method")
+        if not challenge and (client.is_public or client.require_pkce):
+            raise InvalidRequestError("PKCE is required: send code_challenge with method S256",
+                                      redirect_uri=redirect_uri)
+        if challenge and method != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256 (plain is refused)",
+                                      redirect_uri=redirect_uri)
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class CodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
+
+    def save_authorization_code(self, code: str, oauth_request: object) -> None:
+        sso = sessions.current()
+        data = oauth_request.payload.data
+        item = AuthorizationCode(
+            code_hash=digest(code), client_id=oauth_request.client.client_id,
+            user_id=oauth_request.user.id, sid=sso.id if sso else None,
+            family_id=secrets.token_urlsafe(16),
+            redirect_uri=oauth_request.payload.redirect_uri, scope=oauth_request.scope or "",
+            nonce=data.get("nonce"), code_challenge=data.get("code_challenge"),
+            code_challenge_method=data.get("code_challenge_method"),
+            auth_time=sso.auth_time if sso else clock.now(), acr=sso.acr if sso else None,
+            amr=list(sso.amr) if sso else [],
+            expires_at=clock.now() + timedelta(
+                seconds=policy().tokens.authorization_code_lifetime))
+        db.session.add(item)
+        audit.record("authorization.code_issued", user_id=oauth_request.user.id,
+                     client_id=oauth_request.client.client_id, ip=_ip(),
+                     scope=item.scope)
+        db.session.commit()
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+        """Find and consume the code in one atomic step; a second use revokes its tokens."""
+        if not isinstance(code, str) or not code or len(code) > 256:
+            return None
+        item = db.session.execute(select(AuthorizationCode).where(
+            AuthorizationCode.code_hash == digest(code))).scalar_one_or_none()
+        if item is None or item.client_id != client.client_id:
+            return None
+        claimed = db.session.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.id == item.id, AuthorizationCode.used_at.is_(None))
+            .values(used_at=clock.now())).rowcount
+        if not claimed:
+            tokens.revoke_family(item.family_id)
+            audit.record("authorization.code_replayed", user_id=item.user_id,
+                         client_id=client.client_id, ip=_ip())
+            db.session.commit()
+            return None
+        db.session.commit()
+        if item.expires_at <= clock.now():
+            return None
+        return item
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Already consumed in query_authorization_code; kept to detect replays."""
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
+        user = db.session.get(User, authorization_code.user_id)
+        if user is None or user.disabled:
+            return None
+        g.auth_context = tokens.AuthContext(
+            sid=authorization_code.sid, auth_time=authorization_code.auth_time,
+            acr=authorization_code.acr, amr=authorization_code.get_amr(),
+            family_id=authorization_code.family_id)
+        return user
+
+
+class RefreshGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> object | None:
+        """Rotate on use: the token is consumed atomically; presenting a consumed one again
+        means it leaked, so its whole family is revoked (RFC 9700 §4.14.2)."""
+        item = tokens.find_refresh_token(refresh_token)
+        client: Client | None = getattr(self.request, "client", None)
+        if item is None or client is None or item.client_id != client.client_id:
+            return None
+        if item.revoked_at is not None or item.expires_at <= clock.now():
+            return None
+        claimed = db.session.execute(
+            update(tokens.RefreshToken)
+            .where(tokens.RefreshToken.id == item.id, tokens.RefreshToken.rotated_at.is_(None),
+                   tokens.RefreshToken.revoked_at.is_(None))
+            .values(rotated_at=clock.now())).rowcount
+        if not claimed:
+            tokens.revoke_family(item.family_id)
+            audit.record("token.refresh_reused", user_id=item.user_id,
+                         client_id=client.client_id, ip=_ip())
+            db.session.commit()
+            return None
+        db.session.commit()
+        return item
+
+    def authenticate_user(self, refresh_token: tokens.RefreshToken) -> User | None:
+        user = db.session.get(User, refresh_token.user_id)
+        if user is None or user.disabled:
+            return None
+        g.auth_context = tokens.AuthContext(
+            sid=refresh_token.sid, auth_time=refresh_token.auth_time, acr=refresh_token.acr,
+            amr=list(refresh_token.amr or []), family_id=refresh_token.family_id)
+        return user
+
+    def revoke_old_credential(self, refresh_token: tokens.RefreshToken) -> None:
+        """Already marked rotated in authenticate_refresh_token."""
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+
+class IdToken(OpenIDCode):
+    """ID token: signed with the active key of the client's algorithm, with sid and azp."""
+
+    def __call__(self, grant: grants.BaseGrant) -> None:
+        # Prompt handling lives in the authorize view (it needs the SSO session).
+        grant.register_hook("after_create_token_response", self.process_token)
+        if "openid" in (scope_to_list(grant.request.payload.scope) or []):
+            grant.register_hook("after_validate_authorization_request_payload",
+                                self.validate_openid_authorization_request)
+
+    def validate_openid_authorization_request(self, grant: grants.BaseGrant,
+                                              redirect_uri: str) -> None:
+        try:
+            validate_nonce(grant.request, self.exists_nonce, self.require_nonce)
+        except InvalidRequestError as error:
+            error.redirect_uri = redirect_uri
+            raise
+
+    def exists_nonce(self, nonce: str, oauth_request: object) -> bool:
+        return db.session.execute(select(AuthorizationCode.id).where(
+            AuthorizationCode.client_id == oauth_request.payload.client_id,
+            AuthorizationCode.nonce == nonce).limit(1)).first() is not None
+
+    def get_client_algorithm(self, client: Client) -> str:
+        return client.id_token_signed_response_alg or policy().tokens.id_token_default_alg
+
+    def resolve_client_private_key(self, client: Client) -> object:
+        return keystore().signing_key(self.get_client_algorithm(client)).key
+
+    def get_encode_header(self, client: Client) -> dict:
+        alg = self.get_client_algorithm(client)
+        return {"alg": alg, "kid": keystore().signing_key(alg).kid, "typ": "JWT"}
+
+    def get_client_claims(self, client: Client) -> dict:
+        now = clock.timestamp()
+        return {"iss": settings().issuer, "aud": [client.client_id], "azp": client.client_id,
+                "iat": now, "exp": now + policy().tokens.id_token_lifetime}
+
+    def get_authorization_code_claims(self, authorization_code: AuthorizationCode) -> dict:
+        claims = super().get_authorization_code_claims(authorization_code)
+        if authorization_code.sid:
+            claims["sid"] = authorization_code.sid
+        return claims
+
+    def generate_user_info(self, user: User, scope: str) -> dict:
+        return user_claims(user, scope)
+
+
+class ClientAssertion(JWTBearerClientAssertion):
+    """private_key_jwt (RFC 7523): keys from the client's registered JWKS; jti single use."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def get_audiences(self) -> list[str]:
+        issuer = settings().issuer
+        return [issuer, f"{issuer}/token", f"{issuer}/introspect", f"{issuer}/revoke"]
+
+    def resolve_client_public_key(self, client: Client) -> KeySet:
+        if not client.jwks:
+            raise InvalidClientError(description="the client has no registered keys")
+        return KeySet.import_key_set(client.jwks)
+
+    def validate_jti(self, claims: dict, jti: str) -> bool:
+        key = digest(f"{claims.get('iss')}:{jti}")
+        if db.session.get(UsedAssertion, key) is not None:
+            return False
+        exp = claims.get("exp")
+        expires = clock.now() + timedelta(seconds=300)
+        if isinstance(exp, int):
+            expires = max(expires, clock.from_timestamp(exp))
+        try:
+            with db.session.begin_nested():
+                db.session.add(UsedAssertion(jti_hash=key, client_id=str(claims.get("iss")),
+                                             expires_at=expires))
+        except IntegrityError:
+            return False  # a concurrent request used the same assertion
+        return True
+
+
+class Issuer(IssuerParameter):
+    def get_issuer(self) -> str:
+        return settings().issuer
+
+
+server = Server()
+
+
+def init_oauth(app: Flask) -> None:
+    server.init_app(app)
+    server.register_token_generator("default", TokenGenerator())
+    server.register_client_auth_method(ClientAssertion.CLIENT_AUTH_METHOD, ClientAssertion())
+    server.register_grant(CodeGrant, [RequestRules(), Pkce(required=True),
+                                      IdToken(require_nonce=False)])
+    server.register_grant(RefreshGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_extension(Issuer())
+    from idp.oidc.endpoints import Introspection, Revocation
+
+    server.register_endpoint(Revocation)
+    server.register_endpoint(Introspection)

@@ -1,0 +1,149 @@
+"""Issuing, finding and revoking tokens: JWT access tokens (RFC 9068), opaque refresh tokens."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from authlib.oauth2.rfc6749.util import scope_to_list
+from joserfc import jwt
+from joserfc.errors import JoseError
+from sqlalchemy import select, update
+
+from idp import clock
+from idp.accounts.models import User
+from idp.context import keystore, policy, settings
+from idp.extensions import db
+from idp.oidc.models import AccessTokenRecord, Client, RefreshToken, digest
+
+ALGORITHMS = ["RS256", "ES256"]
+
+
+@dataclass
+class AuthContext:
+    """How the user authenticated, carried from the session into codes, tokens and claims."""
+
+    sid: str | None
+    auth_time: datetime
+    acr: str | None
+    amr: list[str] = field(default_factory=list)
+    family_id: str | None = None
+
+
+def sign(claims: dict, alg: str, typ: str | None = None) -> str:
+    key = keystore().signing_key(alg)
+    header = {"alg": alg, "kid": key.kid}
+    if typ:
+        header["typ"] = typ
+    return jwt.encode(header, claims, key.key, algorithms=[alg])
+
+
+def audiences(scopes: list[str]) -> list[str]:
+    """RFC 9068 `aud`: the resources the scopes name; the IdP itself (userinfo) otherwise."""
+    resources = policy().audiences_for(scopes)
+    ehr = settings().ehr_audience
+    if ehr:
+        default = policy().resources.get("ehr")
+        resources = [ehr if r == default else r for r in resources]
+    return resources or [settings().issuer]
+
+
+def issue_access_token(client: Client, user: User | None, scope: str,
+                       ctx: AuthContext | None) -> tuple[str, AccessTokenRecord]:
+    now = clock.now()
+    lifetime = policy().tokens.access_token_lifetime
+    jti = secrets.token_urlsafe(18)
+    scopes = scope_to_list(scope) or []
+    aud = audiences(scopes)
+    claims = {
+        "iss": settings().issuer,
+        "sub": user.subject if user else client.client_id,
+        "aud": aud[0] if len(aud) == 1 else aud,
+        "exp": int(now.timestamp()) + lifetime,
+        "iat": int(now.timestamp()),
+        "jti": jti,
+        "client_id": client.client_id,
+        "scope": scope or "",
+    }
+    if user is not None and ctx is not None:
+        claims["auth_time"] = int(ctx.auth_time.timestamp())
+        if ctx.acr:
+            claims["acr"] = ctx.acr
+        if ctx.amr:
+            claims["amr"] = ctx.amr
+        if ctx.sid:
+            claims["sid"] = ctx.sid
+    if user is not None and "roles" in scopes:
+        claims["roles"] = [user.role]
+    record = AccessTokenRecord(
+        jti=jti, client_id=client.client_id, user_id=user.id if user else None,
+        family_id=ctx.family_id if ctx else None, sid=ctx.sid if ctx else None,
+        scope=scope or "", issued_at=now, expires_at=now + timedelta(seconds=lifetime))
+    db.session.add(record)
+    return sign(claims, policy().tokens.access_token_alg, typ="at+jwt"), record
+
+
+def issue_refresh_token(client: Client, user: User, scope: str, ctx: AuthContext) -> str:
+    token = secrets.token_urlsafe(32)
+    now = clock.now()
+    db.session.add(RefreshToken(
+        token_hash=digest(token), family_id=ctx.family_id or secrets.token_urlsafe(16),
+        client_id=client.client_id, user_id=user.id, sid=ctx.sid, scope=scope,
+        auth_time=ctx.auth_time, acr=ctx.acr, amr=list(ctx.amr), issued_at=now,
+        expires_at=now + timedelta(seconds=policy().tokens.refresh_token_lifetime)))
+    return token
+
+
+class InvalidToken(Exception):
+    """The token is malformed, forged, expired, revoked or not ours; str() says which."""
+
+
+def verify_access_token(token: str, check_revoked: bool = True
+                        ) -> tuple[dict, AccessTokenRecord]:
+    """Check signature, type, issuer, expiry and the revocation record of an access token."""
+    if not token or len(token) > 8192:
+        raise InvalidToken("malformed token")
+    try:
+        decoded = jwt.decode(token, keystore().verification_keys(), algorithms=ALGORITHMS)
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise InvalidToken("signature or format invalid") from None
+    if decoded.header.get("typ") != "at+jwt":
+        raise InvalidToken("not an access token")
+    claims = decoded.claims
+    exp = claims.get("exp")
+    if claims.get("iss") != settings().issuer:
+        raise InvalidToken("wrong issuer")
+    if not isinstance(exp, int) or exp <= clock.timestamp():
+        raise InvalidToken("token expired")
+    jti = claims.get("jti")
+    record = db.session.get(AccessTokenRecord, jti) if isinstance(jti, str) else None
+    if record is None:
+        raise InvalidToken("unknown token")
+    if check_revoked and record.revoked_at is not None:
+        raise InvalidToken("token revoked")
+    return claims, record
+
+
+def find_refresh_token(token: str) -> RefreshToken | None:
+    if not token or len(token) > 512:
+        return None
+    return db.session.execute(
+        select(RefreshToken).where(RefreshToken.token_hash == digest(token))).scalar_one_or_none()
+
+
+def revoke_family(family_id: str) -> None:
+    """Revoke every access and refresh token descended from one grant."""
+    now = clock.now()
+    db.session.execute(update(RefreshToken).where(
+        RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now))
+    db.session.execute(update(AccessTokenRecord).where(
+        AccessTokenRecord.family_id == family_id, AccessTokenRecord.revoked_at.is_(None))
+        .values(revoked_at=now))
+
+
+def revoke_access_token(jti: str) -> None:
+    db.session.execute(update(AccessTokenRecord).where(
+        AccessTokenRecord.jti == jti, AccessTokenRecord.revoked_at.is_(None))
+        .values(revoked_at=clock.now()))

@@ -1,0 +1,235 @@
+"""Protocol endpoints. Thin: parse, call Authlib or a service, answer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from authlib.oauth2.rfc6749.util import scope_to_list
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from flask import (Blueprint, Response, current_app, jsonify, redirect,
+                   render_template, request, session, url_for)
+
+from idp.accounts.models import User
+from idp.audit import service as audit
+from idp.context import policy, settings
+from idp.extensions import csrf, db
+from idp.oidc import authorize as rules
+from idp.oidc import logout as logout_service
+from idp.oidc import tokens
+from idp.oidc.claims import user_claims
+from idp.oidc.discovery import metadata
+from idp.oidc.server import server
+from idp.sessions import service as sessions
+
+bp = Blueprint("oidc", __name__)
+
+
+def _cached_json(name: str, build: callable, max_age: int) -> Response:
+    """JSON built once per process and key-state change, with an ETag for conditional GETs."""
+    body = json.dumps(build(), sort_keys=True, separators=(",", ":"))
+    etag = hashlib.sha256(body.encode()).hexdigest()[:32]
+    response = Response(body, mimetype="application/json")
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = f"public, max-age={max_age}"
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response.make_conditional(request)
+
+
+@bp.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    return _cached_json("discovery", metadata, 3600)
+
+
+@bp.get("/jwks.json")
+def jwks() -> Response:
+    from idp.context import keystore
+
+    return _cached_json("jwks", keystore().public_jwks, 300)
+
+
+def _error_page(error: str, description: str, status: int = 400) -> tuple[str, int]:
+    return render_template("oidc/error.html", error=error, description=description), status
+
+
+def _authorization_error(error: OAuth2Error) -> Response | tuple[str, int]:
+    """Errors go back to the client only once its redirect_uri is known to be registered;
+    before that (unknown client, bad redirect_uri) the IdP shows its own page."""
+    if not error.redirect_uri:
+        return _error_page(error.error, error.get_error_description() or error.error)
+    params = [("error", error.error)]
+    if error.description:
+        params.append(("error_description", error.description))
+    state = request.args.get("state")
+    if state:
+        params.append(("state", state))
+    params.append(("iss", settings().issuer))
+    return redirect(add_params_to_uri(error.redirect_uri, params))
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+def authorize() -> Response | tuple[str, int]:
+    if request.method == "POST" and request.form.get("decision") is None:
+        return _error_page("invalid_request", "The authorization request must use GET.")
+    sso = sessions.current()
+    user = sso.user if sso else None
+    try:
+        grant = server.get_consent_grant(end_user=user)
+    except OAuth2Error as error:
+        return _authorization_error(error)
+    params = grant.request.payload.data
+    redirect_uri = grant.redirect_uri
+    prompts = set((params.get("prompt") or "").split())
+    key = rules.request_key(request.query_string.decode("latin-1"))
+    markers: dict = session.get("login_markers", {})
+    try:
+        decision = rules.login_decision(sso, params, markers.get(key))
+        if decision.required:
+            if "none" in prompts:
+                raise LoginRequiredError(redirect_uri=redirect_uri)
+            if "login" in prompts and key not in markers:
+                markers = {**dict(list(markers.items())[-4:]), key: _now_ts()}
+                session["login_markers"] = markers
+            return redirect(url_for("accounts.login", next=request.full_path,
+                                    login_hint=params.get("login_hint") or None))
+        client = grant.client
+        scope = grant.request.scope or ""
+        consenting = request.method == "POST"
+        if consenting or "consent" in prompts or not (
+                client.first_party or rules.has_consent(user, client, scope)):
+            if "none" in prompts:
+                raise ConsentRequiredError(redirect_uri=redirect_uri)
+            if not consenting:
+                return _consent_page(client, scope, user)
+            choice = request.form.get("decision")
+            if choice == "deny":
+                audit.record("consent.denied", user_id=user.id, client_id=client.client_id)
+                db.session.commit()
+                return server.create_authorization_response(grant=grant, grant_user=None)
+            if choice != "allow":
+                return _error_page("invalid_request", "Choose Allow or Deny.")
+            rules.remember_consent(user, client, scope)
+            db.session.commit()
+    except OAuth2Error as error:
+        return _authorization_error(error)
+    markers.pop(key, None)
+    session["login_markers"] = markers
+    return server.create_authorization_response(grant=grant, grant_user=user)
+
+
+def _now_ts() -> float:
+    from idp import clock
+
+    return clock.now().timestamp()
+
+
+def _consent_page(client: object, scope: str, user: User) -> str:
+    scopes = [policy().scopes[s] for s in scope_to_list(scope) or [] if s in policy().scopes]
+    return render_template("oidc/consent.html", client=client, scopes=scopes, user=user)
+
+
+@bp.post("/token")
+@csrf.exempt
+def token() -> Response:
+    return server.create_token_response()
+
+
+@bp.post("/revoke")
+@csrf.exempt
+def revoke() -> Response:
+    return server.create_endpoint_response("revocation")
+
+
+@bp.post("/introspect")
+@csrf.exempt
+def introspect() -> Response:
+    return server.create_endpoint_response("introspection")
+
+
+def _bearer_error(status: int, error: str | None = None, description: str | None = None
+                  ) -> Response:
+    challenge = f'Bearer realm="{settings().issuer}"'
+    if error:
+        challenge += f', error="{error}"'
+    if description:
+        challenge += f', error_description="{description}"'
+    body = {"error": error, "error_description": description} if error else {}
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+@csrf.exempt
+def userinfo() -> Response:
+    header = request.headers.get("Authorization", "")
+    form_token = request.form.get("access_token") if request.method == "POST" else None
+    if header and form_token:
+        return _bearer_error(400, "invalid_request", "more than one way of sending the token")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return _bearer_error(401, "invalid_token", "expected a Bearer token")
+        raw = value.strip()
+    elif form_token:
+        raw = form_token
+    else:
+        return _bearer_error(401)
+    try:
+        claims, record = tokens.verify_access_token(raw)
+    except tokens.InvalidToken as exc:
+        return _bearer_error(401, "invalid_token", str(exc))
+    if "openid" not in record.scope.split():
+        return _bearer_error(403, "insufficient_scope", "the token lacks the openid scope")
+    user = db.session.get(User, record.user_id) if record.user_id else None
+    if user is None or user.disabled:
+        return _bearer_error(401, "invalid_token", "the token's user is not active")
+    return jsonify(user_claims(user, record.scope))
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+@csrf.exempt
+def logout() -> Response | tuple[str, int] | str:
+    values = request.values
+    try:
+        plan = logout_service.plan(
+            id_token_hint=values.get("id_token_hint"), client_id=values.get("client_id"),
+            post_logout_redirect_uri=values.get("post_logout_redirect_uri"),
+            state=values.get("state"), sso=sessions.current())
+    except logout_service.LogoutError as exc:
+        return _error_page("invalid_request", str(exc))
+    if plan.needs_confirmation:
+        if request.method != "POST" or request.form.get("confirm") != "yes":
+            return render_template("oidc/logout_confirm.html", plan=plan, values=values)
+        csrf.protect()
+    logout_service.end(plan, sessions.current())
+    db.session.commit()
+    if plan.redirect_to:
+        return redirect(plan.redirect_to)
+    return render_template("oidc/logged_out.html")
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    from sqlalchemy import text
+
+    try:
+        db.session.execute(text("SELECT 1"))
+        from idp.context import keystore
+
+        for alg in policy().keys.algorithms:
+            keystore().signing_key(alg)
+    except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
+        current_app.logger.warning("readiness check failed", exc_info=False)
+        return jsonify(status="unavailable"), 503
+    return jsonify(status="ready"), 200
+
+

@@ -1,0 +1,163 @@
+"""Loads policies/*.toml into frozen dataclasses. A bad policy refuses to start (PolicyError)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class PolicyError(Exception):
+    """A policy file is missing, malformed, or holds a value out of range."""
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    authorization_code_lifetime: int
+    access_token_lifetime: int
+    id_token_lifetime: int
+    refresh_token_lifetime: int
+    access_token_alg: str
+    id_token_default_alg: str
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    algorithms: tuple[str, ...]
+    rsa_key_size: int
+    activation_delay: int
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    idle_timeout: int
+    absolute_timeout: int
+    cookie_name: str
+
+
+@dataclass(frozen=True)
+class Argon2Policy:
+    time_cost: int
+    memory_cost: int
+    parallelism: int
+    hash_len: int
+    salt_len: int
+
+
+@dataclass(frozen=True)
+class AssurancePolicy:
+    acr_values: tuple[str, ...]
+    password_acr: str
+
+    def rank(self, acr: str | None) -> int:
+        """Position of an acr in the ordered list; unknown values rank below everything."""
+        return self.acr_values.index(acr) if acr in self.acr_values else -1
+
+
+@dataclass(frozen=True)
+class Scope:
+    name: str
+    description: str
+    claims: tuple[str, ...]
+    resource: str | None
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    label: str
+    clinical: bool
+
+
+@dataclass(frozen=True)
+class Policy:
+    tokens: TokenPolicy
+    keys: KeyPolicy
+    session: SessionPolicy
+    argon2: Argon2Policy
+    assurance: AssurancePolicy
+    scopes: dict[str, Scope]
+    resources: dict[str, str]
+    roles: dict[str, Role]
+
+    @property
+    def max_token_lifetime(self) -> int:
+        """How long a signing key must stay published after it stops signing."""
+        return max(self.tokens.access_token_lifetime, self.tokens.id_token_lifetime)
+
+    def claims_for(self, scopes: list[str]) -> set[str]:
+        return {c for s in scopes if s in self.scopes for c in self.scopes[s].claims}
+
+    def audiences_for(self, scopes: list[str]) -> list[str]:
+        names = sorted({self.scopes[s].resource for s in scopes if s in self.scopes} - {None})
+        return [self.resources[n] for n in names]
+
+
+def _read(directory: Path, name: str) -> dict[str, Any]:
+    path = directory / name
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise PolicyError(f"policy file {path} is missing") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from None
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    fields = cls.__dataclass_fields__
+    unknown = set(data) - set(fields)
+    missing = set(fields) - set(data)
+    if unknown or missing:
+        raise PolicyError(f"{where}: unknown {sorted(unknown)} / missing {sorted(missing)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    for key, value in values.items():
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            raise PolicyError(f"{where}: {key} must not be negative")
+    return cls(**values)
+
+
+def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Policy:
+    """Read every policy file. `overrides` (tests, operators' experiments) patch single values."""
+    overrides = overrides or {}
+
+    def section(file: str, key: str | None = None) -> dict[str, Any]:
+        data = _read(directory, file)
+        if key:
+            data = data.get(key, {})
+        return {**data, **overrides.get(file.removesuffix(".toml"), {})}
+
+    tokens = _build(TokenPolicy, section("tokens.toml"), "tokens.toml")
+    keys = _build(KeyPolicy, section("keys.toml"), "keys.toml")
+    session = _build(SessionPolicy, section("session.toml"), "session.toml")
+    argon2 = _build(Argon2Policy, section("password.toml", "argon2"), "password.toml [argon2]")
+    assurance = _build(AssurancePolicy, section("assurance.toml"), "assurance.toml")
+    for alg in (*keys.algorithms, tokens.access_token_alg, tokens.id_token_default_alg):
+        if alg not in ("RS256", "ES256"):
+            raise PolicyError(f"unsupported signing algorithm {alg!r}")
+    if tokens.access_token_alg not in keys.algorithms:
+        raise PolicyError("tokens.toml access_token_alg has no key in keys.toml algorithms")
+    if assurance.password_acr not in assurance.acr_values:
+        raise PolicyError("assurance.toml password_acr is not one of acr_values")
+    if session.idle_timeout <= 0 or session.absolute_timeout < session.idle_timeout:
+        raise PolicyError("session.toml: need 0 < idle_timeout <= absolute_timeout")
+
+    raw_scopes = _read(directory, "scopes.toml")
+    resources = {
+        name: str(spec["audience"]) for name, spec in raw_scopes.get("resources", {}).items()
+    }
+    scopes = {}
+    for name, spec in raw_scopes.get("scopes", {}).items():
+        resource = spec.get("resource")
+        if resource is not None and resource not in resources:
+            raise PolicyError(f"scopes.toml: scope {name} names unknown resource {resource}")
+        scopes[name] = Scope(name, str(spec["description"]), tuple(spec.get("claims", ())),
+                             resource)
+    if "openid" not in scopes:
+        raise PolicyError("scopes.toml must define the openid scope")
+    roles = {
+        name: Role(name, str(spec["label"]), bool(spec["clinical"]))
+        for name, spec in _read(directory, "roles.toml").get("roles", {}).items()
+    }
+    return Policy(tokens, keys, session, argon2, assurance, scopes, resources, roles)

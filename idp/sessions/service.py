@@ -1,0 +1,93 @@
+"""SSO sessions: start at login, checked (idle and absolute timeout) on every request, ended
+by logout. The cookie carries an opaque 256-bit value; the database keeps its SHA-256."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from flask import Response, g, request
+from sqlalchemy import select, update
+
+from idp import clock
+from idp.accounts.models import User
+from idp.context import policy, settings
+from idp.extensions import db
+from idp.oidc.models import digest
+from idp.sessions.models import SsoSession
+
+# Refresh last_seen at most this often: an idle timeout of minutes needs no per-request write.
+TOUCH_EVERY = timedelta(seconds=30)
+
+
+def start(user: User, *, acr: str, amr: list[str]) -> SsoSession:
+    """A new session for a fresh sign-in; any session this browser had is ended (no fixation)."""
+    old = current()
+    if old is not None:
+        end(old, "replaced")
+    token = secrets.token_urlsafe(32)
+    now = clock.now()
+    sso = SsoSession(id=secrets.token_urlsafe(16), token_hash=digest(token), user_id=user.id,
+                     created_at=now, last_seen_at=now, auth_time=now, acr=acr, amr=amr,
+                     ip=request.remote_addr, user_agent=(request.user_agent.string or "")[:300])
+    db.session.add(sso)
+    g.sso_cookie = token
+    g.sso_session = sso
+    return sso
+
+
+def current() -> SsoSession | None:
+    """The live session of this request, or None. Expired sessions are ended on sight."""
+    if "sso_session" in g:
+        return g.sso_session
+    g.sso_session = None
+    token = request.cookies.get(policy().session.cookie_name)
+    if not token or len(token) > 128:
+        return None
+    sso = db.session.execute(
+        select(SsoSession).where(SsoSession.token_hash == digest(token))).scalar_one_or_none()
+    if sso is None or sso.ended_at is not None:
+        g.sso_cookie = None
+        return None
+    now = clock.now()
+    rules = policy().session
+    if now - sso.last_seen_at > timedelta(seconds=rules.idle_timeout):
+        end(sso, "idle")
+        db.session.commit()
+        return None
+    if now - sso.created_at > timedelta(seconds=rules.absolute_timeout):
+        end(sso, "absolute")
+        db.session.commit()
+        return None
+    if sso.user.disabled:
+        end(sso, "disabled")
+        db.session.commit()
+        return None
+    if now - sso.last_seen_at > TOUCH_EVERY:
+        db.session.execute(update(SsoSession).where(SsoSession.id == sso.id)
+                           .values(last_seen_at=now))
+        db.session.commit()
+    g.sso_session = sso
+    return sso
+
+
+def end(sso: SsoSession, reason: str) -> None:
+    sso.ended_at = clock.now()
+    sso.end_reason = reason
+    if g.get("sso_session") is sso:
+        g.sso_session = None
+        g.sso_cookie = None
+
+
+def apply_cookie(response: Response) -> Response:
+    """after_request: set or clear the SSO cookie as the request decided."""
+    if "sso_cookie" not in g:
+        return response
+    name = policy().session.cookie_name
+    if g.sso_cookie:
+        response.set_cookie(name, g.sso_cookie, httponly=True, samesite="Lax",
+                            secure=settings().secure_cookies, path="/")
+    else:
+        response.delete_cookie(name, path="/", httponly=True, samesite="Lax",
+                               secure=settings().secure_cookies)
+    return response

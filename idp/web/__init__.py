@@ -1,0 +1,1 @@
+"""Shared web pieces: security headers, error pages."""

@@ -1,0 +1,114 @@
+"""Test helpers: accounts, clients and the browser side of the code flow, over the test client."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from idp.accounts.service import create_user
+from idp.extensions import db
+from idp.oidc.clients import create_client
+
+PASSWORD = "Sturdy-Cedar-Lantern-42!"
+REDIRECT = "https://rp.example/cb"
+
+
+def make_user(username: str = "drsmith", npi: str | None = "1234567893", role: str = "physician",
+              password: str = PASSWORD, **extra) -> object:
+    user = create_user(username=username, email=f"{username}@hospital.example", role=role,
+                       npi=npi, password=password, given_name=extra.pop("given_name", "Ana"),
+                       family_name=extra.pop("family_name", "Smith"), **extra)
+    user.email_verified = True
+    db.session.commit()
+    return user
+
+
+@dataclass
+class Rp:
+    client_id: str
+    client_secret: str | None
+    redirect_uri: str
+
+
+def make_client(scope: str = "openid profile email offline_access roles npi",
+                redirect_uri: str = REDIRECT, first_party: bool = True, **kwargs) -> Rp:
+    new = create_client(name=kwargs.pop("name", "Test RP"), redirect_uris=[redirect_uri],
+                        scope=scope, first_party=first_party,
+                        grant_types=kwargs.pop("grant_types", ["authorization_code",
+                                                               "refresh_token"]), **kwargs)
+    db.session.commit()
+    return Rp(new.client.client_id, new.client_secret, redirect_uri)
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(
+        hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
+    assert match, "page has no csrf_token"
+    return match.group(1)
+
+
+def login(http, username: str = "drsmith", password: str = PASSWORD, next_url: str = "/account"):
+    page = http.get("/login")
+    return http.post("/login", data={"username": username, "password": password,
+                                     "csrf_token": csrf_from(page.text), "next": next_url})
+
+
+def auth_params(rp: Rp, challenge: str | None, **extra) -> dict:
+    params = {"response_type": "code", "client_id": rp.client_id, "redirect_uri": rp.redirect_uri,
+              "scope": extra.pop("scope", "openid profile email offline_access"),
+              "state": "st-" + secrets.token_hex(4), "nonce": "n-" + secrets.token_hex(4)}
+    if challenge:
+        params.update(code_challenge=challenge, code_challenge_method="S256")
+    params.update(extra)
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def authorize(http, rp: Rp, challenge: str | None = None, **extra):
+    params = auth_params(rp, challenge, **extra)
+    return http.get("/authorize?" + urlencode(params)), params
+
+
+def query(location: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+def get_code(http, rp: Rp, **extra) -> tuple[str, str, dict]:
+    """Signed-in browser: run /authorize and return (code, verifier, params)."""
+    verifier, challenge = pkce()
+    response, params = authorize(http, rp, challenge, **extra)
+    assert response.status_code == 302, response.text
+    location = response.headers["Location"]
+    assert location.startswith(rp.redirect_uri), location
+    got = query(location)
+    assert got.get("state") == params["state"]
+    return got["code"], verifier, params
+
+
+def exchange(http, rp: Rp, code: str, verifier: str | None, **extra):
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": rp.redirect_uri}
+    if verifier:
+        data["code_verifier"] = verifier
+    data.update(extra)
+    auth = (rp.client_id, rp.client_secret) if rp.client_secret else None
+    if auth is None:
+        data["client_id"] = rp.client_id
+    headers = {}
+    if auth:
+        raw = f"{auth[0]}:{auth[1]}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+    return http.post("/token", data=data, headers=headers)
+
+
+def basic(rp: Rp) -> dict[str, str]:
+    raw = f"{rp.client_id}:{rp.client_secret}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
