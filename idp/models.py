@@ -2,8 +2,14 @@
 
 from idp.accounts.models import User
 from idp.audit.models import AuditEvent, AuditHead
-from idp.oidc.models import AccessTokenRecord, AuthorizationCode, Client, Consent, RefreshToken
-from idp.oidc.models import UsedAssertion
+from idp.oidc.models import (
+           AccessTokenRecord,
+           AuthorizationCode,
+           Client,
+           Consent,
+           RefreshToken,
+           UsedAssertion,
+)
 from idp.sessions.models import SsoSession
 
 __all__ = ["AccessTokenRecord", "AuditEvent", "AuditHead", "AuthorizationCode", "Client",

@@ -71,6 +71,15 @@ def app(env: dict[str, str]):
 
     application = create_app(Settings.from_env(env), policy_overrides=TEST_POLICY)
     application.config["TESTING"] = True
+
+    @application.before_request
+    def _fresh_g() -> None:
+        # Tests hold an app context open (the `ctx` fixture) while the test client makes
+        # requests, and Flask then reuses that context, `g` included. In production every
+        # request has its own: give each test request an empty `g` as well.
+        from flask import g
+
+        g.__dict__.clear()
     with application.app_context():
         upgrade()  # the real migrations, not create_all: they are what production runs
     return application

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedTokenTypeError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
@@ -14,7 +15,21 @@ from idp.context import settings
 from idp.extensions import db
 from idp.oidc import tokens
 from idp.oidc.models import AccessTokenRecord, Client, RefreshToken
-from idp.oidc.server import CONFIDENTIAL_AUTH_METHODS, ALL_AUTH_METHODS
+from idp.oidc.server import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
+
+
+class UnsupportedTokenType(UnsupportedTokenTypeError):
+    """RFC 7009 §2.2.1 error, with the 400 status of RFC 6749 §5.2 (Authlib answers 401)."""
+
+    status_code = 400
+
+
+def _check_params(request: object) -> None:
+    if "token" not in request.form:
+        raise InvalidRequestError("the token parameter is required")
+    hint = request.form.get("token_type_hint")
+    if hint and hint not in ("access_token", "refresh_token"):
+        raise UnsupportedTokenType()
 
 
 @dataclass
@@ -59,6 +74,9 @@ def _find(token: str, hint: str | None) -> AccessToken | RefreshToken | None:
 class Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = ALL_AUTH_METHODS
 
+    def check_params(self, request: object, client: Client) -> None:
+        _check_params(request)
+
     def authenticate_token(self, request: object, client: Client) -> object | None:
         self.check_params(request, client)
         token = self.query_token(request.form["token"], request.form.get("token_type_hint"))
@@ -83,6 +101,9 @@ class Revocation(RevocationEndpoint):
 
 class Introspection(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+    def check_params(self, request: object, client: Client) -> None:
+        _check_params(request)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> object | None:
         return _find(token_string, token_type_hint)

@@ -7,9 +7,8 @@ from datetime import timedelta
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
 from authlib.oauth2.rfc6749.util import scope_to_list
-from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
@@ -286,6 +285,7 @@ server = Server()
 
 def init_oauth(app: Flask) -> None:
     server.init_app(app)
+    server.scopes_supported = set(app.extensions["idp"].policy.scopes)
     server.register_token_generator("default", TokenGenerator())
     server.register_client_auth_method(ClientAssertion.CLIENT_AUTH_METHOD, ClientAssertion())
     server.register_grant(CodeGrant, [RequestRules(), Pkce(required=True),

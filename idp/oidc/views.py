@@ -9,8 +9,17 @@ from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
-from flask import (Blueprint, Response, current_app, jsonify, redirect,
-                   render_template, request, session, url_for)
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from idp.accounts.models import User
 from idp.audit import service as audit

@@ -1,0 +1,94 @@
+"""The `idp` command, run as operators run it: a real process against the test database."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from idp.audit.models import AuditEvent
+from idp.extensions import db
+
+IDP = str(Path(sys.executable).parent / "idp")
+
+
+@pytest.fixture
+def run(env, app):
+    def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([IDP, *args], env={**os.environ, **env}, capture_output=True,
+                                text=True, timeout=60)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+    return _run
+
+
+def test_db_upgrade_is_idempotent(run):
+    assert json.loads(run("db", "upgrade", "--json").stdout)["revision"] == "0001"
+
+
+def test_clients_create_prints_secret_once_and_stores_only_a_hash(run, ctx):
+    out = json.loads(run("clients", "create", "--name", "Portal", "--redirect-uri",
+                         "https://portal.example/cb", "--scope", "openid profile", "--first-party",
+                         "--json").stdout)
+    assert out["client_secret"] and out["token_endpoint_auth_method"] == "client_secret_basic"
+    from idp.oidc.models import Client
+
+    stored = db.session.query(Client).filter_by(client_id=out["client_id"]).one()
+    assert stored.client_secret_hash != out["client_secret"]
+    assert stored.check_client_secret(out["client_secret"]) and stored.first_party
+    public = json.loads(run("clients", "create", "--name", "App", "--redirect-uri",
+                            "http://127.0.0.1/cb", "--public", "--json").stdout)
+    assert public["client_secret"] is None and public["token_endpoint_auth_method"] == "none"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--redirect-uri", "http://rp.example/cb"], "https"),
+    (["--redirect-uri", "https://rp.example/cb#frag"], "fragment"),
+    (["--redirect-uri", "https://*.example/cb"], "wildcard"),
+    (["--redirect-uri", "https://rp.example/cb", "--scope", "openid bogus"], "unknown"),
+    (["--redirect-uri", "https://rp.example/cb", "--grant-type", "password"], "password"),
+])
+def test_clients_create_refuses_bad_metadata(run, args, needle):
+    result = run("clients", "create", "--name", "Bad", *args, check=False)
+    assert result.returncode == 2 and needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_users_create_and_login(run, client):
+    out = json.loads(run("users", "create", "--username", "np.lee", "--email", "lee@h.example",
+                         "--role", "nurse_practitioner", "--npi", "1245319599", "--password",
+                         "Quiet-Harbor-Lamp-77!", "--json").stdout)
+    assert out["username"] == "np.lee" and out["sub"]
+    from tests.helpers import login
+
+    assert login(client, "1245319599", "Quiet-Harbor-Lamp-77!").status_code == 302
+    dup = run("users", "create", "--username", "np.lee", "--email", "x@h.example", "--role",
+              "physician", "--password", "x", check=False)
+    assert dup.returncode == 2 and "exists" in dup.stderr
+
+
+def test_keys_list_and_rotate(run):
+    before = json.loads(run("keys", "list", "--json").stdout)
+    rotated = json.loads(run("keys", "rotate", "--alg", "ES256", "--delay", "600",
+                             "--json").stdout)
+    after = {k["kid"]: k["state"] for k in json.loads(run("keys", "list", "--json").stdout)}
+    assert after[rotated["created"][0]] == "pending"
+    assert {k["kid"] for k in before} <= set(after)
+
+
+def test_audit_verify_detects_tampering(run, ctx, client):
+    from tests.helpers import login, make_user
+
+    make_user()
+    login(client)
+    login(client, password="wrong-password")
+    assert json.loads(run("audit", "verify", "--json").stdout)["intact"] is True
+    db.session.execute(update(AuditEvent).where(AuditEvent.event == "login.failure")
+                       .values(ip="10.9.9.9"))
+    db.session.commit()
+    broken = run("audit", "verify", "--json", check=False)
+    assert broken.returncode == 1 and json.loads(broken.stdout)["intact"] is False
