@@ -9,7 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from idp.config import PROJECT_ROOT, Settings
 from idp.context import Runtime
-from idp.extensions import csrf, db, migrate
+from idp.extensions import csrf, db, limiter, migrate
 from idp.policy import load_policy
 
 
@@ -17,6 +17,7 @@ def create_app(settings: Settings | None = None, *,
                policy_overrides: dict[str, dict[str, Any]] | None = None,
                ensure_keys: bool = True) -> Flask:
     settings = settings or Settings.from_env()
+    settings.instance_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     policy = load_policy(settings.policy_dir, policy_overrides)
     app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"),
                 static_folder=str(PROJECT_ROOT / "static"), instance_path=str(
@@ -33,12 +34,16 @@ def create_app(settings: Settings | None = None, *,
         MAX_CONTENT_LENGTH=64 * 1024,
         WTF_CSRF_TIME_LIMIT=3600,
         PREFERRED_URL_SCHEME="https" if settings.secure_cookies else "http",
+        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_KEY_PREFIX="idp-limits",
+        RATELIMIT_SWALLOW_ERRORS=True,  # a Redis outage must not stop sign-in (lockout holds)
     )
     runtime = Runtime.build(settings, policy)
     app.extensions["idp"] = runtime
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "idp" / "migrations"))
     csrf.init_app(app)
+    limiter.init_app(app)
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops,
                                 x_proto=settings.proxy_hops, x_host=settings.proxy_hops)
@@ -46,6 +51,8 @@ def create_app(settings: Settings | None = None, *,
         runtime.keystore.ensure()
 
     from idp import models  # noqa: F401  (register every table with SQLAlchemy)
+    from idp.accounts.reset_views import bp as reset_bp
+    from idp.accounts.settings_views import bp as settings_bp
     from idp.accounts.views import bp as accounts_bp
     from idp.oidc.server import init_oauth
     from idp.oidc.views import bp as oidc_bp
@@ -55,6 +62,8 @@ def create_app(settings: Settings | None = None, *,
     init_oauth(app)
     app.register_blueprint(oidc_bp)
     app.register_blueprint(accounts_bp)
+    app.register_blueprint(reset_bp)
+    app.register_blueprint(settings_bp)
     app.after_request(apply_cookie)
     security.install(app)
     return app

@@ -207,10 +207,126 @@ def users_create(username: str, email: str, role: str, npi: str | None, password
     except AccountError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    audit.record("user.created", user_id=user.id, by="cli", role=role)
+    audit.record("user.created", user_id=user.id, actor="cli", role=role)
     sqla.session.commit()
     emit(as_json, {"username": user.username, "sub": user.subject, "role": user.role},
          f"created {user.username} (sub {user.subject})")
+
+
+def _account(login: str) -> Any:
+    """The account a username or NPI names; exit 2 with one line when there is none."""
+    from idp.accounts.service import find_by_login
+
+    user = find_by_login(login)
+    if user is None:
+        click.echo(f"error: no account with username or NPI {login!r}", err=True)
+        sys.exit(2)
+    return user
+
+
+@users.command("unlock")
+@click.argument("login")
+@json_option
+@with_app()
+def users_unlock(login: str, as_json: bool) -> None:
+    """Clear the failed sign-in count and any lock."""
+    from idp.accounts import lockout
+    from idp.audit import service as audit
+    from idp.extensions import db as sqla
+
+    user = _account(login)
+    lockout.unlock(user)
+    audit.record("user.unlocked", user_id=user.id, actor="cli")
+    sqla.session.commit()
+    emit(as_json, {"username": user.username, "locked": False}, f"unlocked {user.username}")
+
+
+def _set_disabled(login: str, disabled: bool, as_json: bool) -> None:
+    from idp.accounts.settings import set_disabled
+    from idp.extensions import db as sqla
+
+    user = _account(login)
+    ended = set_disabled(user, disabled, actor="cli")
+    sqla.session.commit()
+    state = "disabled" if disabled else "enabled"
+    emit(as_json, {"username": user.username, "disabled": disabled, "sessions_ended": ended},
+         f"{state} {user.username}" + (f"; {ended} session(s) ended" if disabled else ""))
+
+
+@users.command("disable")
+@click.argument("login")
+@json_option
+@with_app()
+def users_disable(login: str, as_json: bool) -> None:
+    """No sign-in; every session ends, every token and reset link is revoked."""
+    _set_disabled(login, True, as_json)
+
+
+@users.command("enable")
+@click.argument("login")
+@json_option
+@with_app()
+def users_enable(login: str, as_json: bool) -> None:
+    """Allow sign-in again."""
+    _set_disabled(login, False, as_json)
+
+
+@users.command("reset-password")
+@click.argument("login")
+@click.option("--temporary", is_flag=True,
+              help="set a random temporary password, printed once, changed at first sign-in")
+@json_option
+@with_app()
+def users_reset_password(login: str, temporary: bool, as_json: bool) -> None:
+    """Email a reset link to the account's address, or set a temporary password."""
+    from idp.accounts import reset
+    from idp.audit import service as audit
+    from idp.extensions import db as sqla
+
+    user = _account(login)
+    if user.disabled:
+        click.echo(f"error: {user.username} is disabled; enable it first", err=True)
+        sys.exit(2)
+    if temporary:
+        password = reset.set_temporary(user, actor="cli")
+        sqla.session.commit()
+        emit(as_json, {"username": user.username, "temporary_password": password,
+                       "expires_at": user.temporary_password_expires_at},
+             f"temporary password for {user.username}: {password}\n(shown once; it must be "
+             f"changed at first sign-in and expires "
+             f"{user.temporary_password_expires_at:%Y-%m-%d %H:%M} UTC)")
+        return
+    link = reset.issue_link(user)
+    audit.record("password.reset_link_sent", user_id=user.id, actor="cli")
+    sqla.session.commit()
+    sent = reset.send_link(link, helpdesk=True)
+    emit(as_json, {"username": user.username, "emailed": sent, "email": user.email},
+         f"reset link emailed to {user.email}" if sent else "")
+    if not sent:
+        click.echo("error: the mail server did not accept the reset email; try again",
+                   err=True)
+        sys.exit(1)
+
+
+@users.group("sessions")
+def users_sessions() -> None:
+    """An account's SSO sessions."""
+
+
+@users_sessions.command("end")
+@click.argument("login")
+@json_option
+@with_app()
+def users_sessions_end(login: str, as_json: bool) -> None:
+    """End every session of the account and revoke its tokens."""
+    from idp.accounts.settings import sign_out_everywhere
+    from idp.extensions import db as sqla
+
+    user = _account(login)
+    ended = sign_out_everywhere(user, "helpdesk", actor="cli")
+    sqla.session.commit()
+    emit(as_json, {"username": user.username, "sessions_ended": ended},
+         f"ended {ended} session(s) of {user.username}")
 
 
 # -- audit ---------------------------------------------------------------------------------
@@ -249,5 +365,9 @@ def serve(bind: str, workers: int, threads: int, as_json: bool) -> None:
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", bind,
                                "--workers", str(workers), "--threads", str(threads),
                                "--timeout", "30", "--graceful-timeout", "20",
+                               "--no-control-socket",
                                "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
                                "idp.wsgi:app"])
+from idp.demo import demo  # noqa: E402
+
+main.add_command(demo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher, Type
@@ -18,6 +19,8 @@ class Runtime:
     policy: Policy
     keystore: KeyStore
     hasher: PasswordHasher
+    # Verified against when the account is unknown, so that costs what a known one costs.
+    dummy_hash: str
 
     @classmethod
     def build(cls, settings: Settings, policy: Policy) -> Runtime:
@@ -27,7 +30,7 @@ class Runtime:
                                 salt_len=a.salt_len, type=Type.ID)
         store = KeyStore(settings.keys_dir, policy.keys.algorithms, policy.keys.rsa_key_size,
                          policy.max_token_lifetime)
-        return cls(settings, policy, store, hasher)
+        return cls(settings, policy, store, hasher, hasher.hash(secrets.token_urlsafe(16)))
 
 
 def runtime() -> Runtime:

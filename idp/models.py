@@ -1,6 +1,12 @@
 """Every table, imported in one place for create_app and Alembic."""
 
-from idp.accounts.models import User
+from idp.accounts.models import (
+           Acknowledgment,
+           EmailChange,
+           PasswordHistory,
+           PasswordResetToken,
+           User,
+)
 from idp.audit.models import AuditEvent, AuditHead
 from idp.oidc.models import (
            AccessTokenRecord,
@@ -12,5 +18,6 @@ from idp.oidc.models import (
 )
 from idp.sessions.models import SsoSession
 
-__all__ = ["AccessTokenRecord", "AuditEvent", "AuditHead", "AuthorizationCode", "Client",
+__all__ = ["Acknowledgment", "EmailChange", "PasswordHistory", "PasswordResetToken",
+           "AccessTokenRecord", "AuditEvent", "AuditHead", "AuthorizationCode", "Client",
            "Consent", "RefreshToken", "SsoSession", "UsedAssertion", "User"]

@@ -46,6 +46,45 @@ class Argon2Policy:
 
 
 @dataclass(frozen=True)
+class PasswordRules:
+    min_length: int
+    max_length: int
+    require_upper: bool
+    require_lower: bool
+    require_digit: bool
+    require_symbol: bool
+    history: int
+    min_strength: int
+    max_age_days: int
+    warn_days: int
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    profile: str
+    rules: PasswordRules
+    reset_link_lifetime: int
+    temporary_lifetime: int
+    breached_hashes_file: str
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    max_failures: int
+    lock_duration: int
+    per_ip_limit: str
+    per_account_limit: str
+
+
+@dataclass(frozen=True)
+class AcknowledgmentPolicy:
+    version: str
+    timezone: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
 class AssurancePolicy:
     acr_values: tuple[str, ...]
     password_acr: str
@@ -76,6 +115,9 @@ class Policy:
     keys: KeyPolicy
     session: SessionPolicy
     argon2: Argon2Policy
+    password: PasswordPolicy
+    lockout: LockoutPolicy
+    acknowledgment: AcknowledgmentPolicy
     assurance: AssurancePolicy
     scopes: dict[str, Scope]
     resources: dict[str, str]
@@ -119,19 +161,43 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Policy:
-    """Read every policy file. `overrides` (tests, operators' experiments) patch single values."""
+    """Read every policy file. `overrides` patch single values (tests, operators' experiments),
+    keyed by file stem and table: {"password.argon2": {"time_cost": 1}, "lockout": {...}}."""
     overrides = overrides or {}
 
     def section(file: str, key: str | None = None) -> dict[str, Any]:
         data = _read(directory, file)
-        if key:
-            data = data.get(key, {})
-        return {**data, **overrides.get(file.removesuffix(".toml"), {})}
+        for part in (key or "").split(".") if key else ():
+            data = data.get(part, {})
+        name = file.removesuffix(".toml") + (f".{key}" if key else "")
+        return {**data, **overrides.get(name, {})}
 
     tokens = _build(TokenPolicy, section("tokens.toml"), "tokens.toml")
     keys = _build(KeyPolicy, section("keys.toml"), "keys.toml")
     session = _build(SessionPolicy, section("session.toml"), "session.toml")
     argon2 = _build(Argon2Policy, section("password.toml", "argon2"), "password.toml [argon2]")
+    pw = section("password.toml")
+    profile = str(pw.get("profile", ""))
+    if profile not in pw.get("profiles", {}):
+        raise PolicyError(f"password.toml: profile {profile!r} is not among [profiles.*]")
+    rules = _build(PasswordRules, section("password.toml", f"profiles.{profile}"),
+                   f"password.toml [profiles.{profile}]")
+    if not 8 <= rules.min_length <= rules.max_length or not 0 <= rules.min_strength <= 4:
+        raise PolicyError("password.toml: need 8 <= min_length <= max_length, strength 0-4")
+    password = _build(PasswordPolicy, {
+        "profile": profile, "rules": rules,
+        **{k: pw[k] for k in ("reset_link_lifetime", "temporary_lifetime",
+                               "breached_hashes_file") if k in pw}}, "password.toml")
+    lockout = _build(LockoutPolicy, section("lockout.toml"), "lockout.toml")
+    if lockout.max_failures < 1 or lockout.lock_duration < 1:
+        raise PolicyError("lockout.toml: max_failures and lock_duration must be positive")
+    ack = _build(AcknowledgmentPolicy, section("acknowledgment.toml"), "acknowledgment.toml")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(ack.timezone)
+    except Exception:  # noqa: BLE001 - any failure means the zone is unusable
+        raise PolicyError(f"acknowledgment.toml: unknown timezone {ack.timezone!r}") from None
     assurance = _build(AssurancePolicy, section("assurance.toml"), "assurance.toml")
     for alg in (*keys.algorithms, tokens.access_token_alg, tokens.id_token_default_alg):
         if alg not in ("RS256", "ES256"):
@@ -160,4 +226,5 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
         name: Role(name, str(spec["label"]), bool(spec["clinical"]))
         for name, spec in _read(directory, "roles.toml").get("roles", {}).items()
     }
-    return Policy(tokens, keys, session, argon2, assurance, scopes, resources, roles)
+    return Policy(tokens, keys, session, argon2, password, lockout, ack, assurance, scopes,
+                  resources, roles)

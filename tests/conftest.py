@@ -13,10 +13,10 @@ import sqlalchemy as sa
 
 from idp import clock, create_app
 from idp.config import PROJECT_ROOT, Settings
-from idp.extensions import db
+from idp.extensions import db, limiter
 
 # Cheap argon2 for speed; the production parameters are exercised in tests/unit.
-TEST_POLICY = {"password": {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}}
+TEST_POLICY = {"password.argon2": {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}}
 TEST_ISSUER = "http://idp.test"
 
 
@@ -52,8 +52,56 @@ def database(workdir: Path):
         engine.dispose()
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Mailbox:
+    """A real SMTP server (aiosmtpd) on loopback; `messages` holds what arrived."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list = []
+        box = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802
+                from email import message_from_bytes, policy
+
+                box.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def to(self, address: str) -> list:
+        return [m for m in self.messages if m["To"] == address]
+
+    def body(self, message) -> str:
+        return message.get_body(preferencelist=("plain",)).get_content()
+
+
 @pytest.fixture(scope="session")
-def env(workdir: Path, database: str) -> dict[str, str]:
+def smtp_server():
+    box = Mailbox()
+    yield box
+    box.controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server):
+    smtp_server.messages.clear()
+    return smtp_server
+
+
+@pytest.fixture(scope="session")
+def env(workdir: Path, database: str, smtp_server) -> dict[str, str]:
     """The environment every IdP of this test session runs with (in-process or gunicorn)."""
     return {
         "IDP_ISSUER": TEST_ISSUER,
@@ -62,6 +110,8 @@ def env(workdir: Path, database: str) -> dict[str, str]:
         "IDP_INSTANCE_DIR": str(workdir / "instance"),
         "IDP_POLICY_DIR": str(PROJECT_ROOT / "policies"),
         "IDP_SECRET_KEY": "test-secret-key-0123456789-abcdefghijklmnop",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_server.port),
     }
 
 
@@ -87,11 +137,13 @@ def app(env: dict[str, str]):
 
 @pytest.fixture(autouse=True)
 def _clean_tables(request: pytest.FixtureRequest):
+    """Each test starts with empty tables and fresh rate limits."""
     yield
     if "app" not in request.fixturenames:
         return
     application = request.getfixturevalue("app")
     with application.app_context():
+        limiter.reset()
         db.session.rollback()
         for table in reversed(db.metadata.sorted_tables):
             db.session.execute(table.delete())

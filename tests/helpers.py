@@ -18,13 +18,32 @@ REDIRECT = "https://rp.example/cb"
 
 
 def make_user(username: str = "drsmith", npi: str | None = "1234567893", role: str = "physician",
-              password: str = PASSWORD, **extra) -> object:
+              password: str = PASSWORD, acknowledged: bool = True, **extra) -> object:
+    """An account; `acknowledged` records the daily acknowledgment for yesterday through the
+    day after tomorrow, so tests that move time by hours are not sent to it."""
     user = create_user(username=username, email=f"{username}@hospital.example", role=role,
                        npi=npi, password=password, given_name=extra.pop("given_name", "Ana"),
                        family_name=extra.pop("family_name", "Smith"), **extra)
     user.email_verified = True
+    if acknowledged:
+        acknowledge_days(user, range(-1, 3))
     db.session.commit()
     return user
+
+
+def acknowledge_days(user, offsets) -> None:
+    from datetime import date, timedelta
+
+    from idp import clock
+    from idp.accounts.acknowledgment import today
+    from idp.accounts.models import Acknowledgment
+    from idp.context import policy
+
+    base = date.fromisoformat(today())
+    for offset in offsets:
+        db.session.add(Acknowledgment(user_id=user.id, day=(base + timedelta(days=offset))
+                                      .isoformat(), version=policy().acknowledgment.version,
+                                      accepted_at=clock.now()))
 
 
 @dataclass

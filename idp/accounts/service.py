@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, or_, select
 
-from idp import clock
+from idp.accounts import lockout, passwords
 from idp.accounts.models import User
 from idp.context import policy, runtime
 from idp.extensions import db
@@ -32,17 +32,11 @@ def find_by_login(identifier: str) -> User | None:
         select(User).where(User.username == identifier.lower())).scalar_one_or_none()
 
 
-def _dummy_hash() -> str:
-    rt = runtime()
-    if not hasattr(rt, "dummy_hash"):
-        rt.dummy_hash = rt.hasher.hash("dummy password for unknown users")
-    return rt.dummy_hash
-
-
 def verify_password(user: User | None, password: str) -> bool:
     """Verify in constant work: an unknown user still costs one argon2 verification."""
     hasher = runtime().hasher
-    stored = user.password_hash if user is not None and user.password_hash else _dummy_hash()
+    stored = user.password_hash if user is not None and user.password_hash else \
+        runtime().dummy_hash
     try:
         hasher.verify(stored, password or "")
     except (VerificationError, InvalidHashError):
@@ -58,14 +52,31 @@ def verify_password(user: User | None, password: str) -> bool:
 class LoginResult:
     user: User | None      # set when the sign-in succeeded
     account: User | None   # the account the identifier names, success or not (for audit)
+    reason: str = ""       # for the audit trail only; never shown (one message for all)
+    newly_locked: bool = False
 
 
 def authenticate(identifier: str, password: str) -> LoginResult:
+    """Check a password. Every failure looks the same to the caller and costs one argon2
+    verification, including unknown and locked accounts (no user or password oracle)."""
     account = find_by_login(identifier)
     ok = verify_password(account, password)
-    if not ok or account is None or account.disabled:
-        return LoginResult(None, account)
-    return LoginResult(account, account)
+    if account is None:
+        return LoginResult(None, None, "unknown")
+    if account.disabled:
+        return LoginResult(None, account, "disabled")
+    if lockout.is_locked(account):
+        return LoginResult(None, account, "locked")
+    if not ok:
+        failure = lockout.register_failure(account)
+        if failure is None:
+            return LoginResult(None, account, "locked")
+        return LoginResult(None, account, "bad_password", failure.newly_locked)
+    if not lockout.register_success(account):
+        return LoginResult(None, account, "locked")
+    if passwords.temporary_expired(account):
+        return LoginResult(None, account, "temporary_expired")
+    return LoginResult(account, account, "ok")
 
 
 def create_user(*, username: str, email: str, role: str, password: str | None = None,
@@ -91,9 +102,8 @@ def create_user(*, username: str, email: str, role: str, password: str | None = 
                 given_name=given_name, family_name=family_name, facility=facility,
                 department=department, license_state=license_state,
                 must_change_password=temporary)
-    if password is not None:
-        user.password_hash = runtime().hasher.hash(password)
-        user.password_changed_at = clock.now()
     db.session.add(user)
     db.session.flush()
+    if password is not None:
+        passwords.set_password(user, password, temporary=temporary)
     return user

@@ -1,4 +1,5 @@
-"""Login and the account page."""
+"""Login, the steps owed before any token (forced password change, daily acknowledgment) and
+the account page."""
 
 from __future__ import annotations
 
@@ -6,17 +7,25 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from idp.accounts import service
-from idp.accounts.forms import LoginForm
+from idp.accounts import acknowledgment, gates, notices, passwords, service
+from idp.accounts.forms import AcknowledgmentForm, LoginForm, NewPasswordForm
 from idp.audit import service as audit
 from idp.context import policy
-from idp.extensions import db
+from idp.extensions import db, limiter
 from idp.oidc import authorize as consents
 from idp.sessions import service as sessions
 
 bp = Blueprint("accounts", __name__)
 
-LOGIN_FAILED = "The username, NPI or password is not right, or the account cannot sign in."
+TEMPORARY_EXPIRED = ("Your temporary password has expired. Use \u201cForgot password\u201d "
+                     "below or ask your IT helpdesk for a new one.")
+
+
+def login_failed_message() -> str:
+    rules = policy().lockout
+    return ("The username, NPI or password is not right, or the account cannot sign in. "
+            f"After {rules.max_failures} failed attempts an account is locked for "
+            f"{rules.lock_duration // 60} minutes.")
 
 
 def safe_next(target: str | None) -> str:
@@ -30,7 +39,14 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+def _account_key() -> str:
+    return "acct:" + (request.form.get("username") or "").strip().lower()[:254]
+
+
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(lambda: policy().lockout.per_ip_limit, methods=["POST"])
+@limiter.limit(lambda: policy().lockout.per_account_limit, methods=["POST"],
+               key_func=_account_key)
 def login() -> Response | tuple[str, int] | str:
     form = LoginForm()
     next_url = safe_next(request.values.get("next"))
@@ -45,15 +61,71 @@ def login() -> Response | tuple[str, int] | str:
     result = service.authenticate(form.username.data, form.password.data)
     user = result.user
     if user is None:
-        audit.record("login.failure", user_id=result.account.id if result.account else None,
-                     ip=request.remote_addr)
+        account = result.account
+        audit.record("login.failure", user_id=account.id if account else None,
+                     reason=result.reason)
         db.session.commit()
+        if result.newly_locked and account is not None:
+            notices.account_locked(account)
+        message = TEMPORARY_EXPIRED if result.reason == "temporary_expired" else \
+            login_failed_message()
         return render_template("accounts/login.html", form=form, next_url=next_url,
-                               error=LOGIN_FAILED), 401
+                               error=message), 401
     sessions.start(user, acr=policy().assurance.password_acr, amr=["pwd"])
-    audit.record("login.success", user_id=user.id, ip=request.remote_addr, amr=["pwd"])
+    audit.record("login.success", user_id=user.id, amr=["pwd"])
     db.session.commit()
     return redirect(next_url)
+
+
+def _signed_in() -> object | None:
+    return sessions.current()
+
+
+@bp.route("/account/password/required", methods=["GET", "POST"])
+def required_password_change() -> Response | tuple[str, int] | str:
+    """A temporary or expired password must be replaced before anything else."""
+    sso = _signed_in()
+    next_url = safe_next(request.values.get("next"))
+    if sso is None:
+        return redirect(url_for("accounts.login", next=request.full_path))
+    user = sso.user
+    reason = passwords.change_required(user)
+    if reason is None:
+        return redirect(next_url)
+    form = NewPasswordForm()
+    errors: list[str] = []
+    if request.method == "POST":
+        if form.validate_on_submit():
+            errors = passwords.problems(form.new_password.data, user)
+            if not errors:
+                passwords.set_password(user, form.new_password.data)
+                audit.record("password.changed", user_id=user.id, reason=reason)
+                db.session.commit()
+                notices.password_changed(user)
+                return redirect(next_url)
+        else:
+            errors = [e for field in form.errors.values() for e in field]
+    status = 400 if errors else 200
+    return render_template("accounts/password_required.html", form=form, reason=reason,
+                           errors=errors, next_url=next_url, rules=policy().password.rules,
+                           ), status
+
+
+@bp.route("/account/acknowledge", methods=["GET", "POST"])
+def acknowledge() -> Response | tuple[str, int] | str:
+    sso = _signed_in()
+    next_url = safe_next(request.values.get("next"))
+    if sso is None:
+        return redirect(url_for("accounts.login", next=request.full_path))
+    form = AcknowledgmentForm()
+    if request.method == "POST" and form.validate_on_submit():
+        acknowledgment.accept(sso.user)
+        db.session.commit()
+        return redirect(next_url)
+    status = 400 if request.method == "POST" else 200
+    return render_template("accounts/acknowledge.html", form=form, next_url=next_url,
+                           ack=policy().acknowledgment,
+                           days_left=passwords.days_left(sso.user)), status
 
 
 @bp.get("/account")
@@ -61,11 +133,15 @@ def account() -> Response | str:
     sso = sessions.current()
     if sso is None:
         return redirect(url_for("accounts.login", next=url_for("accounts.account")))
+    step = gates.pending(sso.user)
+    if step:
+        return redirect(url_for(step, next=url_for("accounts.account")))
     return render_template("accounts/account.html", user=sso.user, sso=sso,
-                           consents=consents.active_consents(sso.user))
+                           consents=consents.active_consents(sso.user),
+                           days_left=passwords.days_left(sso.user))
 
 
-@bp.post("/account/consents/<int:consent_id>/revoke")
+@bp.post("/account/consents/<int(max=2147483647):consent_id>/revoke")  # fits the id column
 def revoke_consent(consent_id: int) -> Response:
     sso = sessions.current()
     if sso is None:

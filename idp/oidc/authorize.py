@@ -63,7 +63,9 @@ class RequestRules:
         if "none" in prompts and len(prompts) > 1:
             raise AuthorizationRequestError("prompt=none cannot be combined", redirect_uri)
         max_age = payload.data.get("max_age")
-        if max_age is not None and (not max_age.isdigit() or len(max_age) > 9):
+        # isdigit() alone admits "²" (int() refuses it: a 500) and other non-ASCII digits.
+        if max_age is not None and (not (max_age.isascii() and max_age.isdigit())
+                                    or len(max_age) > 9):
             raise AuthorizationRequestError("max_age must be a non-negative integer",
                                             redirect_uri)
         if "openid" not in (scope_to_list(payload.scope) or []):

@@ -11,7 +11,7 @@ from joserfc.errors import JoseError
 from idp.audit import service as audit
 from idp.context import keystore, settings
 from idp.oidc.models import Client
-from idp.oidc.tokens import ALGORITHMS
+from idp.oidc.tokens import ALGORITHMS, revoke_session_tokens
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
@@ -72,5 +72,6 @@ def end(logout_plan: LogoutPlan, sso: SsoSession | None) -> None:
     if sso is None:
         return
     sessions.end(sso, "logout")
+    revoke_session_tokens(sso.id)
     audit.record("logout", user_id=sso.user_id,
                  client_id=logout_plan.client.client_id if logout_plan.client else None)

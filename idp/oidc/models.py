@@ -26,6 +26,8 @@ def _loopback_without_port(uri: str) -> str | None:
         return None
     if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS or parts.fragment:
         return None
+    if "@" in parts.netloc:  # userinfo: not the registered URI whatever the port
+        return None
     host = "[::1]" if parts.hostname == "::1" else parts.hostname
     return urlunsplit(("http", host, parts.path, parts.query, ""))
 

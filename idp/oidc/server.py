@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from datetime import timedelta
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidRequestError,
+    UnsupportedResponseTypeError,
+)
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -20,6 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import clock
+from idp.accounts import gates
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import keystore, policy, settings
@@ -34,11 +40,39 @@ ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jw
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 class Server(AuthorizationServer):
     def query_client(self, client_id: str) -> Client | None:
-        if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+        # A NUL cannot reach PostgreSQL (psycopg raises DataError: a 500); client_id also
+        # arrives from Basic credentials and assertion claims, which no form check sees.
+        if not isinstance(client_id, str) or not client_id or len(client_id) > 64 \
+                or "\x00" in client_id:
             return None
         client = db.session.execute(
             select(Client).where(Client.client_id == client_id)).scalar_one_or_none()
         return None if client is None or client.disabled else client
+
+    def authenticate_client(self, request: object, methods: list[str],
+                            endpoint: str = "token") -> Client:
+        # Authlib's Basic parser raises ValueError (a 500) on a scheme with no credentials
+        # ("Basic ", "Bearer "), non-ASCII or non-UTF-8 Basic credentials: refuse such a header.
+        header = request.headers.get("Authorization") or ""
+        parts = header.split(None, 1)
+        try:
+            if " " in header and len(parts) != 2:
+                raise ValueError("a scheme without credentials")
+            if parts and parts[0].lower() == "basic":
+                base64.b64decode(parts[1]).decode("utf-8")
+        except (IndexError, ValueError):  # binascii.Error, UnicodeDecodeError are ValueErrors
+            raise InvalidClientError(status_code=401,
+                                     description="malformed Authorization header") from None
+        return super().authenticate_client(request, methods, endpoint)
+
+    def get_authorization_grant(self, request: object) -> grants.BaseGrant:
+        try:
+            return super().get_authorization_grant(request)
+        except ValueError:
+            # Authlib quotes an unsupported response_type in the error description and raises
+            # ValueError (a 500) when it holds characters a description may not carry.
+            raise UnsupportedResponseTypeError(
+                "?", description="response_type is not supported") from None
 
     def save_token(self, token: dict, request: object) -> None:
         """Records were added by the token generator; commit them with the audit event."""
@@ -94,6 +128,15 @@ class Pkce(CodeChallenge):
 
 class CodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
+
+    @staticmethod
+    def validate_authorization_redirect_uri(request: object, client: Client) -> str:
+        # Authlib quotes an unregistered redirect_uri in the error description and raises
+        # ValueError (a 500) when it holds a control character, quote, backslash or non-ASCII.
+        asked = request.payload.redirect_uri
+        if asked and not client.check_redirect_uri(asked):
+            raise InvalidRequestError("redirect_uri is not registered for this client")
+        return grants.AuthorizationCodeGrant.validate_authorization_redirect_uri(request, client)
 
     def save_authorization_code(self, code: str, oauth_request: object) -> None:
         sso = sessions.current()
@@ -164,6 +207,11 @@ class RefreshGrant(grants.RefreshTokenGrant):
         if item is None or client is None or item.client_id != client.client_id:
             return None
         if item.revoked_at is not None or item.expires_at <= clock.now():
+            return None
+        owner = db.session.get(User, item.user_id)
+        if owner is None or owner.disabled or gates.pending(owner):
+            # A forced password change or today's acknowledgment needs the user at the
+            # authorization endpoint; the token stays unused for after that.
             return None
         claimed = db.session.execute(
             update(tokens.RefreshToken)
@@ -249,6 +297,15 @@ class ClientAssertion(JWTBearerClientAssertion):
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
+    def __call__(self, query_client: object, request: object) -> Client | None:
+        # Authlib raises a failed assertion (bad signature, replayed jti, ...) as a 400; answer
+        # 401 like every other failed client authentication (RFC 6749 §5.2).
+        try:
+            return super().__call__(query_client, request)
+        except InvalidClientError as error:
+            error.status_code = 401
+            raise
+
     def get_audiences(self) -> list[str]:
         issuer = settings().issuer
         return [issuer, f"{issuer}/token", f"{issuer}/introspect", f"{issuer}/revoke"]
@@ -265,7 +322,11 @@ class ClientAssertion(JWTBearerClientAssertion):
         exp = claims.get("exp")
         expires = clock.now() + timedelta(seconds=300)
         if isinstance(exp, int):
-            expires = max(expires, clock.from_timestamp(exp))
+            try:
+                expires = max(expires, clock.from_timestamp(exp))
+            except (OverflowError, ValueError, OSError):  # beyond what a datetime can hold
+                raise InvalidClientError(description="the assertion's exp is out of range") \
+                    from None
         try:
             with db.session.begin_nested():
                 db.session.add(UsedAssertion(jti_hash=key, client_id=str(claims.get("iss")),

@@ -147,3 +147,13 @@ def revoke_access_token(jti: str) -> None:
     db.session.execute(update(AccessTokenRecord).where(
         AccessTokenRecord.jti == jti, AccessTokenRecord.revoked_at.is_(None))
         .values(revoked_at=clock.now()))
+
+
+def revoke_session_tokens(sid: str) -> None:
+    """Logout: every token issued in this SSO session stops working."""
+    now = clock.now()
+    db.session.execute(update(RefreshToken).where(
+        RefreshToken.sid == sid, RefreshToken.revoked_at.is_(None)).values(revoked_at=now))
+    db.session.execute(update(AccessTokenRecord).where(
+        AccessTokenRecord.sid == sid, AccessTokenRecord.revoked_at.is_(None))
+        .values(revoked_at=now))

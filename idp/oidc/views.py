@@ -8,7 +8,11 @@ import json
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc6749.util import scope_to_list
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from authlib.oidc.core.errors import (
+    ConsentRequiredError,
+    InteractionRequiredError,
+    LoginRequiredError,
+)
 from flask import (
     Blueprint,
     Response,
@@ -21,6 +25,7 @@ from flask import (
     url_for,
 )
 
+from idp.accounts import gates
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
@@ -103,6 +108,11 @@ def authorize() -> Response | tuple[str, int]:
                 session["login_markers"] = markers
             return redirect(url_for("accounts.login", next=request.full_path,
                                     login_hint=params.get("login_hint") or None))
+        step = gates.pending(user)
+        if step:
+            if "none" in prompts:
+                raise InteractionRequiredError(redirect_uri=redirect_uri)
+            return redirect(url_for(step, next=request.full_path))
         client = grant.client
         scope = grant.request.scope or ""
         consenting = request.method == "POST"

@@ -27,7 +27,22 @@ def run(env, app):
 
 
 def test_db_upgrade_is_idempotent(run):
-    assert json.loads(run("db", "upgrade", "--json").stdout)["revision"] == "0001"
+    from alembic.script import ScriptDirectory
+
+    from idp.config import PROJECT_ROOT
+
+    head = ScriptDirectory(str(PROJECT_ROOT / "idp" / "migrations")).get_current_head()
+    assert json.loads(run("db", "upgrade", "--json").stdout)["revision"] == head
+
+
+def test_migrations_match_the_models(ctx):
+    """A model change without its migration would pass on create_all and fail in production."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
+    assert diff == []
 
 
 def test_clients_create_prints_secret_once_and_stores_only_a_hash(run, ctx):

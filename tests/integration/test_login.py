@@ -2,7 +2,7 @@
 
 import pytest
 
-from idp.accounts.views import LOGIN_FAILED
+from idp.accounts.views import login_failed_message
 from idp.extensions import db
 from tests.helpers import PASSWORD, authorize, csrf_from, login, make_client, make_user, pkce, query
 
@@ -32,7 +32,7 @@ def test_every_failure_reads_the_same(ctx, client, username, password):
     db.session.commit()
     response = _post(client, username, password)
     assert response.status_code == 401
-    assert LOGIN_FAILED.replace("'", "&#39;") in response.text
+    assert login_failed_message() in response.text
     assert "idp_session" not in response.headers.get("Set-Cookie", "")
 
 

@@ -1,0 +1,240 @@
+"""`python -m clients.devstack` (`make run`): the IdP, the provider portal and the EHR, locally.
+
+Applies migrations, seeds the demo clients and accounts (`idp demo seed`), starts the three apps
+under gunicorn as child processes, waits until each answers, prints the URLs and the demo
+sign-in credentials, and stops every child on Ctrl-C or SIGTERM.
+
+Environment: IDP_PORT (8000), PORTAL_PORT (8001), EHR_PORT (8002); IDP_ISSUER and EHR_AUDIENCE
+default to http://127.0.0.1:<port>; every other IdP variable (DATABASE_URL, IDP_INSTANCE_DIR,
+IDP_KEYS_DIR, ...) passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+START_TIMEOUT = 60.0
+# The IdP's settings (database credentials, SMTP password, ...) stay out of the RPs' environment.
+IDP_ONLY = ("IDP_", "DATABASE_URL", "REDIS_URL", "SMTP_", "SMS_")
+STOP_TIMEOUT = 25.0
+
+
+class StackError(Exception):
+    """The stack cannot start; the message says which step failed."""
+
+
+@dataclass
+class Child:
+    name: str
+    url: str          # what people open (the IdP's issuer)
+    port: int         # where it listens on 127.0.0.1
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+
+    @property
+    def local(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    value = env.get(name, str(default))
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise StackError(f"{name}={value!r} is not a port number")
+    return int(value)
+
+
+def _idp_command() -> list[str]:
+    script = Path(sys.executable).parent / "idp"  # the console script of this virtualenv
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from idp.cli import main; main()"]
+
+
+def _run_idp(args: list[str], env: dict[str, str]) -> dict:
+    """Run one `idp ... --json` step; its JSON output, or StackError with its message."""
+    step = f"`idp {' '.join(args)}`"
+    try:
+        result = subprocess.run([*_idp_command(), *args, "--json"], env=env, cwd=PROJECT_ROOT,
+                                capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise StackError(f"{step} did not finish in 300 s") from None
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise StackError(f"{step} failed: {detail[-1] if detail else '?'}")
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise StackError(f"{step} printed no JSON: {result.stdout[-300:]!r}") from None
+
+
+def _gunicorn(app: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "--bind", f"{HOST}:{port}", "--workers", "2",
+            "--threads", "4", "--timeout", "30", "--graceful-timeout", "10",
+            "--no-control-socket", app]
+
+
+def plan(env: dict[str, str]) -> tuple[dict[str, str], list[Child]]:
+    """The IdP's environment and the three children, ports and URLs resolved."""
+    idp_port = _port(env, "IDP_PORT", 8000)
+    portal_port = _port(env, "PORTAL_PORT", 8001)
+    ehr_port = _port(env, "EHR_PORT", 8002)
+    portal_url, ehr_url = f"http://{HOST}:{portal_port}", f"http://{HOST}:{ehr_port}"
+    # Each app sees its own settings and secrets only.
+    idp_env = {**_without(env, ("PORTAL_", "EHR_CLIENT_", "EHR_SECRET_")),
+               "IDP_ISSUER": env.get("IDP_ISSUER", f"http://{HOST}:{idp_port}"),
+               "EHR_AUDIENCE": env.get("EHR_AUDIENCE", ehr_url),
+               "PORTAL_URL": portal_url, "EHR_URL": ehr_url}  # for `idp demo seed`
+    portal_env = _without(env, (*IDP_ONLY, "EHR_CLIENT_", "EHR_SECRET_", "PORTAL_"))
+    ehr_env = _without(env, (*IDP_ONLY, "PORTAL_", "EHR_"))
+    children = [
+        Child("IdP", idp_env["IDP_ISSUER"], idp_port,
+              [*_idp_command(), "serve", "--bind", f"{HOST}:{idp_port}"], idp_env),
+        Child("Portal", portal_url, portal_port,
+              _gunicorn("clients.portal:create_app()", portal_port),
+              {**portal_env, "IDP_ISSUER": idp_env["IDP_ISSUER"], "PORTAL_URL": portal_url,
+               "EHR_API": env.get("EHR_API", ehr_url)}),
+        Child("EHR", ehr_url, ehr_port, _gunicorn("clients.ehr:create_app()", ehr_port),
+              {**ehr_env, "IDP_ISSUER": idp_env["IDP_ISSUER"], "EHR_URL": ehr_url,
+               "EHR_AUDIENCE": idp_env["EHR_AUDIENCE"]}),
+    ]
+    return idp_env, children
+
+
+def _without(env: dict[str, str], prefixes: tuple[str, ...]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith(prefixes)}
+
+
+def _prepare(env: dict[str, str], children: list[Child]) -> None:
+    """Fail early on a busy port (a server already there would answer our health checks), and
+    create the instance dir (the default SQLite database lives there)."""
+    for child in children:
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            if sock.connect_ex((HOST, child.port)) == 0:
+                name = {"IdP": "IDP_PORT", "Portal": "PORTAL_PORT", "EHR": "EHR_PORT"}
+                raise StackError(f"{child.local} is in use already: stop what runs there or "
+                                 f"choose another port with {name[child.name]}=...")
+    instance = Path(env.get("IDP_INSTANCE_DIR", PROJECT_ROOT / "instance"))
+    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _client_secrets(seeded: dict) -> dict[str, str]:
+    with open(seeded["clients_file"]) as handle:
+        saved = json.load(handle)
+    return {client_id: entry["client_secret"] for client_id, entry in saved.items()}
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:  # noqa: S310
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait_ready(children: list[Child]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    pending = list(children)
+    while pending:
+        for child in list(pending):
+            assert child.process is not None
+            if child.process.poll() is not None:
+                raise StackError(f"{child.name} exited with status {child.process.returncode}")
+            if _answers(child.local):
+                pending.remove(child)
+        if pending and time.monotonic() > deadline:
+            raise StackError(f"{', '.join(c.name for c in pending)} did not answer in "
+                             f"{START_TIMEOUT:.0f} s")
+        if pending:
+            time.sleep(0.3)
+
+
+def _stop(children: list[Child]) -> None:
+    running = [c for c in children if c.process and c.process.poll() is None]
+    for child in running:
+        child.process.terminate()  # gunicorn: graceful shutdown
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for child in running:
+        try:
+            child.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+
+
+def _banner(children: list[Child], seeded: dict) -> str:
+    lines = ["", "Provider Identity development stack is up:"]
+    lines += [f"  {c.name:7} {c.url}" for c in children]
+    lines.append("Demo sign-in (local demo credentials, also in "
+                 f"{seeded['accounts_file']}):")
+    lines += [f"  {a['username']:13} {a['role']:19} {a['password']}"
+              for a in seeded["accounts"]]
+    lines += ["Open the portal, sign in as a demo account. Press Ctrl-C to stop.", ""]
+    return "\n".join(lines)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run(env: dict[str, str] | None = None) -> int:
+    env = dict(os.environ if env is None else env)
+    children: list[Child] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored
+        signal.signal(signum, _on_signal)
+    try:
+        idp_env, children = plan(env)
+        _prepare(env, children)
+        print("Applying database migrations ...", flush=True)
+        _run_idp(["db", "upgrade"], idp_env)
+        print("Seeding demo clients and accounts ...", flush=True)
+        seeded = _run_idp(["demo", "seed"], idp_env)
+        client_secrets = _client_secrets(seeded)
+        for child, client_id in ((children[1], "portal"), (children[2], "ehr")):
+            prefix = client_id.upper()
+            child.env[f"{prefix}_CLIENT_ID"] = client_id
+            child.env[f"{prefix}_CLIENT_SECRET"] = client_secrets[client_id]
+            child.env[f"{prefix}_SECRET_KEY"] = (env.get(f"{prefix}_SECRET_KEY")
+                                                 or secrets.token_urlsafe(32))
+        for child in children:
+            print(f"Starting {child.name} on {child.url} ...", flush=True)
+            # Own process group: Ctrl-C reaches only this launcher, which then stops each
+            # gunicorn with one SIGTERM (a worker hit by the terminal's SIGINT and its master's
+            # signals at once can hang until the graceful timeout kills it).
+            child.process = subprocess.Popen(child.argv, env=child.env, cwd=PROJECT_ROOT,
+                                             process_group=0)
+        _wait_ready(children)
+        print(_banner(children, seeded), flush=True)
+        while all(c.process.poll() is None for c in children):
+            time.sleep(0.5)
+        dead = next(c for c in children if c.process.poll() is not None)
+        raise StackError(f"{dead.name} exited with status {dead.process.returncode}")
+    except KeyboardInterrupt:
+        print("\nStopping ...", flush=True)
+        return 0
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second one must not cut cleanup
+            signal.signal(signum, signal.SIG_IGN)
+        _stop(children)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

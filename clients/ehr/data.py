@@ -1,0 +1,75 @@
+"""A small, entirely FICTITIOUS data set: made-up people, obviously fake names, no real data."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+PATIENTS = (
+    {"mrn": "DEMO-0001", "name": "Testy McTestface", "birth_date": "1980-01-01", "sex": "X"},
+    {"mrn": "DEMO-0002", "name": "Jane Placeholder", "birth_date": "1975-02-02", "sex": "F"},
+    {"mrn": "DEMO-0003", "name": "John Q. Sample", "birth_date": "1962-03-03", "sex": "M"},
+    {"mrn": "DEMO-0004", "name": "Ima Fictional", "birth_date": "1990-04-04", "sex": "F"},
+    {"mrn": "DEMO-0005", "name": "Notta Realperson", "birth_date": "2001-05-05", "sex": "M"},
+    {"mrn": "DEMO-0006", "name": "Demo Patientson", "birth_date": "1955-06-06", "sex": "X"},
+)
+_NAMES = {p["mrn"]: p["name"] for p in PATIENTS}
+
+# (minutes after 08:00, MRN, visit type, clinician)
+_SCHEDULE = (
+    (60, "DEMO-0001", "Annual physical", "dr.rivera"),
+    (90, "DEMO-0003", "Follow-up: blood pressure", "dr.rivera"),
+    (150, "DEMO-0002", "Telehealth check-in", "np.chen"),
+    (240, "DEMO-0005", "New patient visit", "dr.rivera"),
+    (300, "DEMO-0004", "Medication review", "np.chen"),
+)
+LABS = (
+    {"id": "LAB-101", "mrn": "DEMO-0003", "test": "Lipid panel", "status": "pending",
+     "result": None},
+    {"id": "LAB-102", "mrn": "DEMO-0001", "test": "HbA1c", "status": "final",
+     "result": "5.4 %"},
+    {"id": "LAB-103", "mrn": "DEMO-0005", "test": "Complete blood count", "status": "pending",
+     "result": None},
+    {"id": "LAB-104", "mrn": "DEMO-0002", "test": "TSH", "status": "final",
+     "result": "2.1 mIU/L"},
+)
+MESSAGES = (
+    {"id": "MSG-201", "mrn": "DEMO-0002", "subject": "Question about my new prescription"},
+    {"id": "MSG-202", "mrn": "DEMO-0004", "subject": "Can I move my appointment?"},
+)
+BILLING = (
+    {"claim": "CLM-301", "mrn": "DEMO-0001", "payer": "Acme Fictional Insurance",
+     "amount": "120.00", "status": "submitted"},
+    {"claim": "CLM-302", "mrn": "DEMO-0003", "payer": "Pretend Health Plan",
+     "amount": "85.50", "status": "denied: missing authorization"},
+    {"claim": "CLM-303", "mrn": "DEMO-0006", "payer": "Self-pay", "amount": "40.00",
+     "status": "paid"},
+)
+
+
+def _with_name(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "patient": _NAMES[row["mrn"]]}
+
+
+def patients() -> list[dict[str, Any]]:
+    return [dict(p) for p in PATIENTS]
+
+
+def appointments(day: date | None = None) -> list[dict[str, Any]]:
+    """Today's clinic schedule (the fake schedule repeats every day)."""
+    start = datetime.combine(day or date.today(), time(8, 0))
+    return [_with_name({"time": (start + timedelta(minutes=m)).strftime("%Y-%m-%d %H:%M"),
+                        "mrn": mrn, "type": kind, "clinician": who})
+            for m, mrn, kind, who in _SCHEDULE]
+
+
+def labs(status: str | None = None) -> list[dict[str, Any]]:
+    return [_with_name(lab) for lab in LABS if status in (None, lab["status"])]
+
+
+def messages() -> list[dict[str, Any]]:
+    return [_with_name(m) for m in MESSAGES]
+
+
+def billing() -> list[dict[str, Any]]:
+    return [_with_name(b) for b in BILLING]

@@ -1,0 +1,33 @@
+"""The EHR's own pages: sign in through the IdP, then the patient list."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, redirect, render_template, url_for
+
+from clients import rp
+from clients.ehr import data
+from clients.ehr.api import denial, verifier
+from clients.ehr.scopes import RULES
+from clients.ehr.tokens import KeysUnavailable, TokenError
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/")
+def index() -> Response | str | tuple[str, int]:
+    signed_out = rp.returned_from_logout()
+    user = rp.current_user()
+    if user is None:
+        return render_template("index.html", signed_out=signed_out)
+    token = rp.access_token()
+    if token is None:  # expired: sign in again (no prompt while the IdP session lasts)
+        return redirect(url_for("rp.login"))
+    try:  # the same checks the API makes
+        reason = denial(verifier().verify(token), RULES["patients"])
+    except TokenError:
+        return redirect(url_for("rp.login"))
+    except KeysUnavailable:
+        return render_template("error.html", message="The identity provider cannot be "
+                               "reached to check your access. Try again in a moment."), 503
+    patients = [] if reason else data.patients()
+    return render_template("index.html", user=user, patients=patients, denied=reason)

@@ -1,0 +1,184 @@
+"""Account settings pages. Thin: parse, call accounts.settings, commit, then email, render.
+Every page needs a live SSO session (else /login?next=...) and the steps owed first."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Response,
+    flash,
+    get_flashed_messages,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired, EqualTo, Length
+
+from idp.accounts import gates, notices, passwords
+from idp.accounts import settings as service
+from idp.context import policy
+from idp.extensions import db, limiter
+from idp.sessions import service as sessions
+from idp.sessions.models import SsoSession
+
+bp = Blueprint("settings", __name__, url_prefix="/account")
+
+Page = Response | tuple[str, int] | str
+
+
+class PasswordChangeForm(FlaskForm):
+    current_password = PasswordField("Current password", validators=[Length(max=1024)])
+    new_password = PasswordField("New password", validators=[DataRequired(), Length(max=1024)])
+    confirm_password = PasswordField("Confirm new password", validators=[
+        DataRequired(), EqualTo("new_password", message="The two passwords do not match.")])
+
+
+class EmailChangeForm(FlaskForm):
+    new_email = EmailField("New email address", validators=[DataRequired(), Length(max=254)])
+    current_password = PasswordField("Current password", validators=[Length(max=1024)])
+
+
+def _signed_in(back: str | None = None) -> tuple[SsoSession | None, Response | None]:
+    """The live session, or the redirect to sign in (or to a step owed) and back."""
+    back = back or (request.full_path.rstrip("?") if request.method == "GET"
+                    else url_for("settings.overview"))
+    sso = sessions.current()
+    if sso is None:
+        return None, redirect(url_for("accounts.login", next=back))
+    step = gates.pending(sso.user)
+    if step:
+        return None, redirect(url_for(step, next=back))
+    return sso, None
+
+
+def _per_ip() -> str:
+    return policy().lockout.per_ip_limit
+
+
+@bp.get("/settings")
+def overview() -> Page:
+    sso, away = _signed_in()
+    if away:
+        return away
+    return render_template("accounts/settings.html", user=sso.user, sso=sso,
+                           sessions=service.live_sessions(sso.user),
+                           expires=passwords.expires_at(sso.user),
+                           messages=get_flashed_messages())
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@limiter.limit(_per_ip, methods=["POST"])
+def password() -> Page:
+    sso, away = _signed_in()
+    if away:
+        return away
+    user = sso.user
+    form = PasswordChangeForm()
+    errors: list[str] = []
+    if request.method == "POST":
+        form.validate()
+        if not form.current_password.data:
+            errors = ["Enter your current password."]
+        else:
+            mismatch = [e for name in ("new_password", "confirm_password")
+                        for e in form.errors.get(name, [])]
+            result = service.change_password(user, sso, form.current_password.data,
+                                             form.new_password.data or "", mismatch)
+            db.session.commit()
+            if result.newly_locked:
+                notices.account_locked(user)
+            if result.ok:
+                notices.password_changed(user)
+                flash("Your password was changed. Other devices were signed out.")
+                return redirect(url_for("settings.overview"))
+            errors = result.errors
+    return render_template("accounts/settings_password.html", form=form, errors=errors,
+                           rules=policy().password.rules), 400 if errors else 200
+
+
+@bp.get("/sessions")
+def session_list() -> Page:
+    sso, away = _signed_in()
+    if away:
+        return away
+    return render_template("accounts/settings_sessions.html", sso=sso,
+                           sessions=service.live_sessions(sso.user),
+                           messages=get_flashed_messages())
+
+
+@bp.post("/sessions/<string(maxlength=64):sid>/end")
+def end_session(sid: str) -> Page:
+    sso, away = _signed_in(url_for("settings.session_list"))
+    if away:
+        return away
+    ended_here = sid == sso.id
+    if not service.end_own_session(sso.user, sid, sso):
+        db.session.rollback()
+        return render_template("error.html", message="You have no such session."), 404
+    db.session.commit()
+    if ended_here:
+        return redirect(url_for("accounts.login"))
+    flash("The session was ended.")
+    return redirect(url_for("settings.session_list"))
+
+
+@bp.post("/sessions/end-all")
+def end_all_sessions() -> Response:
+    sso, away = _signed_in(url_for("settings.session_list"))
+    if away:
+        return away
+    service.sign_out_everywhere(sso.user, "signed_out_everywhere", sso)
+    db.session.commit()
+    return redirect(url_for("accounts.login"))
+
+
+@bp.route("/email", methods=["GET", "POST"])
+@limiter.limit(_per_ip, methods=["POST"])
+def email() -> Page:
+    """A new address: re-authenticate, then a link to the new address confirms it."""
+    sso, away = _signed_in()
+    if away:
+        return away
+    user = sso.user
+    form = EmailChangeForm()
+    errors: list[str] = []
+    if request.method == "POST":
+        form.validate()
+        errors = list(form.errors.get("new_email", []))
+        if not form.current_password.data:
+            errors.append("Enter your current password.")
+        if not errors:
+            proof = service.prove_password(user, form.current_password.data)
+            errors = proof.errors
+            db.session.commit()
+            if proof.newly_locked:
+                notices.account_locked(user)
+        if not errors:
+            try:
+                change = service.request_email_change(user, form.new_email.data)
+            except service.SettingsError as exc:
+                errors = [str(exc)]
+            else:
+                db.session.commit()
+                service.send_email_change(change)
+                flash(f"We sent a link to {change.new_email}. Open it to confirm the change.")
+                return redirect(url_for("settings.overview"))
+    return render_template("accounts/settings_email.html", form=form, errors=errors, user=user,
+                           hours=policy().password.reset_link_lifetime // 3600
+                           ), 400 if errors else 200
+
+
+@bp.get("/email/verify/<token>")
+def verify_email(token: str) -> Page:
+    sso, away = _signed_in()
+    if away:
+        return away
+    if not service.confirm_email_change(sso.user, token):
+        db.session.rollback()
+        return render_template("accounts/settings_email_invalid.html"), 400
+    db.session.commit()
+    flash(f"Your email address is now {sso.user.email}.")
+    return redirect(url_for("settings.overview"))

@@ -1,0 +1,292 @@
+"""`idp demo seed`: the demo relying parties and accounts of the development stack.
+
+Idempotent: a second run changes nothing that is already right. Client secrets and account
+passwords are generated here, never committed: they live in the instance directory (files of
+mode 0600) so that re-runs and `python -m clients.devstack` reuse them. When a file is lost, or
+holds a value the database does not accept, the secret or password is rotated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from idp.accounts.models import User
+from idp.accounts.passwords import set_password
+from idp.accounts.service import create_user, verify_password
+from idp.audit import service as audit
+from idp.context import settings
+from idp.extensions import db
+from idp.oidc.clients import create_client, validate_uri
+from idp.oidc.models import Client, digest
+
+CLIENTS_FILE = "demo-clients.json"
+ACCOUNTS_FILE = "demo-accounts.json"
+DEFAULT_PORTAL_URL = "http://127.0.0.1:8001"
+DEFAULT_EHR_URL = "http://127.0.0.1:8002"
+
+EHR_READ = "ehr.patients.read ehr.appointments.read ehr.labs.read ehr.billing.read"
+PASSWORD_SYMBOLS = "-_.@#%+="
+NPI_PREFIX = "80840"  # ISO 7812 prefix of the US health industry, part of the NPI check digit
+
+
+def npi_with_check_digit(base: str) -> str:
+    """The 10-digit NPI for 9 digits: Luhn check digit computed over the 80840 prefix."""
+    if len(base) != 9 or not base.isdigit():
+        raise ValueError("an NPI base is 9 digits")
+    total = 0
+    for i, char in enumerate(reversed(NPI_PREFIX + base)):
+        digit = int(char) * (2 if i % 2 == 0 else 1)
+        total += digit - 9 if digit > 9 else digit
+    return base + str((10 - total % 10) % 10)
+
+
+@dataclass(frozen=True)
+class DemoClient:
+    client_id: str
+    name: str
+    scope: str
+    require_pkce: bool = False
+    introspect_any: bool = False
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    username: str
+    role: str
+    given_name: str
+    family_name: str
+    npi: str | None = None
+    license_state: str | None = None
+    department: str | None = None
+
+    @property
+    def email(self) -> str:
+        return f"{self.username}@hospital.example"
+
+
+CLIENTS = {
+    "portal": DemoClient("portal", "Provider Portal",
+                         f"openid profile email roles npi offline_access {EHR_READ}",
+                         require_pkce=True),
+    "ehr": DemoClient("ehr", "EHR", f"openid profile email roles npi {EHR_READ} "
+                      "ehr.prescriptions.write", introspect_any=True),
+}
+FACILITY = "Fictional General Hospital"
+ACCOUNTS = (
+    DemoAccount("dr.rivera", "physician", "Alex", "Rivera", npi_with_check_digit("123456789"),
+                "CA", "Internal Medicine"),
+    DemoAccount("np.chen", "nurse_practitioner", "Jordan", "Chen",
+                npi_with_check_digit("987654321"), "CA", "Family Practice"),
+    DemoAccount("staff.okafor", "admin_staff", "Sam", "Okafor", department="Billing Office"),
+    DemoAccount("idp.admin", "admin", "Morgan", "Lee", department="Information Technology"),
+)
+
+
+@dataclass
+class SeedResult:
+    clients: list[dict[str, Any]]
+    accounts: list[dict[str, Any]]
+    clients_file: Path
+    accounts_file: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"clients": self.clients, "accounts": self.accounts,
+                "clients_file": str(self.clients_file),
+                "accounts_file": str(self.accounts_file)}
+
+
+# -- secret files ----------------------------------------------------------------------------
+def read_secrets(path: Path) -> dict[str, dict[str, str]]:
+    """The saved secrets; an unreadable or malformed file counts as lost."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) \
+        else {}
+
+
+def write_secrets(path: Path, data: dict[str, dict[str, str]]) -> None:
+    """Write atomically with mode 0600 from the first byte (never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
+    os.chmod(path, 0o600)
+
+
+def new_password(length: int = 20) -> str:
+    """Random, with upper, lower, digit and symbol: meets the password policy."""
+    classes = (string.ascii_uppercase, string.ascii_lowercase, string.digits, PASSWORD_SYMBOLS)
+    alphabet = "".join(classes)
+    chars = [secrets.choice(c) for c in classes]
+    chars += [secrets.choice(alphabet) for _ in range(length - len(chars))]
+    secrets.SystemRandom().shuffle(chars)
+    return "".join(chars)
+
+
+# -- clients ---------------------------------------------------------------------------------
+def _client_fields(spec: DemoClient, base_url: str) -> dict[str, Any]:
+    return {
+        "client_name": spec.name,
+        "redirect_uris": [validate_uri(f"{base_url}/callback", "redirect-uri")],
+        "post_logout_redirect_uris": [validate_uri(f"{base_url}/", "post-logout-redirect-uri")],
+        "scope": spec.scope,
+        "first_party": True,
+        "require_pkce": spec.require_pkce,
+        "introspect_any": spec.introspect_any,
+        "token_endpoint_auth_method": "client_secret_basic",
+        "disabled": False,
+    }
+
+
+def ensure_client(spec: DemoClient, base_url: str, known_secret: str | None
+                  ) -> tuple[str, str]:
+    """Create or correct one client; returns (status, client_secret)."""
+    fields = _client_fields(spec, base_url)
+    client = db.session.execute(
+        select(Client).where(Client.client_id == spec.client_id)).scalar_one_or_none()
+    if client is None:
+        new = create_client(
+            name=spec.name, redirect_uris=fields["redirect_uris"],
+            post_logout_redirect_uris=fields["post_logout_redirect_uris"], scope=spec.scope,
+            first_party=True, require_pkce=spec.require_pkce,
+            introspect_any=spec.introspect_any, client_id=spec.client_id)
+        if not known_secret:
+            return "created", new.client_secret or ""
+        new.client.client_secret_hash = digest(known_secret)  # keep the saved secret
+        return "created", known_secret
+    status = "unchanged"
+    changed = sorted(k for k, v in fields.items() if getattr(client, k) != v)
+    if changed:
+        for name in changed:
+            setattr(client, name, fields[name])
+        audit.record("client.updated", client_id=spec.client_id, actor="demo-seed",
+                     fields=changed)
+        status = "updated"
+    if known_secret and client.check_client_secret(known_secret):
+        return status, known_secret
+    secret = secrets.token_urlsafe(32)
+    client.client_secret_hash = digest(secret)
+    audit.record("client.secret_rotated", client_id=spec.client_id, actor="demo-seed")
+    return "secret rotated", secret
+
+
+# -- accounts --------------------------------------------------------------------------------
+def ensure_account(spec: DemoAccount, known_password: str | None) -> tuple[str, str]:
+    """Create one account, or make its password the saved one; returns (status, password)."""
+    user = db.session.execute(
+        select(User).where(User.username == spec.username)).scalar_one_or_none()
+    if user is None:
+        password = known_password or new_password()
+        user = create_user(username=spec.username, email=spec.email, role=spec.role,
+                           password=password, npi=spec.npi, given_name=spec.given_name,
+                           family_name=spec.family_name, facility=FACILITY,
+                           department=spec.department, license_state=spec.license_state)
+        user.email_verified = True
+        audit.record("user.created", user_id=user.id, actor="demo-seed", role=spec.role)
+        return "created", password
+    if known_password and verify_password(user, known_password):
+        return "unchanged", known_password
+    password = new_password()
+    set_password(user, password)
+    audit.record("user.password_reset", user_id=user.id, actor="demo-seed")
+    return "password reset", password
+
+
+# -- the seed --------------------------------------------------------------------------------
+def seed(*, instance_dir: Path | None = None, portal_url: str = DEFAULT_PORTAL_URL,
+         ehr_url: str = DEFAULT_EHR_URL) -> SeedResult:
+    """Register the demo clients and accounts (in an app context); commit; save secrets."""
+    instance = Path(instance_dir or settings().instance_dir)
+    clients_file, accounts_file = instance / CLIENTS_FILE, instance / ACCOUNTS_FILE
+    base_urls = {"portal": portal_url.rstrip("/"), "ehr": ehr_url.rstrip("/")}
+    saved_clients, saved_accounts = read_secrets(clients_file), read_secrets(accounts_file)
+
+    client_rows, client_secrets = [], {}
+    for key, spec in CLIENTS.items():
+        known = saved_clients.get(spec.client_id, {}).get("client_secret")
+        status, secret = ensure_client(spec, base_urls[key], known)
+        client_secrets[spec.client_id] = {"client_secret": secret}
+        client_rows.append({"client_id": spec.client_id, "name": spec.name, "status": status,
+                            "redirect_uri": f"{base_urls[key]}/callback"})
+
+    account_rows, passwords = [], {}
+    for spec in ACCOUNTS:
+        known = saved_accounts.get(spec.username, {}).get("password")
+        status, password = ensure_account(spec, known)
+        passwords[spec.username] = {"password": password, "role": spec.role}
+        account_rows.append({"username": spec.username, "role": spec.role,
+                             "name": f"{spec.given_name} {spec.family_name}", "npi": spec.npi,
+                             "password": password, "status": status})
+
+    # Files first: a crash before the commit leaves secrets the next run can check and fix,
+    # a crash after it would lose them.
+    if saved_clients != client_secrets:
+        write_secrets(clients_file, client_secrets)
+    if saved_accounts != passwords:
+        write_secrets(accounts_file, passwords)
+    for path in (clients_file, accounts_file):
+        os.chmod(path, 0o600)
+    db.session.commit()
+    return SeedResult(client_rows, account_rows, clients_file, accounts_file)
+
+
+# -- the command -----------------------------------------------------------------------------
+@click.group()
+def demo() -> None:
+    """Demo relying parties and accounts for local development (never in production)."""
+
+
+@demo.command("seed")
+@click.option("--portal-url", envvar="PORTAL_URL", default=DEFAULT_PORTAL_URL, show_default=True,
+              help="base URL of the provider portal (its redirect URIs derive from it)")
+@click.option("--ehr-url", envvar="EHR_URL", default=DEFAULT_EHR_URL, show_default=True,
+              help="base URL of the EHR")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def seed_command(portal_url: str, ehr_url: str, as_json: bool) -> None:
+    """Register the portal and EHR clients and the demo accounts; safe to run again."""
+    # Imported here: idp.cli imports this module at its end.
+    from idp.accounts.service import AccountError
+    from idp.cli import emit, with_app
+    from idp.oidc.clients import ClientError
+
+    @with_app()
+    def run() -> SeedResult:
+        return seed(portal_url=portal_url, ehr_url=ehr_url)
+
+    try:
+        result = run()
+    except (ClientError, AccountError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except SQLAlchemyError as exc:
+        click.echo(f"error: the database is not ready ({type(exc).__name__}); "
+                   "run `idp db upgrade` first", err=True)
+        raise SystemExit(2) from None
+    emit(as_json, result.as_dict(), _text(result))
+
+
+def _text(result: SeedResult) -> str:
+    lines = ["Demo clients:"]
+    lines += [f"  {c['client_id']:8} {c['name']:16} {c['status']:15} {c['redirect_uri']}"
+              for c in result.clients]
+    lines.append(f"  secrets saved in {result.clients_file} (mode 0600)")
+    lines.append("Demo accounts (local demo credentials):")
+    lines += [f"  {a['username']:13} {a['role']:19} {a['password']}  ({a['status']})"
+              for a in result.accounts]
+    lines.append(f"  passwords saved in {result.accounts_file} (mode 0600)")
+    return "\n".join(lines)

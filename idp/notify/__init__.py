@@ -1,0 +1,1 @@
+"""Outbound notifications: email over SMTP (SMS senders arrive with MFA)."""

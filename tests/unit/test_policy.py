@@ -1,0 +1,163 @@
+"""policies/*.toml load into frozen dataclasses; every kind of bad policy refuses to load with a
+PolicyError that names the problem."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+from idp.config import PROJECT_ROOT
+from idp.policy import PolicyError, load_policy
+
+POLICIES = PROJECT_ROOT / "policies"
+
+
+@pytest.fixture
+def policies(tmp_path: Path) -> Path:
+    """A private copy of the shipped policies to break."""
+    target = tmp_path / "policies"
+    shutil.copytree(POLICIES, target)
+    return target
+
+
+def edit(directory: Path, name: str, old: str, new: str) -> None:
+    path = directory / name
+    text = path.read_text()
+    assert old in text, f"{name} no longer holds {old!r}: update this test"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_shipped_policies_load_with_the_guide_defaults():
+    policy = load_policy(POLICIES)
+    assert policy.tokens.access_token_lifetime == 600
+    assert policy.tokens.authorization_code_lifetime == 60
+    assert policy.session.idle_timeout == 30 * 60 and policy.session.absolute_timeout == 12 * 3600
+    assert policy.session.cookie_name == "idp_session"
+    assert policy.keys.algorithms == ("RS256", "ES256")  # lists become tuples
+    assert policy.assurance.password_acr in policy.assurance.acr_values
+    assert "openid" in policy.scopes and "physician" in policy.roles
+    assert policy.max_token_lifetime == max(policy.tokens.access_token_lifetime,
+                                            policy.tokens.id_token_lifetime)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.tokens.access_token_lifetime = 1  # type: ignore[misc]
+
+
+def test_scopes_map_to_claims_and_resource_audiences():
+    policy = load_policy(POLICIES)
+    assert policy.claims_for(["openid", "email"]) == {"sub", "email", "email_verified"}
+    assert policy.claims_for(["unknown"]) == set()
+    ehr = policy.resources["ehr"]
+    assert policy.audiences_for(["openid", "ehr.patients.read", "ehr.labs.read"]) == [ehr]
+    assert policy.audiences_for(["openid", "profile"]) == []
+
+
+def test_overrides_patch_single_values_and_are_validated_too(policies: Path):
+    policy = load_policy(policies, {"tokens": {"access_token_lifetime": 5}})
+    assert policy.tokens.access_token_lifetime == 5
+    assert policy.tokens.id_token_lifetime == load_policy(POLICIES).tokens.id_token_lifetime
+    with pytest.raises(PolicyError, match="tokens.toml.*surprise"):
+        load_policy(policies, {"tokens": {"surprise": 1}})
+    with pytest.raises(PolicyError, match="access_token_lifetime must not be negative"):
+        load_policy(policies, {"tokens": {"access_token_lifetime": -5}})
+
+
+def test_missing_file(policies: Path):
+    (policies / "tokens.toml").unlink()
+    with pytest.raises(PolicyError, match=r"tokens\.toml is missing"):
+        load_policy(policies)
+
+
+@pytest.mark.parametrize("name", ["tokens.toml", "keys.toml", "session.toml", "scopes.toml",
+                                  "roles.toml", "assurance.toml"])
+def test_every_file_is_required(policies: Path, name: str):
+    (policies / name).unlink()
+    with pytest.raises(PolicyError, match=f"{name} is missing"):
+        load_policy(policies)
+
+
+def test_bad_toml(policies: Path):
+    edit(policies, "session.toml", "idle_timeout = 1800", "idle_timeout = = 1800")
+    with pytest.raises(PolicyError, match=r"session\.toml is not valid TOML"):
+        load_policy(policies)
+
+
+def test_unknown_key(policies: Path):
+    (policies / "tokens.toml").write_text(
+        (policies / "tokens.toml").read_text() + "\naccess_token_lifetme = 300\n")
+    with pytest.raises(PolicyError, match=r"tokens\.toml: unknown \['access_token_lifetme'\]"):
+        load_policy(policies)
+
+
+def test_missing_key(policies: Path):
+    edit(policies, "tokens.toml", "id_token_lifetime = 3600", "")
+    with pytest.raises(PolicyError, match=r"tokens\.toml: .*missing \['id_token_lifetime'\]"):
+        load_policy(policies)
+
+
+def test_missing_key_in_a_table(policies: Path):
+    edit(policies, "password.toml", "salt_len = 16", "")
+    with pytest.raises(PolicyError, match=r"password\.toml \[argon2\].*missing \['salt_len'\]"):
+        load_policy(policies)
+
+
+@pytest.mark.parametrize(("name", "old", "new", "key"), [
+    ("tokens.toml", "access_token_lifetime = 600", "access_token_lifetime = -600",
+     "access_token_lifetime"),
+    ("keys.toml", "activation_delay = 3600", "activation_delay = -1", "activation_delay"),
+    ("session.toml", "absolute_timeout = 43200", "absolute_timeout = -43200",
+     "absolute_timeout"),
+])
+def test_negative_value(policies: Path, name: str, old: str, new: str, key: str):
+    edit(policies, name, old, new)
+    with pytest.raises(PolicyError, match=f"{name}: {key} must not be negative"):
+        load_policy(policies)
+
+
+@pytest.mark.parametrize(("name", "old", "new", "alg"), [
+    ("keys.toml", 'algorithms = ["RS256", "ES256"]', 'algorithms = ["RS256", "HS256"]', "HS256"),
+    ("tokens.toml", 'access_token_alg = "RS256"', 'access_token_alg = "none"', "none"),
+    ("tokens.toml", 'id_token_default_alg = "RS256"', 'id_token_default_alg = "PS512"', "PS512"),
+])
+def test_unsupported_algorithm(policies: Path, name: str, old: str, new: str, alg: str):
+    edit(policies, name, old, new)
+    with pytest.raises(PolicyError, match=f"unsupported signing algorithm '{alg}'"):
+        load_policy(policies)
+
+
+def test_access_token_alg_needs_a_key(policies: Path):
+    edit(policies, "keys.toml", 'algorithms = ["RS256", "ES256"]', 'algorithms = ["ES256"]')
+    with pytest.raises(PolicyError, match="access_token_alg has no key"):
+        load_policy(policies)
+
+
+def test_bad_acr(policies: Path):
+    edit(policies, "assurance.toml", 'password_acr = "urn:healthidp:acr:aal1"',
+         'password_acr = "urn:healthidp:acr:aal9"')
+    with pytest.raises(PolicyError, match="password_acr is not one of acr_values"):
+        load_policy(policies)
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("idle_timeout = 1800", "idle_timeout = 0"),
+    ("absolute_timeout = 43200", "absolute_timeout = 60"),
+])
+def test_session_timeouts_must_make_sense(policies: Path, old: str, new: str):
+    edit(policies, "session.toml", old, new)
+    with pytest.raises(PolicyError, match="idle_timeout <= absolute_timeout"):
+        load_policy(policies)
+
+
+def test_scope_naming_an_unknown_resource(policies: Path):
+    edit(policies, "scopes.toml", 'description = "Read lab results in the EHR"\nresource = "ehr"',
+         'description = "Read lab results in the EHR"\nresource = "lab"')
+    with pytest.raises(PolicyError, match="ehr.labs.read names unknown resource lab"):
+        load_policy(policies)
+
+
+def test_openid_scope_is_required(policies: Path):
+    edit(policies, "scopes.toml", "[scopes.openid]", "[scopes.openid_gone]")
+    with pytest.raises(PolicyError, match="must define the openid scope"):
+        load_policy(policies)
