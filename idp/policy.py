@@ -20,6 +20,7 @@ class TokenPolicy:
     refresh_token_lifetime: int
     access_token_alg: str
     id_token_default_alg: str
+    client_assertion_max_lifetime: int
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from idp.accounts.models import User
 from idp.context import policy, runtime
 from idp.extensions import db
 
-NPI_RE = re.compile(r"^\d{10}$")
-USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
+NPI_RE = re.compile(r"[0-9]{10}")
+USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{2,63}")
 
 
 class AccountError(ValueError):
@@ -26,7 +26,7 @@ def find_by_login(identifier: str) -> User | None:
     identifier = (identifier or "").strip()
     if not identifier or len(identifier) > 254:
         return None
-    if NPI_RE.match(identifier):
+    if NPI_RE.fullmatch(identifier):
         return db.session.execute(select(User).where(User.npi == identifier)).scalar_one_or_none()
     return db.session.execute(
         select(User).where(User.username == identifier.lower())).scalar_one_or_none()
@@ -84,11 +84,11 @@ def create_user(*, username: str, email: str, role: str, password: str | None = 
                 temporary: bool = False, facility: str | None = None,
                 department: str | None = None, license_state: str | None = None) -> User:
     username = username.strip().lower()
-    if not USERNAME_RE.match(username):
+    if not USERNAME_RE.fullmatch(username):
         raise AccountError("username: 3-64 characters, letters, digits, '.', '_' or '-'")
     if role not in policy().roles:
         raise AccountError(f"role: must be one of {', '.join(sorted(policy().roles))}")
-    if npi is not None and not NPI_RE.match(npi):
+    if npi is not None and not NPI_RE.fullmatch(npi):
         raise AccountError("npi: must be exactly 10 digits")
     if "@" not in email or len(email) > 254:
         raise AccountError("email: not a valid address")

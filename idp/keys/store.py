@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from idp import clock
 
 Key = RSAKey | ECKey
+RECHECK = 30.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._keys: list[StoredKey] = []
+        self._loaded_at = 0.0
 
     # -- files -----------------------------------------------------------------------------
     @contextmanager
@@ -117,13 +120,20 @@ class KeyStore:
         return keys
 
     def keys(self) -> list[StoredKey]:
-        """All keys on disk, cached until the directory changes (a rotation on any node)."""
+        """All keys on disk, cached until the directory changes (a rotation on any node).
+
+        The directory's mtime is the signal; it is also re-read every RECHECK seconds, for
+        shared filesystems whose timestamps are coarse or cached (NFS).
+        """
         stamp = self._stamp_now()
+        if time.monotonic() - self._loaded_at > RECHECK:
+            self._stamp = None
         if stamp != self._stamp:
             with self._lock:
                 if stamp != self._stamp:
                     self._keys = self._load()
                     self._stamp = stamp
+                    self._loaded_at = time.monotonic()
         return self._keys
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -162,7 +172,8 @@ class KeyStore:
         now = clock.now()
         result = []
         for alg in sorted({k.alg for k in keys}):
-            ordered = sorted((k for k in keys if k.alg == alg), key=lambda k: k.active_at)
+            ordered = sorted((k for k in keys if k.alg == alg),
+                             key=lambda k: (k.active_at, k.created_at, k.kid))
             started = [k for k in ordered if k.active_at <= now]
             active = started[-1] if started else None
             for index, key in enumerate(ordered):

@@ -42,6 +42,8 @@ def validate_uri(uri: str, field: str) -> str:
         raise ClientError(f"{field}: {uri!r} must not contain wildcards")
     if not parts.hostname:
         raise ClientError(f"{field}: {uri!r} needs a host")
+    if "@" in parts.netloc:
+        raise ClientError(f"{field}: {uri!r} must not carry user information")
     if parts.scheme == "https":
         return uri
     if parts.scheme == "http" and parts.hostname in (*LOOPBACK_HOSTS, "localhost"):

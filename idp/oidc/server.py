@@ -321,6 +321,10 @@ class ClientAssertion(JWTBearerClientAssertion):
             return False
         exp = claims.get("exp")
         expires = clock.now() + timedelta(seconds=300)
+        longest = policy().tokens.client_assertion_max_lifetime
+        if isinstance(exp, int) and exp - clock.timestamp() > longest:
+            raise InvalidClientError(
+                description=f"the assertion must expire within {longest} seconds")
         if isinstance(exp, int):
             try:
                 expires = max(expires, clock.from_timestamp(exp))

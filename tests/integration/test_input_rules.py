@@ -1,0 +1,50 @@
+"""Small input rules: NPI and username shapes, URIs with user information, assertion lifetime."""
+
+import secrets
+import time
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from idp.accounts.service import AccountError, create_user, find_by_login
+from idp.oidc.clients import ClientError, validate_uri
+from tests.helpers import make_client
+
+
+@pytest.mark.parametrize("npi", ["1234567893\n", "１２３４５６７８９３", "123456789",
+                                 "12345678930"])
+def test_npi_must_be_ten_ascii_digits(ctx, npi):
+    with pytest.raises(AccountError):
+        create_user(username="x.user", email="x@h.example", role="physician", npi=npi,
+                    password="Sturdy-Cedar-Lantern-42!")
+    assert find_by_login(npi) is None
+
+
+@pytest.mark.parametrize("uri", ["https://user@rp.example/cb", "http://evil@127.0.0.1:5000/cb"])
+def test_redirect_uris_with_user_information_are_refused(uri):
+    with pytest.raises(ClientError):
+        validate_uri(uri, "redirect-uri")
+
+
+def test_client_assertion_living_too_long_is_refused(ctx, client):
+    key = RSAKey.generate_key(2048, private=True)
+    public = {**key.as_dict(private=False), "kid": "k1", "use": "sig", "alg": "RS256"}
+    rp = make_client(auth_method="private_key_jwt", jwks={"keys": [public]},
+                     grant_types=["client_credentials"], scope="ehr.patients.read",
+                     redirect_uri="https://svc.example/cb")
+    now = int(time.time())
+
+    def assertion(lifetime: int) -> str:
+        return jwt.encode({"alg": "RS256", "kid": "k1"}, {
+            "iss": rp.client_id, "sub": rp.client_id, "aud": "http://idp.test/token",
+            "jti": secrets.token_urlsafe(12), "iat": now, "exp": now + lifetime}, key)
+
+    def token(lifetime: int):
+        return client.post("/token", data={
+            "grant_type": "client_credentials", "client_assertion": assertion(lifetime),
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"})
+
+    assert token(120).status_code == 200
+    refused = token(86400 * 365)
+    assert refused.status_code == 401 and refused.get_json()["error"] == "invalid_client"
