@@ -2,7 +2,8 @@
 
 Applies migrations, seeds the demo clients and accounts (`idp demo seed`), starts the three apps
 under gunicorn as child processes, waits until each answers, prints the URLs and the demo
-sign-in credentials, and stops every child on Ctrl-C or SIGTERM.
+sign-in credentials (password, and the key of the authenticator app each login asks a code of),
+and stops every child on Ctrl-C or SIGTERM.
 
 Environment: IDP_PORT (8000), PORTAL_PORT (8001), EHR_PORT (8002); IDP_ISSUER and EHR_AUDIENCE
 default to http://127.0.0.1:<port>; every other IdP variable (DATABASE_URL, IDP_INSTANCE_DIR,
@@ -182,8 +183,12 @@ def _banner(children: list[Child], seeded: dict) -> str:
     lines += [f"  {c.name:7} {c.url}" for c in children]
     lines.append("Demo sign-in (local demo credentials, also in "
                  f"{seeded['accounts_file']}):")
-    lines += [f"  {a['username']:13} {a['role']:19} {a['password']}"
-              for a in seeded["accounts"]]
+    lines.append("  every sign-in also asks for the code of an authenticator app: add the "
+                 "account's key, or its otpauth:// link, to one")
+    for account in seeded["accounts"]:
+        lines.append(f"  {account['username']:13} {account['role']:19} {account['password']}")
+        lines.append(f"  {'':13} authenticator key {account['totp_secret']}")
+        lines.append(f"  {'':13} {account['totp_uri']}")
     lines += ["Open the portal, sign in as a demo account. Press Ctrl-C to stop.", ""]
     return "\n".join(lines)
 

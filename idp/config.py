@@ -76,6 +76,9 @@ class Settings:
     sms_backend: str = "outbox"
     ehr_audience: str | None = None
     proxy_hops: int = 0
+    data_key: str | None = field(default=None, repr=False)
+    sms_gateway_url: str | None = None
+    sms_gateway_token: str | None = field(default=None, repr=False)
 
     @property
     def secure_cookies(self) -> bool:
@@ -90,6 +93,11 @@ class Settings:
         sms = env.get("SMS_BACKEND", "outbox")
         if sms not in ("outbox", "http"):
             raise ConfigError(f"SMS_BACKEND={sms!r} must be 'outbox' or 'http'")
+        gateway = env.get("SMS_GATEWAY_URL") or None
+        if sms == "http" and not gateway:
+            raise ConfigError("SMS_BACKEND=http needs SMS_GATEWAY_URL")
+        if gateway:
+            _url("SMS_GATEWAY_URL", gateway)
         redis_url = env.get("REDIS_URL") or None
         if redis_url is not None:
             _url("REDIS_URL", redis_url, ("redis", "rediss", "unix"))
@@ -99,6 +107,15 @@ class Settings:
         secret = env.get("IDP_SECRET_KEY")
         if secret is not None and len(secret) < 32:
             raise ConfigError("IDP_SECRET_KEY must be at least 32 characters")
+        data_key = env.get("IDP_DATA_KEY") or None
+        if data_key is not None:
+            try:
+                from cryptography.fernet import Fernet
+
+                Fernet(data_key.encode())
+            except (ValueError, TypeError):
+                raise ConfigError("IDP_DATA_KEY must be a Fernet key (32 url-safe base64 bytes)"
+                                  ) from None
         ehr = env.get("EHR_AUDIENCE")
         return cls(
             issuer=issuer,
@@ -116,4 +133,7 @@ class Settings:
             sms_backend=sms,
             ehr_audience=_url("EHR_AUDIENCE", ehr) if ehr else None,
             proxy_hops=_int("IDP_PROXY_HOPS", env.get("IDP_PROXY_HOPS", "0"), 0, 5),
+            data_key=data_key,
+            sms_gateway_url=gateway,
+            sms_gateway_token=env.get("SMS_GATEWAY_TOKEN") or None,
         )

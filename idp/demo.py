@@ -1,15 +1,18 @@
 """`idp demo seed`: the demo relying parties and accounts of the development stack.
 
-Idempotent: a second run changes nothing that is already right. Client secrets and account
-passwords are generated here, never committed: they live in the instance directory (files of
-mode 0600) so that re-runs and `python -m clients.devstack` reuse them. When a file is lost, or
-holds a value the database does not accept, the secret or password is rotated.
+Idempotent: a second run changes nothing that is already right. Client secrets, account
+passwords and the seeds of the accounts' authenticator apps (every login needs a second factor)
+are generated here, never committed: they live in the instance directory (files of mode 0600) so
+that re-runs and `python -m clients.devstack` reuse them. When a file is lost, or holds a value
+the database does not accept, the secret, password or authenticator seed is rotated.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import re
 import secrets
 import string
 from dataclasses import dataclass
@@ -17,15 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography.fernet import InvalidToken
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from idp import clock
 from idp.accounts.models import User
 from idp.accounts.passwords import set_password
 from idp.accounts.service import create_user, verify_password
 from idp.audit import service as audit
 from idp.context import settings
 from idp.extensions import db
+from idp.mfa import crypto, totp
+from idp.mfa.models import Factor
 from idp.oidc.clients import create_client, validate_uri
 from idp.oidc.models import Client, digest
 
@@ -37,6 +44,8 @@ DEFAULT_EHR_URL = "http://127.0.0.1:8002"
 EHR_READ = "ehr.patients.read ehr.appointments.read ehr.labs.read ehr.billing.read"
 PASSWORD_SYMBOLS = "-_.@#%+="
 NPI_PREFIX = "80840"  # ISO 7812 prefix of the US health industry, part of the NPI check digit
+TOTP_LABEL = "Demo authenticator app"  # the factor the seed owns (others are left alone)
+TOTP_SEED = re.compile(r"[A-Z2-7]{32}")  # what totp.new_secret() makes: 160 bits, base32
 
 
 def npi_with_check_digit(base: str) -> str:
@@ -207,6 +216,43 @@ def ensure_account(spec: DemoAccount, known_password: str | None) -> tuple[str, 
     return "password reset", password
 
 
+def _holds_secret(factor: Factor, secret: str) -> bool:
+    """Does this TOTP factor's encrypted seed decrypt to `secret`? (A seed encrypted with a
+    data key that is gone does not.)"""
+    try:
+        stored = crypto.decrypt(factor.secret_encrypted or "")
+    except (InvalidToken, ValueError):
+        return False
+    return hmac.compare_digest(stored.encode(), secret.encode())
+
+
+def ensure_totp(user: User, known_secret: str | None) -> tuple[str, str]:
+    """Give the account a confirmed authenticator-app factor whose seed is the saved one;
+    returns (status, base32 seed). Created like an app enrolled and confirmed by its owner."""
+    known = known_secret if isinstance(known_secret, str) and TOTP_SEED.fullmatch(
+        known_secret) else None
+    factors = db.session.execute(select(Factor).where(
+        Factor.user_id == user.id, Factor.kind == "totp")).scalars().all()
+    if known and any(f.confirmed_at is not None and _holds_secret(f, known) for f in factors):
+        return "unchanged", known
+    ours = [f for f in factors if f.label == TOTP_LABEL]
+    for factor in ours:  # a seed nobody has any more, or not the saved one
+        db.session.delete(factor)
+        audit.record("mfa.removed", user_id=user.id, factor="totp", actor="demo-seed")
+    # The saved seed comes back for a fresh database (like the password); a mismatch rotates.
+    secret = known if known and not ours else totp.new_secret()
+    now = clock.now()
+    db.session.add(Factor(user_id=user.id, kind="totp", label=TOTP_LABEL, created_at=now,
+                          confirmed_at=now, secret_encrypted=crypto.encrypt(secret)))
+    audit.record("mfa.enrolled", user_id=user.id, factor="totp", label=TOTP_LABEL,
+                 actor="demo-seed")
+    return ("authenticator reset" if ours else "enrolled"), secret
+
+
+def _user(username: str) -> User:
+    return db.session.execute(select(User).where(User.username == username)).scalar_one()
+
+
 # -- the seed --------------------------------------------------------------------------------
 def seed(*, instance_dir: Path | None = None, portal_url: str = DEFAULT_PORTAL_URL,
          ehr_url: str = DEFAULT_EHR_URL) -> SeedResult:
@@ -226,12 +272,18 @@ def seed(*, instance_dir: Path | None = None, portal_url: str = DEFAULT_PORTAL_U
 
     account_rows, passwords = [], {}
     for spec in ACCOUNTS:
-        known = saved_accounts.get(spec.username, {}).get("password")
-        status, password = ensure_account(spec, known)
-        passwords[spec.username] = {"password": password, "role": spec.role}
+        saved = saved_accounts.get(spec.username, {})
+        status, password = ensure_account(spec, saved.get("password"))
+        user = _user(spec.username)
+        totp_status, totp_secret = ensure_totp(user, saved.get("totp_secret"))
+        passwords[spec.username] = {"password": password, "role": spec.role,
+                                    "totp_secret": totp_secret}
         account_rows.append({"username": spec.username, "role": spec.role,
                              "name": f"{spec.given_name} {spec.family_name}", "npi": spec.npi,
-                             "password": password, "status": status})
+                             "password": password, "status": status,
+                             "totp_secret": totp_secret,
+                             "totp_uri": totp.provisioning_uri(user, totp_secret),
+                             "totp_status": totp_status})
 
     # Files first: a crash before the commit leaves secrets the next run can check and fix,
     # a crash after it would lose them.
@@ -285,8 +337,12 @@ def _text(result: SeedResult) -> str:
     lines += [f"  {c['client_id']:8} {c['name']:16} {c['status']:15} {c['redirect_uri']}"
               for c in result.clients]
     lines.append(f"  secrets saved in {result.clients_file} (mode 0600)")
-    lines.append("Demo accounts (local demo credentials):")
-    lines += [f"  {a['username']:13} {a['role']:19} {a['password']}  ({a['status']})"
-              for a in result.accounts]
-    lines.append(f"  passwords saved in {result.accounts_file} (mode 0600)")
+    lines.append("Demo accounts (local demo credentials; add each authenticator key or "
+                 "otpauth:// link to an authenticator app: every sign-in asks for its code):")
+    for a in result.accounts:
+        lines.append(f"  {a['username']:13} {a['role']:19} {a['password']}  ({a['status']})")
+        lines.append(f"  {'':13} authenticator key {a['totp_secret']}  ({a['totp_status']})")
+        lines.append(f"  {'':13} {a['totp_uri']}")
+    lines.append(f"  passwords and authenticator keys saved in {result.accounts_file} "
+                 "(mode 0600)")
     return "\n".join(lines)

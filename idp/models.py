@@ -8,6 +8,7 @@ from idp.accounts.models import (
            User,
 )
 from idp.audit.models import AuditEvent, AuditHead
+from idp.mfa.models import Factor, LoginAttempt, OneTimeCode, RecoveryCode, SmsOutbox
 from idp.oidc.models import (
            AccessTokenRecord,
            AuthorizationCode,
@@ -18,6 +19,7 @@ from idp.oidc.models import (
 )
 from idp.sessions.models import SsoSession
 
-__all__ = ["Acknowledgment", "EmailChange", "PasswordHistory", "PasswordResetToken",
+__all__ = ["Factor", "LoginAttempt", "OneTimeCode", "RecoveryCode", "SmsOutbox",
+           "Acknowledgment", "EmailChange", "PasswordHistory", "PasswordResetToken",
            "AccessTokenRecord", "AuditEvent", "AuditHead", "AuthorizationCode", "Client",
            "Consent", "RefreshToken", "SsoSession", "UsedAssertion", "User"]

@@ -75,6 +75,7 @@ class LockoutPolicy:
     lock_duration: int
     per_ip_limit: str
     per_account_limit: str
+    forgot_password_limit: str
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,35 @@ class AcknowledgmentPolicy:
     timezone: str
     title: str
     text: str
+
+
+@dataclass(frozen=True)
+class FactorPolicy:
+    name: str
+    label: str
+    amr: tuple[str, ...]
+    acr: str
+    restricted: bool = False
+
+
+@dataclass(frozen=True)
+class MfaPolicy:
+    required: bool
+    code_length: int
+    code_lifetime: int
+    code_attempts: int
+    resend_cooldown: int
+    resend_cap: int
+    resend_window: int
+    recovery_code_count: int
+    reauth_window: int
+    login_attempt_lifetime: int
+    totp_window: int
+    factors: dict[str, FactorPolicy]
+    roles: dict[str, tuple[str, ...]]
+
+    def allowed(self, role: str) -> tuple[str, ...]:
+        return self.roles.get(role, ())
 
 
 @dataclass(frozen=True)
@@ -119,6 +149,7 @@ class Policy:
     password: PasswordPolicy
     lockout: LockoutPolicy
     acknowledgment: AcknowledgmentPolicy
+    mfa: MfaPolicy
     assurance: AssurancePolicy
     scopes: dict[str, Scope]
     resources: dict[str, str]
@@ -210,6 +241,23 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
     if session.idle_timeout <= 0 or session.absolute_timeout < session.idle_timeout:
         raise PolicyError("session.toml: need 0 < idle_timeout <= absolute_timeout")
 
+    raw_mfa = section("mfa.toml")
+    factors = {}
+    for name, spec in raw_mfa.pop("factors", {}).items():
+        factor = _build(FactorPolicy, {"name": name, "restricted": False, **spec},
+                        f"mfa.toml [factors.{name}]")
+        if factor.acr not in assurance.acr_values:
+            raise PolicyError(f"mfa.toml [factors.{name}]: unknown acr {factor.acr!r}")
+        factors[name] = factor
+    mfa_roles = {role: tuple(kinds) for role, kinds in raw_mfa.pop("roles", {}).items()}
+    for role, kinds in mfa_roles.items():
+        unknown = set(kinds) - set(factors)
+        if unknown:
+            raise PolicyError(f"mfa.toml [roles] {role}: unknown factors {sorted(unknown)}")
+    mfa = _build(MfaPolicy, {**raw_mfa, "factors": factors, "roles": mfa_roles}, "mfa.toml")
+    if not 6 <= mfa.code_length <= 10 or mfa.code_attempts < 1:
+        raise PolicyError("mfa.toml: code_length 6-10 and code_attempts >= 1")
+
     raw_scopes = _read(directory, "scopes.toml")
     resources = {
         name: str(spec["audience"]) for name, spec in raw_scopes.get("resources", {}).items()
@@ -227,5 +275,5 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
         name: Role(name, str(spec["label"]), bool(spec["clinical"]))
         for name, spec in _read(directory, "roles.toml").get("roles", {}).items()
     }
-    return Policy(tokens, keys, session, argon2, password, lockout, ack, assurance, scopes,
+    return Policy(tokens, keys, session, argon2, password, lockout, ack, mfa, assurance, scopes,
                   resources, roles)

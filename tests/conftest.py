@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from flask.testing import FlaskClient
 
 from idp import clock, create_app
 from idp.config import PROJECT_ROOT, Settings
@@ -115,12 +116,22 @@ def env(workdir: Path, database: str, smtp_server) -> dict[str, str]:
     }
 
 
+class ClosingClient(FlaskClient):
+    """Reads and closes each response as a WSGI server does, so work registered to run after
+    the response (response.call_on_close: deferred emails) happens before the test looks."""
+
+    def open(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture(scope="session")
 def app(env: dict[str, str]):
     from flask_migrate import upgrade
 
     application = create_app(Settings.from_env(env), policy_overrides=TEST_POLICY)
     application.config["TESTING"] = True
+    application.test_client_class = ClosingClient
 
     @application.before_request
     def _fresh_g() -> None:

@@ -17,18 +17,62 @@ PASSWORD = "Sturdy-Cedar-Lantern-42!"
 REDIRECT = "https://rp.example/cb"
 
 
+# username -> TOTP seed of the authenticator app make_user() enrolled for it
+TOTP_SECRETS: dict[str, str] = {}
+
+
 def make_user(username: str = "drsmith", npi: str | None = "1234567893", role: str = "physician",
-              password: str = PASSWORD, acknowledged: bool = True, **extra) -> object:
+              password: str = PASSWORD, acknowledged: bool = True, totp: bool = True,
+              **extra) -> object:
     """An account; `acknowledged` records the daily acknowledgment for yesterday through the
-    day after tomorrow, so tests that move time by hours are not sent to it."""
+    day after tomorrow, so tests that move time by hours are not sent to it; `totp` enrolls an
+    authenticator app whose seed login() uses for the second step."""
     user = create_user(username=username, email=f"{username}@hospital.example", role=role,
                        npi=npi, password=password, given_name=extra.pop("given_name", "Ana"),
                        family_name=extra.pop("family_name", "Smith"), **extra)
     user.email_verified = True
     if acknowledged:
         acknowledge_days(user, range(-1, 3))
+    if totp:
+        enroll_totp(user)
     db.session.commit()
     return user
+
+
+def enroll_totp(user) -> str:
+    import pyotp
+
+    from idp import clock
+    from idp.mfa import crypto
+    from idp.mfa.models import Factor
+
+    secret = pyotp.random_base32()
+    db.session.add(Factor(user_id=user.id, kind="totp", label="Test app", created_at=clock.now(),
+                          confirmed_at=clock.now(), secret_encrypted=crypto.encrypt(secret)))
+    TOTP_SECRETS[user.username] = secret
+    return secret
+
+
+def totp_now(username: str) -> str:
+    import pyotp
+
+    from idp import clock
+
+    return pyotp.TOTP(TOTP_SECRETS[username]).at(clock.now())
+
+
+def forget_totp_use(username: str) -> None:
+    """Let the next login in the same 30 s step use the same code (test set-up only: the IdP
+    refuses a replayed step, which test_mfa checks)."""
+    from sqlalchemy import update
+
+    from idp.accounts.models import User
+    from idp.mfa.models import Factor
+
+    user_id = db.session.query(User.id).filter_by(username=username).scalar()
+    db.session.execute(update(Factor).where(Factor.user_id == user_id).values(
+        last_totp_step=None))
+    db.session.commit()
 
 
 def acknowledge_days(user, offsets) -> None:
@@ -76,10 +120,36 @@ def csrf_from(html: str) -> str:
     return match.group(1)
 
 
-def login(http, username: str = "drsmith", password: str = PASSWORD, next_url: str = "/account"):
+def login(http, username: str = "drsmith", password: str = PASSWORD, next_url: str = "/account",
+          mfa: bool = True):
+    """Password step, then (when `mfa`) the authenticator-app step; returns the last response:
+    a 302 to next_url on success, the failing page otherwise."""
     page = http.get("/login")
-    return http.post("/login", data={"username": username, "password": password,
-                                     "csrf_token": csrf_from(page.text), "next": next_url})
+    response = http.post("/login", data={"username": username, "password": password,
+                                         "csrf_token": csrf_from(page.text), "next": next_url})
+    if not mfa or response.status_code != 302 or \
+            not response.headers["Location"].startswith("/mfa/challenge"):
+        return response
+    return pass_totp(http, username)
+
+
+def pass_totp(http, username: str):
+    from idp.accounts.service import find_by_login
+
+    from idp.mfa.models import Factor
+
+    with http.application.app_context():  # tests may drive the client outside one
+        account = find_by_login(username)
+        name = account.username if account else username
+        code = totp_now(name)
+        factor_id = db.session.query(Factor.id).filter_by(
+            user_id=account.id if account else -1, kind="totp").order_by(Factor.id).scalar()
+    challenge = http.get("/mfa/challenge")
+    done = http.post("/mfa/challenge", data={"code": code, "factor": factor_id or "",
+                                             "csrf_token": csrf_from(challenge.text)})
+    with http.application.app_context():
+        forget_totp_use(name)
+    return done
 
 
 def auth_params(rp: Rp, challenge: str | None, **extra) -> dict:

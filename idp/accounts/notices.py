@@ -19,6 +19,20 @@ def account_locked(user: User) -> None:
               "once the lock ends and tell your facility's security team.\n")
 
 
+def recovery_code_used(user: User) -> None:
+    send_mail(user.email, "A recovery code was used to sign in",
+              f"Hello {user.name or user.username},\n\nA recovery code was used to sign in to "
+              f"your account at {clock.now():%Y-%m-%d %H:%M} UTC. If this was not you, contact "
+              "your facility's security team at once.\n")
+
+
+def factor_changed(user: User, what: str) -> None:
+    send_mail(user.email, "Your sign-in methods changed",
+              f"Hello {user.name or user.username},\n\n{what} "
+              f"({clock.now():%Y-%m-%d %H:%M} UTC). If you did not do this, contact your "
+              "facility's security team at once.\n")
+
+
 def password_changed(user: User) -> None:
     send_mail(user.email, "Your password was changed",
               f"Hello {user.name or user.username},\n\nYour password was changed at "

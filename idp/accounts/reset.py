@@ -83,18 +83,23 @@ def request_reset(identifier: str) -> list[ResetLink]:
     return links
 
 
-def send_link(link: ResetLink, *, helpdesk: bool = False) -> bool:
-    """Email the link (after commit). False when the mail server refused it."""
+def link_mail(link: ResetLink, *, helpdesk: bool = False) -> tuple[str, str, str]:
+    """(to, subject, body) of the email carrying a reset link."""
     hours = policy().password.reset_link_lifetime // 3600
     user = link.user
     why = ("Your IT helpdesk started a password reset for your account" if helpdesk else
            "Someone (we hope you) asked to reset the password of your account")
-    return send_mail(user.email, "Reset your password",
-                     f"Hello {user.name or user.username},\n\n{why} {user.username}.\n\n"
-                     f"To choose a new password, open this link within {hours} hours. It works "
-                     f"once, and only the newest link you were sent works:\n\n{link.url}\n\n"
-                     "If you did not ask for this, ignore this message: your password stays "
-                     "as it is.\n")
+    return (user.email, "Reset your password",
+            f"Hello {user.name or user.username},\n\n{why} {user.username}.\n\n"
+            f"To choose a new password, open this link within {hours} hours. It works "
+            f"once, and only the newest link you were sent works:\n\n{link.url}\n\n"
+            "If you did not ask for this, ignore this message: your password stays "
+            "as it is.\n")
+
+
+def send_link(link: ResetLink, *, helpdesk: bool = False) -> bool:
+    """Email the link now (after commit). False when the mail server refused it."""
+    return send_mail(*link_mail(link, helpdesk=helpdesk))
 
 
 def valid_link(token: str) -> tuple[PasswordResetToken, User] | None:

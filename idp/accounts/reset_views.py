@@ -11,6 +11,7 @@ from idp.accounts import notices, passwords, reset
 from idp.accounts.forms import NewPasswordForm
 from idp.context import policy
 from idp.extensions import db, limiter
+from idp.notify.mailer import send_after_response
 
 bp = Blueprint("reset", __name__)
 
@@ -34,7 +35,7 @@ def _no_store(response: Response) -> Response:
 
 @bp.route("/password/forgot", methods=["GET", "POST"])
 @limiter.limit(lambda: policy().lockout.per_ip_limit, methods=["POST"])
-@limiter.limit(lambda: policy().lockout.per_account_limit, methods=["POST"],
+@limiter.limit(lambda: policy().lockout.forgot_password_limit, methods=["POST"],
                key_func=_identifier_key)
 def forgot() -> tuple[str, int] | str:
     """The same answer whatever was entered: nobody, a disabled account, or a real one."""
@@ -47,7 +48,7 @@ def forgot() -> tuple[str, int] | str:
         links = reset.request_reset(form.identifier.data)
         db.session.commit()
         for link in links:
-            reset.send_link(link)
+            send_after_response(*reset.link_mail(link))
         return render_template("accounts/forgot_sent.html", hours=hours)
     return render_template("accounts/forgot.html", form=form, hours=hours)
 

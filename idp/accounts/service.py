@@ -72,8 +72,11 @@ def authenticate(identifier: str, password: str) -> LoginResult:
         if failure is None:
             return LoginResult(None, account, "locked")
         return LoginResult(None, account, "bad_password", failure.newly_locked)
-    if not lockout.register_success(account):
+    db.session.refresh(account)
+    if lockout.is_locked(account):  # locked by a concurrent attempt while we verified
         return LoginResult(None, account, "locked")
+    # The failure count is reset only when the whole sign-in (second factor included)
+    # succeeds: a correct password must not wipe out failed code guesses.
     if passwords.temporary_expired(account):
         return LoginResult(None, account, "temporary_expired")
     return LoginResult(account, account, "ok")

@@ -20,6 +20,7 @@ from idp.context import policy, settings
 from idp.extensions import db
 from idp.notify.mailer import send_mail
 from idp.oidc.models import AccessTokenRecord, RefreshToken, digest
+from idp.oidc.tokens import revoke_session_tokens
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
@@ -44,15 +45,13 @@ def end_sessions(user_id: int, reason: str, *, keep_sid: str | None = None) -> i
         .execution_options(synchronize_session=False)).rowcount
 
 
-def revoke_tokens(user_id: int, *, keep_sid: str | None = None, sid: str | None = None) -> None:
-    """Revoke the account's refresh and access tokens: all of them, those of one session
-    (`sid`), or all but those of the session kept (`keep_sid`)."""
+def revoke_tokens(user_id: int, *, keep_sid: str | None = None) -> None:
+    """Revoke the account's refresh and access tokens: all of them, or all but those issued
+    in the session kept (`keep_sid`)."""
     now = clock.now()
     for model in (RefreshToken, AccessTokenRecord):
         where = [model.user_id == user_id, model.revoked_at.is_(None)]
-        if sid is not None:
-            where.append(model.sid == sid)
-        elif keep_sid is not None:
+        if keep_sid is not None:
             where.append(or_(model.sid.is_(None), model.sid != keep_sid))
         db.session.execute(update(model).where(*where).values(revoked_at=now)
                            .execution_options(synchronize_session=False))
@@ -63,6 +62,7 @@ def sign_out_everywhere(user: User, reason: str, current: SsoSession | None = No
     """Every session ended (the current one's cookie cleared too), every token revoked."""
     if current is not None:
         sessions.end(current, reason)
+        db.session.flush()  # so the UPDATE below counts only the others
     ended = end_sessions(user.id, reason) + (1 if current is not None else 0)
     revoke_tokens(user.id)
     audit.record("sessions.ended_all", user_id=user.id, actor=actor, reason=reason,
@@ -95,7 +95,7 @@ def end_own_session(user: User, sid: str, current: SsoSession | None) -> bool:
             .execution_options(synchronize_session=False)).rowcount
     if not ended:
         return False
-    revoke_tokens(user.id, sid=sid)
+    revoke_session_tokens(sid)
     audit.record("session.ended", user_id=user.id, sid=sid)
     return True
 

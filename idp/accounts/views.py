@@ -12,6 +12,7 @@ from idp.accounts.forms import AcknowledgmentForm, LoginForm, NewPasswordForm
 from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db, limiter
+from idp.mfa import flow
 from idp.oidc import authorize as consents
 from idp.sessions import service as sessions
 
@@ -71,10 +72,14 @@ def login() -> Response | tuple[str, int] | str:
             login_failed_message()
         return render_template("accounts/login.html", form=form, next_url=next_url,
                                error=message), 401
-    sessions.start(user, acr=policy().assurance.password_acr, amr=["pwd"])
-    audit.record("login.success", user_id=user.id, amr=["pwd"])
+    attempt = flow.begin(user, next_url)
+    if not policy().mfa.required and not flow.factors(user):
+        flow.finish(attempt, user, None)
+        db.session.commit()
+        return redirect(next_url)
+    audit.record("login.password_verified", user_id=user.id)
     db.session.commit()
-    return redirect(next_url)
+    return redirect(url_for("mfa.challenge"))
 
 
 def _signed_in() -> object | None:

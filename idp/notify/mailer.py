@@ -29,3 +29,20 @@ def send_mail(to: str, subject: str, body: str) -> bool:
         log.warning("mail to one recipient failed: %s", type(exc).__name__)
         return False
     return True
+
+
+def send_after_response(to: str, subject: str, body: str) -> None:
+    """Send once the response has gone out, so how long the mail server takes cannot tell a
+    caller whether an account exists (the forgot-password page answers in constant time)."""
+    from flask import after_this_request, current_app
+
+    app = current_app._get_current_object()
+
+    @after_this_request
+    def _defer(response):  # noqa: ANN001, ANN202
+        def _send() -> None:
+            with app.app_context():
+                send_mail(to, subject, body)
+
+        response.call_on_close(_send)
+        return response

@@ -99,20 +99,28 @@ def login_decision(sso: SsoSession | None, params: dict, login_marker: float | N
     max_age = params.get("max_age")
     if max_age is not None and clock.now().timestamp() - auth_time > int(max_age):
         return LoginDecision(True, "max_age")
-    requested = (params.get("acr_values") or "").split()
-    if requested:
+    wanted = requested_acr(params)
+    if wanted is not None:
         assurance = policy().assurance
-        wanted = min(assurance.rank(a) for a in requested)
-        if wanted > assurance.rank(sso.acr) and achievable_rank(sso.user) > assurance.rank(
-                sso.acr):
-            return LoginDecision(True, "acr_values")
+        if assurance.rank(wanted) > assurance.rank(sso.acr):
+            if assurance.rank(achievable_acr(sso.user)) >= assurance.rank(wanted):
+                return LoginDecision(True, "stepup")
+            return LoginDecision(True, "unmet")
     return LoginDecision(False)
 
 
-def achievable_rank(user: User) -> int:
-    """The strongest acr this user can reach with the methods they have (password for now)."""
+def requested_acr(params: dict) -> str | None:
+    """The weakest of the requested acr values this provider knows (acr_values lists
+    acceptable values; any one of them satisfies the request)."""
     assurance = policy().assurance
-    return assurance.rank(assurance.password_acr)
+    known = [a for a in (params.get("acr_values") or "").split() if a in assurance.acr_values]
+    return min(known, key=assurance.rank) if known else None
+
+
+def achievable_acr(user: User) -> str:
+    from idp.mfa.flow import achievable_acr as strongest
+
+    return strongest(user)
 
 
 def has_consent(user: User, client: Client, scope: str) -> bool:

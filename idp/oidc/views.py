@@ -30,6 +30,7 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.extensions import csrf, db
+from idp.mfa import flow as mfa_flow
 from idp.oidc import authorize as rules
 from idp.oidc import logout as logout_service
 from idp.oidc import tokens
@@ -100,6 +101,17 @@ def authorize() -> Response | tuple[str, int]:
     markers: dict = session.get("login_markers", {})
     try:
         decision = rules.login_decision(sso, params, markers.get(key))
+        if decision.reason == "unmet":
+            raise rules.AuthorizationRequestError(
+                "the requested assurance (acr_values) needs a sign-in method this account "
+                "has not set up", redirect_uri, "unmet_authentication_requirements")
+        if decision.reason == "stepup":
+            if "none" in prompts:
+                raise InteractionRequiredError(redirect_uri=redirect_uri)
+            mfa_flow.begin(user, request.full_path, purpose="stepup",
+                           target_acr=rules.requested_acr(params))
+            db.session.commit()
+            return redirect(url_for("mfa.challenge"))
         if decision.required:
             if "none" in prompts:
                 raise LoginRequiredError(redirect_uri=redirect_uri)

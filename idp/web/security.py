@@ -29,7 +29,8 @@ def add_headers(response: Response) -> Response:
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "no-referrer")
+    # same-origin, not no-referrer: Flask-WTF checks the Referer of HTTPS form posts.
+    headers.setdefault("Referrer-Policy", "same-origin")
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     if request.path.startswith(NO_STORE_PATHS):
         headers["Cache-Control"] = "no-store"

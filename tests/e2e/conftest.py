@@ -18,12 +18,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyotp
 import pytest
 import requests
 
 from idp.config import PROJECT_ROOT
 from idp.extensions import db
-from tests.helpers import PASSWORD, Rp, csrf_from, make_client, make_user
+from tests.helpers import (
+    PASSWORD,
+    TOTP_SECRETS,
+    Rp,
+    csrf_from,
+    forget_totp_use,
+    make_client,
+    make_user,
+)
 
 START_TIMEOUT = 30.0
 
@@ -111,13 +120,27 @@ class Person:
     subject: str
     password: str
     email: str
+    # The seed of the authenticator app make_user() enrolled (None: no factor enrolled);
+    # taken from helpers.TOTP_SECRETS when not given.
+    totp_secret: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.totp_secret is None:
+            object.__setattr__(self, "totp_secret", TOTP_SECRETS.get(self.username))
+
+    def totp_now(self) -> str:
+        """The code the person's authenticator app shows now (real time: gunicorn's clock)."""
+        assert self.totp_secret, f"{self.username} has no authenticator app enrolled"
+        return pyotp.TOTP(self.totp_secret).now()
 
 
 @pytest.fixture
 def person(ctx) -> Person:
-    """A committed user, as plain values (no ORM object to lazy-load while gunicorn writes)."""
+    """A committed user, as plain values (no ORM object to lazy-load while gunicorn writes);
+    an authenticator app is enrolled: person.totp_secret, person.totp_now()."""
     user = make_user(license_state="CA", facility="General Hospital", department="Cardiology")
-    found = Person(user.username, user.npi, user.subject, PASSWORD, user.email)
+    found = Person(user.username, user.npi, user.subject, PASSWORD, user.email,
+                   TOTP_SECRETS[user.username])
     db.session.commit()  # end the read transaction: SQLite writers in gunicorn must not wait
     return found
 
@@ -130,10 +153,18 @@ def seed_client(**kwargs) -> Rp:
 
 
 def browser_sign_in(server: Server, authorization_url: str, username: str, password: str,
-                    redirect_uri: str) -> str:
+                    redirect_uri: str, *, totp_secret: str | None = None,
+                    forget: bool = True) -> str:
     """The browser's part of the code flow, over plain HTTP: follow /authorize to /login, fill
-    the form (csrf_token, next), come back to /authorize and return the redirect to the RP
-    (the Location header, not followed: nothing serves the redirect_uri)."""
+    the form (csrf_token, next), then the second step at /mfa/challenge with the code of the
+    authenticator app (seed `totp_secret`, by default the one make_user() enrolled), come back
+    to /authorize and return the redirect to the RP (the Location header, not followed:
+    nothing serves the redirect_uri).
+
+    `forget` clears the factor's used time step afterwards (helpers.forget_totp_use, test
+    set-up only) so that a test may sign the same person in again within the same 30 s; it
+    needs the app context the `person` fixture holds."""
+    secret = totp_secret or TOTP_SECRETS[username]
     http = requests.Session()
     first = http.get(authorization_url, allow_redirects=False, timeout=10)
     assert first.status_code == 302, first.text[:500]
@@ -143,10 +174,21 @@ def browser_sign_in(server: Server, authorization_url: str, username: str, passw
     assert page.status_code == 200, page.text[:500]
     next_url = re.search(r'name="next" value="([^"]+)"', page.text)
     assert next_url, "login form has no next field"
-    signed_in = http.post(server.url("/login"), allow_redirects=False, timeout=10, data={
+    password_ok = http.post(server.url("/login"), allow_redirects=False, timeout=10, data={
         "username": username, "password": password, "csrf_token": csrf_from(page.text),
         "next": html.unescape(next_url.group(1))})
-    assert signed_in.status_code == 302, signed_in.text[:500]
+    assert password_ok.status_code == 302, password_ok.text[:500]
+    challenge_url = requests.compat.urljoin(server.base, password_ok.headers["Location"])
+    assert challenge_url == server.url("/mfa/challenge"), challenge_url
+
+    challenge = http.get(challenge_url, allow_redirects=False, timeout=10)
+    assert challenge.status_code == 200, challenge.text[:500]
+    assert "Code from your authenticator app" in challenge.text, challenge.text[:1500]
+    signed_in = http.post(challenge_url, allow_redirects=False, timeout=10, data={
+        "code": pyotp.TOTP(secret).now(), "csrf_token": csrf_from(challenge.text)})
+    assert signed_in.status_code == 302, signed_in.text[:1500]
+    if forget:
+        forget_totp_use(username)
     back = requests.compat.urljoin(server.base, signed_in.headers["Location"])
     assert back.startswith(server.url("/authorize?")), back
     final = http.get(back, allow_redirects=False, timeout=10)

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
-from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
@@ -27,6 +27,18 @@ pytestmark = pytest.mark.e2e
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SCOPE = "openid profile email offline_access"
+ASSERTION_LIFETIME = 300  # the IdP refuses longer than tokens.client_assertion_max_lifetime
+
+
+class ShortPrivateKeyJWT(PrivateKeyJWT):
+    """Authlib's private_key_jwt, with assertions living 5 minutes instead of Authlib's
+    default hour (the IdP caps an assertion's lifetime, as RFC 7523 lets it)."""
+
+    def sign(self, auth, token_endpoint: str) -> str:
+        return private_key_jwt_sign(auth.client_secret, client_id=auth.client_id,
+                                    token_endpoint=token_endpoint, claims=self.claims,
+                                    header=self.headers, alg=self.alg,
+                                    expires_in=ASSERTION_LIFETIME)
 
 
 def _discover(server: Server) -> dict:
@@ -98,7 +110,9 @@ def test_authlib_client_secret_basic_full_flow(idp_server, person):
     claims = _verify_id_token(meta, token["id_token"], rp.client_id, nonce,
                               token["access_token"])
     assert claims["sub"] == person.subject
-    assert claims["acr"] == "urn:healthidp:acr:aal1" and claims["amr"] == ["pwd"]
+    # Password then authenticator app (mandatory MFA): AAL2, RFC 8176 pwd + otp + mfa.
+    assert claims["acr"] == "urn:healthidp:acr:aal2"
+    assert claims["amr"] == ["pwd", "otp", "mfa"]
     assert claims["auth_time"] <= claims["iat"] <= time.time() + 5
 
     # The access token is an RFC 9068 JWT signed with a published key, naming this IdP.
@@ -237,8 +251,8 @@ def test_private_key_jwt_and_assertion_replay(idp_server, person, ctx):
 
     # Authlib's own PrivateKeyJWT client auth (fresh jti each time) refreshes fine: the
     # refresh token was not spent by the refused requests.
-    authlib_session = OAuth2Session(rp.client_id, key, token_endpoint_auth_method=PrivateKeyJWT(
-        token_endpoint), token=token)
+    authlib_session = OAuth2Session(rp.client_id, key, token=token,
+                                    token_endpoint_auth_method=ShortPrivateKeyJWT(token_endpoint))
     rotated = authlib_session.refresh_token(token_endpoint)
     assert rotated["refresh_token"] and rotated["refresh_token"] != token["refresh_token"]
     userinfo = authlib_session.get(meta["userinfo_endpoint"], timeout=10)

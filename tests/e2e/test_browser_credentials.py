@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from idp.context import policy
 from idp.extensions import db
 from tests.e2e.conftest import Person, Server, seed_client
-from tests.helpers import Rp, make_user, pkce
+from tests.helpers import Rp, make_user, pkce, totp_now
 
 pytestmark = pytest.mark.e2e
 
@@ -117,6 +117,12 @@ def _sign_in(page: Page, identifier: str, password: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
+def _second_factor(page: Page, username: str) -> None:
+    expect(page.get_by_role("heading", name="Verify it's you")).to_be_visible()
+    page.get_by_label("Code from your authenticator app").fill(totp_now(username))
+    page.get_by_role("button", name="Verify").click()
+
+
 def _new_password(page: Page, password: str) -> None:
     page.get_by_label("New password", exact=True).fill(password)
     page.get_by_label("Confirm new password", exact=True).fill(password)
@@ -143,6 +149,7 @@ def test_temporary_password_then_acknowledgment_then_back_to_the_rp(
     page.goto(url)
     assert page.url.startswith(idp_server.url("/login?next=")), page.url
     _sign_in(page, temporary_user.username, TEMPORARY)
+    _second_factor(page, temporary_user.username)
 
     # forced change: the temporary password cannot be kept, a weak one is refused
     expect(page.get_by_role("heading", name="Set a new password")).to_be_visible()
@@ -207,5 +214,6 @@ def test_forgot_password_link_from_the_email(idp_server: Server, person: Person,
     _sign_in(page, person.username, person.password)  # the old password no longer works
     expect(page.get_by_role("alert")).to_be_visible()
     _sign_in(page, person.username, CHOSEN)
+    _second_factor(page, person.username)
     expect(page.get_by_role("heading", name="Your account")).to_be_visible()
     assert page.url == idp_server.url("/account")

@@ -1,23 +1,33 @@
 """A person in headless Chromium (Playwright) against the IdP under gunicorn: the login page by
-its labels, the consent page for a third-party client, Allow and Deny, back to the RP.
+its labels, the second step with the code of an authenticator app (every login needs one), the
+first sign-in of someone without one (QR code, key, first code, recovery codes), a replayed code
+refused, the consent page for a third-party client, Allow and Deny, back to the RP.
 
 The RP's redirect_uri is served by a tiny local http.server, so the browser really lands there.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pyotp
 import pytest
 import requests
+from joserfc import jwt
+from joserfc.jwk import KeySet
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from idp.context import policy
+from idp.extensions import db
 from tests.e2e.conftest import Person, Server, seed_client
-from tests.helpers import Rp, pkce
+from tests.helpers import PASSWORD, Rp, forget_totp_use, make_user, pkce
 
 pytestmark = pytest.mark.e2e
 
@@ -26,6 +36,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCOPE = "openid profile email npi"
 SCREENSHOT = "/tmp/login.png"
+MFA_SCREENSHOT = "/tmp/mfa-challenge.png"
+ENROLL_SCREENSHOT = "/tmp/mfa-enroll-totp.png"
+CODE_LABEL = "Code from your authenticator app"
+CODE_FAILED = "That code is not right."
 
 
 class _Callback(BaseHTTPRequestHandler):
@@ -65,20 +79,49 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(browser: Browser):
-    context = browser.new_context()  # fresh cookies per test: no SSO session carried over
+@contextmanager
+def _tab(browser: Browser) -> Iterator[tuple[Page, list[str]]]:
+    """A tab in a fresh browser context (no cookies: no SSO session carried over), and the
+    list of problems the page reports."""
+    context = browser.new_context()
     context.set_default_timeout(10_000)
     tab = context.new_page()
     problems: list[str] = []
     tab.on("console", lambda msg: problems.append(f"{msg.text} ({msg.location.get('url')})")
            if msg.type == "error" else None)
     tab.on("pageerror", lambda exc: problems.append(str(exc)))
-    yield tab
-    context.close()
+    try:
+        yield tab, problems
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def expected_problems() -> list[str]:
+    """Console messages a test expects (a form answered 400 on purpose), by substring."""
+    return []
+
+
+def _no_page_problems(problems: list[str], expected: list[str]) -> None:
     # CSP violations (inline script/style), failed loads and script errors show up here;
-    # a missing /favicon.ico is the only thing tolerated.
-    assert not [p for p in problems if "/favicon.ico)" not in p], problems
+    # a missing /favicon.ico is the only thing tolerated, besides what the test expects.
+    allowed = ["/favicon.ico)", *expected]
+    assert not [p for p in problems if not any(a in p for a in allowed)], problems
+
+
+@pytest.fixture
+def page(browser: Browser, expected_problems: list[str]):
+    with _tab(browser) as (tab, problems):
+        yield tab
+    _no_page_problems(problems, expected_problems)
+
+
+@pytest.fixture
+def second_page(browser: Browser, expected_problems: list[str]):
+    """Someone else's browser (its own cookies), beside `page`."""
+    with _tab(browser) as (tab, problems):
+        yield tab
+    _no_page_problems(problems, expected_problems)
 
 
 def _third_party(rp_site) -> Rp:
@@ -102,6 +145,7 @@ def _query(url: str) -> dict[str, str]:
 
 def _sign_in(page: Page, server: Server, url: str, identifier: str, password: str,
              screenshot: str | None = None) -> None:
+    """Open the authorization URL and fill the login page; stops at the next page."""
     page.goto(url)
     assert page.url.startswith(server.url("/login?next=")), page.url
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -110,6 +154,31 @@ def _sign_in(page: Page, server: Server, url: str, identifier: str, password: st
     page.get_by_label("Username or NPI").fill(identifier)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
+
+
+def _second_step(page: Page, server: Server, code: str, screenshot: str | None = None) -> None:
+    """The challenge after the password: the authenticator app's code, by its label."""
+    page.wait_for_url(server.url("/mfa/challenge"))
+    expect(page.get_by_role("heading", name="Verify it's you")).to_be_visible()
+    field = page.get_by_label(CODE_LABEL)
+    expect(field).to_have_attribute("autocomplete", "one-time-code")
+    expect(field).to_be_focused()
+    if screenshot:
+        page.screenshot(path=screenshot, full_page=True)
+    field.fill(code)
+    page.get_by_role("button", name="Verify").click()
+
+
+def _sign_in_with_mfa(page: Page, server: Server, url: str, identifier: str, person: Person,
+                      screenshot: str | None = None) -> str:
+    """Password, then the code the person's app shows now; returns the code used. The factor
+    forgets the step it used (test set-up): a test may sign the person in again within 30 s."""
+    _sign_in(page, server, url, identifier, person.password, screenshot=screenshot)
+    code = person.totp_now()
+    _second_step(page, server, code, screenshot=MFA_SCREENSHOT if screenshot else None)
+    page.wait_for_url(lambda u: not u.startswith(server.url("/mfa/")))
+    forget_totp_use(person.username)
+    return code
 
 
 def _expect_consent(page: Page, server: Server, rp_name: str) -> None:
@@ -136,6 +205,14 @@ def _exchange(server: Server, rp: Rp, code: str, verifier: str) -> dict:
     return response.json()
 
 
+def _id_token_claims(server: Server, id_token: str) -> dict:
+    """The ID token's claims, its signature checked against the published JWKS."""
+    meta = requests.get(server.url("/.well-known/openid-configuration"), timeout=10).json()
+    keys = KeySet.import_key_set(requests.get(meta["jwks_uri"], timeout=10).json())
+    return jwt.decode(id_token, keys,
+                      algorithms=meta["id_token_signing_alg_values_supported"]).claims
+
+
 def _userinfo(server: Server, access_token: str) -> dict:
     response = requests.get(server.url("/userinfo"), timeout=10,
                             headers={"Authorization": f"Bearer {access_token}"})
@@ -146,7 +223,7 @@ def _userinfo(server: Server, access_token: str) -> dict:
 def test_sign_in_by_username_and_allow(idp_server: Server, person: Person, rp_site, page: Page):
     rp = _third_party(rp_site)
     url, asked = _authorize_url(idp_server, rp)
-    _sign_in(page, idp_server, url, person.username, person.password, screenshot=SCREENSHOT)
+    _sign_in_with_mfa(page, idp_server, url, person.username, person, screenshot=SCREENSHOT)
     _expect_consent(page, idp_server, "Cardiology Scheduler")
     page.get_by_role("button", name="Allow").click()
 
@@ -166,7 +243,7 @@ def test_sign_in_by_username_and_allow(idp_server: Server, person: Person, rp_si
 def test_sign_in_by_npi(idp_server: Server, person: Person, rp_site, page: Page):
     rp = _third_party(rp_site)
     url, asked = _authorize_url(idp_server, rp)
-    _sign_in(page, idp_server, url, person.npi, person.password)
+    _sign_in_with_mfa(page, idp_server, url, person.npi, person)
     _expect_consent(page, idp_server, "Cardiology Scheduler")
     page.get_by_role("button", name="Allow").click()
 
@@ -181,7 +258,7 @@ def test_sign_in_by_npi(idp_server: Server, person: Person, rp_site, page: Page)
 def test_deny_returns_access_denied(idp_server: Server, person: Person, rp_site, page: Page):
     rp = _third_party(rp_site)
     url, asked = _authorize_url(idp_server, rp)
-    _sign_in(page, idp_server, url, person.username, person.password)
+    _sign_in_with_mfa(page, idp_server, url, person.username, person)
     _expect_consent(page, idp_server, "Cardiology Scheduler")
     page.get_by_role("button", name="Deny").click()
 
@@ -192,3 +269,87 @@ def test_deny_returns_access_denied(idp_server: Server, person: Person, rp_site,
     # Nothing was remembered: the next request asks again.
     page.goto(_authorize_url(idp_server, rp)[0])
     _expect_consent(page, idp_server, "Cardiology Scheduler")
+
+
+def test_first_sign_in_enrolls_an_authenticator_app(idp_server: Server, rp_site, page: Page,
+                                                    second_page: Page, ctx):
+    """Someone without a second factor: the QR code and key, the first code, the recovery codes
+    shown once, then on to the RP; the next sign-in asks for the app's code."""
+    user = make_user("np.newcomer", npi=None, role="nurse_practitioner", totp=False)
+    username, subject = user.username, user.subject
+    db.session.commit()  # end the read transaction: SQLite writers in gunicorn must not wait
+    rp = _third_party(rp_site)
+    url, asked = _authorize_url(idp_server, rp)
+    _sign_in(page, idp_server, url, username, PASSWORD)
+
+    page.wait_for_url(idp_server.url("/mfa/enroll"))
+    expect(page.get_by_role("heading", name="Set up a second way to sign in")).to_be_visible()
+    page.get_by_role("link", name="Authenticator app").click()
+    page.wait_for_url(idp_server.url("/mfa/enroll/totp"))
+    expect(page.get_by_role("heading", name="Set up an authenticator app")).to_be_visible()
+    expect(page.locator(".qr svg")).to_be_visible()  # drawn by the IdP, inline
+    secret = page.locator("#totp-secret").inner_text().strip()
+    assert re.fullmatch(r"[A-Z2-7]{32}", secret), secret
+    page.screenshot(path=ENROLL_SCREENSHOT, full_page=True)
+    page.get_by_label("Enter the 6-digit code the app shows").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="Confirm").click()
+
+    page.wait_for_url(idp_server.url("/mfa/recovery-codes?**"))
+    expect(page.get_by_role("heading", name="Your recovery codes")).to_be_visible()
+    codes = page.locator("ul.recovery-codes li")
+    expect(codes).to_have_count(policy().mfa.recovery_code_count)
+    assert len(set(codes.all_inner_texts())) == policy().mfa.recovery_code_count
+    page.get_by_role("link", name="I have saved my codes, continue").click()
+    _expect_consent(page, idp_server, "Cardiology Scheduler")
+    page.get_by_role("button", name="Allow").click()
+
+    got = _landed(page, rp, rp_site)
+    assert got["state"] == asked["state"] and got["iss"] == idp_server.base
+    token = _exchange(idp_server, rp, got["code"], asked["verifier"])
+    claims = _id_token_claims(idp_server, token["id_token"])
+    assert claims["sub"] == subject and claims["nonce"] == asked["nonce"]
+    assert claims["acr"] == "urn:healthidp:acr:aal2"
+    assert claims["amr"] == ["pwd", "otp", "mfa"]
+
+    # The codes were shown once: the page has nothing to show any more.
+    page.goto(idp_server.url("/mfa/recovery-codes"))
+    expect(page.locator("ul.recovery-codes")).to_have_count(0)
+
+    # Next time (another browser): the password, then the new app's code; consent is kept.
+    forget_totp_use(username)  # the enrollment used this 30 s step (test set-up only)
+    again, asked_again = _authorize_url(idp_server, rp)
+    _sign_in(second_page, idp_server, again, username, PASSWORD)
+    _second_step(second_page, idp_server, pyotp.TOTP(secret).now())
+    got_again = _landed(second_page, rp, rp_site)
+    assert got_again["state"] == asked_again["state"]
+
+
+def test_a_code_works_for_one_sign_in_only(idp_server: Server, person: Person, rp_site,
+                                           page: Page, second_page: Page,
+                                           expected_problems: list[str]):
+    """A code seen over someone's shoulder (or typed into a phishing page) does not sign in a
+    second browser, even within its 30 s; the app's next code does."""
+    # The refused code's page comes with 400, which Chromium reports on the console.
+    expected_problems.append(f"status of 400 (BAD REQUEST) ({idp_server.url('/mfa/challenge')})")
+    rp = _third_party(rp_site)
+    url, _ = _authorize_url(idp_server, rp)
+    _sign_in(page, idp_server, url, person.username, person.password)
+    code = person.totp_now()
+    _second_step(page, idp_server, code)
+    _expect_consent(page, idp_server, "Cardiology Scheduler")
+
+    other, asked = _authorize_url(idp_server, rp)
+    _sign_in(second_page, idp_server, other, person.username, person.password)
+    _second_step(second_page, idp_server, code)
+    expect(second_page.get_by_role("alert")).to_contain_text(CODE_FAILED)
+    assert second_page.url == idp_server.url("/mfa/challenge")
+    expect(second_page.get_by_label(CODE_LABEL)).to_be_visible()
+
+    # One step ahead (a phone whose clock runs a little fast; inside the IdP's window).
+    following = pyotp.TOTP(person.totp_secret).at(time.time() + 30)
+    assert following != code
+    second_page.get_by_label(CODE_LABEL).fill(following)
+    second_page.get_by_role("button", name="Verify").click()
+    _expect_consent(second_page, idp_server, "Cardiology Scheduler")
+    second_page.get_by_role("button", name="Allow").click()
+    assert _landed(second_page, rp, rp_site)["state"] == asked["state"]

@@ -1,6 +1,7 @@
 """`python -m clients.devstack` as a developer runs it (`make run`), on free ports with its own
-instance dir, keys and database: sign in at the portal, single sign-on into the EHR, the EHR API's
-token, scope and role checks, and logout ending the IdP session."""
+instance dir, keys and database: sign in at the portal (password, then the code of the
+authenticator app whose key the banner prints), single sign-on into the EHR, the EHR API's token,
+scope and role checks, and logout ending the IdP session."""
 
 from __future__ import annotations
 
@@ -22,11 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pyotp
 import pytest
 import requests
 import sqlalchemy as sa
 
+from idp.accounts.models import User
 from idp.config import PROJECT_ROOT
+from idp.mfa.models import Factor
 
 pytestmark = pytest.mark.e2e
 
@@ -49,6 +53,7 @@ def free_port() -> int:
 class Stack:
     process: subprocess.Popen
     instance: Path
+    database: str
     lines: list[str] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
 
@@ -56,9 +61,28 @@ class Stack:
     def output(self) -> str:
         return "".join(self.lines)[-8000:]
 
+    def _saved(self, username: str) -> dict[str, str]:
+        return json.loads((self.instance / "demo-accounts.json").read_text())[username]
+
     def password(self, username: str) -> str:
-        saved = json.loads((self.instance / "demo-accounts.json").read_text())
-        return saved[username]["password"]
+        return self._saved(username)["password"]
+
+    def totp_secret(self, username: str) -> str:
+        """The key of the account's authenticator app (what the banner tells a person)."""
+        return self._saved(username)["totp_secret"]
+
+    def forget_totp_use(self, username: str) -> None:
+        """helpers.forget_totp_use for the stack's own database (test set-up only): the next
+        sign-in within the same 30 s may use the same code again."""
+        users, factors = User.__table__, Factor.__table__
+        engine = sa.create_engine(self.database)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.update(factors).where(factors.c.user_id == sa.select(
+                    users.c.id).where(users.c.username == username).scalar_subquery())
+                    .values(last_totp_step=None))
+        finally:
+            engine.dispose()
 
 
 def _database(tmp: Path) -> tuple[str, str | None]:
@@ -127,7 +151,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     proc = subprocess.Popen([sys.executable, "-m", "clients.devstack"], cwd=PROJECT_ROOT,
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    running = Stack(proc, tmp / "instance")
+    running = Stack(proc, tmp / "instance", database)
     ready = threading.Event()
     reader = threading.Thread(target=_read, args=(running, ready), daemon=True)
     reader.start()
@@ -157,15 +181,24 @@ def _form_field(page: str, name: str) -> str:
     return html.unescape(found.group(1))
 
 
-def sign_in(http: requests.Session, idp: str, login_page: requests.Response, username: str,
-            password: str) -> requests.Response:
-    """Fill the IdP's login form, and the daily acknowledgment when it is asked for; follow
-    the redirects back to the relying party."""
+def sign_in(http: requests.Session, stack: Stack, login_page: requests.Response,
+            username: str) -> requests.Response:
+    """Fill the IdP's login form with the account's password, the second step with the code
+    of its authenticator app, and the daily acknowledgment when it is asked for; follow the
+    redirects back to the relying party."""
+    idp = stack.urls["IdP"]
     assert login_page.url.startswith(f"{idp}/login?"), login_page.url
-    response = http.post(f"{idp}/login", timeout=20, data={
-        "username": username, "password": password,
+    challenge = http.post(f"{idp}/login", timeout=20, data={
+        "username": username, "password": stack.password(username),
         "csrf_token": _form_field(login_page.text, "csrf_token"),
         "next": _form_field(login_page.text, "next")})
+    assert challenge.status_code == 200 and challenge.url == f"{idp}/mfa/challenge", \
+        f"{challenge.url}\n{challenge.text[:1500]}"
+    assert "Code from your authenticator app" in challenge.text, challenge.text[:1500]
+    response = http.post(challenge.url, timeout=20, data={
+        "code": pyotp.TOTP(stack.totp_secret(username)).now(),
+        "csrf_token": _form_field(challenge.text, "csrf_token")})
+    stack.forget_totp_use(username)  # the same account signs in again in the next test
     if response.url.startswith(f"{idp}/account/acknowledge"):
         response = http.post(response.url.split("?")[0], timeout=20, data={
             "acknowledge": "y", "csrf_token": _form_field(response.text, "csrf_token"),
@@ -177,8 +210,14 @@ def sign_in(http: requests.Session, idp: str, login_page: requests.Response, use
 
 def test_portal_sign_in_then_sso_to_the_ehr_then_logout(stack: Stack):
     idp, portal, ehr = stack.urls["IdP"], stack.urls["Portal"], stack.urls["EHR"]
-    password = stack.password("dr.rivera")
-    assert "dr.rivera" in stack.output and password in stack.output  # the banner shows it
+    # The banner shows each account's password and the key of its authenticator app, also as
+    # an otpauth:// link.
+    for username in ("dr.rivera", "np.chen", "staff.okafor", "idp.admin"):
+        secret = stack.totp_secret(username)
+        assert username in stack.output and stack.password(username) in stack.output
+        assert f"authenticator key {secret}" in stack.output
+        assert f"otpauth://totp/Provider%20Identity:{username}?secret={secret}&" \
+               "issuer=Provider%20Identity" in stack.output, stack.output
     http = requests.Session()
 
     home = http.get(f"{portal}/", timeout=20)
@@ -191,7 +230,7 @@ def test_portal_sign_in_then_sso_to_the_ehr_then_logout(stack: Stack):
     sent = parse_qs(urlsplit(login_page.history[0].headers["Location"]).query)
     assert sent["code_challenge_method"] == ["S256"] and sent["code_challenge"]
     assert sent["nonce"] and sent["state"] and sent["client_id"] == ["portal"]
-    dashboard = sign_in(http, idp, login_page, "dr.rivera", password)
+    dashboard = sign_in(http, stack, login_page, "dr.rivera")
     assert dashboard.status_code == 200 and dashboard.url == f"{portal}/", dashboard.text[:2000]
     text = dashboard.text
     assert "Welcome, Alex Rivera" in text and "Physician" in text
@@ -242,7 +281,7 @@ def _ehr_access_token(stack: Stack, username: str) -> str:
               "code_challenge": challenge, "code_challenge_method": "S256"}
     page = http.get(f"{idp}/authorize?{urlencode(params)}", timeout=20)
     # The EHR's callback refuses a state it did not send; the code stays unused for us.
-    back = sign_in(http, idp, page, username, stack.password(username))
+    back = sign_in(http, stack, page, username)
     code = parse_qs(urlsplit(back.url).query)["code"][0]
     token = requests.post(f"{idp}/token", auth=("ehr", secret["client_secret"]), timeout=20,
                           data={"grant_type": "authorization_code", "code": code,

@@ -37,8 +37,9 @@ def _node(*args: str) -> dict:
 def test_openid_client_code_flow_userinfo_refresh_revoke(idp_server, person, tmp_path):
     rp = seed_client(redirect_uri=f"http://127.0.0.1:{free_port()}/cb", name="Node RP")
     state_file = tmp_path / "rp-state.json"
-    started = _node("start", "--issuer", idp_server.base, "--client-id", rp.client_id,
-                    "--client-secret", rp.client_secret, "--redirect-uri", rp.redirect_uri,
+    # --name=value: a random client_id or secret may begin with "-"
+    started = _node("start", f"--issuer={idp_server.base}", f"--client-id={rp.client_id}",
+                    f"--client-secret={rp.client_secret}", f"--redirect-uri={rp.redirect_uri}",
                     "--scope", "openid profile email npi roles offline_access",
                     "--state-file", str(state_file))
     assert started["server_metadata"] == {"issuer": idp_server.base, "iss_parameter": True}
@@ -59,7 +60,9 @@ def test_openid_client_code_flow_userinfo_refresh_revoke(idp_server, person, tmp
     assert claims["iss"] == idp_server.base
     assert claims["aud"] == [rp.client_id] and claims["azp"] == rp.client_id
     assert claims["nonce"] == asked["nonce"]
-    assert claims["acr"] == "urn:healthidp:acr:aal1" and claims["amr"] == ["pwd"]
+    # Password then authenticator app (mandatory MFA): AAL2, RFC 8176 pwd + otp + mfa.
+    assert claims["acr"] == "urn:healthidp:acr:aal2"
+    assert claims["amr"] == ["pwd", "otp", "mfa"]
     assert isinstance(claims["auth_time"], int) and claims["auth_time"] <= claims["iat"]
     assert claims["sid"] and claims["at_hash"]
     assert result["token_type"].lower() == "bearer"

@@ -160,10 +160,15 @@ def test_change_password_keeps_this_session_and_ends_the_others(ctx, app, mailbo
 # -- sessions --------------------------------------------------------------------------------
 def test_sessions_listed_and_one_ended(ctx, app):
     user = make_user()
+    rp = make_client()
     here = signed_in(app)
     there = app.test_client()
     there.environ_base.update(REMOTE_ADDR="10.9.8.7", HTTP_USER_AGENT="Tablet Browser/1.0")
     login(there)
+    code, verifier, _ = get_code(there, rp)
+    there_refresh = exchange(there, rp, code, verifier).get_json()["refresh_token"]
+    code, verifier, _ = get_code(here, rp)
+    here_refresh = exchange(here, rp, code, verifier).get_json()["refresh_token"]
     page = here.get("/account/sessions")
     assert page.status_code == 200
     assert "10.9.8.7" in page.text and "Tablet Browser/1.0" in page.text
@@ -177,6 +182,10 @@ def test_sessions_listed_and_one_ended(ctx, app):
     assert here.get("/account").status_code == 200
     assert len(sids(user)) == 1
     assert events("session.ended")[0].detail["sid"] == other_sid
+    # the ended device's tokens went with it; this device's still refresh
+    for token, status in ((there_refresh, 400), (here_refresh, 200)):
+        assert here.post("/token", headers=basic(rp), data={
+            "grant_type": "refresh_token", "refresh_token": token}).status_code == status
 
 
 def test_ending_this_session_signs_out(ctx, app):

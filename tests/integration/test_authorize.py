@@ -13,6 +13,7 @@ from tests.helpers import (
     login,
     make_client,
     make_user,
+    pass_totp,
     pkce,
     query,
 )
@@ -149,8 +150,11 @@ def test_without_session_the_user_is_sent_to_login_and_back(ctx, client):
     page = client.get(response.headers["Location"])
     assert 'value="drsmith"' in page.text  # login_hint fills the username
     next_url = query(response.headers["Location"])["next"]
-    done = client.post("/login", data={"username": "drsmith", "password": PASSWORD,
-                                       "csrf_token": csrf_from(page.text), "next": next_url})
+    password_ok = client.post("/login", data={"username": "drsmith", "password": PASSWORD,
+                                              "csrf_token": csrf_from(page.text),
+                                              "next": next_url})
+    assert password_ok.headers["Location"] == "/mfa/challenge"
+    done = pass_totp(client, "drsmith")
     assert done.status_code == 302 and done.headers["Location"].startswith("/authorize?")
     final = client.get(done.headers["Location"])
     assert final.headers["Location"].startswith(REDIRECT + "?code=")

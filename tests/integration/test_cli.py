@@ -80,7 +80,10 @@ def test_users_create_and_login(run, client):
     assert out["username"] == "np.lee" and out["sub"]
     from tests.helpers import login
 
-    assert login(client, "1245319599", "Quiet-Harbor-Lamp-77!").status_code == 302
+    signed = login(client, "1245319599", "Quiet-Harbor-Lamp-77!", mfa=False)
+    assert signed.headers["Location"] == "/mfa/challenge"
+    # a new account has no second factor yet: enrollment comes before anything else
+    assert client.get("/mfa/challenge").headers["Location"] == "/mfa/enroll"
     dup = run("users", "create", "--username", "np.lee", "--email", "x@h.example", "--role",
               "physician", "--password", "x", check=False)
     assert dup.returncode == 2 and "exists" in dup.stderr

@@ -27,7 +27,8 @@ def test_code_flow_issues_verifiable_tokens(ctx, client):
     assert id_claims["sub"] == user.subject != user.username
     assert id_claims["aud"] == [rp.client_id] and id_claims["azp"] == rp.client_id
     assert id_claims["nonce"] == params["nonce"]
-    assert id_claims["acr"] == "urn:healthidp:acr:aal1" and id_claims["amr"] == ["pwd"]
+    assert id_claims["acr"] == "urn:healthidp:acr:aal2"
+    assert id_claims["amr"] == ["pwd", "otp", "mfa"]
     assert {"auth_time", "sid", "at_hash", "exp", "iat"} <= set(id_claims)
     assert id_claims["name"] == "Ana Smith" and id_claims["email"].startswith("drsmith@")
     at = _verify(client, body["access_token"])

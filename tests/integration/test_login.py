@@ -4,13 +4,11 @@ import pytest
 
 from idp.accounts.views import login_failed_message
 from idp.extensions import db
-from tests.helpers import PASSWORD, authorize, csrf_from, login, make_client, make_user, pkce, query
+from tests.helpers import PASSWORD, authorize, login, make_client, make_user, pkce, query
 
 
 def _post(client, username, password, next_url="/account"):
-    page = client.get("/login")
-    return client.post("/login", data={"username": username, "password": password,
-                                       "next": next_url, "csrf_token": csrf_from(page.text)})
+    return login(client, username, password, next_url=next_url)
 
 
 def test_login_by_username_or_npi(ctx, client):

@@ -137,7 +137,7 @@ def test_forgot_does_the_same_writes_for_unknown_accounts(ctx, client):
 def test_forgot_is_throttled_per_ip_and_per_identifier(ctx, client, app, monkeypatch):
     rt = runtime()
     tight = dataclasses.replace(rt.policy.lockout, per_ip_limit="3 per minute",
-                                per_account_limit="2 per minute")
+                                forgot_password_limit="2 per hour")
     monkeypatch.setattr(rt, "policy", dataclasses.replace(rt.policy, lockout=tight))
     for name in ("a-one", "a-two", "a-three"):
         assert forgot(client, name).status_code == 200

@@ -50,7 +50,7 @@ def test_generated_secret_key_is_private_and_stable(base: dict[str, str], tmp_pa
 def test_values_are_typed_and_normalised(base: dict[str, str], tmp_path: Path):
     settings = Settings.from_env({
         **base, "IDP_ISSUER": "https://idp.example/", "SMTP_PORT": "2525",
-        "SMS_BACKEND": "http", "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "SMS_BACKEND": "http", "SMS_GATEWAY_URL": "https://sms.example/send", "REDIS_URL": "redis://127.0.0.1:6379/0",
         "IDP_KEYS_DIR": str(tmp_path / "k"), "IDP_PROXY_HOPS": "1",
         "SMTP_PASSWORD": "smtp-Pa55word", "EHR_AUDIENCE": "https://ehr.example"})
     assert settings.issuer == "https://idp.example"   # no trailing slash: iss must match exactly

@@ -1,0 +1,111 @@
+"""SMS and email codes: random, stored hashed, single use, bound to one login attempt, short
+lived, with a resend cool-down and cap and a per-code attempt limit."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+import phonenumbers
+from sqlalchemy import func, select, update
+
+from idp import clock
+from idp.context import policy
+from idp.extensions import db
+from idp.mfa.models import Factor, LoginAttempt, OneTimeCode
+from idp.notify import sms
+from idp.notify.mailer import send_mail
+from idp.oidc.models import digest
+
+
+class PhoneError(ValueError):
+    """The phone number cannot be used; the message says why."""
+
+
+def normalise_phone(raw: str, region: str = "US") -> str:
+    """E.164 form of a valid mobile-capable number."""
+    try:
+        number = phonenumbers.parse((raw or "").strip()[:40], region)
+    except phonenumbers.NumberParseException:
+        raise PhoneError("Enter a phone number such as (555) 201-3344 or +1 555 201 3344.") \
+            from None
+    if not phonenumbers.is_valid_number(number):
+        raise PhoneError("This is not a valid phone number.")
+    kind = phonenumbers.number_type(number)
+    if kind not in (phonenumbers.PhoneNumberType.MOBILE,
+                    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
+        raise PhoneError("Use a mobile number that can receive text messages.")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def mask(destination: str) -> str:
+    if "@" in destination:
+        name, _, domain = destination.partition("@")
+        return f"{name[:1]}•••@{domain}"
+    return "•••" + destination[-4:]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    sent: bool
+    message: str
+
+
+def send(factor: Factor, attempt: LoginAttempt) -> SendResult:
+    """Send a new code unless the cool-down or the cap forbids it."""
+    rules = policy().mfa
+    now = clock.now()
+    recent = db.session.execute(
+        select(func.count(), func.max(OneTimeCode.created_at)).where(
+            OneTimeCode.user_id == attempt.user_id,
+            OneTimeCode.created_at > now - timedelta(seconds=rules.resend_window))).one()
+    count, last = recent[0], clock.aware(recent[1])
+    if last is not None and now - last < timedelta(seconds=rules.resend_cooldown):
+        wait = rules.resend_cooldown - int((now - last).total_seconds())
+        return SendResult(False, f"A code was sent just now. You can ask again in {wait} s.")
+    if count >= rules.resend_cap:
+        return SendResult(False, "Too many codes were sent. Wait a few minutes, or use "
+                                 "another way to verify.")
+    code = "".join(secrets.choice("0123456789") for _ in range(rules.code_length))
+    db.session.add(OneTimeCode(
+        attempt_id=attempt.id, factor_id=factor.id, user_id=attempt.user_id,
+        code_hash=digest(f"{attempt.id}:{code}"), created_at=now,
+        expires_at=now + timedelta(seconds=rules.code_lifetime)))
+    minutes = rules.code_lifetime // 60
+    text = f"Your Provider Identity code is {code}. It expires in {minutes} minutes. " \
+           "Never share it: staff will never ask for it."
+    if factor.kind == "sms":
+        delivered = sms.sender().send(factor.destination or "", text)
+    else:
+        db.session.commit()  # the code must exist before the mail can be read
+        delivered = send_mail(factor.destination or "", "Your sign-in code", text + "\n")
+    if not delivered:
+        return SendResult(False, "The code could not be sent. Try again, or use another way.")
+    return SendResult(True, f"We sent a code to {mask(factor.destination or '')}.")
+
+
+def verify(factor: Factor, attempt: LoginAttempt, code: str) -> bool:
+    """The newest live code of this attempt and factor; a wrong guess uses up one try."""
+    rules = policy().mfa
+    now = clock.now()
+    item = db.session.execute(
+        select(OneTimeCode).where(
+            OneTimeCode.attempt_id == attempt.id, OneTimeCode.factor_id == factor.id,
+            OneTimeCode.used_at.is_(None), OneTimeCode.expires_at > now,
+            OneTimeCode.attempts < rules.code_attempts)
+        .order_by(OneTimeCode.created_at.desc(), OneTimeCode.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    code = (code or "").strip().replace(" ", "")
+    if item is None:
+        return False
+    if not hmac.compare_digest(item.code_hash, digest(f"{attempt.id}:{code}")):
+        db.session.execute(update(OneTimeCode).where(OneTimeCode.id == item.id)
+                           .values(attempts=OneTimeCode.attempts + 1)
+                           .execution_options(synchronize_session=False))
+        return False
+    used = db.session.execute(
+        update(OneTimeCode).where(OneTimeCode.id == item.id, OneTimeCode.used_at.is_(None))
+        .values(used_at=now).execution_options(synchronize_session=False)).rowcount
+    return bool(used)

@@ -1,0 +1,71 @@
+"""Account pages for one's own sign-in methods (registered on the mfa blueprint)."""
+
+from __future__ import annotations
+
+from flask import Response, redirect, render_template, request, session, url_for
+
+from idp import clock
+from idp.context import policy
+from idp.extensions import db
+from idp.mfa import flow, manage, recovery
+from idp.mfa.views import bp
+from idp.sessions import service as sessions
+
+
+def _recent_session() -> object | Response:
+    """The signed-in session if it authenticated within the re-auth window, else a redirect
+    to sign in again."""
+    sso = sessions.current()
+    if sso is None:
+        return redirect(url_for("accounts.login", next=request.full_path))
+    if (clock.now() - sso.auth_time).total_seconds() > policy().mfa.reauth_window:
+        return redirect(url_for("accounts.login", next=request.full_path, reauth=1))
+    return sso
+
+
+@bp.get("/factors")
+def factors() -> Response | str:
+    sso = sessions.current()
+    if sso is None:
+        return redirect(url_for("accounts.login", next=request.full_path))
+    return render_template("mfa/factors.html", factors=flow.factors(sso.user),
+                           remaining=recovery.remaining(sso.user),
+                           specs=policy().mfa.factors, error=request.args.get("error"))
+
+
+@bp.post("/factors/<int(max=2147483647):factor_id>/rename")
+def rename(factor_id: int) -> Response:
+    sso = _recent_session()
+    if isinstance(sso, Response):
+        return sso
+    try:
+        manage.rename(sso.user, factor_id, request.form.get("label", ""))
+    except manage.FactorError as exc:
+        return redirect(url_for("mfa.factors", error=str(exc)))
+    db.session.commit()
+    return redirect(url_for("mfa.factors"))
+
+
+@bp.post("/factors/<int(max=2147483647):factor_id>/remove")
+def remove(factor_id: int) -> Response:
+    sso = _recent_session()
+    if isinstance(sso, Response):
+        return sso
+    try:
+        manage.remove(sso.user, factor_id)
+    except manage.FactorError as exc:
+        db.session.rollback()
+        return redirect(url_for("mfa.factors", error=str(exc)))
+    db.session.commit()
+    return redirect(url_for("mfa.factors"))
+
+
+@bp.post("/recovery-codes/new")
+def regenerate_recovery_codes() -> Response:
+    sso = _recent_session()
+    if isinstance(sso, Response):
+        return sso
+    codes = manage.new_recovery_codes(sso.user)
+    db.session.commit()
+    session["recovery_codes_once"] = codes
+    return redirect(url_for("mfa.show_recovery_codes", next=url_for("mfa.factors")))
