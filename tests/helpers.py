@@ -135,7 +135,6 @@ def login(http, username: str = "drsmith", password: str = PASSWORD, next_url: s
 
 def pass_totp(http, username: str):
     from idp.accounts.service import find_by_login
-
     from idp.mfa.models import Factor
 
     with http.application.app_context():  # tests may drive the client outside one
