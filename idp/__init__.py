@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, *,
     from idp.accounts.reset_views import bp as reset_bp
     from idp.accounts.settings_views import bp as settings_bp
     from idp.accounts.views import bp as accounts_bp
+    from idp.admin.views import bp as admin_bp
     from idp.mfa.views import bp as mfa_bp
     from idp.oidc.server import init_oauth
     from idp.oidc.views import bp as oidc_bp
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, *,
     app.register_blueprint(oidc_bp)
     app.register_blueprint(accounts_bp)
     app.register_blueprint(mfa_bp)
+    app.register_blueprint(admin_bp)
     app.register_blueprint(reset_bp)
     app.register_blueprint(settings_bp)
     app.after_request(apply_cookie)

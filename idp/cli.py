@@ -66,11 +66,12 @@ def db_upgrade(as_json: bool) -> None:
 
     from idp.extensions import db as sqla
 
-    upgrade()
+    upgrade(revision="heads")  # every branch, should parallel work leave more than one
     with sqla.engine.connect() as conn:
         from alembic.runtime.migration import MigrationContext
 
-        head = MigrationContext.configure(conn).get_current_revision()
+        heads = sorted(MigrationContext.configure(conn).get_current_heads())
+    head = ",".join(heads)
     emit(as_json, {"revision": head}, f"database at revision {head}")
 
 

@@ -96,6 +96,13 @@ class FactorPolicy:
 
 
 @dataclass(frozen=True)
+class WebAuthnPolicy:
+    attestation: str
+    resident_key: str
+    allowed_aaguids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class MfaPolicy:
     required: bool
     code_length: int
@@ -110,6 +117,7 @@ class MfaPolicy:
     totp_window: int
     factors: dict[str, FactorPolicy]
     roles: dict[str, tuple[str, ...]]
+    webauthn: WebAuthnPolicy
 
     def allowed(self, role: str) -> tuple[str, ...]:
         return self.roles.get(role, ())
@@ -254,7 +262,15 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
         unknown = set(kinds) - set(factors)
         if unknown:
             raise PolicyError(f"mfa.toml [roles] {role}: unknown factors {sorted(unknown)}")
-    mfa = _build(MfaPolicy, {**raw_mfa, "factors": factors, "roles": mfa_roles}, "mfa.toml")
+    webauthn = _build(WebAuthnPolicy, raw_mfa.pop("webauthn", {}), "mfa.toml [webauthn]")
+    if webauthn.attestation not in ("none", "direct") or webauthn.resident_key not in (
+            "discouraged", "preferred", "required"):
+        raise PolicyError("mfa.toml [webauthn]: attestation none|direct, resident_key "
+                          "discouraged|preferred|required")
+    webauthn = WebAuthnPolicy(webauthn.attestation, webauthn.resident_key,
+                              tuple(a.lower() for a in webauthn.allowed_aaguids))
+    mfa = _build(MfaPolicy, {**raw_mfa, "factors": factors, "roles": mfa_roles,
+                             "webauthn": webauthn}, "mfa.toml")
     if not 6 <= mfa.code_length <= 10 or mfa.code_attempts < 1:
         raise PolicyError("mfa.toml: code_length 6-10 and code_attempts >= 1")
 

@@ -142,7 +142,7 @@ def app(env: dict[str, str]):
 
         g.__dict__.clear()
     with application.app_context():
-        upgrade()  # the real migrations, not create_all: they are what production runs
+        upgrade(revision="heads")  # the real migrations, not create_all
     return application
 
 

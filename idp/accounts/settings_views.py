@@ -11,16 +11,19 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField
+from wtforms import EmailField, PasswordField, StringField, TelField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from idp.accounts import gates, notices, passwords
+from idp.accounts import phone as phones
 from idp.accounts import settings as service
 from idp.context import policy
 from idp.extensions import db, limiter
+from idp.mfa.codes import mask
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
@@ -39,6 +42,21 @@ class PasswordChangeForm(FlaskForm):
 class EmailChangeForm(FlaskForm):
     new_email = EmailField("New email address", validators=[DataRequired(), Length(max=254)])
     current_password = PasswordField("Current password", validators=[Length(max=1024)])
+
+
+class PhoneChangeForm(FlaskForm):
+    phone = TelField("New mobile phone number", validators=[Length(max=40)])
+    current_password = PasswordField("Current password", validators=[Length(max=1024)])
+
+
+class PhoneCodeForm(FlaskForm):
+    code = StringField("Code", validators=[Length(max=16)])
+
+
+@bp.app_template_filter("masked_phone")
+def masked_phone(number: str | None) -> str:
+    """A phone number for display: only its last four digits."""
+    return mask(number) if number else ""
 
 
 def _signed_in(back: str | None = None) -> tuple[SsoSession | None, Response | None]:
@@ -182,3 +200,88 @@ def verify_email(token: str) -> Page:
     db.session.commit()
     flash(f"Your email address is now {sso.user.email}.")
     return redirect(url_for("settings.overview"))
+
+
+# -- phone number ------------------------------------------------------------------------------
+PHONE_ATTEMPT = "phone_attempt"
+
+
+def _phone_page(user: object, *, errors: list[str] | None = None, message: str | None = None,
+                step: str = "ask") -> tuple[str, int]:
+    """The phone page; the code form shows while a code sent from this browser still lives."""
+    factor = phones.pending(user)
+    attempt = phones.held_attempt(user, session.get(PHONE_ATTEMPT))
+    waiting = factor is not None and (step == "confirm" or phones.has_live_code(factor, attempt))
+    errors = errors or []
+    return render_template(
+        "accounts/settings_phone.html", user=user, errors=errors, message=message,
+        pending=mask(factor.destination or "") if waiting else None,
+        minutes=policy().mfa.code_lifetime // 60), 400 if errors else 200
+
+
+@bp.route("/phone", methods=["GET", "POST"])
+@limiter.limit(_per_ip, methods=["POST"])
+def phone() -> Page:
+    """A new mobile number: re-authenticate, then a code texted to the new number confirms
+    it (accounts.phone)."""
+    sso, away = _signed_in()
+    if away:
+        return away
+    user = sso.user
+    if request.method == "GET":
+        if phones.expire_stale(user):
+            db.session.commit()
+        return _phone_page(user)
+    step = request.form.get("step")
+    if step == "confirm":
+        form = PhoneCodeForm()
+        form.validate()
+        attempt = phones.held_attempt(user, session.get(PHONE_ATTEMPT))
+        result = phones.confirm_change(user, attempt, (form.code.data or "")[:16])
+        db.session.commit()
+        if not result.ok:
+            return _phone_page(user, errors=[result.error], step="confirm")
+        session.pop(PHONE_ATTEMPT, None)
+        phones.send_phone_changed(user, result.masked)
+        flash(f"Your phone number is now {result.masked}.")
+        return redirect(url_for("settings.overview"))
+    if step == "resend":
+        attempt = phones.attempt_for(user, session.get(PHONE_ATTEMPT))
+        sent = phones.resend(user, attempt)
+        return _phone_sent(user, attempt, sent)
+    form = PhoneChangeForm()
+    form.validate()
+    errors = list(form.errors.get("phone", []))
+    if not (form.phone.data or "").strip():
+        errors.append("Enter your new mobile phone number.")
+    elif not errors:
+        try:  # the number's own problems first: they say nothing about the account
+            phones.validate_number(user, form.phone.data)
+        except phones.PhoneChangeError as exc:
+            errors.append(str(exc))
+    if not form.current_password.data:
+        errors.append("Enter your current password.")
+    if not errors:
+        proof = service.prove_password(user, form.current_password.data)
+        errors = proof.errors
+        db.session.commit()
+        if proof.newly_locked:
+            notices.account_locked(user)
+    if errors:
+        return _phone_page(user, errors=errors)
+    attempt = phones.attempt_for(user, session.get(PHONE_ATTEMPT))
+    try:
+        sent = phones.request_change(user, form.phone.data, attempt)
+    except phones.PhoneChangeError as exc:
+        db.session.rollback()
+        return _phone_page(user, errors=[str(exc)])
+    return _phone_sent(user, attempt, sent)
+
+
+def _phone_sent(user: object, attempt: object, sent: phones.Sent) -> tuple[str, int]:
+    if not sent.sent:
+        db.session.rollback()  # nothing changes: no pending number, no voided codes
+        return _phone_page(user, errors=[sent.message])
+    db.session.commit()
+    session[PHONE_ATTEMPT] = attempt.id
+    return _phone_page(user, message=sent.message, step="confirm")

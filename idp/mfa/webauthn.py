@@ -66,6 +66,8 @@ EXPIRED = "This request has expired. Try again."
 CLONED = ("This security key was blocked because it may have been copied. Use another way to "
           "verify and contact your facility's security team.")
 KNOWN = "This security key or passkey is already registered."
+MODEL_NOT_ALLOWED = ("Your organization does not allow this kind of security key. Use one "
+                     "issued by your IT department.")
 
 
 class WebAuthnError(Exception):
@@ -158,9 +160,10 @@ def registration_options(user: User, attempt: LoginAttempt) -> dict[str, Any]:
     options = generate_registration_options(
         rp_id=rp_id(), rp_name=RP_NAME, user_id=user_handle(user), user_name=user.username,
         user_display_name=user.name or user.username, challenge=challenge,
-        timeout=timeout_ms(), attestation=AttestationConveyancePreference.NONE,
+        timeout=timeout_ms(), attestation=AttestationConveyancePreference(
+            policy().mfa.webauthn.attestation),
         authenticator_selection=AuthenticatorSelectionCriteria(
-            resident_key=ResidentKeyRequirement.PREFERRED,
+            resident_key=ResidentKeyRequirement(policy().mfa.webauthn.resident_key),
             user_verification=UserVerificationRequirement.REQUIRED),
         exclude_credentials=[_descriptor(f) for f in user_factors(user)])
     _store(attempt, REGISTER, challenge)
@@ -185,6 +188,9 @@ def verify_registration(user: User, attempt: LoginAttempt, credential: object,
         raise WebAuthnError(FAILED)
     if find_factor(credential_id) is not None:
         raise WebAuthnError(KNOWN, counts=False)
+    allowed = policy().mfa.webauthn.allowed_aaguids
+    if allowed and str(verified.aaguid).lower() not in allowed:
+        raise WebAuthnError(MODEL_NOT_ALLOWED, counts=False)
     response = credential.get("response")
     raw = response.get("transports") if isinstance(response, dict) else None
     transports = sorted({t for t in raw if isinstance(t, str) and t in TRANSPORTS}) \

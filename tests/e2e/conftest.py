@@ -196,3 +196,55 @@ def browser_sign_in(server: Server, authorization_url: str, username: str, passw
     location = final.headers["Location"]
     assert location.startswith(redirect_uri + "?"), location
     return location
+
+
+REDIS_URL = "redis://127.0.0.1:6379/15"  # a database of its own, flushed by the tests
+
+
+class RedisLimits:
+    """The rate-limit store the nodes share."""
+
+    def flush(self) -> None:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+@pytest.fixture
+def redis_limits() -> RedisLimits:
+    limits = RedisLimits()
+    limits.flush()
+    return limits
+
+
+@pytest.fixture(scope="module")
+def two_nodes(app, env: dict[str, str], workdir: Path):
+    """Two IdP nodes: separate gunicorn processes on different ports, one issuer, sharing the
+    database, the key directory and Redis (rate limits), as behind a load balancer."""
+    RedisLimits().flush()
+    ports = [free_port(), free_port()]
+    issuer = f"http://127.0.0.1:{ports[0]}"
+    procs, servers = [], []
+    for name, port in zip(("a", "b"), ports, strict=True):
+        log_dir = workdir / f"node-{name}"
+        log_dir.mkdir(exist_ok=True)
+        child_env = {**os.environ, **env, "IDP_ISSUER": issuer, "REDIS_URL": REDIS_URL}
+        with open(log_dir / "gunicorn.stdout", "wb") as out, \
+                open(log_dir / "gunicorn.stderr", "wb") as err:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
+                 "2", "--threads", "4", "--no-control-socket", "idp.wsgi:app"],
+                cwd=PROJECT_ROOT, env=child_env, stdout=out, stderr=err,
+                stdin=subprocess.DEVNULL))
+        servers.append(Server(f"http://127.0.0.1:{port}", log_dir))
+    try:
+        for proc, server in zip(procs, servers, strict=True):
+            _wait_ready(proc, server)
+        yield servers
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=15)
+    for server in servers:
+        assert "unhandled" not in server.stderr(), server.stderr()

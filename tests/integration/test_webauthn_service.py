@@ -569,3 +569,26 @@ def test_passkey_csrf_required(ctx, client):
     client.get("/login")
     assert client.post("/mfa/passkey/options", json={}).status_code == 400
     assert client.post("/mfa/passkey/verify", json={}).status_code == 400
+
+
+def test_policy_can_admit_only_listed_authenticator_models(ctx, client, monkeypatch):
+    import dataclasses
+
+    from idp.context import runtime
+
+    rt = runtime()
+    strict = dataclasses.replace(rt.policy.mfa.webauthn, attestation="direct",
+                                 allowed_aaguids=("00000000-0000-0000-0000-00000000beef",))
+    monkeypatch.setattr(rt, "policy", dataclasses.replace(
+        rt.policy, mfa=dataclasses.replace(rt.policy.mfa, webauthn=strict)))
+    make_user()
+    password_step(client)
+    totp_step(client)
+    page = client.get("/mfa/enroll/webauthn?next=/account")
+    token = csrf_from(page.text)
+    options = post_json(client, "/mfa/enroll/webauthn/options", {}, token).get_json()
+    assert options["attestation"] == "direct"
+    refused = post_json(client, "/mfa/enroll/webauthn",
+                        {"credential": SoftAuthenticator().create(options)}, token)
+    assert refused.status_code == 400 and "does not allow" in refused.get_json()["error"]
+    assert db.session.query(Factor).filter_by(kind="webauthn").count() == 0

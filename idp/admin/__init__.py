@@ -1,0 +1,1 @@
+"""Admin console (grows with the admin issue): for now the SMS outbox reader."""

@@ -1,0 +1,40 @@
+"""Who may use admin pages: a signed-in holder of an allowed console role whose session reached
+aal2 or better and authenticated recently (policies/mfa.toml reauth_window).
+
+Roles (policies/roles.toml): `admin` may do everything; `security` views the audit trail and
+alerts, looks up users and terminates sessions; `verifier` works the verification queue."""
+
+from __future__ import annotations
+
+from flask import Response, abort, redirect, request, url_for
+
+from idp import clock
+from idp.context import policy
+from idp.sessions import service as sessions
+from idp.sessions.models import SsoSession
+
+ADMIN_ROLES = ("admin",)
+CONSOLE_ROLES = ("admin", "security", "verifier")
+SECURITY_ROLES = ("admin", "security")
+MIN_ACR = "urn:healthidp:acr:aal2"
+
+
+def require_admin(roles: tuple[str, ...] = ADMIN_ROLES) -> SsoSession | Response:
+    """The session of an allowed console user, or the response to send instead: sign in
+    (none), 403 (wrong role or too weak a sign-in), sign in again (authentication too old)."""
+    sso = sessions.current()
+    if sso is None:
+        return redirect(url_for("accounts.login", next=request.full_path))
+    if sso.user.role not in roles:
+        abort(403)
+    assurance = policy().assurance
+    if assurance.rank(sso.acr) < assurance.rank(MIN_ACR):
+        abort(403)
+    if (clock.now() - sso.auth_time).total_seconds() > policy().mfa.reauth_window:
+        return redirect(url_for("accounts.login", next=request.full_path, reauth=1))
+    return sso
+
+
+def actor(sso: SsoSession) -> str:
+    """How audit events name the admin who acted."""
+    return f"admin:{sso.user_id}"
