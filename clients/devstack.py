@@ -3,7 +3,8 @@
 Applies migrations, seeds the demo clients and accounts (`idp demo seed`), starts the three apps
 under gunicorn as child processes, waits until each answers, prints the URLs and the demo
 sign-in credentials (password, and the key of the authenticator app each login asks a code of),
-and stops every child on Ctrl-C or SIGTERM.
+runs the IdP's cron jobs (`idp sessions expire`, `idp sessions deliver`) every minute, and stops
+every child on Ctrl-C or SIGTERM.
 
 Environment: IDP_PORT (8000), PORTAL_PORT (8001), EHR_PORT (8002); IDP_ISSUER and EHR_AUDIENCE
 default to http://127.0.0.1:<port>; every other IdP variable (DATABASE_URL, IDP_INSTANCE_DIR,
@@ -32,6 +33,7 @@ START_TIMEOUT = 60.0
 # The IdP's settings (database credentials, SMTP password, ...) stay out of the RPs' environment.
 IDP_ONLY = ("IDP_", "DATABASE_URL", "REDIS_URL", "SMTP_", "SMS_")
 STOP_TIMEOUT = 25.0
+JOBS_EVERY = 60.0  # seconds between runs of `idp sessions expire` and `idp sessions deliver`
 
 
 class StackError(Exception):
@@ -100,18 +102,21 @@ def plan(env: dict[str, str]) -> tuple[dict[str, str], list[Child]]:
                "IDP_ISSUER": env.get("IDP_ISSUER", f"http://{HOST}:{idp_port}"),
                "EHR_AUDIENCE": env.get("EHR_AUDIENCE", ehr_url),
                "PORTAL_URL": portal_url, "EHR_URL": ehr_url}  # for `idp demo seed`
-    portal_env = _without(env, (*IDP_ONLY, "EHR_CLIENT_", "EHR_SECRET_", "PORTAL_"))
+    portal_env = _without(env, (*IDP_ONLY, "EHR_CLIENT_", "EHR_SECRET_", "EHR_STATE_",
+                                "PORTAL_"))
     ehr_env = _without(env, (*IDP_ONLY, "PORTAL_", "EHR_"))
+    # The RPs' back-channel logout records (small SQLite files) live in the instance dir.
+    state_dir = env.get("IDP_INSTANCE_DIR") or str(PROJECT_ROOT / "instance")
     children = [
         Child("IdP", idp_env["IDP_ISSUER"], idp_port,
               [*_idp_command(), "serve", "--bind", f"{HOST}:{idp_port}"], idp_env),
         Child("Portal", portal_url, portal_port,
               _gunicorn("clients.portal:create_app()", portal_port),
               {**portal_env, "IDP_ISSUER": idp_env["IDP_ISSUER"], "PORTAL_URL": portal_url,
-               "EHR_API": env.get("EHR_API", ehr_url)}),
+               "EHR_API": env.get("EHR_API", ehr_url), "PORTAL_STATE_DIR": state_dir}),
         Child("EHR", ehr_url, ehr_port, _gunicorn("clients.ehr:create_app()", ehr_port),
               {**ehr_env, "IDP_ISSUER": idp_env["IDP_ISSUER"], "EHR_URL": ehr_url,
-               "EHR_AUDIENCE": idp_env["EHR_AUDIENCE"]}),
+               "EHR_AUDIENCE": idp_env["EHR_AUDIENCE"], "EHR_STATE_DIR": state_dir}),
     ]
     return idp_env, children
 
@@ -193,6 +198,16 @@ def _banner(children: list[Child], seeded: dict) -> str:
     return "\n".join(lines)
 
 
+def _cron(idp_env: dict[str, str]) -> None:
+    """What cron does in production: end idle sessions (their relying parties are told over the
+    back-channel) and retry back-channel logout deliveries that failed."""
+    for job in (["sessions", "expire"], ["sessions", "deliver"]):
+        try:
+            _run_idp(job, idp_env)
+        except StackError as exc:
+            print(f"warning: {exc}", file=sys.stderr, flush=True)
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -225,8 +240,12 @@ def run(env: dict[str, str] | None = None) -> int:
                                              process_group=0)
         _wait_ready(children)
         print(_banner(children, seeded), flush=True)
+        next_jobs = time.monotonic() + JOBS_EVERY
         while all(c.process.poll() is None for c in children):
             time.sleep(0.5)
+            if time.monotonic() >= next_jobs:
+                _cron(idp_env)
+                next_jobs = time.monotonic() + JOBS_EVERY
         dead = next(c for c in children if c.process.poll() is not None)
         raise StackError(f"{dead.name} exited with status {dead.process.returncode}")
     except KeyboardInterrupt:

@@ -6,6 +6,12 @@ the ID token checked against the IdP's JWKS, and the RFC 9207 `iss` response par
 then the browser goes to the IdP's end_session_endpoint with id_token_hint,
 post_logout_redirect_uri and state.
 
+Back-Channel Logout: the IdP POSTs a logout token to /backchannel-logout when the SSO session
+ends (logout at another app, idle timeout, sign-out everywhere, ...). The RP validates it
+(clients.backchannel) and records the ended sid in a small store shared by its workers; every
+request of a session with an ended sid finds it there and is signed out. Step-up: step_up()
+sends the browser back to the IdP with acr_values; the callback returns to the page that asked.
+
 All three development apps share the host 127.0.0.1 and browsers do not separate cookies by
 port, so each app sends its cookie to the others: the session cookie is therefore encrypted
 (Fernet), not only signed, so the portal's tokens are not readable by the EHR or the IdP.
@@ -18,9 +24,11 @@ import hashlib
 import logging
 import os
 import secrets
+import sqlite3
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -32,6 +40,8 @@ from flask import (
     Flask,
     Response,
     current_app,
+    g,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -44,8 +54,22 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from itsdangerous import BadSignature
 from joserfc.errors import JoseError
 
+from clients.backchannel import (
+    LEEWAY,
+    MAX_AGE,
+    LogoutStore,
+    LogoutTokenError,
+    LogoutTokenVerifier,
+)
+from clients.jwks import KeysUnavailable
+
 log = logging.getLogger(__name__)
 EXPIRY_MARGIN = 30  # seconds: treat an access token this close to expiry as expired
+# An RP session lasts at most as long as the IdP's absolute session timeout (12 hours); the
+# record of sessions the IdP ended is kept a little longer, so it outlives every session.
+SESSION_MAX_AGE = 12 * 3600
+ENDED_RETENTION = SESSION_MAX_AGE + 3600
+DEFAULT_STATE_DIR = Path(__file__).resolve().parent.parent / "instance"
 
 
 class ConfigError(Exception):
@@ -62,6 +86,7 @@ class RpSettings:
     client_secret: str
     scope: str
     secret_key: str
+    state_dir: str = str(DEFAULT_STATE_DIR)  # the RP's small server-side store lives here
 
     @property
     def redirect_uri(self) -> str:
@@ -70,6 +95,14 @@ class RpSettings:
     @property
     def post_logout_redirect_uri(self) -> str:
         return f"{self.base_url}/"
+
+    @property
+    def backchannel_logout_uri(self) -> str:
+        return f"{self.base_url}/backchannel-logout"
+
+    @property
+    def state_file(self) -> Path:
+        return Path(self.state_dir) / f"{self.name}-rp-state.sqlite3"
 
     @classmethod
     def from_env(cls, name: str, title: str, default_url: str, scope: str,
@@ -89,7 +122,8 @@ class RpSettings:
                    issuer=env.get("IDP_ISSUER", "http://127.0.0.1:8000").rstrip("/"),
                    base_url=env.get(f"{prefix}_URL", default_url).rstrip("/"),
                    client_id=env.get(f"{prefix}_CLIENT_ID", name), client_secret=secret,
-                   scope=scope, secret_key=key)
+                   scope=scope, secret_key=key,
+                   state_dir=env.get(f"{prefix}_STATE_DIR") or str(DEFAULT_STATE_DIR))
 
 
 # -- encrypted cookie session ----------------------------------------------------------------
@@ -143,7 +177,10 @@ def init_rp(app: Flask, settings: RpSettings) -> None:
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
     )
     app.session_interface = EncryptedSessionInterface()
-    CSRFProtect(app)
+    csrf = CSRFProtect(app)
+    csrf.exempt(backchannel_logout)  # server to server: the logout token is the proof
+    app.extensions["rp.logout_tokens"] = LogoutTokenVerifier(settings.issuer, settings.client_id)
+    app.extensions["rp.store"] = LogoutStore(settings.state_file, ENDED_RETENTION)
     app.extensions["rp.client"] = OAuth(app).register(
         settings.name, client_id=settings.client_id, client_secret=settings.client_secret,
         server_metadata_url=f"{settings.issuer}/.well-known/openid-configuration",
@@ -151,8 +188,10 @@ def init_rp(app: Flask, settings: RpSettings) -> None:
                        "default_timeout": 10})
     app.register_blueprint(bp)
     app.before_request(_canonical_host)
+    app.before_request(_end_session_if_ended)
     app.after_request(_security_headers)
-    app.context_processor(lambda: {"user": current_user()})
+    app.context_processor(lambda: {"user": current_user(),
+                                   "ended_elsewhere": g.get("rp_session_ended", False)})
     app.register_error_handler(CSRFError, lambda exc: _error(
         "This form has expired. Go back, reload the page and try again.", 400))
 
@@ -160,9 +199,37 @@ def init_rp(app: Flask, settings: RpSettings) -> None:
 def _canonical_host() -> Response | None:
     """Cookies and redirect URIs are bound to base_url: send other host names there."""
     base = rp_settings().base_url
-    if request.host_url.rstrip("/") != base and request.endpoint != "rp.healthz":
+    if request.host_url.rstrip("/") != base and request.endpoint not in (
+            "rp.healthz", "rp.backchannel_logout"):
         return redirect(base + request.full_path.rstrip("?"))
     return None
+
+
+def _store() -> LogoutStore:
+    return current_app.extensions["rp.store"]
+
+
+def _end_session_if_ended() -> None:
+    """A session the IdP ended (back-channel logout), or older than SESSION_MAX_AGE, is
+    signed out here, on its next request, whichever worker serves it."""
+    if request.endpoint in ("rp.backchannel_logout", "rp.healthz", "static") or \
+            "user" not in session:
+        return
+    signed_in_at = session.get("signed_in_at")
+    if not isinstance(signed_in_at, int | float) or \
+            time.time() - signed_in_at > SESSION_MAX_AGE:
+        ended = True
+    else:
+        try:
+            ended = _store().is_ended(sid=session.get("sid"),
+                                      sub=(session.get("user") or {}).get("sub"),
+                                      signed_in_at=signed_in_at)
+        except sqlite3.Error:
+            log.exception("the logout store cannot be read: signing the session out")
+            ended = True  # fail closed
+    if ended:
+        session.clear()
+        g.rp_session_ended = True
 
 
 def _security_headers(response: Response) -> Response:
@@ -186,10 +253,56 @@ def _error(message: str, status: int) -> tuple[str, int]:
 
 @bp.get("/login")
 def login() -> Response | tuple[str, int]:
+    session.pop("step_up", None)
     try:
         return _client().authorize_redirect(redirect_uri=rp_settings().redirect_uri)
     except requests.RequestException:
         return _error("The identity provider cannot be reached. Try again in a moment.", 502)
+
+
+def step_up(acr: str, return_to: str, scope: str | None = None) -> Response | tuple[str, int]:
+    """Send the browser to the IdP for a sign-in of at least `acr` (acr_values), then back
+    to `return_to` (a path of this app). The present session stays until the new one comes."""
+    try:
+        response = _client().authorize_redirect(
+            redirect_uri=rp_settings().redirect_uri, acr_values=acr,
+            scope=scope or rp_settings().scope)
+    except requests.RequestException:
+        return _error("The identity provider cannot be reached. Try again in a moment.", 502)
+    session["step_up"] = {"acr": acr, "return_to": return_to}
+    return response
+
+
+def _local_path(value: object) -> str | None:
+    if isinstance(value, str) and value.startswith("/") and not value.startswith("//") \
+            and "\\" not in value:
+        return value
+    return None
+
+
+STEP_UP_ERRORS = {
+    "unmet_authentication_requirements": (
+        "This action needs a phishing-resistant sign-in: a security key, or your device's "
+        "fingerprint or face unlock. Your account has none set up yet. Add one under "
+        "\u201cSign-in methods\u201d at the identity provider, then try again."),
+    "access_denied": "The extra sign-in was cancelled; nothing was done.",
+}
+
+
+def _step_up_error(error: str | None) -> tuple[str, int] | None:
+    """The IdP answered a step-up request (of this browser: its state) with an error: say so
+    plainly; the session from before stays as it was."""
+    pending = session.get("step_up")
+    state = request.args.get("state")
+    if not pending or not state or _client().framework.get_state_data(session, state) is None:
+        return None
+    _client().framework.clear_state_data(session, state)
+    session.pop("step_up", None)
+    message = STEP_UP_ERRORS.get(error or "", "The extra sign-in did not complete; nothing "
+                                 "was done. Try again.")
+    return render_template("error.html", message=message, title="A stronger sign-in is needed",
+                           manage_url=f"{rp_settings().issuer}/mfa/factors",
+                           back=_local_path(pending.get("return_to"))), 403
 
 
 @bp.get("/callback")
@@ -203,6 +316,9 @@ def callback() -> Response | tuple[str, int]:
             return _error("The sign-in response did not come from our identity provider.", 400)
         token = client.authorize_access_token()
     except OAuthError as exc:
+        readable = _step_up_error(exc.error)
+        if readable is not None:
+            return readable
         if exc.error == "access_denied":
             return _error("Sign-in was cancelled.", 400)
         log.warning("sign-in failed: %s", exc.error)
@@ -213,7 +329,10 @@ def callback() -> Response | tuple[str, int]:
     except requests.RequestException:
         return _error("The identity provider cannot be reached. Try again in a moment.", 502)
     claims = token.get("userinfo") or {}
+    return_to = _local_path((session.get("step_up") or {}).get("return_to"))
     session.clear()  # a fresh session for a fresh sign-in
+    session["sid"] = claims.get("sid") if isinstance(claims.get("sid"), str) else None
+    session["signed_in_at"] = int(time.time())
     session["user"] = {
         "sub": claims.get("sub"), "name": claims.get("name") or claims.get(
             "preferred_username") or "", "username": claims.get("preferred_username"),
@@ -224,7 +343,7 @@ def callback() -> Response | tuple[str, int]:
     session["token"] = {"access_token": token["access_token"],
                         "expires_at": int(token.get("expires_at") or time.time() + 60)}
     session["id_token"] = token.get("id_token")
-    return redirect(url_for("pages.index"))
+    return redirect(return_to or url_for("pages.index"))
 
 
 @bp.post("/logout")
@@ -239,6 +358,41 @@ def logout() -> Response:
             id_token_hint=id_token)
     except requests.RequestException:
         return redirect(url_for("pages.index"))
+
+
+@bp.post("/backchannel-logout")
+def backchannel_logout() -> Response:
+    """OpenID Connect Back-Channel Logout 1.0 §2.5-2.8: the IdP ended an SSO session."""
+    def answer(status: int, error: str | None = None, description: str | None = None
+               ) -> Response:
+        response = jsonify({"error": error, "error_description": description}) if error \
+            else Response(status=status)
+        response.status_code = status
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return answer(400, "invalid_request", "send logout_token as a form field")
+    token = request.form.get("logout_token")
+    try:
+        claims = current_app.extensions["rp.logout_tokens"].verify(token)
+    except LogoutTokenError as exc:
+        log.warning("logout token refused: %s", exc)
+        return answer(400, "invalid_request", str(exc))
+    except KeysUnavailable:
+        response = answer(503, "temporarily_unavailable", "cannot check the signature now")
+        response.headers["Retry-After"] = "30"
+        return response
+    keep_until = max(claims.get("exp", 0), claims["iat"] + MAX_AGE) + LEEWAY
+    try:
+        if not _store().first_use(claims["jti"], keep_until):
+            log.warning("logout token replayed (jti seen before)")
+            return answer(400, "invalid_request", "logout token replayed (jti seen before)")
+        _store().end(sid=claims.get("sid"), sub=claims.get("sub"))
+    except sqlite3.Error:
+        log.exception("the logout store cannot be written")
+        return answer(501, "logout_failed", "the session could not be ended")
+    return answer(200)
 
 
 @bp.get("/healthz")

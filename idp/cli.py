@@ -41,9 +41,18 @@ def with_app(ensure_keys: bool = True) -> Callable:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             app = _app(ensure_keys)
             with app.app_context():
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
+                _deliver_logout_tokens()
+                return result
         return wrapper
     return decorator
+
+
+def _deliver_logout_tokens() -> None:
+    """Sessions the command ended (and committed): their back-channel logout tokens now."""
+    from idp.oidc.backchannel import deliver_pending
+
+    deliver_pending()
 
 
 @click.group()
@@ -170,6 +179,29 @@ def clients_create(name: str, redirect_uris: tuple[str, ...], public: bool,
         text += f"\nclient_secret: {new.client_secret}  (shown once; store it now)"
     emit(as_json, data, text)
 
+
+
+@clients.command("issue-registration-token")
+@click.option("--expires-in", "expires_in", type=click.IntRange(60, 30 * 86400), default=86400,
+              show_default=True, help="seconds the token stays valid")
+@click.option("--uses", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="registrations it allows")
+@click.option("--note", default=None, help="who it is for (kept with the token)")
+@json_option
+@with_app()
+def clients_issue_registration_token(expires_in: int, uses: int, note: str | None,
+                                     as_json: bool) -> None:
+    """An initial access token for dynamic registration at /register (RFC 7591), printed
+    once and stored hashed."""
+    from idp.admin.service import issue_initial_token
+    from idp.extensions import db as sqla
+
+    issued = issue_initial_token(actor="cli", lifetime=expires_in, uses=uses, note=note)
+    sqla.session.commit()
+    emit(as_json, {"initial_access_token": issued.token, "expires_at": issued.expires_at,
+                   "uses": issued.uses},
+         f"initial access token: {issued.token}  (shown once)\nvalid until "
+         f"{issued.expires_at:%Y-%m-%d %H:%M} UTC for {issued.uses} registration(s)")
 
 # -- users ---------------------------------------------------------------------------------
 @main.group()
@@ -420,23 +452,77 @@ def users_reset_mfa(login: str, as_json: bool) -> None:
 
 @main.command("serve")
 @click.option("--bind", default="127.0.0.1:8000")
-@click.option("--workers", type=click.IntRange(1, 64), default=2)
-@click.option("--threads", type=click.IntRange(1, 64), default=4)
+@click.option("--workers", type=click.IntRange(1, 64), default=2, envvar="IDP_WORKERS",
+              show_envvar=True, help="worker processes (one per core)")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, envvar="IDP_THREADS",
+              show_envvar=True, help="threads per worker (gthread)")
+@click.option("--worker-class", type=click.Choice(["sync", "gthread"]), default="gthread",
+              show_default=True,
+              help="gthread keeps connections alive (see README, Performance); sync serves "
+                   "one request at a time per worker and ignores --threads")
 @json_option
-def serve(bind: str, workers: int, threads: int, as_json: bool) -> None:
+def serve(bind: str, workers: int, threads: int, worker_class: str, as_json: bool) -> None:
     """Run the IdP under gunicorn."""
     import os
 
+    if worker_class == "sync":
+        threads = 1  # gunicorn would silently switch a sync worker with threads to gthread
     _app()  # validate configuration and create keys once, before forking workers
     if as_json:
-        click.echo(json.dumps({"bind": bind, "workers": workers, "threads": threads}))
+        click.echo(json.dumps({"bind": bind, "workers": workers, "threads": threads,
+                               "worker_class": worker_class}))
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", bind,
                                "--workers", str(workers), "--threads", str(threads),
+                               "--worker-class", worker_class,
                                "--timeout", "30", "--graceful-timeout", "20",
                                "--no-control-socket",
                                "--logger-class", "idp.web.access_log.RedactingLogger",
                                "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
                                "idp.wsgi:app"])
+# -- sessions ------------------------------------------------------------------------------
+@main.group("sessions")
+def sessions_group() -> None:
+    """SSO sessions and their back-channel logout (cron jobs)."""
+
+
+@sessions_group.command("deliver")
+@click.option("--limit", type=click.IntRange(1, 100000), default=1000, show_default=True,
+              help="at most this many attempts in this run")
+@json_option
+@with_app()
+def sessions_deliver(limit: int, as_json: bool) -> None:
+    """Send the back-channel logout tokens that are due (new ones, and retries whose back-off
+    has passed). For cron, every minute."""
+    from idp.oidc.backchannel import deliver_due
+
+    report = deliver_due(limit=limit)
+    emit(as_json, report.as_dict(),
+         f"{report.attempted} attempted, {report.delivered} delivered, {report.failed} failed "
+         f"({report.abandoned} abandoned); {report.pending} still owed")
+
+
+@sessions_group.command("expire")
+@json_option
+@with_app()
+def sessions_expire(as_json: bool) -> None:
+    """End the sessions past their idle or absolute timeout and send their relying parties
+    logout tokens. For cron, every minute."""
+    from idp.extensions import db as sqla
+    from idp.oidc.backchannel import deliver_pending
+    from idp.sessions.service import expire
+
+    ended = expire()
+    sqla.session.commit()
+    report = deliver_pending()
+    data = {"ended": {reason: len(sids) for reason, sids in ended.items()},
+            "backchannel": report.as_dict() if report else None}
+    text = ", ".join(f"{len(sids)} {reason}" for reason, sids in ended.items())
+    if report:
+        text += (f"; logout tokens: {report.delivered} delivered, {report.failed} failed, "
+                 f"{report.pending} still owed")
+    emit(as_json, data, f"sessions ended: {text}")
+
+
 from idp.demo import demo  # noqa: E402
 
 main.add_command(demo)

@@ -153,6 +153,8 @@ def _client_fields(spec: DemoClient, base_url: str) -> dict[str, Any]:
         "client_name": spec.name,
         "redirect_uris": [validate_uri(f"{base_url}/callback", "redirect-uri")],
         "post_logout_redirect_uris": [validate_uri(f"{base_url}/", "post-logout-redirect-uri")],
+        "backchannel_logout_uri": validate_uri(f"{base_url}/backchannel-logout",
+                                               "backchannel-logout-uri"),
         "scope": spec.scope,
         "first_party": True,
         "require_pkce": spec.require_pkce,
@@ -172,8 +174,9 @@ def ensure_client(spec: DemoClient, base_url: str, known_secret: str | None
         new = create_client(
             name=spec.name, redirect_uris=fields["redirect_uris"],
             post_logout_redirect_uris=fields["post_logout_redirect_uris"], scope=spec.scope,
-            first_party=True, require_pkce=spec.require_pkce,
-            introspect_any=spec.introspect_any, client_id=spec.client_id)
+            backchannel_logout_uri=fields["backchannel_logout_uri"], first_party=True,
+            require_pkce=spec.require_pkce, introspect_any=spec.introspect_any,
+            client_id=spec.client_id)
         if not known_secret:
             return "created", new.client_secret or ""
         new.client.client_secret_hash = digest(known_secret)  # keep the saved secret

@@ -7,11 +7,13 @@ from idp.accounts.models import (
            PasswordResetToken,
            User,
 )
+from idp.admin.models import InitialAccessToken, RegistrationAccessToken, SecurityAlert
 from idp.audit.models import AuditEvent, AuditHead
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode, RecoveryCode, SmsOutbox
 from idp.oidc.models import (
            AccessTokenRecord,
            AuthorizationCode,
+           BackchannelLogout,
            Client,
            Consent,
            RefreshToken,
@@ -21,5 +23,7 @@ from idp.sessions.models import SsoSession
 
 __all__ = ["Factor", "LoginAttempt", "OneTimeCode", "RecoveryCode", "SmsOutbox",
            "Acknowledgment", "EmailChange", "PasswordHistory", "PasswordResetToken",
-           "AccessTokenRecord", "AuditEvent", "AuditHead", "AuthorizationCode", "Client",
-           "Consent", "RefreshToken", "SsoSession", "UsedAssertion", "User"]
+           "AccessTokenRecord", "AuditEvent", "AuditHead", "AuthorizationCode",
+           "BackchannelLogout", "Client",
+           "Consent", "RefreshToken", "SsoSession", "UsedAssertion", "User",
+           "InitialAccessToken", "RegistrationAccessToken", "SecurityAlert"]

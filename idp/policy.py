@@ -38,6 +38,16 @@ class SessionPolicy:
 
 
 @dataclass(frozen=True)
+class BackchannelPolicy:
+    logout_token_lifetime: int
+    request_timeout: int
+    retry_delay: int
+    retry_max_delay: int
+    max_attempts: int
+    after_response_budget: int
+
+
+@dataclass(frozen=True)
 class Argon2Policy:
     time_cost: int
     memory_cost: int
@@ -162,6 +172,7 @@ class Policy:
     scopes: dict[str, Scope]
     resources: dict[str, str]
     roles: dict[str, Role]
+    backchannel: BackchannelPolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -291,5 +302,10 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
         name: Role(name, str(spec["label"]), bool(spec["clinical"]))
         for name, spec in _read(directory, "roles.toml").get("roles", {}).items()
     }
+    backchannel = _build(BackchannelPolicy, section("backchannel.toml"), "backchannel.toml")
+    if backchannel.request_timeout < 1 or backchannel.max_attempts < 1 or \
+            backchannel.logout_token_lifetime < 1:
+        raise PolicyError("backchannel.toml: request_timeout, max_attempts and "
+                          "logout_token_lifetime must be positive")
     return Policy(tokens, keys, session, argon2, password, lockout, ack, mfa, assurance, scopes,
-                  resources, roles)
+                  resources, roles, backchannel)

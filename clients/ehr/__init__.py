@@ -17,7 +17,7 @@ SCOPE = scopes.scope_string(*scopes.IDENTITY_SCOPES, *scopes.READ_SCOPES)
 
 def create_app(env: dict[str, str] | None = None) -> Flask:
     """Settings from the environment: IDP_ISSUER, EHR_URL, EHR_AUDIENCE, EHR_CLIENT_ID,
-    EHR_CLIENT_SECRET, EHR_SECRET_KEY."""
+    EHR_CLIENT_SECRET, EHR_SECRET_KEY, EHR_STATE_DIR (the back-channel logout record)."""
     env = dict(os.environ if env is None else env)
     settings = rp.RpSettings.from_env("ehr", "EHR", DEFAULT_URL, SCOPE, env)
     app = Flask(__name__)
@@ -26,8 +26,10 @@ def create_app(env: dict[str, str] | None = None) -> Flask:
     app.extensions["ehr.verifier"] = AccessTokenVerifier(settings.issuer, audience)
 
     from clients.ehr.api import bp as api_bp
+    from clients.ehr.prescriptions import bp as prescriptions_bp
     from clients.ehr.views import bp as pages_bp
 
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)
+    app.register_blueprint(prescriptions_bp)
     return app

@@ -73,3 +73,13 @@ def messages() -> list[dict[str, Any]]:
 
 def billing() -> list[dict[str, Any]]:
     return [_with_name(b) for b in BILLING]
+
+
+# A draft prescription waiting for a signature: a made-up medicine for a made-up patient.
+PRESCRIPTION_DRAFT = {"id": "RX-9001", "mrn": "DEMO-0003", "medication": "Placebocillin 250 mg",
+                      "directions": "One tablet by mouth twice a day for 7 days",
+                      "quantity": "14 tablets", "refills": "0"}
+
+
+def prescription_draft() -> dict[str, Any]:
+    return _with_name(PRESCRIPTION_DRAFT)

@@ -37,3 +37,24 @@ RULES = {
 
 def scope_string(*scopes: str) -> str:
     return " ".join(dict.fromkeys(scopes))
+
+
+# -- assurance ---------------------------------------------------------------------------------
+# The IdP's authentication context classes (acr), weakest first: its discovery document lists
+# them in this order (acr_values_supported).
+ACR_AAL1 = "urn:healthidp:acr:aal1"
+ACR_AAL2 = "urn:healthidp:acr:aal2"
+ACR_AAL2_PHR = "urn:healthidp:acr:aal2-phr"   # a phishing-resistant factor (WebAuthn)
+ACR_ORDER = (ACR_AAL1, ACR_AAL2, ACR_AAL2_PHR)
+
+# Sensitive actions: signing a prescription needs a phishing-resistant sign-in, the write
+# scope, and a prescriber's role.
+SIGN_PRESCRIPTION_ACR = ACR_AAL2_PHR
+PRESCRIBER_ROLES = CLINICAL_ROLES
+
+
+def acr_at_least(acr: object, wanted: str) -> bool:
+    """Is `acr` as strong as `wanted`? An acr this app does not know counts as too weak."""
+    if not isinstance(acr, str) or acr not in ACR_ORDER:
+        return False
+    return ACR_ORDER.index(acr) >= ACR_ORDER.index(wanted)

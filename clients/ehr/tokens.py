@@ -1,28 +1,27 @@
 """Local validation of the IdP's JWT access tokens (RFC 9068) with joserfc.
 
-The IdP's JWKS is fetched from the `jwks_uri` its discovery document names, cached, refetched
-when a token names an unknown `kid` (key rotation) and after MAX_AGE seconds (removed keys).
+The IdP's JWKS comes from clients.jwks.IssuerKeys: fetched from the `jwks_uri` its discovery
+document names, cached, refetched when a token names an unknown `kid` (key rotation) and after
+MAX_AGE seconds (removed keys).
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import requests
-from joserfc import jwt
 from joserfc.errors import ExpiredTokenError, InvalidKeyIdError, JoseError
-from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
-ALGORITHMS = ["RS256", "ES256"]
+from clients.jwks import ALGORITHMS, MAX_AGE, MIN_REFETCH, IssuerKeys, KeysUnavailable
+
+__all__ = ["ALGORITHMS", "MAX_AGE", "MIN_REFETCH", "AccessTokenVerifier", "KeysUnavailable",
+           "TokenError", "token_roles", "token_scopes"]
+
 TYP = ("at+jwt", "application/at+jwt")
 REQUIRED = ("iss", "aud", "exp", "iat", "sub", "client_id", "jti")
 LEEWAY = 30         # seconds of clock skew tolerated on exp/iat/nbf
-MAX_AGE = 600       # refetch the key set at least this often
-MIN_REFETCH = 10    # an unknown kid triggers at most one refetch per this many seconds
 MAX_TOKEN = 8192
 
 
@@ -30,58 +29,20 @@ class TokenError(Exception):
     """The token cannot be accepted; str() is safe to show (no token data)."""
 
 
-class KeysUnavailable(Exception):
-    """The IdP's key set cannot be fetched right now."""
-
-
-class AccessTokenVerifier:
+class AccessTokenVerifier(IssuerKeys):
     def __init__(self, issuer: str, audience: str,
                  http_get: Callable[..., requests.Response] = requests.get) -> None:
-        self.issuer = issuer.rstrip("/")
+        super().__init__(issuer, http_get)
         self.audience = audience
-        self._get = http_get
-        self._lock = threading.Lock()
-        self._keys: KeySet | None = None
-        self._fetched_at = 0.0
-
-    # -- keys --------------------------------------------------------------------------------
-    def _fetch(self) -> KeySet:
-        try:
-            meta = self._get(f"{self.issuer}/.well-known/openid-configuration", timeout=5)
-            meta.raise_for_status()
-            document = meta.json()
-            if document.get("issuer") != self.issuer:
-                raise KeysUnavailable("discovery names another issuer")
-            response = self._get(document["jwks_uri"], timeout=5)
-            response.raise_for_status()
-            return KeySet.import_key_set(response.json())
-        except (requests.RequestException, ValueError, KeyError, TypeError, JoseError) as exc:
-            raise KeysUnavailable(type(exc).__name__) from None
-
-    def keys(self, refresh: bool = False) -> KeySet:
-        with self._lock:
-            age = time.monotonic() - self._fetched_at
-            stale = self._keys is None or age > MAX_AGE
-            if stale or (refresh and age > MIN_REFETCH):
-                self._keys = self._fetch()
-                self._fetched_at = time.monotonic()
-            assert self._keys is not None
-            return self._keys
 
     # -- tokens ------------------------------------------------------------------------------
-    def _decode(self, token: str, keys: KeySet) -> jwt.Token:
-        return jwt.decode(token, keys, algorithms=ALGORITHMS)
-
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, once signature, typ, iss, aud, exp and the required claims hold.
         Raises TokenError (reject: 401) or KeysUnavailable (cannot tell now: 503)."""
         if not token or len(token) > MAX_TOKEN or token.count(".") != 2:
             raise TokenError("malformed token")
         try:
-            try:
-                decoded = self._decode(token, self.keys())
-            except InvalidKeyIdError:
-                decoded = self._decode(token, self.keys(refresh=True))
+            decoded = self.decode(token)
         except InvalidKeyIdError:
             raise TokenError("signed with an unknown key") from None
         except (JoseError, ValueError, TypeError) as exc:

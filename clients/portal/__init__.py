@@ -16,7 +16,8 @@ SCOPE = scopes.scope_string(*scopes.IDENTITY_SCOPES, *scopes.READ_SCOPES)
 
 def create_app(env: dict[str, str] | None = None) -> Flask:
     """Settings from the environment: IDP_ISSUER, PORTAL_URL, PORTAL_CLIENT_ID,
-    PORTAL_CLIENT_SECRET, PORTAL_SECRET_KEY, EHR_API."""
+    PORTAL_CLIENT_SECRET, PORTAL_SECRET_KEY, EHR_API, PORTAL_STATE_DIR (the back-channel
+    logout record)."""
     env = dict(os.environ if env is None else env)
     settings = rp.RpSettings.from_env("portal", "Provider Portal", DEFAULT_URL, SCOPE, env)
     app = Flask(__name__)

@@ -37,12 +37,10 @@ class SettingsError(ValueError):
 # -- signing out ---------------------------------------------------------------------------
 def end_sessions(user_id: int, reason: str, *, keep_sid: str | None = None) -> int:
     """End every live SSO session of the account (except `keep_sid`); how many were ended."""
-    where = [SsoSession.user_id == user_id, SsoSession.ended_at.is_(None)]
+    where = [SsoSession.user_id == user_id]
     if keep_sid:
         where.append(SsoSession.id != keep_sid)
-    return db.session.execute(
-        update(SsoSession).where(*where).values(ended_at=clock.now(), end_reason=reason)
-        .execution_options(synchronize_session=False)).rowcount
+    return len(sessions.end_where(*where, reason=reason))
 
 
 def revoke_tokens(user_id: int, *, keep_sid: str | None = None) -> None:
@@ -88,11 +86,8 @@ def end_own_session(user: User, sid: str, current: SsoSession | None) -> bool:
         sessions.end(current, "user")
         ended = 1
     else:
-        ended = db.session.execute(
-            update(SsoSession).where(SsoSession.id == sid, SsoSession.user_id == user.id,
-                                     SsoSession.ended_at.is_(None))
-            .values(ended_at=clock.now(), end_reason="user")
-            .execution_options(synchronize_session=False)).rowcount
+        ended = len(sessions.end_where(SsoSession.id == sid, SsoSession.user_id == user.id,
+                                       reason="user"))
     if not ended:
         return False
     revoke_session_tokens(sid)

@@ -27,3 +27,4 @@ def sms_outbox() -> Response | str:
     return render_template("admin/sms_outbox.html", rows=rows)
 
 
+from idp.admin import console  # noqa: E402, F401  (registers the console pages on bp)

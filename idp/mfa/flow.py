@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from idp import clock
 from idp.accounts import lockout
 from idp.accounts.models import User
+from idp.audit import alerts
 from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db
@@ -122,4 +123,5 @@ def finish(attempt: LoginAttempt, user: User, factor: Factor | None) -> SsoSessi
         return None  # locked meanwhile by failures elsewhere
     sso = sessions.start(user, acr=acr, amr=amr)
     audit.record("login.success", user_id=user.id, amr=amr, acr=acr)
+    alerts.check_sign_in(user, sso)  # new device / network, simultaneous sessions
     return sso

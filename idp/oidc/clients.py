@@ -51,16 +51,30 @@ def validate_uri(uri: str, field: str) -> str:
     raise ClientError(f"{field}: {uri!r} must use https (http only on loopback)")
 
 
-def create_client(*, name: str, redirect_uris: list[str], public: bool = False,
-                  grant_types: list[str] | None = None, scope: str | None = None,
-                  post_logout_redirect_uris: list[str] | None = None,
-                  backchannel_logout_uri: str | None = None, first_party: bool = False,
-                  auth_method: str | None = None, jwks: dict | None = None,
-                  loopback_any_port: bool = False, id_token_alg: str | None = None,
-                  introspect_any: bool = False, client_id: str | None = None,
-                  require_pkce: bool = False) -> NewClient:
+@dataclass(frozen=True)
+class Metadata:
+    grant_types: list[str]
+    method: str
+    redirect_uris: list[str]
+    logout_uris: list[str]
+    scopes: list[str]
+
+
+def validate_metadata(*, name: str, redirect_uris: list[str], public: bool = False,
+                      grant_types: list[str] | None = None, scope: str | None = None,
+                      post_logout_redirect_uris: list[str] | None = None,
+                      backchannel_logout_uri: str | None = None, auth_method: str | None = None,
+                      jwks: dict | None = None, id_token_alg: str | None = None) -> Metadata:
+    """Every rule a client's metadata must meet, for create_client and update_client alike."""
     if not name or len(name) > 200:
         raise ClientError("name: 1-200 characters")
+    texts = [("name", name), ("scope", scope or ""),
+             ("backchannel-logout-uri", backchannel_logout_uri or ""),
+             *(("redirect-uri", u) for u in redirect_uris),
+             *(("post-logout-redirect-uri", u) for u in post_logout_redirect_uris or [])]
+    for field, text in texts:
+        if not isinstance(text, str) or any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ClientError(f"{field}: control characters are not allowed")
     grant_types = list(grant_types or ["authorization_code", "refresh_token"])
     for grant in grant_types:
         if grant not in GRANT_TYPES:
@@ -93,6 +107,24 @@ def create_client(*, name: str, redirect_uris: list[str], public: bool = False,
             raise ClientError("jwks: private_key_jwt needs at least one key")
     if id_token_alg not in (None, *policy().keys.algorithms):
         raise ClientError(f"id-token-alg: one of {', '.join(policy().keys.algorithms)}")
+    return Metadata(grant_types, method, uris, logout_uris, scopes)
+
+
+def create_client(*, name: str, redirect_uris: list[str], public: bool = False,
+                  grant_types: list[str] | None = None, scope: str | None = None,
+                  post_logout_redirect_uris: list[str] | None = None,
+                  backchannel_logout_uri: str | None = None, first_party: bool = False,
+                  auth_method: str | None = None, jwks: dict | None = None,
+                  loopback_any_port: bool = False, id_token_alg: str | None = None,
+                  introspect_any: bool = False, client_id: str | None = None,
+                  require_pkce: bool = False, actor: str | None = None) -> NewClient:
+    meta = validate_metadata(name=name, redirect_uris=redirect_uris, public=public,
+                             grant_types=grant_types, scope=scope,
+                             post_logout_redirect_uris=post_logout_redirect_uris,
+                             backchannel_logout_uri=backchannel_logout_uri,
+                             auth_method=auth_method, jwks=jwks, id_token_alg=id_token_alg)
+    grant_types, method, uris, logout_uris, scopes = (
+        meta.grant_types, meta.method, meta.redirect_uris, meta.logout_uris, meta.scopes)
     client_id = client_id or secrets.token_urlsafe(16)
     if db.session.execute(select(Client.id).where(Client.client_id == client_id)).first():
         raise ClientError(f"client-id: {client_id!r} exists already")
@@ -108,5 +140,102 @@ def create_client(*, name: str, redirect_uris: list[str], public: bool = False,
         id_token_signed_response_alg=id_token_alg, introspect_any=introspect_any)
     db.session.add(client)
     db.session.flush()
-    audit.record("client.created", client_id=client_id, name=name, first_party=first_party)
+    audit.record("client.created", client_id=client_id, actor=actor, name=name,
+                 first_party=first_party)
     return NewClient(client, secret)
+
+
+def update_client(client: Client, *, name: str, redirect_uris: list[str],
+                  grant_types: list[str] | None, scope: str | None,
+                  post_logout_redirect_uris: list[str] | None,
+                  backchannel_logout_uri: str | None, auth_method: str,
+                  first_party: bool, require_pkce: bool, jwks: dict | None = None,
+                  actor: str | None = None) -> str | None:
+    """Replace a client's metadata under the rules create_client applies. Returns a new secret
+    (shown once) when the change moved the client to a secret-based method it had no secret
+    for; a client leaving secret-based methods loses its secret."""
+    public = auth_method == "none"
+    meta = validate_metadata(name=name, redirect_uris=redirect_uris, public=public,
+                             grant_types=grant_types, scope=scope,
+                             post_logout_redirect_uris=post_logout_redirect_uris,
+                             backchannel_logout_uri=backchannel_logout_uri,
+                             auth_method=auth_method,
+                             jwks=jwks if jwks is not None else client.jwks,
+                             id_token_alg=client.id_token_signed_response_alg)
+    secret = None
+    if meta.method.startswith("client_secret"):
+        if not client.client_secret_hash:
+            secret = secrets.token_urlsafe(32)
+            client.client_secret_hash = digest(secret)
+    else:
+        client.client_secret_hash = None
+    before = {"redirect_uris": list(client.redirect_uris or []), "scope": client.scope,
+              "grant_types": list(client.grant_types or []),
+              "token_endpoint_auth_method": client.token_endpoint_auth_method}
+    client.client_name = name
+    client.redirect_uris = meta.redirect_uris
+    client.post_logout_redirect_uris = meta.logout_uris
+    client.backchannel_logout_uri = backchannel_logout_uri or None
+    client.grant_types = meta.grant_types
+    client.response_types = ["code"] if "authorization_code" in meta.grant_types else []
+    client.scope = " ".join(meta.scopes)
+    client.token_endpoint_auth_method = meta.method
+    if meta.method == "private_key_jwt":
+        client.jwks = jwks if jwks is not None else client.jwks
+    else:
+        client.jwks = None
+    client.first_party = first_party
+    client.require_pkce = public or require_pkce
+    audit.record("client.updated", client_id=client.client_id, actor=actor, before=before,
+                 redirect_uris=meta.redirect_uris, scope=client.scope,
+                 grant_types=meta.grant_types, token_endpoint_auth_method=meta.method,
+                 first_party=first_party, require_pkce=client.require_pkce)
+    return secret
+
+
+def rotate_secret(client: Client, *, actor: str | None = None) -> str:
+    """A new client secret (returned once, stored hashed); the old one stops working now."""
+    if not client.token_endpoint_auth_method.startswith("client_secret"):
+        raise ClientError("auth-method: only client_secret_* clients have a secret")
+    secret = secrets.token_urlsafe(32)
+    client.client_secret_hash = digest(secret)
+    audit.record("client.secret_rotated", client_id=client.client_id, actor=actor)
+    return secret
+
+
+def _revoke_client_tokens(client_id: str) -> None:
+    from sqlalchemy import update
+
+    from idp import clock
+    from idp.oidc.models import AccessTokenRecord, AuthorizationCode, RefreshToken
+
+    now = clock.now()
+    for model in (RefreshToken, AccessTokenRecord):
+        db.session.execute(update(model).where(model.client_id == client_id,
+                                               model.revoked_at.is_(None))
+                           .values(revoked_at=now).execution_options(synchronize_session=False))
+    db.session.execute(update(AuthorizationCode).where(
+        AuthorizationCode.client_id == client_id, AuthorizationCode.used_at.is_(None))
+        .values(used_at=now).execution_options(synchronize_session=False))
+
+
+def set_client_disabled(client: Client, disabled: bool, *, actor: str | None = None) -> None:
+    """A disabled client cannot authorize, exchange or refresh; its tokens are revoked."""
+    client.disabled = disabled
+    if disabled:
+        _revoke_client_tokens(client.client_id)
+    audit.record("client.disabled" if disabled else "client.enabled",
+                 client_id=client.client_id, actor=actor)
+
+
+def delete_client(client: Client, *, actor: str | None = None) -> None:
+    """Remove the client: its tokens are revoked, its consents withdrawn, the row deleted."""
+    from sqlalchemy import delete
+
+    from idp.oidc.models import Consent
+
+    client_id = client.client_id
+    _revoke_client_tokens(client_id)
+    db.session.execute(delete(Consent).where(Consent.client_id == client_id))
+    db.session.delete(client)
+    audit.record("client.deleted", client_id=client_id, actor=actor, name=client.client_name)

@@ -3,16 +3,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc6749.util import scope_to_list
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp import clock
 from idp.extensions import db
 from idp.models_base import UTCDateTime
+
+if TYPE_CHECKING:
+    from idp.accounts.models import User
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 
@@ -115,9 +119,9 @@ class AuthorizationCode(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    client_id: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     family_id: Mapped[str] = mapped_column(String(64), index=True)
     redirect_uri: Mapped[str] = mapped_column(Text)
     scope: Mapped[str] = mapped_column(Text)
@@ -129,6 +133,8 @@ class AuthorizationCode(db.Model):
     amr: Mapped[list] = mapped_column(JSON, default=list)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # loaded with the code in one statement: the token request needs both
+    user: Mapped[User] = relationship("User", lazy="joined")
 
     # Authlib's AuthorizationCodeMixin / OIDC AuthorizationCodeMixin
     def get_redirect_uri(self) -> str:
@@ -165,6 +171,8 @@ class AccessTokenRecord(db.Model):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # loaded with the record in one statement: userinfo and introspection need both
+    user: Mapped[User | None] = relationship("User", lazy="joined")
 
 
 class RefreshToken(db.Model):
@@ -175,9 +183,9 @@ class RefreshToken(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     family_id: Mapped[str] = mapped_column(String(64), index=True)
-    client_id: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     scope: Mapped[str] = mapped_column(Text)
     auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
     acr: Mapped[str | None] = mapped_column(String(100), nullable=True)
@@ -186,6 +194,8 @@ class RefreshToken(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # loaded with the token in one statement: the refresh grant needs both
+    user: Mapped[User] = relationship("User", lazy="joined")
 
     # Authlib's TokenMixin, as far as the refresh and revocation endpoints use it
     def get_scope(self) -> str:
@@ -220,3 +230,25 @@ class UsedAssertion(db.Model):
     jti_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_id: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class BackchannelLogout(db.Model):
+    """One logout token owed to one relying party for one ended SSO session (OpenID Connect
+    Back-Channel Logout 1.0). The token itself is signed afresh at each attempt (it lives two
+    minutes); this row records the attempts. Delivered: delivered_at set. Abandoned after the
+    last attempt: next_attempt_at NULL, delivered_at NULL. last_error is short and holds no
+    token or secret ("connection refused", "HTTP 500", ...)."""
+
+    __tablename__ = "oauth_backchannel_logouts"
+    __table_args__ = (UniqueConstraint("client_id", "sid", name="uq_backchannel_client_sid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    sid: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(64))  # the user's `sub`
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True,
+                                                             index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -30,11 +30,12 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import keystore, policy, settings
 from idp.extensions import db
-from idp.oidc import tokens
+from idp.oidc import client_cache, tokens
 from idp.oidc.authorize import RequestRules
 from idp.oidc.claims import user_claims
 from idp.oidc.models import AuthorizationCode, Client, UsedAssertion, digest
 from idp.sessions import service as sessions
+from idp.sessions.models import SsoSession
 
 ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -45,8 +46,7 @@ class Server(AuthorizationServer):
         if not isinstance(client_id, str) or not client_id or len(client_id) > 64 \
                 or "\x00" in client_id:
             return None
-        client = db.session.execute(
-            select(Client).where(Client.client_id == client_id)).scalar_one_or_none()
+        client = client_cache.get(client_id)  # in-process, invalidated on change
         return None if client is None or client.disabled else client
 
     def authenticate_client(self, request: object, methods: list[str],
@@ -188,6 +188,10 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         user = db.session.get(User, authorization_code.user_id)
         if user is None or user.disabled:
             return None
+        if authorization_code.sid:
+            sso = db.session.get(SsoSession, authorization_code.sid)
+            if sso is None or sso.ended_at is not None:
+                return None  # the sign-in behind this code ended (logout) before the exchange
         g.auth_context = tokens.AuthContext(
             sid=authorization_code.sid, auth_time=authorization_code.auth_time,
             acr=authorization_code.acr, amr=authorization_code.get_amr(),

@@ -4,10 +4,10 @@ by logout. The cookie carries an opaque 256-bit value; the database keeps its SH
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import Response, g, request
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 
 from idp import clock
 from idp.accounts.models import User
@@ -72,11 +72,43 @@ def current() -> SsoSession | None:
 
 
 def end(sso: SsoSession, reason: str) -> None:
-    sso.ended_at = clock.now()
-    sso.end_reason = reason
+    """End this session (the browser's own, or any other one loaded)."""
+    end_where(SsoSession.id == sso.id, reason=reason)
     if g.get("sso_session") is sso:
         g.sso_session = None
         g.sso_cookie = None
+
+
+def end_where(*conditions: ColumnElement[bool], reason: str) -> list[str]:
+    """End every live session matching `conditions`: the one place an SSO session ends
+    (logout, idle or absolute timeout, sign-out everywhere, password change or reset, account
+    disabled, helpdesk, replaced by a new sign-in). One UPDATE ... RETURNING, so a session
+    ended twice at once is ended (and announced) once. Every relying party that received
+    tokens in an ended session is owed a back-channel logout token (sent after the response,
+    or by `idp sessions deliver`). In the caller's transaction; returns the ended sids."""
+    from idp.oidc import backchannel
+
+    sids = list(db.session.execute(
+        update(SsoSession).where(SsoSession.ended_at.is_(None), *conditions)
+        .values(ended_at=clock.now(), end_reason=reason)
+        .returning(SsoSession.id)
+        .execution_options(synchronize_session="fetch")).scalars())
+    backchannel.enqueue(sids)
+    return sids
+
+
+def expire(now: datetime | None = None) -> dict[str, list[str]]:
+    """End the sessions past their absolute or idle timeout (`idp sessions expire`, cron), so
+    that relying parties hear of idle expiry without the browser coming back. What `current()`
+    does on sight, for every session at once."""
+    now = now or clock.now()
+    rules = policy().session
+    absolute = end_where(
+        SsoSession.created_at < now - timedelta(seconds=rules.absolute_timeout),
+        reason="absolute")
+    idle = end_where(SsoSession.last_seen_at < now - timedelta(seconds=rules.idle_timeout),
+                     reason="idle")
+    return {"absolute": absolute, "idle": idle}
 
 
 def apply_cookie(response: Response) -> Response:

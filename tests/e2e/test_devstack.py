@@ -1,7 +1,8 @@
 """`python -m clients.devstack` as a developer runs it (`make run`), on free ports with its own
 instance dir, keys and database: sign in at the portal (password, then the code of the
 authenticator app whose key the banner prints), single sign-on into the EHR, the EHR API's token,
-scope and role checks, and logout ending the IdP session."""
+scope and role checks, and logout ending the IdP session and, over the back-channel, the other
+application's session."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -40,7 +43,7 @@ STOP_TIMEOUT = 45.0
 STRIP = ("IDP_ISSUER", "IDP_SECRET_KEY", "IDP_PROXY_HOPS", "EHR_AUDIENCE", "EHR_API",
          "PORTAL_URL", "EHR_URL", "PORTAL_CLIENT_ID", "PORTAL_CLIENT_SECRET", "EHR_CLIENT_ID",
          "EHR_CLIENT_SECRET", "PORTAL_SECRET_KEY", "EHR_SECRET_KEY")
-URL_LINE = re.compile(r"^\s+(IdP|Portal|EHR)\s+(http://127\.0\.0\.1:\d+)\s*$")
+URL_LINE = re.compile(r"^\s+(IdP|Portal|EHR)\s+(http://(?:127\.0\.0\.1|localhost):\d+)\s*$")
 
 
 def free_port() -> int:
@@ -141,13 +144,22 @@ def _port_closed(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("devstack")
+    with running_stack(tmp_path_factory.mktemp("devstack")) as running:
+        yield running
+
+
+@contextmanager
+def running_stack(tmp: Path, idp_host: str = "127.0.0.1") -> Iterator[Stack]:
+    """`python -m clients.devstack` on free ports; `idp_host` "localhost" names the IdP
+    http://localhost:PORT (its issuer), which WebAuthn needs (no IP address as RP ID)."""
     database, schema = _database(tmp)
     ports = {"IDP_PORT": free_port(), "PORTAL_PORT": free_port(), "EHR_PORT": free_port()}
     env = {k: v for k, v in os.environ.items() if k not in STRIP}
     env.update({k: str(v) for k, v in ports.items()})
     env.update(IDP_INSTANCE_DIR=str(tmp / "instance"), IDP_KEYS_DIR=str(tmp / "keys"),
                DATABASE_URL=database, PYTHONUNBUFFERED="1")
+    if idp_host != "127.0.0.1":
+        env["IDP_ISSUER"] = f"http://{idp_host}:{ports['IDP_PORT']}"
     proc = subprocess.Popen([sys.executable, "-m", "clients.devstack"], cwd=PROJECT_ROOT,
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -159,7 +171,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if not ready.wait(START_TIMEOUT) or proc.poll() is not None:
             pytest.fail(f"the stack did not come up (exit {proc.poll()}):\n{running.output}",
                         pytrace=False)
-        expected = {f"http://127.0.0.1:{ports[p]}" for p in ports}
+        expected = {f"http://{idp_host if p == 'IDP_PORT' else '127.0.0.1'}:{ports[p]}"
+                    for p in ports}
         assert set(running.urls.values()) == expected, running.output
         yield running
     finally:
@@ -250,6 +263,7 @@ def test_portal_sign_in_then_sso_to_the_ehr_then_logout(stack: Stack):
     assert any(u.startswith(f"{idp}/authorize?") for u in visited), visited
     assert not any(u.startswith(f"{idp}/login") for u in visited), visited
     assert "Jane Placeholder" in at_ehr.text and "Alex Rivera" in at_ehr.text
+    ehr_cookie = next(c.value for c in http.cookies if c.name == "ehr_session")
 
     # Logout at the portal ends the IdP session too.
     page = http.get(f"{portal}/", timeout=20)
@@ -258,9 +272,83 @@ def test_portal_sign_in_then_sso_to_the_ehr_then_logout(stack: Stack):
     assert out.status_code == 200 and out.url.startswith(f"{portal}/?state="), out.url
     assert any(r.url.startswith(f"{idp}/logout?") for r in out.history)
     assert "You are signed out" in out.text and "Alex Rivera" not in out.text
+
+    # The EHR tab still holds its own session cookie (nothing in the browser touched it), yet
+    # reloading it shows the EHR signed out: the IdP told the EHR over the back-channel.
+    assert next(c.value for c in http.cookies if c.name == "ehr_session") == ehr_cookie
+    reloaded = _signed_out_soon(http, f"{ehr}/", "Alex Rivera")
+    assert 'id="ended-elsewhere"' in reloaded.text and "Jane Placeholder" not in reloaded.text
+    deliveries = _deliveries(stack, expected=2)
+    assert {d["client_id"] for d in deliveries} == {"portal", "ehr"}, deliveries
+    assert all(d["delivered_at"] and d["attempts"] == 1 for d in deliveries), deliveries
+
     again = http.get(f"{portal}/login", timeout=20)
     assert again.url.startswith(f"{idp}/login?"), again.url  # asked to sign in again
     assert "Alex Rivera" not in http.get(f"{portal}/", timeout=20).text
+
+
+def _signed_out_soon(http: requests.Session, url: str, name: str) -> requests.Response:
+    """Back-channel delivery starts once the IdP's logout response has gone out: give it a
+    few seconds. The page that no longer shows the user."""
+    deadline = time.monotonic() + 15
+    while True:
+        page = http.get(url, timeout=20)
+        assert page.status_code == 200, page.text[:1500]
+        if name not in page.text or time.monotonic() > deadline:
+            assert name not in page.text, f"{url} still signed in:\n{page.text[:1500]}"
+            return page
+        time.sleep(0.2)
+
+
+def _deliveries(stack: Stack, expected: int) -> list[dict]:
+    """The IdP's record of back-channel logout deliveries (its database), once `expected` of
+    them are delivered (the IdP posts them one after the other) or after 15 s."""
+    from idp.oidc.models import BackchannelLogout
+
+    table = BackchannelLogout.__table__
+    engine = sa.create_engine(stack.database)
+    deadline = time.monotonic() + 15
+    try:
+        while True:
+            with engine.connect() as conn:
+                rows = [dict(r._mapping) for r in conn.execute(sa.select(table))]
+            if sum(1 for r in rows if r["delivered_at"]) >= expected or \
+                    time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+
+
+def test_logout_at_the_ehr_signs_the_portal_out_and_ends_the_idp_session(stack: Stack):
+    idp, portal, ehr = stack.urls["IdP"], stack.urls["Portal"], stack.urls["EHR"]
+    http = requests.Session()
+    dashboard = sign_in(http, stack, http.get(f"{portal}/login", timeout=20), "staff.okafor")
+    assert "Welcome, Sam Okafor" in dashboard.text and 'id="billing"' in dashboard.text
+    at_ehr = http.get(f"{ehr}/login", timeout=20)
+    assert at_ehr.url == f"{ehr}/" and "Sam Okafor" in at_ehr.text  # SSO, no prompt
+    portal_cookie = next(c.value for c in http.cookies if c.name == "portal_session")
+
+    out = http.post(f"{ehr}/logout", timeout=20,
+                    data={"csrf_token": _form_field(at_ehr.text, "csrf_token")})
+    assert out.url.startswith(f"{ehr}/?state=") and "You are signed out" in out.text
+
+    assert next(c.value for c in http.cookies if c.name == "portal_session") == portal_cookie
+    reloaded = _signed_out_soon(http, f"{portal}/", "Sam Okafor")
+    assert 'id="ended-elsewhere"' in reloaded.text and 'id="billing"' not in reloaded.text
+
+    # prompt=none at the IdP: no session any more.
+    _, challenge = _pkce()
+    state = secrets.token_urlsafe(8)
+    silent = http.get(f"{idp}/authorize?" + urlencode({
+        "response_type": "code", "client_id": "portal", "redirect_uri": f"{portal}/callback",
+        "scope": "openid", "state": state, "nonce": secrets.token_urlsafe(8),
+        "code_challenge": challenge, "code_challenge_method": "S256", "prompt": "none"}),
+        timeout=20, allow_redirects=False)
+    assert silent.status_code == 302, silent.text[:1000]
+    answer = parse_qs(urlsplit(silent.headers["Location"]).query)
+    assert silent.headers["Location"].startswith(f"{portal}/callback?")
+    assert answer["error"] == ["login_required"] and answer["state"] == [state]
 
 
 def _pkce() -> tuple[str, str]:
@@ -316,3 +404,135 @@ def test_ehr_api_checks_token_scope_and_role(stack: Stack):
     claims = requests.get(f"{api}/billing", headers=staff, timeout=20)
     assert claims.status_code == 200 and claims.json()["items"]
     assert requests.get(f"{api}/labs", headers=staff, timeout=20).status_code == 403
+
+
+def test_signing_a_prescription_at_the_ehr_asks_for_step_up(stack: Stack):
+    """The demo accounts have an authenticator app, no security key: the EHR's step-up to
+    aal2-phr comes back as unmet_authentication_requirements, shown in plain words, and the
+    EHR session survives it."""
+    idp, ehr = stack.urls["IdP"], stack.urls["EHR"]
+    http = requests.Session()
+    sign_in(http, stack, http.get(f"{ehr}/login", timeout=20), "np.chen")
+    page = http.get(f"{ehr}/prescriptions/sign", timeout=20)
+    assert page.status_code == 200 and "Placebocillin" in page.text
+    assert "you will be asked for your security key or biometrics" in page.text
+    answer = http.post(f"{ehr}/prescriptions/sign", timeout=20,
+                       data={"csrf_token": _form_field(page.text, "csrf_token")})
+    visited = [r.url for r in answer.history]
+    asked = next(u for u in visited if u.startswith(f"{idp}/authorize?"))
+    assert parse_qs(urlsplit(asked).query)["acr_values"] == ["urn:healthidp:acr:aal2-phr"]
+    assert answer.status_code == 403 and answer.url.startswith(f"{ehr}/callback?error=")
+    assert "needs a phishing-resistant sign-in" in answer.text
+    assert f'href="{idp}/mfa/factors"' in answer.text
+    again = http.get(f"{ehr}/prescriptions/sign", timeout=20)
+    assert "Jordan Chen" in again.text and 'id="signed"' not in again.text
+
+
+# -- the same, in Chromium --------------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _chromium_sign_in(page, stack: Stack, username: str) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    idp = stack.urls["IdP"]
+    page.wait_for_url(f"{idp}/login?**")
+    expect(page.get_by_role("heading", name="Sign in", exact=True)).to_be_visible()
+    page.get_by_label("Username or NPI").fill(username)
+    page.get_by_label("Password").fill(stack.password(username))
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_url(f"{idp}/mfa/challenge")
+    page.get_by_label("Code from your authenticator app").fill(
+        pyotp.TOTP(stack.totp_secret(username)).now())
+    page.get_by_role("button", name="Verify").click()
+    stack.forget_totp_use(username)
+    page.wait_for_load_state()
+    if page.url.startswith(f"{idp}/account/acknowledge"):
+        page.locator("#acknowledge").check()
+        page.get_by_role("button", name="Continue").click()
+
+
+def test_in_chromium_sso_role_dashboards_and_logout_everywhere(stack: Stack):
+    """Issue 7's browser test: sign in at the portal (password + TOTP), open the EHR signed in
+    with no prompt, the dashboard differs for a physician and for administrative staff, log
+    out at the EHR: the portal is signed out on reload and prompt=none answers login_required.
+    Screenshots of both dashboards land in the stack's instance dir (and in SCREENSHOT_DIR when
+    set, e.g. docs/screenshots for the README)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    idp, portal, ehr = stack.urls["IdP"], stack.urls["Portal"], stack.urls["EHR"]
+    shots = [stack.instance]
+    if os.environ.get("SCREENSHOT_DIR"):
+        shots.append(Path(os.environ["SCREENSHOT_DIR"]))
+    with sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        except Exception as exc:  # noqa: BLE001 - any launch failure fails the test
+            pytest.fail(f"Chromium did not start from {CHROMIUM}: {exc}", pytrace=False)
+        try:
+            for username, role, shows, hides in (
+                    ("dr.rivera", "Physician", "Today's appointments", "Billing"),
+                    ("staff.okafor", "Administrative staff", "Billing",
+                     "Today's appointments")):
+                context = browser.new_context(viewport={"width": 1100, "height": 800})
+                context.set_default_timeout(20_000)
+                page = context.new_page()
+                problems: list[str] = []
+                page.on("console", lambda msg, box=problems: box.append(
+                    f"{msg.text} ({msg.location.get('url')})") if msg.type == "error" else None)
+                idp_logins: list[str] = []
+                page.on("request", lambda req, box=idp_logins: box.append(req.url)
+                        if req.url.startswith(f"{idp}/login") else None)
+
+                page.goto(f"{portal}/")
+                page.get_by_role("button", name="Sign in").click()
+                _chromium_sign_in(page, stack, username)
+                page.wait_for_url(f"{portal}/")
+                expect(page.get_by_text(role, exact=False).first).to_be_visible()
+                expect(page.get_by_role("heading", name=shows)).to_be_visible()
+                expect(page.get_by_role("heading", name=hides)).to_have_count(0)
+                for folder in shots:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(folder / f"portal-{username.split('.')[0]}.png"),
+                                    full_page=True)
+
+                # Open the EHR: signed in without a password or code prompt.
+                before = len(idp_logins)
+                page.get_by_role("link", name="Open the EHR").click()
+                page.wait_for_url(f"{ehr}/")
+                page.get_by_role("button", name="Sign in").click()
+                page.wait_for_url(f"{ehr}/")
+                expect(page.get_by_role("heading", name="Patients")).to_be_visible()
+                assert len(idp_logins) == before, idp_logins
+
+                # Log out at the EHR; the portal, reloaded, is signed out (back-channel).
+                page.get_by_role("button", name="Logout").click()
+                expect(page.get_by_text("You are signed out.")).to_be_visible()
+                deadline = time.monotonic() + 15
+                while True:
+                    page.goto(f"{portal}/")
+                    if page.get_by_role("heading", name=shows).count() == 0 or \
+                            time.monotonic() > deadline:
+                        break
+                    time.sleep(0.3)
+                expect(page.get_by_role("heading", name="Provider Portal")).to_be_visible()
+                expect(page.locator("#ended-elsewhere")).to_be_visible()
+
+                # prompt=none at the IdP: no session left.
+                _, challenge = _pkce()
+                page.goto(f"{idp}/authorize?" + urlencode({
+                    "response_type": "code", "client_id": "portal",
+                    "redirect_uri": f"{portal}/callback", "scope": "openid",
+                    "state": secrets.token_urlsafe(8), "nonce": secrets.token_urlsafe(8),
+                    "code_challenge": challenge, "code_challenge_method": "S256",
+                    "prompt": "none"}))
+                page.wait_for_url(f"{portal}/callback?**")
+                assert parse_qs(urlsplit(page.url).query)["error"] == ["login_required"]
+                context.close()
+                # Expected: no favicon anywhere; the portal's callback refuses login_required.
+                assert not [p for p in problems if "/favicon.ico)" not in p and not (
+                    "status of 400" in p and "/callback?error=login_required" in p)], problems
+        finally:
+            browser.close()

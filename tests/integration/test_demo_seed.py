@@ -227,6 +227,23 @@ def test_saved_secret_is_reused_for_a_fresh_database(ctx, tmp_path):
     assert _client("ehr").check_client_secret(secret)
 
 
+def test_clients_get_backchannel_logout_uris_and_old_clients_are_corrected(ctx, tmp_path):
+    seed(instance_dir=tmp_path)
+    assert _client("portal").backchannel_logout_uri == \
+        "http://127.0.0.1:8001/backchannel-logout"
+    assert _client("ehr").backchannel_logout_uri == "http://127.0.0.1:8002/backchannel-logout"
+    # A client registered before back-channel logout existed (or changed by hand) is corrected.
+    _client("ehr").backchannel_logout_uri = None
+    _client("portal").backchannel_logout_uri = "http://127.0.0.1:8001/elsewhere"
+    db.session.commit()
+    result = seed(instance_dir=tmp_path)
+    assert [c["status"] for c in result.clients] == ["updated", "updated"]
+    assert _client("ehr").backchannel_logout_uri == "http://127.0.0.1:8002/backchannel-logout"
+    assert _client("portal").backchannel_logout_uri == \
+        "http://127.0.0.1:8001/backchannel-logout"
+    assert {c["status"] for c in seed(instance_dir=tmp_path).clients} == {"unchanged"}
+
+
 def test_new_base_urls_update_the_redirect_uris(ctx, tmp_path):
     seed(instance_dir=tmp_path)
     result = seed(instance_dir=tmp_path, portal_url="http://127.0.0.1:9101",

@@ -21,7 +21,7 @@ def test_discovery_document(ctx, client):
     assert meta["authorization_response_iss_parameter_supported"] is True
     assert set(meta["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic", "client_secret_post", "private_key_jwt", "none"}
-    assert "registration_endpoint" not in meta  # not built yet, so not advertised
+    assert meta["registration_endpoint"] == meta["issuer"] + "/register"  # RFC 7591
     conditional = client.get("/.well-known/openid-configuration",
                              headers={"If-None-Match": response.headers["ETag"]})
     assert conditional.status_code == 304

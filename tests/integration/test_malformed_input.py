@@ -914,6 +914,45 @@ def s_discovery(world: World) -> list[Req]:
     return reqs
 
 
+def s_register(world: World) -> list[Req]:
+    """RFC 7591/7592: bogus credentials, malformed bodies with a valid initial access token,
+    tricky redirect URIs; each must be a JSON error (or a 201), never a 500."""
+    from idp.admin.service import issue_initial_token
+    from idp.extensions import db
+
+    with world.app.app_context():
+        token = issue_initial_token(actor="test", lifetime=3600, uses=10_000).token
+        db.session.commit()
+    auth = {"Authorization": f"Bearer {token}"}
+    good = {"client_name": "x", "redirect_uris": ["https://rp.example/cb"]}
+
+    def body(value: Any) -> Req:
+        raw = value if isinstance(value, (str, bytes)) else json.dumps(value)
+        return Req("POST", "/register", data=raw, content_type="application/json",
+                   headers=auth)
+
+    reqs = [Req("POST", "/register", data=json.dumps(good), content_type="application/json",
+                headers={"Authorization": value}) for value in bogus_authorization(world)]
+    for raw in ("", "{", "[]", "null", "1", '"x"', "{}", "\x00", "x" * 60_000, b"\xff\xfe"):
+        reqs.append(body(raw))
+    for field_name in ("redirect_uris", "post_logout_redirect_uris", "grant_types",
+                       "response_types", "client_name", "scope", "backchannel_logout_uri",
+                       "token_endpoint_auth_method", "jwks", "jwks_uri"):
+        for value in (None, "", 1, [], [1], {}, ["x" * 5000], "x\x00", True):
+            reqs.append(body({**good, field_name: value}))
+    for uri in (*REDIRECT_TRICKS, *LOOPBACK_TRICKS):
+        reqs.append(body({**good, "redirect_uris": [uri]}))
+        reqs.append(body({**good, "backchannel_logout_uri": uri}))
+    reqs.append(Req("POST", "/register", data=urlencode(good), headers=auth,
+                    content_type="application/x-www-form-urlencoded"))
+    for method in ("GET", "PUT", "DELETE"):
+        for value in bogus_authorization(world)[:12]:
+            reqs.append(Req(method, f"/register/{world.rp.client_id}", data=json.dumps(good),
+                            content_type="application/json", headers={"Authorization": value}))
+        reqs.append(Req(method, "/register/" + "x" * 5000, headers=auth))
+    return reqs
+
+
 # Targeted cases, by the endpoint (view name) they aim at.
 SPECIFIC: dict[str, tuple[str, Callable[[World], list[Req]]]] = {
     "authorize": ("oidc.authorize", s_authorize),
@@ -926,6 +965,7 @@ SPECIFIC: dict[str, tuple[str, Callable[[World], list[Req]]]] = {
     "account": ("accounts.revoke_consent", s_account),
     "static": ("static", s_static),
     "discovery": ("oidc.jwks", s_discovery),
+    "register": ("registration.register", s_register),
 }
 
 

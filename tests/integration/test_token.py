@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.helpers import basic, exchange, get_code, login, make_client, make_user, pkce
+from tests.helpers import basic, csrf_from, exchange, get_code, login, make_client, make_user, pkce
 
 
 @pytest.fixture
@@ -195,3 +195,11 @@ def test_client_credentials_refused_for_clients_without_the_grant(ctx, client):
     rp = make_client()
     response = client.post("/token", headers=basic(rp), data={"grant_type": "client_credentials"})
     assert response.status_code == 400 and _error(response) == "unauthorized_client"
+
+
+def test_code_from_a_session_that_logged_out_cannot_be_exchanged(ctx, client, rp_and_code):
+    rp, code, verifier = rp_and_code
+    page = client.get("/logout")
+    client.post("/logout", data={"confirm": "yes", "csrf_token": csrf_from(page.text)})
+    response = exchange(client, rp, code, verifier)
+    assert response.status_code == 400 and _error(response) == "invalid_grant"

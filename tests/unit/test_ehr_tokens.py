@@ -105,6 +105,20 @@ def test_foreign_keys_and_symmetric_algorithms_are_refused(idp, verifier):
             verifier.verify(bad)
 
 
+def test_an_unsigned_token_alg_none_is_refused(idp, verifier):
+    import base64
+    import json
+
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    good = jwt.decode(idp.token(), KeySet(idp.keys)).claims
+    for header in ({"alg": "none", "typ": "at+jwt"}, {"alg": "none", "typ": "at+jwt",
+                                                       "kid": "k1"}):
+        with pytest.raises(TokenError):
+            verifier.verify(f"{part(header)}.{part(good)}.")
+
+
 def test_unknown_kid_refetches_the_key_set_once(idp, verifier):
     verifier.verify(idp.token())
     assert idp.jwks_fetches == 1

@@ -1,0 +1,434 @@
+"""Admin console pages (registered on the admin blueprint): clients, users, audit, alerts.
+
+Every route checks the role it needs and a recent authentication (require_admin); every POST
+carries a CSRF token (CSRFProtect); every change is audited as "admin:<user id>" in the same
+transaction as the change."""
+
+from __future__ import annotations
+
+from flask import (
+    Response,
+    abort,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from sqlalchemy import select
+
+from idp import clock
+from idp.accounts import lockout, reset
+from idp.accounts import settings as account_settings
+from idp.accounts.models import User
+from idp.admin import service
+from idp.admin.access import (
+    ADMIN_ROLES,
+    CONSOLE_ROLES,
+    SECURITY_ROLES,
+    actor,
+    require_admin,
+)
+from idp.admin.forms import ClientForm, RegistrationTokenForm, lines
+from idp.admin.models import SecurityAlert
+from idp.admin.views import bp
+from idp.audit import service as audit
+from idp.extensions import db
+from idp.mfa import manage as mfa_manage
+from idp.mfa.models import Factor
+from idp.oidc import clients as client_service
+from idp.oidc.models import Client
+from idp.oidc.tokens import revoke_session_tokens
+from idp.sessions import service as sessions
+from idp.sessions.models import SsoSession
+
+Page = Response | str | tuple[str, int]
+
+
+@bp.get("/")
+def index() -> Page:
+    sso = require_admin(CONSOLE_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    return render_template("admin/index.html", role=sso.user.role)
+
+
+# -- clients -------------------------------------------------------------------------------
+def _client(client_id: str) -> Client:
+    client = db.session.execute(select(Client).where(Client.client_id == client_id[:64])
+                                ).scalar_one_or_none()
+    if client is None:
+        abort(404)
+    return client
+
+
+@bp.get("/clients")
+def clients() -> Page:
+    sso = require_admin(ADMIN_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    rows = db.session.execute(select(Client).order_by(Client.client_name)).scalars().all()
+    return render_template("admin/clients.html", clients=rows, token_form=RegistrationTokenForm())
+
+
+def _form_values(form: ClientForm) -> dict:
+    return {"name": (form.client_name.data or "").strip(),
+            "redirect_uris": lines(form.redirect_uris.data),
+            "post_logout_redirect_uris": lines(form.post_logout_redirect_uris.data),
+            "backchannel_logout_uri": (form.backchannel_logout_uri.data or "").strip() or None,
+            "grant_types": list(form.grant_types.data or []),
+            "scope": (form.scope.data or "").strip(),
+            "auth_method": form.token_endpoint_auth_method.data,
+            "first_party": bool(form.first_party.data),
+            "require_pkce": bool(form.require_pkce.data)}
+
+
+@bp.route("/clients/new", methods=["GET", "POST"])
+def client_new() -> Page:
+    sso = require_admin(ADMIN_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    form = ClientForm()
+    if request.method == "GET":
+        return render_template("admin/client_form.html", form=form, client=None)
+    if not form.validate_on_submit():
+        return render_template("admin/client_form.html", form=form, client=None,
+                               error="Check the fields marked below."), 400
+    values = _form_values(form)
+    if not values["grant_types"]:
+        return render_template("admin/client_form.html", form=form, client=None,
+                               error="grant-type: choose at least one"), 400
+    try:
+        new = client_service.create_client(
+            name=values["name"], redirect_uris=values["redirect_uris"],
+            public=values["auth_method"] == "none", grant_types=values["grant_types"],
+            scope=values["scope"], post_logout_redirect_uris=values["post_logout_redirect_uris"],
+            backchannel_logout_uri=values["backchannel_logout_uri"],
+            first_party=values["first_party"], auth_method=values["auth_method"],
+            require_pkce=values["require_pkce"], actor=actor(sso))
+    except client_service.ClientError as exc:
+        db.session.rollback()
+        return render_template("admin/client_form.html", form=form, client=None,
+                               error=str(exc)), 400
+    db.session.commit()
+    return render_template("admin/client_secret.html", client=new.client,
+                           secret=new.client_secret, created=True)
+
+
+@bp.route("/clients/<client_id>", methods=["GET", "POST"])
+def client_edit(client_id: str) -> Page:
+    sso = require_admin(ADMIN_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    client = _client(client_id)
+    if request.method == "GET":
+        form = ClientForm(data={
+            "client_name": client.client_name,
+            "redirect_uris": "\n".join(client.redirect_uris or []),
+            "post_logout_redirect_uris": "\n".join(client.post_logout_redirect_uris or []),
+            "backchannel_logout_uri": client.backchannel_logout_uri or "",
+            "grant_types": list(client.grant_types or []), "scope": client.scope,
+            "token_endpoint_auth_method": client.token_endpoint_auth_method,
+            "require_pkce": client.require_pkce, "first_party": client.first_party})
+        return render_template("admin/client_form.html", form=form, client=client)
+    form = ClientForm()
+    if not form.validate_on_submit():
+        return render_template("admin/client_form.html", form=form, client=client,
+                               error="Check the fields marked below."), 400
+    values = _form_values(form)
+    try:
+        secret = client_service.update_client(
+            client, name=values["name"], redirect_uris=values["redirect_uris"],
+            grant_types=values["grant_types"] or None, scope=values["scope"],
+            post_logout_redirect_uris=values["post_logout_redirect_uris"],
+            backchannel_logout_uri=values["backchannel_logout_uri"],
+            auth_method=values["auth_method"], first_party=values["first_party"],
+            require_pkce=values["require_pkce"], actor=actor(sso))
+    except client_service.ClientError as exc:
+        db.session.rollback()
+        return render_template("admin/client_form.html", form=form, client=client,
+                               error=str(exc)), 400
+    db.session.commit()
+    if secret:
+        return render_template("admin/client_secret.html", client=client, secret=secret)
+    return redirect(url_for("admin.client_edit", client_id=client.client_id, saved=1))
+
+
+@bp.post("/clients/<client_id>/rotate-secret")
+def client_rotate(client_id: str) -> Page:
+    sso = require_admin(ADMIN_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    client = _client(client_id)
+    try:
+        secret = client_service.rotate_secret(client, actor=actor(sso))
+    except client_service.ClientError as exc:
+        db.session.rollback()
+        return render_template("admin/message.html", title="Secret not rotated",
+                               message=str(exc)), 400
+    db.session.commit()
+    return render_template("admin/client_secret.html", client=client, secret=secret)
+
+
+@bp.post("/clients/<client_id>/disable")
+def client_disable(client_id: str) -> Response:
+    return _client_disabled(client_id, True)
+
+
+@bp.post("/clients/<client_id>/enable")
+def client_enable(client_id: str) -> Response:
+    return _client_disabled(client_id, False)
+
+
+def _client_disabled(client_id: str, disabled: bool) -> Response:
+    sso = require_admin(ADMIN_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    client_service.set_client_disabled(_client(client_id), disabled, actor=actor(sso))
+    db.session.commit()
+    return redirect(url_for("admin.client_edit", client_id=client_id))
+
+
+@bp.post("/clients/<client_id>/delete")
+def client_delete(client_id: str) -> Response:
+    sso = require_admin(ADMIN_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    client = _client(client_id)
+    from idp.admin.models import RegistrationAccessToken
+
+    db.session.query(RegistrationAccessToken).filter_by(client_id=client.client_id).delete()
+    client_service.delete_client(client, actor=actor(sso))
+    db.session.commit()
+    return redirect(url_for("admin.clients"))
+
+
+@bp.post("/registration-tokens")
+def registration_token() -> Page:
+    """An initial access token for RFC 7591 registration at /register, shown once."""
+    sso = require_admin(ADMIN_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    form = RegistrationTokenForm()
+    if not form.validate_on_submit():
+        return render_template("admin/message.html", title="No token issued",
+                               message="Give a validity of 1-720 hours and 1-100 uses."), 400
+    issued = service.issue_initial_token(actor=actor(sso), lifetime=form.lifetime_hours.data * 3600,
+                                         uses=form.uses.data, note=form.note.data)
+    db.session.commit()
+    return render_template("admin/registration_token.html", issued=issued)
+
+
+# -- users ---------------------------------------------------------------------------------
+def _user(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        abort(404)
+    return user
+
+
+@bp.get("/users")
+def users() -> Page:
+    sso = require_admin(SECURITY_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    text = request.args.get("q", "")
+    return render_template("admin/users.html", q=text[:100], users=service.search_users(text))
+
+
+@bp.get("/users/<int(max=2147483647):user_id>")
+def user_page(user_id: int) -> Page:
+    sso = require_admin(SECURITY_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    user = _user(user_id)
+    factors = db.session.execute(select(Factor).where(Factor.user_id == user.id)
+                                 .order_by(Factor.id)).scalars().all()
+    return render_template(
+        "admin/user.html", user=user, factors=factors,
+        sessions=account_settings.live_sessions(user), logins=service.recent_logins(user.id),
+        locked=lockout.is_locked(user), is_admin=sso.user.role in ADMIN_ROLES,
+        done=DONE.get(request.args.get("done", "")))
+
+
+def _user_action(user_id: int, roles: tuple[str, ...] = ADMIN_ROLES):
+    sso = require_admin(roles)
+    if isinstance(sso, Response):
+        return sso, None
+    return sso, _user(user_id)
+
+
+# What the user page says after an action (the query names a key, never free text).
+DONE = {
+    "unlocked": "Account unlocked.",
+    "self_disable": "You cannot disable your own account.",
+    "disabled": "Account disabled; its sessions ended and its tokens were revoked.",
+    "enabled": "Account enabled.",
+    "mfa_reset": "Every sign-in method was removed and every session ended; the next sign-in "
+                 "enrolls again.",
+    "reset_sent": "A password reset link was emailed to the account's address.",
+    "reset_failed": "The mail server did not accept the reset email; try again.",
+    "reset_disabled": "The account is disabled; enable it first.",
+    "session_gone": "That session had ended already.",
+    "session_ended": "Session ended; its tokens were revoked.",
+    "sessions_ended": "Every session ended; every token revoked.",
+}
+
+
+def _back(user: User, done: str) -> Response:
+    return redirect(url_for("admin.user_page", user_id=user.id, done=done))
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/unlock")
+def user_unlock(user_id: int) -> Response:
+    sso, user = _user_action(user_id)
+    if user is None:
+        return sso
+    lockout.unlock(user)
+    audit.record("user.unlocked", user_id=user.id, actor=actor(sso))
+    db.session.commit()
+    return _back(user, "unlocked")
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/disable")
+def user_disable(user_id: int) -> Response:
+    sso, user = _user_action(user_id)
+    if user is None:
+        return sso
+    if user.id == sso.user_id:
+        return _back(user, "self_disable")
+    account_settings.set_disabled(user, True, actor=actor(sso))
+    db.session.commit()
+    return _back(user, "disabled")
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/enable")
+def user_enable(user_id: int) -> Response:
+    sso, user = _user_action(user_id)
+    if user is None:
+        return sso
+    account_settings.set_disabled(user, False, actor=actor(sso))
+    db.session.commit()
+    return _back(user, "enabled")
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/reset-mfa")
+def user_reset_mfa(user_id: int) -> Response:
+    """Every factor removed and every session ended: the next sign-in enrolls again."""
+    sso, user = _user_action(user_id)
+    if user is None:
+        return sso
+    mfa_manage.reset(user, actor=actor(sso))
+    account_settings.sign_out_everywhere(user, "mfa_reset", actor=actor(sso))
+    db.session.commit()
+    return _back(user, "mfa_reset")
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/send-reset")
+def user_send_reset(user_id: int) -> Response:
+    sso, user = _user_action(user_id)
+    if user is None:
+        return sso
+    if user.disabled:
+        return _back(user, "reset_disabled")
+    link = reset.issue_link(user)
+    audit.record("password.reset_link_sent", user_id=user.id, actor=actor(sso))
+    db.session.commit()
+    sent = reset.send_link(link, helpdesk=True)
+    return _back(user, "reset_sent" if sent else "reset_failed")
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/sessions/<sid>/end")
+def user_end_session(user_id: int, sid: str) -> Response:
+    sso, user = _user_action(user_id, SECURITY_ROLES)
+    if user is None:
+        return sso
+    sid = sid[:64]
+    # sessions.end_where: the one place a session ends (its RPs get back-channel logout tokens)
+    ended = sessions.end_where(SsoSession.id == sid, SsoSession.user_id == user.id,
+                               reason="admin")
+    if not ended:
+        return _back(user, "session_gone")
+    revoke_session_tokens(sid)
+    audit.record("session.ended", user_id=user.id, actor=actor(sso), sid=sid)
+    db.session.commit()
+    return _back(user, "session_ended")
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/sessions/end-all")
+def user_end_all(user_id: int) -> Response:
+    sso, user = _user_action(user_id, SECURITY_ROLES)
+    if user is None:
+        return sso
+    current = sso if sso.user_id == user.id else None
+    account_settings.sign_out_everywhere(user, "admin", current, actor=actor(sso))
+    db.session.commit()
+    return _back(user, "sessions_ended")
+
+
+# -- audit ---------------------------------------------------------------------------------
+@bp.get("/audit")
+def audit_log() -> Page:
+    sso = require_admin(SECURITY_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    flt = service.AuditFilter.from_args(request.args)
+    before = request.args.get("before", "")
+    try:
+        rows = service.audit_page(flt, int(before) if before.isdigit() and len(before) < 10
+                                  else None)
+    except service.FilterError as exc:
+        return render_template("admin/audit.html", flt=flt, rows=[], error=str(exc)), 400
+    return render_template("admin/audit.html", flt=flt, rows=rows,
+                           older=rows[-1].seq if len(rows) == service.AUDIT_PAGE else None)
+
+
+@bp.get("/audit/export.jsonl")
+def audit_export() -> Page:
+    """The filtered events as JSON Lines, oldest first, with prev_hash and hash: anyone can
+    re-hash each line (and the links between consecutive events) offline."""
+    sso = require_admin(SECURITY_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    flt = service.AuditFilter.from_args(request.args)
+    try:
+        service.audit_query(flt)
+    except service.FilterError as exc:
+        return render_template("admin/message.html", title="Export refused",
+                               message=str(exc)), 400
+    audit.record("admin.audit_exported", user_id=sso.user_id, actor=actor(sso),
+                 filters=flt.as_args())
+    db.session.commit()
+    stamp = clock.now().strftime("%Y%m%dT%H%M%SZ")
+    return Response(stream_with_context(service.export_lines(flt)),
+                    mimetype="application/jsonl",
+                    headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.jsonl"',
+                             "Cache-Control": "no-store"})
+
+
+# -- alerts --------------------------------------------------------------------------------
+@bp.get("/alerts")
+def alerts() -> Page:
+    sso = require_admin(SECURITY_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    state = request.args.get("state", "")
+    return render_template("admin/alerts.html", alerts=service.alerts(state or None),
+                           state=state, states=service.ALERT_STATES)
+
+
+@bp.post("/alerts/<int(max=2147483647):alert_id>/state")
+def alert_state(alert_id: int) -> Page:
+    sso = require_admin(SECURITY_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    alert = db.session.get(SecurityAlert, alert_id)
+    if alert is None:
+        abort(404)
+    try:
+        service.set_alert_state(alert, request.form.get("state", ""), actor=actor(sso))
+    except ValueError:
+        return render_template("admin/message.html", title="Not changed",
+                               message="Unknown alert state."), 400
+    db.session.commit()
+    return redirect(url_for("admin.alerts"))

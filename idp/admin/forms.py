@@ -1,0 +1,53 @@
+"""Admin console forms (Flask-WTF: every POST carries a CSRF token)."""
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    IntegerField,
+    SelectChoice,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES
+
+
+class MultiCheckboxField(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+def lines(text: str | None) -> list[str]:
+    """One URI per line (blank lines ignored)."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+class ClientForm(FlaskForm):
+    client_name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    redirect_uris = TextAreaField("Redirect URIs (one per line)", validators=[Length(max=8000)])
+    post_logout_redirect_uris = TextAreaField("Post-logout redirect URIs (one per line)",
+                                              validators=[Length(max=8000)])
+    backchannel_logout_uri = StringField("Back-channel logout URI",
+                                         validators=[Optional(), Length(max=500)])
+    grant_types = MultiCheckboxField("Grant types",
+                                     choices=[SelectChoice(g) for g in GRANT_TYPES],
+                                     default=["authorization_code", "refresh_token"])
+    scope = StringField("Scopes (space-separated)", default="openid profile email",
+                        validators=[DataRequired(), Length(max=1000)])
+    token_endpoint_auth_method = SelectField("Token endpoint authentication",
+                                             choices=[SelectChoice(m) for m in AUTH_METHODS],
+                                             default="client_secret_basic")
+    require_pkce = BooleanField("Require PKCE", default=True)
+    first_party = BooleanField("First party (no consent page)")
+
+
+class RegistrationTokenForm(FlaskForm):
+    lifetime_hours = IntegerField("Valid for (hours)", default=24,
+                                  validators=[DataRequired(), NumberRange(min=1, max=720)])
+    uses = IntegerField("Registrations allowed", default=1,
+                        validators=[DataRequired(), NumberRange(min=1, max=100)])
+    note = StringField("Note (who it is for)", validators=[Optional(), Length(max=200)])

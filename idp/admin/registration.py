@@ -1,0 +1,227 @@
+"""Dynamic client registration: RFC 7591 at /register (Bearer initial access token an admin
+issued) and RFC 7592 client configuration at /register/<client_id> (Bearer registration access
+token returned at registration). Thin JSON views over idp.oidc.clients: the metadata rules are
+those of the CLI and the admin console.
+
+Authlib's ClientRegistrationEndpoint generates and returns secrets it expects the storage to
+keep, and validates metadata with its own claim classes; our secrets are stored only hashed and
+our URI rules are stricter, so these views call create_client/update_client directly.
+Registered clients are never first party (users see the consent page) and always use PKCE."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import select
+
+from idp import clock
+from idp.admin import service
+from idp.admin.models import RegistrationAccessToken
+from idp.context import settings
+from idp.extensions import csrf, db
+from idp.oidc import clients as client_service
+from idp.oidc.models import Client, digest
+
+bp = Blueprint("registration", __name__)
+csrf.exempt(bp)
+
+URI_FIELDS = ("redirect-uri", "post-logout-redirect-uri", "backchannel-logout-uri")
+LIST_FIELDS = ("redirect_uris", "post_logout_redirect_uris", "grant_types", "response_types")
+STRING_FIELDS = ("client_name", "scope", "token_endpoint_auth_method", "backchannel_logout_uri")
+
+
+def _error(code: str, description: str, status: int = 400) -> Response:
+    response = jsonify({"error": code, "error_description": description})
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _invalid_token(description: str) -> Response:
+    response = _error("invalid_token", description, 401)
+    response.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", ' \
+                                           f'error_description="{description}"'
+    return response
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip() or len(value) > 256:
+        return None
+    return value.strip()
+
+
+class MetadataError(ValueError):
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+
+
+def _metadata() -> dict[str, Any]:
+    """The request's JSON metadata with the types RFC 7591 gives each field we use."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise MetadataError("invalid_client_metadata", "the body must be a JSON object")
+    for name in LIST_FIELDS:
+        value = body.get(name)
+        if value is not None and (not isinstance(value, list) or
+                                  not all(isinstance(v, str) for v in value)):
+            raise MetadataError("invalid_client_metadata", f"{name} must be a list of strings")
+    for name in STRING_FIELDS:
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise MetadataError("invalid_client_metadata", f"{name} must be a string")
+    if "jwks_uri" in body:
+        raise MetadataError("invalid_client_metadata", "jwks_uri is not supported; send jwks")
+    if body.get("jwks") is not None and not isinstance(body["jwks"], dict):
+        raise MetadataError("invalid_client_metadata", "jwks must be a JWK set object")
+    grants = body.get("grant_types") or ["authorization_code"]
+    responses = body.get("response_types")
+    if responses is not None:
+        expected = ["code"] if "authorization_code" in grants else []
+        if sorted(set(responses)) != expected:
+            raise MetadataError("invalid_client_metadata",
+                                "response_types must be [\"code\"] with authorization_code "
+                                "and empty otherwise")
+    return {"name": body.get("client_name") or "Registered client",
+            "redirect_uris": body.get("redirect_uris") or [],
+            "post_logout_redirect_uris": body.get("post_logout_redirect_uris") or [],
+            "backchannel_logout_uri": body.get("backchannel_logout_uri") or None,
+            "grant_types": grants, "scope": body.get("scope") or None,
+            "auth_method": body.get("token_endpoint_auth_method") or "client_secret_basic",
+            "jwks": body.get("jwks")}
+
+
+def _client_error(exc: client_service.ClientError) -> Response:
+    message = str(exc)
+    field = message.split(":", 1)[0]
+    return _error("invalid_redirect_uri" if field in URI_FIELDS else "invalid_client_metadata",
+                  message)
+
+
+def _document(client: Client, **extra: Any) -> dict[str, Any]:
+    doc = {"client_id": client.client_id,
+           "client_id_issued_at": int(clock.aware(client.created_at).timestamp()),
+           "client_name": client.client_name, "redirect_uris": list(client.redirect_uris),
+           "post_logout_redirect_uris": list(client.post_logout_redirect_uris or []),
+           "grant_types": list(client.grant_types), "response_types": list(
+               client.response_types), "scope": client.scope,
+           "token_endpoint_auth_method": client.token_endpoint_auth_method,
+           "registration_client_uri": f"{settings().issuer}/register/{client.client_id}"}
+    if client.backchannel_logout_uri:
+        doc["backchannel_logout_uri"] = client.backchannel_logout_uri
+    if client.jwks:
+        doc["jwks"] = client.jwks
+    if client.client_secret_hash:
+        doc["client_secret_expires_at"] = 0
+    doc.update({k: v for k, v in extra.items() if v is not None})
+    return doc
+
+
+def _json(doc: dict, status: int = 200) -> Response:
+    response = jsonify(doc)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+@bp.post("/register")
+def register() -> Response:
+    token = _bearer()
+    if token is None:
+        return _invalid_token("an initial access token is required")
+    token_id = service.use_initial_token(token)
+    if token_id is None:
+        db.session.rollback()
+        return _invalid_token("the initial access token is unknown, used up or expired")
+    try:
+        meta = _metadata()
+        new = client_service.create_client(
+            name=meta["name"], redirect_uris=meta["redirect_uris"],
+            public=meta["auth_method"] == "none", grant_types=meta["grant_types"],
+            scope=meta["scope"], post_logout_redirect_uris=meta["post_logout_redirect_uris"],
+            backchannel_logout_uri=meta["backchannel_logout_uri"], first_party=False,
+            auth_method=meta["auth_method"], jwks=meta["jwks"], require_pkce=True,
+            actor=f"registration:{token_id}")
+    except MetadataError as exc:
+        db.session.rollback()  # the token's use is given back
+        return _error(exc.code, str(exc))
+    except client_service.ClientError as exc:
+        db.session.rollback()
+        return _client_error(exc)
+    access = secrets.token_urlsafe(32)
+    db.session.add(RegistrationAccessToken(client_id=new.client.client_id,
+                                           token_hash=digest(access), created_at=clock.now()))
+    db.session.commit()
+    return _json(_document(new.client, client_secret=new.client_secret,
+                           registration_access_token=access), 201)
+
+
+def _managed(client_id: str) -> Client | Response:
+    """The client the registration access token manages, or a 401."""
+    token = _bearer()
+    if token is None:
+        return _invalid_token("a registration access token is required")
+    row = db.session.execute(select(RegistrationAccessToken).where(
+        RegistrationAccessToken.token_hash == digest(token))).scalar_one_or_none()
+    if row is None or not hmac.compare_digest(row.client_id, client_id[:64]):
+        return _invalid_token("the registration access token is not valid for this client")
+    client = db.session.execute(select(Client).where(Client.client_id == row.client_id)
+                                ).scalar_one_or_none()
+    if client is None:
+        return _invalid_token("the client no longer exists")
+    return client
+
+
+@bp.get("/register/<client_id>")
+def read(client_id: str) -> Response:
+    client = _managed(client_id)
+    if isinstance(client, Response):
+        return client
+    return _json(_document(client))
+
+
+@bp.put("/register/<client_id>")
+def replace(client_id: str) -> Response:
+    client = _managed(client_id)
+    if isinstance(client, Response):
+        return client
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or body.get("client_id") != client.client_id:
+        return _error("invalid_client_metadata", "client_id must be the client's own")
+    secret = body.get("client_secret")
+    if secret is not None and not client.check_client_secret(secret):
+        return _error("invalid_client_metadata", "client_secret does not match")
+    try:
+        meta = _metadata()
+        new_secret = client_service.update_client(
+            client, name=meta["name"], redirect_uris=meta["redirect_uris"],
+            grant_types=meta["grant_types"], scope=meta["scope"],
+            post_logout_redirect_uris=meta["post_logout_redirect_uris"],
+            backchannel_logout_uri=meta["backchannel_logout_uri"],
+            auth_method=meta["auth_method"], first_party=False, require_pkce=True,
+            jwks=meta["jwks"], actor=f"client:{client.client_id}")
+    except MetadataError as exc:
+        db.session.rollback()
+        return _error(exc.code, str(exc))
+    except client_service.ClientError as exc:
+        db.session.rollback()
+        return _client_error(exc)
+    db.session.commit()
+    return _json(_document(client, client_secret=new_secret))
+
+
+@bp.delete("/register/<client_id>")
+def remove(client_id: str) -> Response:
+    client = _managed(client_id)
+    if isinstance(client, Response):
+        return client
+    db.session.query(RegistrationAccessToken).filter_by(client_id=client.client_id).delete()
+    client_service.delete_client(client, actor=f"client:{client.client_id}")
+    db.session.commit()
+    return Response(status=204, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,211 @@
+"""Admin console logic: user search, audit queries and JSON Lines export, initial access
+tokens for dynamic client registration, security alert states. No Flask request objects."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Select, func, or_, select, update
+
+from idp import clock
+from idp.accounts.models import User
+from idp.admin.models import InitialAccessToken, SecurityAlert
+from idp.audit import service as audit
+from idp.audit.models import AuditEvent
+from idp.extensions import db
+from idp.oidc.models import digest
+
+SEARCH_LIMIT = 50
+AUDIT_PAGE = 100
+ALERT_STATES = ("new", "acknowledged", "resolved")
+
+
+# -- users ---------------------------------------------------------------------------------
+def search_users(text: str) -> list[User]:
+    """Accounts whose name, username, NPI or email contains the text (case-insensitive)."""
+    text = (text or "").strip()[:100]
+    if not text:
+        return []
+    like = f"%{text.lower().replace('%', '').replace('_', '')}%"
+    full_name = func.lower(User.given_name + " " + User.family_name)
+    return list(db.session.execute(select(User).where(or_(
+        func.lower(User.username).like(like), func.lower(User.email).like(like),
+        User.npi.like(like), full_name.like(like))).order_by(User.username)
+        .limit(SEARCH_LIMIT)).scalars())
+
+
+def recent_logins(user_id: int, limit: int = 20) -> list[AuditEvent]:
+    return list(db.session.execute(select(AuditEvent).where(
+        AuditEvent.user_id == user_id,
+        AuditEvent.event.in_(("login.success", "login.failure", "alert.unusual_sign_in")))
+        .order_by(AuditEvent.seq.desc()).limit(limit)).scalars())
+
+
+# -- audit ---------------------------------------------------------------------------------
+class FilterError(ValueError):
+    """A filter value cannot be used; the message says which."""
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    user: str = ""
+    event: str = ""
+    client_id: str = ""
+    ip: str = ""
+    since: str = ""
+    until: str = ""
+
+    @classmethod
+    def from_args(cls, args: dict) -> AuditFilter:
+        return cls(**{k: str(args.get(k, "") or "").strip()[:200]
+                      for k in cls.__dataclass_fields__})
+
+    def as_args(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+def _when(value: str, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise FilterError(f"{name}: use a date and time such as 2026-01-31T14:00") from None
+    return clock.aware(parsed)
+
+
+def audit_query(flt: AuditFilter) -> Select:
+    """Events matching the filter, newest first. `user` is a user id, username or NPI;
+    `event` an exact name, or a prefix ending in '.' or '*' (login.*)."""
+    query = select(AuditEvent)
+    if flt.user:
+        if flt.user.isdigit() and len(flt.user) < 10:
+            user_id = int(flt.user)
+        else:
+            found = db.session.execute(select(User.id).where(or_(
+                func.lower(User.username) == flt.user.lower(), User.npi == flt.user))).first()
+            user_id = found[0] if found else -1
+        query = query.where(AuditEvent.user_id == user_id)
+    if flt.event:
+        if flt.event.endswith(("*", ".")):
+            prefix = flt.event.rstrip("*")
+            query = query.where(AuditEvent.event.startswith(prefix, autoescape=True))
+        else:
+            query = query.where(AuditEvent.event == flt.event)
+    if flt.client_id:
+        query = query.where(AuditEvent.client_id == flt.client_id)
+    if flt.ip:
+        query = query.where(AuditEvent.ip == flt.ip)
+    since, until = _when(flt.since, "since"), _when(flt.until, "until")
+    if since:
+        query = query.where(AuditEvent.at >= since)
+    if until:
+        query = query.where(AuditEvent.at <= until)
+    return query.order_by(AuditEvent.seq.desc())
+
+
+def audit_page(flt: AuditFilter, before: int | None = None) -> list[AuditEvent]:
+    query = audit_query(flt)
+    if before:
+        query = query.where(AuditEvent.seq < before)
+    return list(db.session.execute(query.limit(AUDIT_PAGE)).scalars())
+
+
+def event_record(item: AuditEvent) -> dict:
+    """An event with every field its hash covers, as the chain hashed it."""
+    return {"seq": item.seq, "at": clock.aware(item.at).isoformat(), "event": item.event,
+            "user_id": item.user_id, "client_id": item.client_id, "ip": item.ip,
+            "actor": item.actor, "user_agent": item.user_agent, "detail": item.detail or {},
+            "prev_hash": item.prev_hash, "hash": item.hash}
+
+
+def export_lines(flt: AuditFilter, batch: int = 500) -> Iterator[str]:
+    """JSON Lines, oldest first, read in batches by seq so memory stays flat."""
+    base = audit_query(flt).order_by(None).order_by(AuditEvent.seq)
+    last = 0
+    while True:
+        rows = list(db.session.execute(base.where(AuditEvent.seq > last).limit(batch))
+                    .scalars())
+        if not rows:
+            return
+        for item in rows:
+            yield json.dumps(event_record(item), sort_keys=True, separators=(",", ":")) + "\n"
+        last = rows[-1].seq
+
+
+def verify_lines(lines: Iterable[str]) -> tuple[bool, int, int | None]:
+    """Re-hash exported lines. Every line must hash to its `hash`; consecutive seqs must link
+    (prev_hash = the previous line's hash). A filtered export has gaps: those are not links.
+    Returns (intact, lines checked, first broken seq)."""
+    prev: dict | None = None
+    count = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        digest_ = audit._hash(row["prev_hash"], row["seq"], row["at"], row["event"],
+                              row["user_id"], row["client_id"], row["ip"], row["actor"],
+                              row["user_agent"], row["detail"])
+        linked = prev is None or prev["seq"] + 1 != row["seq"] or \
+            prev["hash"] == row["prev_hash"]
+        if digest_ != row["hash"] or not linked:
+            return False, count, row["seq"]
+        prev, count = row, count + 1
+    return True, count, None
+
+
+# -- dynamic client registration: initial access tokens ------------------------------------
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str  # shown once
+    expires_at: datetime
+    uses: int
+
+
+def issue_initial_token(*, actor: str, lifetime: int, uses: int = 1,
+                        note: str | None = None) -> IssuedToken:
+    if lifetime <= 0 or uses <= 0:
+        raise ValueError("lifetime and uses must be positive")
+    token = secrets.token_urlsafe(32)
+    now = clock.now()
+    item = InitialAccessToken(token_hash=digest(token), created_at=now,
+                              expires_at=now + timedelta(seconds=lifetime), uses_left=uses,
+                              created_by=actor, note=(note or None) and note[:200])
+    db.session.add(item)
+    db.session.flush()
+    audit.record("registration.token_issued", actor=actor, token_id=item.id, uses=uses,
+                 expires_at=item.expires_at.isoformat())
+    return IssuedToken(token, item.expires_at, uses)
+
+
+def use_initial_token(token: str) -> int | None:
+    """Spend one use of a valid initial access token in one UPDATE; its id, or None."""
+    if not token or len(token) > 128:
+        return None
+    row = db.session.execute(
+        update(InitialAccessToken).where(
+            InitialAccessToken.token_hash == digest(token), InitialAccessToken.uses_left > 0,
+            InitialAccessToken.expires_at > clock.now())
+        .values(uses_left=InitialAccessToken.uses_left - 1)
+        .returning(InitialAccessToken.id).execution_options(synchronize_session=False)).first()
+    return row[0] if row else None
+
+
+# -- alerts --------------------------------------------------------------------------------
+def alerts(state: str | None = None, limit: int = 100) -> list[SecurityAlert]:
+    query = select(SecurityAlert).order_by(SecurityAlert.id.desc()).limit(limit)
+    if state in ALERT_STATES:
+        query = query.where(SecurityAlert.state == state)
+    return list(db.session.execute(query).scalars())
+
+
+def set_alert_state(alert: SecurityAlert, state: str, *, actor: str) -> None:
+    if state not in ALERT_STATES:
+        raise ValueError("unknown alert state")
+    alert.state, alert.updated_by = state, actor
+    audit.record("alert.state_changed", user_id=alert.user_id, actor=actor, alert_id=alert.id,
+                 state=state)

@@ -1,0 +1,133 @@
+"""Security alerts at sign-in: a new device and a new network each send one email (real SMTP)
+and write an audit event and an alert; a known device on a known network sends none; a second
+live session from another network is flagged; the admin console lists and triages alerts."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from idp.admin.models import SecurityAlert
+from idp.audit import service as audit
+from idp.audit.alerts import network
+from idp.audit.models import AuditEvent
+from idp.extensions import db
+from tests.helpers import csrf_from, login, make_user
+
+LAPTOP = "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36"
+PHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Safari/604.1"
+
+
+def _browser(app, ip: str, agent: str):
+    http = app.test_client()
+    http.environ_base.update({"REMOTE_ADDR": ip, "HTTP_USER_AGENT": agent})
+    return http
+
+
+def _signed_in(app, ip: str, agent: str, logout: bool = True):
+    http = _browser(app, ip, agent)
+    assert login(http).status_code == 302
+    if logout:
+        page = http.get("/logout")
+        if page.status_code == 200 and "csrf_token" in page.text:
+            done = http.post("/logout", data={"csrf_token": csrf_from(page.text),
+                                              "confirm": "yes"})
+            assert done.status_code in (200, 302)
+        assert http.get("/account").status_code == 302  # signed out
+    return http
+
+
+def _alerts() -> list[AuditEvent]:
+    return list(db.session.execute(select(AuditEvent).where(
+        AuditEvent.event == "alert.unusual_sign_in").order_by(AuditEvent.seq)).scalars())
+
+
+def test_network_prefixes():
+    assert network("10.1.2.3") == network("10.1.2.200") == "10.1.2.0/24"
+    assert network("10.1.3.3") != network("10.1.2.3")
+    assert network("2001:db8:1:2::5") == "2001:db8:1::/48"
+    assert network("not-an-ip") is None and network(None) is None
+
+
+def test_first_and_familiar_sign_ins_send_nothing(ctx, mailbox):
+    make_user()
+    _signed_in(ctx, "10.1.2.3", LAPTOP)  # the first sign-in: nothing to compare with
+    _signed_in(ctx, "10.1.2.77", LAPTOP)  # same device, same /24
+    assert mailbox.to("drsmith@hospital.example") == []
+    assert _alerts() == [] and db.session.execute(select(SecurityAlert)).first() is None
+
+
+def test_new_device_sends_one_email(ctx, mailbox):
+    user = make_user()
+    _signed_in(ctx, "10.1.2.3", LAPTOP)
+    _signed_in(ctx, "10.1.2.3", PHONE)
+    [mail] = mailbox.to(user.email)
+    body = mailbox.body(mail)
+    assert mail["Subject"] == "New sign-in to your account"
+    assert "device or browser not used before" in body and "network" not in body.split(
+        "with:")[1].split("Browser:")[0]
+    assert "contact your IT helpdesk" in body
+    [event] = _alerts()
+    assert event.detail["reasons"] == ["new_device"] and event.user_id == user.id
+    alert = db.session.execute(select(SecurityAlert)).scalar_one()
+    assert alert.state == "new" and alert.detail["ip"] == "10.1.2.3"
+    assert audit.verify()[0]
+
+
+def test_new_network_sends_one_email(ctx, mailbox):
+    user = make_user()
+    _signed_in(ctx, "10.1.2.3", LAPTOP)
+    _signed_in(ctx, "172.16.9.4", LAPTOP)
+    [mail] = mailbox.to(user.email)
+    assert "network not seen for your account" in mailbox.body(mail)
+    assert _alerts()[0].detail["reasons"] == ["new_network"]
+    # the same network again is known now
+    _signed_in(ctx, "172.16.9.99", LAPTOP)
+    assert len(mailbox.to(user.email)) == 1
+
+
+def test_a_network_not_seen_for_90_days_counts_as_new(ctx, mailbox, frozen):
+    user = make_user()
+    _signed_in(ctx, "10.1.2.3", LAPTOP)
+    _signed_in(ctx, "172.16.9.4", LAPTOP)
+    mailbox.messages.clear()
+    frozen.advance(91 * 86400)
+    from tests.helpers import acknowledge_days
+
+    acknowledge_days(user, range(-1, 3))
+    db.session.commit()
+    _signed_in(ctx, "10.1.2.3", LAPTOP)
+    assert len(mailbox.to(user.email)) == 1
+    assert _alerts()[-1].detail["reasons"] == ["new_network"]
+
+
+def test_simultaneous_sessions_from_two_networks(ctx, mailbox):
+    user = make_user()
+    _signed_in(ctx, "10.1.2.3", LAPTOP)
+    _signed_in(ctx, "172.16.9.4", LAPTOP)  # new network (alert 1), logged out after
+    mailbox.messages.clear()
+    _signed_in(ctx, "10.1.2.3", LAPTOP, logout=False)  # still signed in here
+    assert mailbox.to(user.email) == []
+    _signed_in(ctx, "172.16.9.4", LAPTOP, logout=False)  # known network, but concurrent
+    [mail] = mailbox.to(user.email)
+    assert "also signed in from another network" in mailbox.body(mail)
+    assert _alerts()[-1].detail["reasons"] == ["simultaneous_sessions"]
+
+
+def test_security_staff_triage_alerts(ctx, mailbox):
+    make_user()
+    _signed_in(ctx, "10.1.2.3", LAPTOP)
+    _signed_in(ctx, "10.1.2.3", PHONE)
+    officer = make_user("sec.officer", npi=None, role="security")
+    staff = ctx.test_client()
+    login(staff, "sec.officer")
+    page = staff.get("/admin/alerts")
+    assert page.status_code == 200 and "unusual_sign_in" in page.text
+    alert = db.session.execute(select(SecurityAlert)).scalar_one()
+    response = staff.post(f"/admin/alerts/{alert.id}/state",
+                          data={"state": "acknowledged", "csrf_token": csrf_from(page.text)})
+    assert response.status_code == 302
+    db.session.refresh(alert)
+    assert alert.state == "acknowledged" and alert.updated_by == f"admin:{officer.id}"
+    assert staff.post(f"/admin/alerts/{alert.id}/state", data={
+        "state": "bogus", "csrf_token": csrf_from(page.text)}).status_code == 400
+    assert "state=new" in page.text

@@ -1,0 +1,149 @@
+"""SQL statement budgets of the hot protocol paths (issue 9: no N+1, the database touched as
+little as possible per token request).
+
+Each test counts the statements one request sends to the database (SQLAlchemy's
+before_cursor_execute on db.engine) and fails above the budget. Budgets are what was measured
+when they were set plus at most one; lower them when a path gets cheaper, and raise one only
+with a reason in the commit.
+
+Measured on SQLite and PostgreSQL alike (issue 9 hot-path work; before it: 14, 13, 5, 2, 3):
+  authorization_code exchange   7: code+user (one SELECT, joined), UPDATE claiming the code,
+                                   INSERT access-token record, INSERT refresh token,
+                                   audit (UPDATE head RETURNING, UPDATE head hash, INSERT event)
+  refresh_token grant           8: token+user (one SELECT), acknowledgment check, UPDATE
+                                   rotating the token, 2 INSERTs, 3 audit statements
+  client_credentials            4: INSERT access-token record, 3 audit statements
+  userinfo                      1: access-token record+user (one SELECT)
+  introspection (JWT)           1: access-token record+user (one SELECT)
+The client row comes from the in-process cache (idp/oidc/client_cache.py) after the first
+request of a worker, which is the state these tests warm up to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event
+
+from idp.extensions import db
+from tests.helpers import basic, exchange, get_code, login, make_client, make_user
+
+# statement budgets per request: measured + 1 (see the docstring)
+BUDGET = {
+    "authorization_code": 8,
+    "refresh_token": 9,
+    "client_credentials": 5,
+    "userinfo": 2,
+    "introspection": 2,
+}
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.statements)
+
+    def report(self) -> str:
+        return "\n".join(f"  {i + 1}. {s.splitlines()[0][:160]}"
+                         for i, s in enumerate(self.statements))
+
+
+@contextmanager
+def counting(app) -> Iterator[Counter]:
+    counter = Counter()
+    with app.app_context():
+        engine = db.engine
+
+    def before(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        counter.statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def _check(name: str, counter: Counter) -> None:
+    print(f"{name}: {len(counter)} statements\n{counter.report()}")
+    assert len(counter) <= BUDGET[name], (
+        f"{name} sent {len(counter)} SQL statements (budget {BUDGET[name]}):\n"
+        f"{counter.report()}")
+
+
+@pytest.fixture
+def world(app, client):
+    with app.app_context():
+        make_user()
+        rp = make_client()
+        service = make_client(name="Service", redirect_uri="https://svc.example/cb",
+                              grant_types=["client_credentials"],
+                              scope="openid ehr.patients.read")
+    assert login(client).status_code == 302
+    return rp, service
+
+
+def _warm(client, rp, service) -> dict:
+    """One full round first, so that per-process caches (keys, clients) are as in a
+    long-running worker; the counted request comes after."""
+    code, verifier, _ = get_code(client, rp)
+    tokens = exchange(client, rp, code, verifier).get_json()
+    client.post("/token", headers=basic(service), data={"grant_type": "client_credentials"})
+    client.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    client.post("/introspect", headers=basic(rp), data={"token": tokens["access_token"]})
+    return tokens
+
+
+def test_authorization_code_exchange(app, client, world):
+    rp, service = world
+    _warm(client, rp, service)
+    code, verifier, _ = get_code(client, rp)
+    with counting(app) as counter:
+        response = exchange(client, rp, code, verifier)
+    assert response.status_code == 200, response.text
+    _check("authorization_code", counter)
+
+
+def test_refresh_token_grant(app, client, world):
+    rp, service = world
+    tokens = _warm(client, rp, service)
+    with counting(app) as counter:
+        response = client.post("/token", headers=basic(rp), data={
+            "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert response.status_code == 200, response.text
+    _check("refresh_token", counter)
+
+
+def test_client_credentials(app, client, world):
+    rp, service = world
+    _warm(client, rp, service)
+    with counting(app) as counter:
+        response = client.post("/token", headers=basic(service),
+                               data={"grant_type": "client_credentials",
+                                     "scope": "ehr.patients.read"})
+    assert response.status_code == 200, response.text
+    _check("client_credentials", counter)
+
+
+def test_userinfo(app, client, world):
+    rp, service = world
+    tokens = _warm(client, rp, service)
+    with counting(app) as counter:
+        response = client.get("/userinfo",
+                              headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert response.status_code == 200, response.text
+    _check("userinfo", counter)
+
+
+def test_introspection(app, client, world):
+    rp, service = world
+    tokens = _warm(client, rp, service)
+    with counting(app) as counter:
+        response = client.post("/introspect", headers=basic(rp),
+                               data={"token": tokens["access_token"]})
+    assert response.status_code == 200 and response.get_json()["active"] is True
+    _check("introspection", counter)
