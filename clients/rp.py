@@ -401,6 +401,15 @@ def healthz() -> dict[str, str]:
 
 
 # -- helpers for the apps' own views ---------------------------------------------------------
+def session_minutes_left() -> int:
+    """Minutes until this portal session's absolute end (the IdP's idle timeout, 30 minutes
+    without activity, may end it sooner)."""
+    started = session.get("signed_in_at")
+    if not isinstance(started, int):
+        return 0
+    return max(0, (started + SESSION_MAX_AGE - int(time.time())) // 60)
+
+
 def current_user() -> dict[str, Any] | None:
     return session.get("user")
 

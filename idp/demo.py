@@ -197,6 +197,23 @@ def ensure_client(spec: DemoClient, base_url: str, known_secret: str | None
     return "secret rotated", secret
 
 
+NATIVE_CLIENT_ID = "native-cli"
+NATIVE_REDIRECT = "http://127.0.0.1/callback"
+
+
+def ensure_native_client() -> str:
+    """The public client of `python -m clients.native_cli` (RFC 8252: loopback, any port)."""
+    client = db.session.execute(
+        select(Client).where(Client.client_id == NATIVE_CLIENT_ID)).scalar_one_or_none()
+    if client is not None:
+        return "unchanged"
+    create_client(name="Command-line app (native)", redirect_uris=[NATIVE_REDIRECT],
+                  public=True, loopback_any_port=True, first_party=True,
+                  scope="openid profile email roles offline_access", client_id=NATIVE_CLIENT_ID,
+                  actor="demo-seed")
+    return "created"
+
+
 # -- accounts --------------------------------------------------------------------------------
 def ensure_account(spec: DemoAccount, known_password: str | None) -> tuple[str, str]:
     """Create one account, or make its password the saved one; returns (status, password)."""
@@ -272,6 +289,8 @@ def seed(*, instance_dir: Path | None = None, portal_url: str = DEFAULT_PORTAL_U
         client_secrets[spec.client_id] = {"client_secret": secret}
         client_rows.append({"client_id": spec.client_id, "name": spec.name, "status": status,
                             "redirect_uri": f"{base_urls[key]}/callback"})
+
+    ensure_native_client()
 
     account_rows, passwords = [], {}
     for spec in ACCOUNTS:

@@ -23,4 +23,5 @@ def index() -> Response | str:
     panels = dashboard.load(current_app.config["EHR_API"], token, roles)
     labels = [dashboard.ROLE_LABELS.get(r, r) for r in roles]
     return render_template("index.html", user=user, role_labels=labels, panels=panels,
-                           ehr_url=current_app.config["EHR_API"])
+                           ehr_url=current_app.config["EHR_API"],
+                           minutes_left=rp.session_minutes_left())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -27,6 +28,21 @@ class ClientError(ValueError):
 class NewClient:
     client: Client
     client_secret: str | None  # shown once, never stored in clear
+
+
+# RFC 8252 §7.1 private-use URI scheme: a reverse domain name the app's publisher controls.
+PRIVATE_USE_SCHEME = re.compile(r"[a-z][a-z0-9-]*(\.[a-z0-9-]+)+")
+
+
+def validate_native_uri(uri: str, field: str) -> str:
+    """A native app's redirect: a loopback one (validate_uri), or RFC 8252 private-use scheme
+    `com.example.app:/callback` (reverse domain, single slash, no authority)."""
+    scheme, sep, rest = uri.partition(":")
+    if sep and PRIVATE_USE_SCHEME.fullmatch(scheme) and rest.startswith("/") and \
+            not rest.startswith("//") and "#" not in rest and "*" not in rest and \
+            rest.isprintable() and " " not in rest:
+        return uri
+    return validate_uri(uri, field)
 
 
 def validate_uri(uri: str, field: str) -> str:
@@ -89,7 +105,8 @@ def validate_metadata(*, name: str, redirect_uris: list[str], public: bool = Fal
         raise ClientError("grant-type: a public client cannot use client_credentials")
     if "authorization_code" in grant_types and not redirect_uris:
         raise ClientError("redirect-uri: at least one is needed for authorization_code")
-    uris = [validate_uri(u, "redirect-uri") for u in redirect_uris]
+    check = validate_native_uri if public else validate_uri
+    uris = [check(u, "redirect-uri") for u in redirect_uris]
     logout_uris = [validate_uri(u, "post-logout-redirect-uri")
                    for u in post_logout_redirect_uris or []]
     if backchannel_logout_uri:

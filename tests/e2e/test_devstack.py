@@ -247,6 +247,7 @@ def test_portal_sign_in_then_sso_to_the_ehr_then_logout(stack: Stack):
     assert dashboard.status_code == 200 and dashboard.url == f"{portal}/", dashboard.text[:2000]
     text = dashboard.text
     assert "Welcome, Alex Rivera" in text and "Physician" in text
+    assert "Your session ends in 11 h 59 min" in text or "Your session ends in 12 h 0 min" in text
     assert 'id="appointments"' in text and "Today&#39;s appointments" in text
     assert "Testy McTestface" in text  # a fictitious patient, from the EHR API
     assert 'id="pending-labs"' in text and "Lipid panel" in text

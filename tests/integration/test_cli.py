@@ -105,8 +105,33 @@ def test_audit_verify_detects_tampering(run, ctx, client):
     login(client)
     login(client, password="wrong-password")
     assert json.loads(run("audit", "verify", "--json").stdout)["intact"] is True
-    db.session.execute(update(AuditEvent).where(AuditEvent.event == "login.failure")
+    tampered = db.session.query(AuditEvent.seq).filter_by(event="login.failure").scalar()
+    db.session.execute(update(AuditEvent).where(AuditEvent.seq == tampered)
                        .values(ip="10.9.9.9"))
     db.session.commit()
     broken = run("audit", "verify", "--json", check=False)
-    assert broken.returncode == 1 and json.loads(broken.stdout)["intact"] is False
+    report = json.loads(broken.stdout)
+    assert broken.returncode == 1 and report["intact"] is False
+    assert report["first_broken_seq"] == tampered  # the edited row, not a later one
+
+
+def test_a_failed_transaction_leaves_no_audit_row(ctx):
+    """Audit events are written in the transaction of the change they record: a change that
+    rolls back takes its event with it (and the chain head too)."""
+    from idp.audit import service as audit
+    from idp.audit.models import AuditHead
+    from tests.helpers import make_user
+
+    user = make_user()
+    before = db.session.query(AuditEvent).count()
+    head = db.session.get(AuditHead, 1)
+    head_seq = head.seq if head else 0
+    user.disabled = True
+    audit.record("user.disabled", user_id=user.id, actor="test")
+    db.session.flush()
+    db.session.rollback()  # e.g. a constraint failed later in the same request
+    assert db.session.query(AuditEvent).count() == before
+    head = db.session.get(AuditHead, 1)
+    assert (head.seq if head else 0) == head_seq
+    assert db.session.get(type(user), user.id).disabled is False
+    assert audit.verify()[0] is True
