@@ -21,6 +21,8 @@ from wtforms.validators import DataRequired, EqualTo, Length
 from idp.accounts import gates, notices, passwords
 from idp.accounts import phone as phones
 from idp.accounts import settings as service
+from idp.accounts.views import safe_next
+from idp.admin.service import recent_logins
 from idp.context import policy
 from idp.extensions import db, limiter
 from idp.mfa.codes import mask
@@ -140,7 +142,20 @@ def end_session(sid: str) -> Page:
     if ended_here:
         return redirect(url_for("accounts.login"))
     flash("The session was ended.")
-    return redirect(url_for("settings.session_list"))
+    back = request.form.get("next")
+    return redirect(safe_next(back) if back else url_for("settings.session_list"))
+
+
+@bp.get("/activity")
+def activity() -> Page:
+    """Live sessions (each can be ended) and the account's recent sign-in events."""
+    sso, away = _signed_in()
+    if away:
+        return away
+    return render_template("accounts/activity.html", sso=sso,
+                           sessions=service.live_sessions(sso.user),
+                           events=recent_logins(sso.user.id, limit=20),
+                           messages=get_flashed_messages())
 
 
 @bp.post("/sessions/end-all")

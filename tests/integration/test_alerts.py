@@ -131,3 +131,21 @@ def test_security_staff_triage_alerts(ctx, mailbox):
     assert staff.post(f"/admin/alerts/{alert.id}/state", data={
         "state": "bogus", "csrf_token": csrf_from(page.text)}).status_code == 400
     assert "state=new" in page.text
+
+
+def test_same_device_and_same_ip_as_before_sends_no_alert_email(ctx, mailbox):
+    user = make_user()
+    _signed_in(ctx, "10.1.2.3", LAPTOP)
+    _signed_in(ctx, "10.1.2.3", PHONE)  # a new device: one alert email
+
+    def alert_emails() -> int:
+        return len([m for m in mailbox.to(user.email)
+                    if m["Subject"] == "New sign-in to your account"])
+
+    before, events = alert_emails(), len(_alerts())
+    assert before == 1 and events == 1
+    _signed_in(ctx, "10.1.2.3", LAPTOP)  # the same user agent and IP as the first session
+    _signed_in(ctx, "10.1.2.3", PHONE)  # and as the second
+    assert alert_emails() == before
+    assert len(_alerts()) == events
+    assert len(db.session.execute(select(SecurityAlert)).scalars().all()) == 1
