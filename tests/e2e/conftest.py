@@ -14,8 +14,10 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyotp
@@ -248,3 +250,49 @@ def two_nodes(app, env: dict[str, str], workdir: Path):
             proc.wait(timeout=15)
     for server in servers:
         assert "unhandled" not in server.stderr(), server.stderr()
+
+
+# -- browser tests: one Chromium and one relying-party page server per module ---------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+class _Callback(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.server.hits.append(self.path)
+        body = b"<!doctype html><title>RP</title><p>Back at the relying party.</p>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def rp_site():
+    """The relying party's redirect_uri, really served on loopback; records what arrives."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Callback)
+    httpd.hits = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        try:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        except Exception as exc:  # noqa: BLE001 - any launch failure fails the test
+            pytest.fail(f"Chromium did not start from {CHROMIUM}: {exc}", pytrace=False)
+        yield chromium
+        chromium.close()

@@ -5,27 +5,13 @@ other one with its button, and only that device is signed out."""
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e.conftest import Person, Server
 from tests.helpers import forget_totp_use, totp_now
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        try:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        except Exception as exc:  # noqa: BLE001 - any launch failure fails the test
-            pytest.fail(f"Chromium did not start from {CHROMIUM}: {exc}", pytrace=False)
-        yield chromium
-        chromium.close()
 
 
 def _device(browser: Browser, agent: str, problems: list[str]) -> tuple[BrowserContext, Page]:

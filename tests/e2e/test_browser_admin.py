@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pyotp
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from idp.extensions import db
@@ -16,9 +16,6 @@ from tests.helpers import PASSWORD, TOTP_SECRETS, make_user
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture
@@ -30,57 +27,51 @@ def admin(ctx) -> Person:
     return found
 
 
-def test_admin_registers_a_client_in_the_console(idp_server, admin, ctx):
+def test_admin_registers_a_client_in_the_console(idp_server, admin, ctx, browser):
     problems: list[str] = []
-    with sync_playwright() as playwright:
-        try:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        except Exception as exc:  # noqa: BLE001 - any launch failure fails the test
-            pytest.fail(f"Chromium did not start from {CHROMIUM}: {exc}", pytrace=False)
-        context = browser.new_context()
-        context.set_default_timeout(10_000)
-        page = context.new_page()
-        page.on("console", lambda m: problems.append(f"{m.text} ({m.location.get('url')})")
-                if m.type == "error" else None)
-        page.on("pageerror", lambda exc: problems.append(str(exc)))
+    context = browser.new_context()
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page.on("console", lambda m: problems.append(f"{m.text} ({m.location.get('url')})")
+            if m.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
 
-        page.goto(idp_server.url("/admin/clients/new"))
-        assert page.url.startswith(idp_server.url("/login?")), page.url
-        page.get_by_label("Username or NPI").fill(admin.username)
-        page.get_by_label("Password").fill(admin.password)
-        page.get_by_role("button", name="Sign in").click()
-        page.get_by_label("Code from your authenticator app").fill(
-            pyotp.TOTP(admin.totp_secret).now())
-        page.get_by_role("button", name="Verify").click()
-        expect(page.get_by_role("heading", name="Register a client")).to_be_visible()
+    page.goto(idp_server.url("/admin/clients/new"))
+    assert page.url.startswith(idp_server.url("/login?")), page.url
+    page.get_by_label("Username or NPI").fill(admin.username)
+    page.get_by_label("Password").fill(admin.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("Code from your authenticator app").fill(
+        pyotp.TOTP(admin.totp_secret).now())
+    page.get_by_role("button", name="Verify").click()
+    expect(page.get_by_role("heading", name="Register a client")).to_be_visible()
 
-        page.get_by_label("Name", exact=True).fill("Pharmacy portal")
-        page.get_by_label("Redirect URIs (one per line)", exact=True).fill(
-            "https://pharmacy.example/cb\nhttp://127.0.0.1:8123/cb")
-        page.get_by_label("Post-logout redirect URIs (one per line)").fill(
-            "https://pharmacy.example/bye")
-        page.get_by_label("Back-channel logout URI").fill("https://pharmacy.example/bcl")
-        page.get_by_label("Scopes (space-separated)").fill("openid profile email npi")
-        page.get_by_label("Token endpoint authentication").select_option("client_secret_post")
-        page.get_by_label("First party (no consent page)").check()
-        page.get_by_role("button", name="Register client").click()
+    page.get_by_label("Name", exact=True).fill("Pharmacy portal")
+    page.get_by_label("Redirect URIs (one per line)", exact=True).fill(
+        "https://pharmacy.example/cb\nhttp://127.0.0.1:8123/cb")
+    page.get_by_label("Post-logout redirect URIs (one per line)").fill(
+        "https://pharmacy.example/bye")
+    page.get_by_label("Back-channel logout URI").fill("https://pharmacy.example/bcl")
+    page.get_by_label("Scopes (space-separated)").fill("openid profile email npi")
+    page.get_by_label("Token endpoint authentication").select_option("client_secret_post")
+    page.get_by_label("First party (no consent page)").check()
+    page.get_by_role("button", name="Register client").click()
 
-        expect(page.get_by_role("heading", name="Client registered")).to_be_visible()
-        client_id = page.locator("#client-id").inner_text()
-        secret = page.locator("#client-secret").inner_text()
-        page.screenshot(path="/tmp/admin-client-registered.png", full_page=True)
+    expect(page.get_by_role("heading", name="Client registered")).to_be_visible()
+    client_id = page.locator("#client-id").inner_text()
+    secret = page.locator("#client-secret").inner_text()
+    page.screenshot(path="/tmp/admin-client-registered.png", full_page=True)
 
-        # a rule is enforced in the browser too: an http redirect URI on a real host
-        page.goto(idp_server.url("/admin/clients/new"))
-        page.get_by_label("Name", exact=True).fill("Bad")
-        page.get_by_label("Redirect URIs (one per line)", exact=True).fill("http://evil.example/cb")
-        page.get_by_role("button", name="Register client").click()
-        expect(page.get_by_role("alert")).to_contain_text("must use https")
+    # a rule is enforced in the browser too: an http redirect URI on a real host
+    page.goto(idp_server.url("/admin/clients/new"))
+    page.get_by_label("Name", exact=True).fill("Bad")
+    page.get_by_label("Redirect URIs (one per line)", exact=True).fill("http://evil.example/cb")
+    page.get_by_role("button", name="Register client").click()
+    expect(page.get_by_role("alert")).to_contain_text("must use https")
 
-        page.goto(idp_server.url("/admin/clients"))
-        expect(page.get_by_role("link", name="Pharmacy portal")).to_be_visible()
-        context.close()
-        browser.close()
+    page.goto(idp_server.url("/admin/clients"))
+    expect(page.get_by_role("link", name="Pharmacy portal")).to_be_visible()
+    context.close()
 
     db.session.rollback()
     row = db.session.execute(select(Client).where(Client.client_id == client_id)).scalar_one()

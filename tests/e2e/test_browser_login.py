@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pyotp
@@ -22,7 +20,7 @@ import pytest
 import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from idp.context import policy
 from idp.extensions import db
@@ -31,52 +29,12 @@ from tests.helpers import PASSWORD, Rp, forget_totp_use, make_user, pkce
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCOPE = "openid profile email npi"
 SCREENSHOT = "/tmp/login.png"
 MFA_SCREENSHOT = "/tmp/mfa-challenge.png"
 ENROLL_SCREENSHOT = "/tmp/mfa-enroll-totp.png"
 CODE_LABEL = "Code from your authenticator app"
 CODE_FAILED = "That code is not right."
-
-
-class _Callback(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self.server.hits.append(self.path)
-        body = b"<!doctype html><title>RP</title><p>Back at the relying party.</p>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def rp_site():
-    """The relying party's redirect_uri, really served on loopback; records what arrives."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Callback)
-    httpd.hits = []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        try:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        except Exception as exc:  # noqa: BLE001 - any launch failure fails the test
-            pytest.fail(f"Chromium did not start from {CHROMIUM}: {exc}", pytrace=False)
-        yield chromium
-        chromium.close()
 
 
 @contextmanager

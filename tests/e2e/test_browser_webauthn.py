@@ -17,10 +17,8 @@ import secrets
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -29,7 +27,7 @@ import pytest
 import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
 from idp.accounts.models import User
@@ -40,9 +38,6 @@ from tests.helpers import PASSWORD, TOTP_SECRETS, Rp, make_client, make_user, pk
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCOPE = "openid profile"
 AAL2 = "urn:healthidp:acr:aal2"
 PHR = "urn:healthidp:acr:aal2-phr"
@@ -117,42 +112,6 @@ def idp(app, env: dict[str, str], workdir: Path):
 
 
 # -- the relying party's redirect_uri, and the browser --------------------------------------
-class _Callback(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self.server.hits.append(self.path)
-        body = b"<!doctype html><title>RP</title><p>Back at the relying party.</p>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def rp_site():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Callback)
-    httpd.hits = []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        try:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        except Exception as exc:  # noqa: BLE001 - any launch failure fails the test
-            pytest.fail(f"Chromium did not start from {CHROMIUM}: {exc}", pytrace=False)
-        yield chromium
-        chromium.close()
-
-
 @dataclass
 class Tab:
     page: Page
