@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from idp import clock
 from idp.accounts import lockout, passwords
@@ -19,8 +19,8 @@ from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.extensions import db
 from idp.notify.mailer import send_mail
-from idp.oidc.models import AccessTokenRecord, RefreshToken, digest
-from idp.oidc.tokens import revoke_session_tokens
+from idp.oidc.models import digest
+from idp.oidc.tokens import revoke_session_tokens, revoke_where
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
@@ -46,13 +46,12 @@ def end_sessions(user_id: int, reason: str, *, keep_sid: str | None = None) -> i
 def revoke_tokens(user_id: int, *, keep_sid: str | None = None) -> None:
     """Revoke the account's refresh and access tokens: all of them, or all but those issued
     in the session kept (`keep_sid`)."""
-    now = clock.now()
-    for model in (RefreshToken, AccessTokenRecord):
-        where = [model.user_id == user_id, model.revoked_at.is_(None)]
-        if keep_sid is not None:
-            where.append(or_(model.sid.is_(None), model.sid != keep_sid))
-        db.session.execute(update(model).where(*where).values(revoked_at=now)
-                           .execution_options(synchronize_session=False))
+    def condition(model: type) -> object:
+        if keep_sid is None:
+            return model.user_id == user_id
+        return and_(model.user_id == user_id, or_(model.sid.is_(None), model.sid != keep_sid))
+
+    revoke_where(condition)
 
 
 def sign_out_everywhere(user: User, reason: str, current: SsoSession | None = None, *,

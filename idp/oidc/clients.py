@@ -224,13 +224,11 @@ def _revoke_client_tokens(client_id: str) -> None:
     from sqlalchemy import update
 
     from idp import clock
-    from idp.oidc.models import AccessTokenRecord, AuthorizationCode, RefreshToken
+    from idp.oidc.models import AuthorizationCode
+    from idp.oidc.tokens import revoke_where
 
+    revoke_where(lambda model: model.client_id == client_id)
     now = clock.now()
-    for model in (RefreshToken, AccessTokenRecord):
-        db.session.execute(update(model).where(model.client_id == client_id,
-                                               model.revoked_at.is_(None))
-                           .values(revoked_at=now).execution_options(synchronize_session=False))
     db.session.execute(update(AuthorizationCode).where(
         AuthorizationCode.client_id == client_id, AuthorizationCode.used_at.is_(None))
         .values(used_at=now).execution_options(synchronize_session=False))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from authlib.oauth2.rfc6749.util import scope_to_list
 from joserfc import jwt
@@ -132,15 +134,19 @@ def find_refresh_token(token: str) -> RefreshToken | None:
         select(RefreshToken).where(RefreshToken.token_hash == digest(token))).scalar_one_or_none()
 
 
+def revoke_where(condition: Callable[[type], Any]) -> None:
+    """Revoke every live refresh token and access-token record for which `condition(model)`
+    holds: the one mechanism behind family, session, account and client revocation."""
+    now = clock.now()
+    for model in (RefreshToken, AccessTokenRecord):
+        db.session.execute(update(model).where(condition(model), model.revoked_at.is_(None))
+                           .values(revoked_at=now)
+                           .execution_options(synchronize_session=False))
+
+
 def revoke_family(family_id: str) -> None:
     """Revoke every access and refresh token descended from one grant."""
-    now = clock.now()
-    db.session.execute(update(RefreshToken).where(
-        RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now))
-    db.session.execute(update(AccessTokenRecord).where(
-        AccessTokenRecord.family_id == family_id, AccessTokenRecord.revoked_at.is_(None))
-        .values(revoked_at=now))
+    revoke_where(lambda model: model.family_id == family_id)
 
 
 def revoke_access_token(jti: str) -> None:
@@ -151,9 +157,4 @@ def revoke_access_token(jti: str) -> None:
 
 def revoke_session_tokens(sid: str) -> None:
     """Logout: every token issued in this SSO session stops working."""
-    now = clock.now()
-    db.session.execute(update(RefreshToken).where(
-        RefreshToken.sid == sid, RefreshToken.revoked_at.is_(None)).values(revoked_at=now))
-    db.session.execute(update(AccessTokenRecord).where(
-        AccessTokenRecord.sid == sid, AccessTokenRecord.revoked_at.is_(None))
-        .values(revoked_at=now))
+    revoke_where(lambda model: model.sid == sid)
