@@ -20,7 +20,9 @@ Environment: DURATION (seconds per load, default 5), CONNS (default 16), BENCH_T
 (threads of the gthread run, default 4), BENCH_USERS (default 600), BENCH_PEER=0 (skip the
 peer), BENCH_PEER_DIR (where the peer is copied and npm-installed; default under /tmp),
 DATABASE_URL (PostgreSQL instead of SQLite), BENCH_DB_DIR (where the SQLite file goes, e.g.
-/dev/shm to leave out the disk's fsync), SERVER_CPU / GEN_CPU.
+/dev/shm to leave out the disk's fsync), SERVER_CPU / GEN_CPU, BENCH_GRANIAN (path of a
+`granian` executable: (1)-(4) also under granian's WSGI interface, 1 worker, for the serving
+choice of `idp serve`; granian is not a dependency, install it in any virtualenv).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ USERS = int(os.environ.get("BENCH_USERS", "600"))
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 GEN_CPU = os.environ.get("GEN_CPU", "1")
 WITH_PEER = os.environ.get("BENCH_PEER", "1") != "0"
+GRANIAN = os.environ.get("BENCH_GRANIAN", "")
 PEER_DIR = Path(os.environ.get("BENCH_PEER_DIR",
                                Path(tempfile.gettempdir()) / "idp-bench-peer"))
 PASSWORD = "Sturdy-Cedar-Lantern-42!"
@@ -306,6 +309,20 @@ def start_idp(env: dict[str, str], port: int, worker_class: str, threads: int,
             "--threads", str(threads), "--timeout", "60", "--log-level", "warning",
             "--no-control-socket", "idp.wsgi:app"]
     proc = Process(argv, env, REPO, tmp / f"gunicorn-{worker_class}.log")
+    wait_http(f"http://127.0.0.1:{port}/.well-known/openid-configuration", proc.proc)
+    return proc, argv
+
+
+def start_granian(env: dict[str, str], port: int, tmp: Path) -> tuple[Process, list[str]]:
+    """granian (Rust HTTP server) with its WSGI interface, one worker, pinned like gunicorn;
+    it may live in another virtualenv, so this one's packages go on its PYTHONPATH."""
+    import sysconfig
+
+    path = os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]])
+    argv = ["taskset", "-c", SERVER_CPU, GRANIAN, "--interface", "wsgi", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--blocking-threads", "1",
+            "--log-level", "warning", "idp.wsgi:app"]
+    proc = Process(argv, {**env, "PYTHONPATH": path}, REPO, tmp / "granian.log")
     wait_http(f"http://127.0.0.1:{port}/.well-known/openid-configuration", proc.proc)
     return proc, argv
 
@@ -678,6 +695,16 @@ def main() -> None:
         finally:
             server.stop()
 
+        ours_granian, argv_granian = {}, []
+        if GRANIAN:
+            say("IdP under granian (WSGI, 1 worker): load.sh")
+            server, argv_granian = start_granian(env, port, tmp)
+            try:
+                ours_granian = load_sh(issuer, seeded.cc_id, seeded.cc_secret,
+                                       "ehr.patients.read")
+            finally:
+                server.stop()
+
         # -- the peer ----------------------------------------------------------------------
         peer_jwt = peer_opaque = {}
         peer_rss, peer_argv = None, []
@@ -704,7 +731,8 @@ def main() -> None:
                   "token_cc": "(3) token client_credentials", "introspect": "(4) introspection"}
         for key, label in labels.items():
             peer_src = peer_opaque if key == "introspect" else peer_jwt
-            for name, results in ((sync_name, ours_sync), (gth_name, ours_gthread)):
+            for name, results in ((sync_name, ours_sync), (gth_name, ours_gthread),
+                                  ("granian", ours_granian)):
                 if key in results:
                     table.append(row(f"{label} [{name}]", results[key], peer_src.get(key)))
         if "token_cc" in peer_opaque:
@@ -735,6 +763,8 @@ def main() -> None:
         print("commands:")
         print("  ours (sync):    " + " ".join(_short(argv_sync)))
         print("  ours (gthread): " + " ".join(_short(argv_gthread)))
+        if argv_granian:
+            print("  ours (granian): " + " ".join(_short(argv_granian)))
         if peer_argv:
             print("  peer:           PEER_AT_FORMAT=jwt|opaque PEER_ALG=RS256 "
                   + " ".join(peer_argv))

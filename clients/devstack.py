@@ -6,7 +6,8 @@ sign-in credentials (password, and the key of the authenticator app each login a
 runs the IdP's cron jobs (`idp sessions expire`, `idp sessions deliver`) every minute, and stops
 every child on Ctrl-C or SIGTERM.
 
-Environment: IDP_PORT (8000), PORTAL_PORT (8001), EHR_PORT (8002); IDP_ISSUER and EHR_AUDIENCE
+Environment: IDP_PORT (8000), PORTAL_PORT (8001), EHR_PORT (8002), SMART_APP_PORT (8003, the
+demo SMART app); IDP_ISSUER and EHR_AUDIENCE
 default to http://127.0.0.1:<port>; every other IdP variable (DATABASE_URL, IDP_INSTANCE_DIR,
 IDP_KEYS_DIR, ...) passes through unchanged.
 """
@@ -33,6 +34,7 @@ START_TIMEOUT = 60.0
 # The IdP's settings (database credentials, SMTP password, ...) stay out of the RPs' environment.
 IDP_ONLY = ("IDP_", "DATABASE_URL", "REDIS_URL", "SMTP_", "SMS_")
 STOP_TIMEOUT = 25.0
+SMART_APP_CLIENT_ID = "smart-app"  # idp.demo.SMART_APP_CLIENT_ID
 JOBS_EVERY = 60.0  # seconds between runs of `idp sessions expire` and `idp sessions deliver`
 
 
@@ -96,15 +98,19 @@ def plan(env: dict[str, str]) -> tuple[dict[str, str], list[Child]]:
     idp_port = _port(env, "IDP_PORT", 8000)
     portal_port = _port(env, "PORTAL_PORT", 8001)
     ehr_port = _port(env, "EHR_PORT", 8002)
+    smart_port = _port(env, "SMART_APP_PORT", 8003)
     portal_url, ehr_url = f"http://{HOST}:{portal_port}", f"http://{HOST}:{ehr_port}"
+    smart_url = f"http://{HOST}:{smart_port}"
     # Each app sees its own settings and secrets only.
-    idp_env = {**_without(env, ("PORTAL_", "EHR_CLIENT_", "EHR_SECRET_")),
+    idp_env = {**_without(env, ("PORTAL_", "EHR_CLIENT_", "EHR_SECRET_", "SMART_APP_SECRET")),
                "IDP_ISSUER": env.get("IDP_ISSUER", f"http://{HOST}:{idp_port}"),
                "EHR_AUDIENCE": env.get("EHR_AUDIENCE", ehr_url),
-               "PORTAL_URL": portal_url, "EHR_URL": ehr_url}  # for `idp demo seed`
+               "PORTAL_URL": portal_url, "EHR_URL": ehr_url,  # for `idp demo seed`
+               "SMART_APP_URL": smart_url}
     portal_env = _without(env, (*IDP_ONLY, "EHR_CLIENT_", "EHR_SECRET_", "EHR_STATE_",
                                 "PORTAL_"))
-    ehr_env = _without(env, (*IDP_ONLY, "PORTAL_", "EHR_"))
+    ehr_env = _without(env, (*IDP_ONLY, "PORTAL_", "EHR_", "SMART_APP_"))
+    smart_env = _without(env, (*IDP_ONLY, "PORTAL_", "EHR_", "SMART_APP_"))
     # The RPs' back-channel logout records (small SQLite files) live in the instance dir.
     state_dir = env.get("IDP_INSTANCE_DIR") or str(PROJECT_ROOT / "instance")
     children = [
@@ -116,7 +122,17 @@ def plan(env: dict[str, str]) -> tuple[dict[str, str], list[Child]]:
                "EHR_API": env.get("EHR_API", ehr_url), "PORTAL_STATE_DIR": state_dir}),
         Child("EHR", ehr_url, ehr_port, _gunicorn("clients.ehr:create_app()", ehr_port),
               {**ehr_env, "IDP_ISSUER": idp_env["IDP_ISSUER"], "EHR_URL": ehr_url,
-               "EHR_AUDIENCE": idp_env["EHR_AUDIENCE"], "EHR_STATE_DIR": state_dir}),
+               "EHR_AUDIENCE": idp_env["EHR_AUDIENCE"], "EHR_STATE_DIR": state_dir,
+               "EHR_SMART_APP_CLIENT_ID": SMART_APP_CLIENT_ID,
+               "EHR_SMART_APP_LAUNCH_URL": f"{smart_url}/launch"}),
+        # The demo third-party SMART app: a public client, launched from the EHR.
+        Child("SMART", smart_url, smart_port,
+              _gunicorn("clients.smart_app:create_app()", smart_port),
+              {**smart_env, "IDP_ISSUER": idp_env["IDP_ISSUER"], "SMART_APP_URL": smart_url,
+               "SMART_APP_CLIENT_ID": SMART_APP_CLIENT_ID,
+               "SMART_APP_FHIR_BASE": f"{ehr_url}/fhir",
+               "SMART_APP_SECRET_KEY": env.get("SMART_APP_SECRET_KEY")
+               or secrets.token_urlsafe(32)}),
     ]
     return idp_env, children
 
@@ -132,7 +148,8 @@ def _prepare(env: dict[str, str], children: list[Child]) -> None:
         with socket.socket() as sock:
             sock.settimeout(1)
             if sock.connect_ex((HOST, child.port)) == 0:
-                name = {"IdP": "IDP_PORT", "Portal": "PORTAL_PORT", "EHR": "EHR_PORT"}
+                name = {"IdP": "IDP_PORT", "Portal": "PORTAL_PORT", "EHR": "EHR_PORT",
+                        "SMART": "SMART_APP_PORT"}
                 raise StackError(f"{child.local} is in use already: stop what runs there or "
                                  f"choose another port with {name[child.name]}=...")
     instance = Path(env.get("IDP_INSTANCE_DIR", PROJECT_ROOT / "instance"))
@@ -194,14 +211,16 @@ def _banner(children: list[Child], seeded: dict) -> str:
         lines.append(f"  {account['username']:13} {account['role']:19} {account['password']}")
         lines.append(f"  {'':13} authenticator key {account['totp_secret']}")
         lines.append(f"  {'':13} {account['totp_uri']}")
+    lines.append("SMART app: in the EHR press \u201cLaunch app\u201d beside a patient (EHR "
+                 "launch), or open the SMART app and choose a patient (standalone launch).")
     lines += ["Open the portal, sign in as a demo account. Press Ctrl-C to stop.", ""]
     return "\n".join(lines)
 
 
 def _cron(idp_env: dict[str, str]) -> None:
     """What cron does in production: end idle sessions (their relying parties are told over the
-    back-channel) and retry back-channel logout deliveries that failed."""
-    for job in (["sessions", "expire"], ["sessions", "deliver"]):
+    back-channel), retry back-channel logout deliveries and queued mails that failed."""
+    for job in (["sessions", "expire"], ["sessions", "deliver"], ["notify", "deliver"]):
         try:
             _run_idp(job, idp_env)
         except StackError as exc:

@@ -234,11 +234,13 @@ def _end_session_if_ended() -> None:
 
 def _security_headers(response: Response) -> Response:
     issuer = rp_settings().issuer
+    # Forms may also lead to the origins an app names here (the EHR's SMART app launch).
+    targets = "".join(f" {t}" for t in current_app.extensions.get("rp.form_targets", ()))
     headers = response.headers
     headers.setdefault("Content-Security-Policy",
                        "default-src 'self'; script-src 'self'; style-src 'self'; "
                        "img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-                       f"frame-ancestors 'none'; form-action 'self' {issuer}")
+                       f"frame-ancestors 'none'; form-action 'self' {issuer}{targets}")
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "no-referrer")  # the callback URL carries the code
@@ -260,16 +262,28 @@ def login() -> Response | tuple[str, int]:
         return _error("The identity provider cannot be reached. Try again in a moment.", 502)
 
 
-def step_up(acr: str, return_to: str, scope: str | None = None) -> Response | tuple[str, int]:
+def step_up(acr: str, return_to: str, scope: str | None = None, *,
+            extra: dict[str, str] | None = None, carry: dict[str, Any] | None = None,
+            title: str | None = None) -> Response | tuple[str, int]:
     """Send the browser to the IdP for a sign-in of at least `acr` (acr_values), then back
-    to `return_to` (a path of this app). The present session stays until the new one comes."""
+    to `return_to` (a path of this app). The present session stays until the new one comes.
+
+    `extra`: more authorization parameters (max_age, binding_message). `carry`: kept through
+    the round trip; the callback leaves it, with the new ID token's claims, in
+    session["step_up_result"] for `return_to` to check. With `title`, an IdP error is shown
+    under that title with the IdP's own error_description."""
     try:
         response = _client().authorize_redirect(
             redirect_uri=rp_settings().redirect_uri, acr_values=acr,
-            scope=scope or rp_settings().scope)
+            scope=scope or rp_settings().scope, **(extra or {}))
     except requests.RequestException:
         return _error("The identity provider cannot be reached. Try again in a moment.", 502)
-    session["step_up"] = {"acr": acr, "return_to": return_to}
+    pending: dict[str, Any] = {"acr": acr, "return_to": return_to}
+    if carry is not None:
+        pending["carry"] = carry
+    if title:
+        pending["title"] = title
+    session["step_up"] = pending
     return response
 
 
@@ -300,7 +314,11 @@ def _step_up_error(error: str | None) -> tuple[str, int] | None:
     session.pop("step_up", None)
     message = STEP_UP_ERRORS.get(error or "", "The extra sign-in did not complete; nothing "
                                  "was done. Try again.")
-    return render_template("error.html", message=message, title="A stronger sign-in is needed",
+    described = request.args.get("error_description", "")[:600]
+    if pending.get("title") and described:
+        message = described  # the IdP's words (escaped by Jinja): what exactly is missing
+    return render_template("error.html", message=message,
+                           title=pending.get("title") or "A stronger sign-in is needed",
                            manage_url=f"{rp_settings().issuer}/mfa/factors",
                            back=_local_path(pending.get("return_to"))), 403
 
@@ -330,7 +348,12 @@ def callback() -> Response | tuple[str, int]:
         return _error("The identity provider cannot be reached. Try again in a moment.", 502)
     claims = token.get("userinfo") or {}
     return_to = _local_path((session.get("step_up") or {}).get("return_to"))
+    carry = (session.get("step_up") or {}).get("carry")
     session.clear()  # a fresh session for a fresh sign-in
+    if carry is not None:
+        session["step_up_result"] = {
+            "carry": carry, "claims": {k: claims.get(k) for k in (
+                "sub", "acr", "amr", "auth_time", "entitlements", "roles", "iat")}}
     session["sid"] = claims.get("sid") if isinstance(claims.get("sid"), str) else None
     session["signed_in_at"] = int(time.time())
     session["user"] = {

@@ -24,6 +24,9 @@ def create_app(settings: Settings | None = None, *,
                     settings.instance_dir))
     app.config.update(
         SECRET_KEY=settings.secret_key,
+        # Key rotation: cookies and CSRF tokens signed with an earlier key still verify.
+        SECRET_KEY_FALLBACKS=list(settings.secret_key_fallbacks),
+        WTF_CSRF_SECRET_KEY=[*settings.secret_key_fallbacks, settings.secret_key],
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
         SESSION_COOKIE_NAME="idp_flow",
@@ -37,6 +40,11 @@ def create_app(settings: Settings | None = None, *,
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
         RATELIMIT_KEY_PREFIX="idp-limits",
         RATELIMIT_SWALLOW_ERRORS=True,  # a Redis outage must not stop sign-in (lockout holds)
+        # Redis down: count in process memory meanwhile (logged by flask-limiter), back to
+        # Redis when it answers again; a dead Redis must not hold a request for long.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 1, "socket_timeout": 1}
+        if settings.redis_url else {},
     )
     runtime = Runtime.build(settings, policy)
     app.extensions["idp"] = runtime
@@ -52,6 +60,9 @@ def create_app(settings: Settings | None = None, *,
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops,
                                 x_proto=settings.proxy_hops, x_host=settings.proxy_hops)
+    from idp.keys.permissions import check_secret_files
+
+    check_secret_files(settings)
     if ensure_keys:
         runtime.keystore.ensure()
 
@@ -64,6 +75,8 @@ def create_app(settings: Settings | None = None, *,
     from idp.mfa.views import bp as mfa_bp
     from idp.oidc.server import init_oauth
     from idp.oidc.views import bp as oidc_bp
+    from idp.onboarding.views import admin_bp as onboarding_admin_bp
+    from idp.onboarding.views import bp as onboarding_bp
     from idp.sessions.service import apply_cookie
     from idp.web import security
 
@@ -75,8 +88,27 @@ def create_app(settings: Settings | None = None, *,
     app.register_blueprint(registration_bp)
     app.register_blueprint(reset_bp)
     app.register_blueprint(settings_bp)
+    app.register_blueprint(onboarding_bp)
+    app.register_blueprint(onboarding_admin_bp)
+    from idp.smart.views import init_smart
+
+    init_smart(app)  # SMART App Launch
+    from idp.epcs.views import bp as epcs_bp
+    from idp.reports.views import bp as reports_bp
+
+    app.register_blueprint(epcs_bp)
+    app.register_blueprint(reports_bp)
+    from idp.web.openapi import bp as openapi_bp
+
+    app.register_blueprint(openapi_bp)
     app.after_request(apply_cookie)
     security.install(app)
+    from idp.web import metrics
+
+    metrics.install(app)  # /metrics, only when IDP_METRICS_TOKEN is set
+    from idp.web import outage
+
+    outage.install(app)
     return app
 
 

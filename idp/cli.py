@@ -13,9 +13,6 @@ import click
 from idp.config import ConfigError, Settings
 from idp.policy import PolicyError
 
-# Path without the query string: queries can carry id_token_hint and other tokens.
-ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
-
 
 def _app(ensure_keys: bool = True) -> Any:
     from idp import create_app
@@ -143,6 +140,10 @@ def clients() -> None:
 @click.option("--id-token-alg", type=click.Choice(["RS256", "ES256"]), default=None)
 @click.option("--introspect-any", is_flag=True, help="resource server: may introspect any token")
 @click.option("--client-id", default=None, help="choose the client_id (default: random)")
+@click.option("--access-token-lifetime", type=int, default=None,
+              help="seconds (default and maximum: policies/tokens.toml)")
+@click.option("--id-token-lifetime", type=int, default=None, help="seconds")
+@click.option("--refresh-token-lifetime", type=int, default=None, help="seconds")
 @json_option
 @with_app()
 def clients_create(name: str, redirect_uris: tuple[str, ...], public: bool,
@@ -150,10 +151,12 @@ def clients_create(name: str, redirect_uris: tuple[str, ...], public: bool,
                    backchannel_logout_uri: str | None, first_party: bool,
                    auth_method: str | None, jwks_file: str | None, loopback_any_port: bool,
                    require_pkce: bool, id_token_alg: str | None, introspect_any: bool,
-                   client_id: str | None, as_json: bool) -> None:
+                   client_id: str | None, access_token_lifetime: int | None,
+                   id_token_lifetime: int | None, refresh_token_lifetime: int | None,
+                   as_json: bool) -> None:
     """Register a client; prints client_id, and client_secret once."""
     from idp.extensions import db as sqla
-    from idp.oidc.clients import ClientError, create_client
+    from idp.oidc.clients import ClientError, Lifetimes, create_client
 
     jwks = None
     if jwks_file:
@@ -167,7 +170,8 @@ def clients_create(name: str, redirect_uris: tuple[str, ...], public: bool,
             backchannel_logout_uri=backchannel_logout_uri, first_party=first_party,
             auth_method=auth_method, jwks=jwks, loopback_any_port=loopback_any_port,
             id_token_alg=id_token_alg, introspect_any=introspect_any, client_id=client_id,
-            require_pkce=require_pkce)
+            require_pkce=require_pkce, lifetimes=Lifetimes(
+                access_token_lifetime, id_token_lifetime, refresh_token_lifetime))
     except ClientError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -336,8 +340,8 @@ def users_reset_password(login: str, temporary: bool, as_json: bool) -> None:
     emit(as_json, {"username": user.username, "emailed": sent, "email": user.email},
          f"reset link emailed to {user.email}" if sent else "")
     if not sent:
-        click.echo("error: the mail server did not accept the reset email; try again",
-                   err=True)
+        click.echo("error: the mail server did not accept the reset email; it is queued and "
+                   "retried by `idp notify deliver` (a new link would replace it)", err=True)
         sys.exit(1)
 
 
@@ -369,17 +373,74 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@click.option("--anchor", "anchor_file", type=click.Path(dir_okay=False), default=None,
+              help="also check an anchor written by `idp audit anchor` (JSON)")
 @json_option
 @with_app(ensure_keys=False)
-def audit_verify(as_json: bool) -> None:
-    """Check the hash chain; exit 1 on a break."""
-    from idp.audit.service import verify
+def audit_verify(anchor_file: str | None, as_json: bool) -> None:
+    """Check the hash chain; exit 1 on a break (or when the anchored event changed)."""
+    from idp.audit.service import check_anchor, verify
 
+    kept, problem = None, None
+    if anchor_file:
+        try:
+            with open(anchor_file) as handle:
+                kept = json.load(handle)
+        except (OSError, ValueError) as exc:
+            click.echo(f"error: cannot read the anchor {anchor_file}: {exc}", err=True)
+            sys.exit(2)
+        if not isinstance(kept, dict):
+            click.echo(f"error: {anchor_file} is not an anchor (a JSON object)", err=True)
+            sys.exit(2)
     intact, count, broken = verify()
-    emit(as_json, {"intact": intact, "events": count, "first_broken_seq": broken},
-         f"audit chain intact ({count} events)" if intact
-         else f"audit chain BROKEN at event {broken}")
-    sys.exit(0 if intact else 1)
+    if kept is not None:
+        problem = check_anchor(kept)
+    text = (f"audit chain intact ({count} events)" if intact
+            else f"audit chain BROKEN at event {broken}")
+    if kept is not None:
+        text += "\n" + (f"anchor event {kept.get('seq')} matches" if problem is None
+                        else f"anchor MISMATCH: {problem}")
+    data = {"intact": intact, "events": count, "first_broken_seq": broken}
+    if kept is not None:
+        data["anchor"] = {"seq": kept.get("seq"), "matches": problem is None,
+                          "problem": problem}
+    emit(as_json, data, text)
+    sys.exit(0 if intact and problem is None else 1)
+
+
+@audit.command("anchor")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="also write the anchor (JSON) to this file")
+@json_option
+@with_app(ensure_keys=False)
+def audit_anchor(output: str | None, as_json: bool) -> None:
+    """Print the latest event's seq, hash and time, to store outside the database; later
+    `idp audit verify --anchor FILE` proves that event and everything before it unchanged."""
+    from idp.audit.service import anchor
+
+    found = anchor()
+    if found is None:
+        click.echo("error: the audit trail is empty", err=True)
+        sys.exit(1)
+    if output:
+        with open(output, "w") as handle:
+            json.dump(found, handle)
+            handle.write("\n")
+    emit(as_json, found, f"seq {found['seq']}  hash {found['hash']}  at {found['at']}")
+
+
+@audit.command("grants")
+@click.option("--role", required=True, help="the application's database role")
+@click.option("--schema", default="public", show_default=True)
+def audit_grants(role: str, schema: str) -> None:
+    """Print the PostgreSQL grants that make the audit trail INSERT-only for the role."""
+    from idp.audit.grants import statements
+
+    try:
+        click.echo(";\n".join(statements(role, schema)) + ";")
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -467,7 +528,11 @@ def serve(bind: str, workers: int, threads: int, worker_class: str, as_json: boo
 
     if worker_class == "sync":
         threads = 1  # gunicorn would silently switch a sync worker with threads to gthread
-    _app()  # validate configuration and create keys once, before forking workers
+    app = _app()  # validate configuration and create keys once, before forking workers
+    _prepare_metrics(app)
+    # Structured logs by default in production; the app writes one line per request, so
+    # gunicorn's own access log is off (it would be a second, less informative line).
+    log_format = os.environ.get("IDP_LOG_FORMAT") or "json"
     if as_json:
         click.echo(json.dumps({"bind": bind, "workers": workers, "threads": threads,
                                "worker_class": worker_class}))
@@ -477,8 +542,25 @@ def serve(bind: str, workers: int, threads: int, worker_class: str, as_json: boo
                                "--timeout", "30", "--graceful-timeout", "20",
                                "--no-control-socket",
                                "--logger-class", "idp.web.access_log.RedactingLogger",
-                               "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
+                               "--config", "python:idp.web.gunicorn_hooks",
+                               "--env", f"IDP_LOG_FORMAT={log_format}",
                                "idp.wsgi:app"])
+
+
+def _prepare_metrics(app: Any) -> None:
+    """With IDP_METRICS_TOKEN, gunicorn workers share samples through prometheus-client's
+    multiprocess mode: an emptied directory under the instance directory, unless the operator
+    chose one (PROMETHEUS_MULTIPROC_DIR)."""
+    import os
+    import shutil
+
+    settings = app.extensions["idp"].settings
+    if settings.metrics_token is None or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = settings.instance_dir / "prometheus"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(mode=0o700, parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 # -- sessions ------------------------------------------------------------------------------
 @main.group("sessions")
 def sessions_group() -> None:
@@ -526,3 +608,66 @@ def sessions_expire(as_json: bool) -> None:
 from idp.demo import demo  # noqa: E402
 
 main.add_command(demo)
+
+
+# -- onboarding ----------------------------------------------------------------------------
+@main.group()
+def onboarding() -> None:
+    """Provider onboarding."""
+
+
+@onboarding.command("check-licenses")
+@json_option
+@with_app(ensure_keys=False)
+def onboarding_check_licenses(as_json: bool) -> None:
+    """Warn clinicians by email before their license expires (once, policies/onboarding.toml
+    license_warning_days) and suspend the clinical role of expired licenses. For cron, daily."""
+    from idp.extensions import db as sqla
+    from idp.notify.mailer import send_mail
+    from idp.onboarding import service
+
+    run = service.check_licenses()
+    sqla.session.commit()
+    warned = [(u.username, send_mail(*service.warning_mail(u))) for u in run.warned]
+    suspended = [(u.username, send_mail(*service.suspended_mail(u))) for u in run.suspended]
+    data = {"warned": [name for name, _ in warned],
+            "suspended": [name for name, _ in suspended],
+            "mail_failed": [name for name, sent in warned + suspended if not sent]}
+    emit(as_json, data, f"{len(warned)} warned, {len(suspended)} clinical roles suspended"
+         + (f"; {len(data['mail_failed'])} emails failed" if data["mail_failed"] else ""))
+
+
+@onboarding.command("renew-license")
+@click.argument("login")
+@click.option("--expires", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="the renewed license's expiry date, YYYY-MM-DD")
+@click.option("--number", default=None, help="the license number, when it changed")
+@json_option
+@with_app(ensure_keys=False)
+def onboarding_renew_license(login: str, expires: Any, number: str | None,
+                             as_json: bool) -> None:
+    """Record a renewed license: lifts the clinical suspension of an expired one."""
+    from idp.extensions import db as sqla
+    from idp.onboarding import service
+
+    user = _account(login)
+    try:
+        service.renew_license(user, expires.date(), number, "cli")
+    except service.OnboardingError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    sqla.session.commit()
+    emit(as_json, {"username": user.username, "license_expires": expires.date().isoformat(),
+                   "clinical_suspended": user.clinical_suspended},
+         f"{user.username}: license valid until {expires.date().isoformat()}")
+from idp.reports.cli import reports  # noqa: E402
+
+main.add_command(reports)
+from idp.notify.cli import notify  # noqa: E402
+
+main.add_command(notify)
+
+from idp.ops.cli import backup_command, restore_command  # noqa: E402
+
+main.add_command(backup_command)
+main.add_command(restore_command)

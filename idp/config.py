@@ -59,6 +59,25 @@ def _secret_key(instance: Path) -> str:
     return key
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+
+
+def _trusted_hosts(value: str | None, issuer: str) -> tuple[str, ...]:
+    """Host names a request may name (Flask TRUSTED_HOSTS): a forged Host header gets a 400
+    instead of building URLs (redirects, discovery) on the attacker's name. Default: the
+    issuer's host and the loopback names (health checks and probes on the node itself; a URL
+    built on them points at the reader's own machine, never at an attacker's). A leading dot
+    allows subdomains (Werkzeug); ports are not compared."""
+    if value is None or not value.strip():
+        return tuple(dict.fromkeys((urlsplit(issuer).hostname or "", *LOOPBACK_HOSTS)))
+    hosts = tuple(h.strip().lower() for h in value.split(",") if h.strip())
+    for host in hosts:
+        if not host.lstrip(".") or any(c in host for c in "/:@ ?#"):
+            raise ConfigError(f"IDP_TRUSTED_HOSTS holds {host!r}: give host names, "
+                              "comma-separated, without scheme or port")
+    return hosts
+
+
 @dataclass(frozen=True)
 class Settings:
     issuer: str
@@ -79,6 +98,14 @@ class Settings:
     data_key: str | None = field(default=None, repr=False)
     sms_gateway_url: str | None = None
     sms_gateway_token: str | None = field(default=None, repr=False)
+    npi_registry: str | None = None  # IDP_NPI_REGISTRY: offline:<csv> | nppes[:<url>] | None
+    geoip_db: Path | None = None  # MaxMind GeoLite2/GeoIP2 City or Country mmdb (optional)
+    metrics_token: str | None = field(default=None, repr=False)  # /metrics only when set
+    software_statement_issuers: Path | None = None  # RFC 7591 trusted publishers (JSON)
+    # Earlier IDP_SECRET_KEYs: still accepted when verifying cookies and CSRF tokens (rotation).
+    secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
+    trusted_hosts: tuple[str, ...] = ()
+    log_format: str = "text"
 
     @property
     def secure_cookies(self) -> bool:
@@ -116,7 +143,32 @@ class Settings:
             except (ValueError, TypeError):
                 raise ConfigError("IDP_DATA_KEY must be a Fernet key (32 url-safe base64 bytes)"
                                   ) from None
+        fallbacks = tuple((env.get("IDP_SECRET_KEY_FALLBACKS") or "").split())
+        if any(len(old) < 32 for old in fallbacks):
+            raise ConfigError("IDP_SECRET_KEY_FALLBACKS: every key must be at least 32 "
+                              "characters (separate keys with spaces)")
         ehr = env.get("EHR_AUDIENCE")
+        registry = env.get("IDP_NPI_REGISTRY") or None
+        if registry is not None:
+            _npi_registry(registry)
+        geoip = env.get("IDP_GEOIP_DB") or None
+        if geoip is not None and not Path(geoip).is_file():
+            raise ConfigError(f"IDP_GEOIP_DB={geoip!r} is not a file")
+        metrics_token = env.get("IDP_METRICS_TOKEN") or None
+        if metrics_token is not None and len(metrics_token) < 16:
+            raise ConfigError("IDP_METRICS_TOKEN must be at least 16 characters")
+        statements = env.get("IDP_SOFTWARE_STATEMENT_ISSUERS") or None
+        if statements is not None:
+            from idp.admin.software_statement import load_issuers
+
+            try:
+                load_issuers(Path(statements))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"IDP_SOFTWARE_STATEMENT_ISSUERS={statements!r}: {exc}"
+                                  ) from None
+        log_format = env.get("IDP_LOG_FORMAT", "text")
+        if log_format not in ("json", "text"):
+            raise ConfigError(f"IDP_LOG_FORMAT={log_format!r} must be 'json' or 'text'")
         return cls(
             issuer=issuer,
             database_url=_database_url(db),
@@ -136,4 +188,25 @@ class Settings:
             data_key=data_key,
             sms_gateway_url=gateway,
             sms_gateway_token=env.get("SMS_GATEWAY_TOKEN") or None,
+            npi_registry=registry,
+            geoip_db=Path(geoip) if geoip else None,
+            metrics_token=metrics_token,
+            software_statement_issuers=Path(statements) if statements else None,
+            secret_key_fallbacks=fallbacks,
+            trusted_hosts=_trusted_hosts(env.get("IDP_TRUSTED_HOSTS"), issuer),
+            log_format=log_format,
         )
+
+
+def _npi_registry(value: str) -> None:
+    """offline:<path to an NPPES-layout CSV> | nppes | nppes:<API URL>."""
+    kind, _, rest = value.partition(":")
+    if kind == "offline" and rest:
+        if not Path(rest).is_file():
+            raise ConfigError(f"IDP_NPI_REGISTRY: {rest!r} is not a file")
+    elif kind == "nppes":
+        if rest:
+            _url("IDP_NPI_REGISTRY", rest)
+    else:
+        raise ConfigError(f"IDP_NPI_REGISTRY={value!r} must be offline:<file>, nppes or "
+                          "nppes:<url>")

@@ -35,28 +35,18 @@ from idp.mfa import crypto, totp
 from idp.mfa.models import Factor
 from idp.oidc.clients import create_client, validate_uri
 from idp.oidc.models import Client, digest
+from idp.onboarding.npi import npi_with_check_digit
 
 CLIENTS_FILE = "demo-clients.json"
 ACCOUNTS_FILE = "demo-accounts.json"
 DEFAULT_PORTAL_URL = "http://127.0.0.1:8001"
 DEFAULT_EHR_URL = "http://127.0.0.1:8002"
+DEFAULT_SMART_APP_URL = "http://127.0.0.1:8003"
 
 EHR_READ = "ehr.patients.read ehr.appointments.read ehr.labs.read ehr.billing.read"
 PASSWORD_SYMBOLS = "-_.@#%+="
-NPI_PREFIX = "80840"  # ISO 7812 prefix of the US health industry, part of the NPI check digit
 TOTP_LABEL = "Demo authenticator app"  # the factor the seed owns (others are left alone)
 TOTP_SEED = re.compile(r"[A-Z2-7]{32}")  # what totp.new_secret() makes: 160 bits, base32
-
-
-def npi_with_check_digit(base: str) -> str:
-    """The 10-digit NPI for 9 digits: Luhn check digit computed over the 80840 prefix."""
-    if len(base) != 9 or not base.isdigit():
-        raise ValueError("an NPI base is 9 digits")
-    total = 0
-    for i, char in enumerate(reversed(NPI_PREFIX + base)):
-        digit = int(char) * (2 if i % 2 == 0 else 1)
-        total += digit - 9 if digit > 9 else digit
-    return base + str((10 - total % 10) % 10)
 
 
 @dataclass(frozen=True)
@@ -214,6 +204,30 @@ def ensure_native_client() -> str:
     return "created"
 
 
+SMART_APP_CLIENT_ID = "smart-app"
+SMART_APP_SCOPE = "openid fhirUser launch launch/patient patient/*.rs offline_access"
+
+
+def ensure_smart_app(base_url: str) -> str:
+    """The demo third-party SMART app (clients/smart_app): a public client (PKCE), not first
+    party (the user consents), registered for EHR and standalone launch."""
+    redirect_uri = validate_uri(f"{base_url}/callback", "redirect-uri")
+    client = db.session.execute(
+        select(Client).where(Client.client_id == SMART_APP_CLIENT_ID)).scalar_one_or_none()
+    if client is None:
+        create_client(name="Patient summary (SMART app)", redirect_uris=[redirect_uri],
+                      public=True, scope=SMART_APP_SCOPE, client_id=SMART_APP_CLIENT_ID,
+                      actor="demo-seed")
+        return "created"
+    if client.redirect_uris == [redirect_uri] and client.scope == SMART_APP_SCOPE \
+            and not client.disabled:
+        return "unchanged"
+    client.redirect_uris, client.scope, client.disabled = [redirect_uri], SMART_APP_SCOPE, False
+    audit.record("client.updated", client_id=SMART_APP_CLIENT_ID, actor="demo-seed",
+                 fields=["redirect_uris", "scope", "disabled"])
+    return "updated"
+
+
 # -- accounts --------------------------------------------------------------------------------
 def ensure_account(spec: DemoAccount, known_password: str | None) -> tuple[str, str]:
     """Create one account, or make its password the saved one; returns (status, password)."""
@@ -269,13 +283,43 @@ def ensure_totp(user: User, known_secret: str | None) -> tuple[str, str]:
     return ("authenticator reset" if ours else "enrolled"), secret
 
 
+# Facilities (and departments) the onboarding form offers; admins maintain them afterwards.
+FACILITIES = {
+    FACILITY: ("Internal Medicine", "Family Practice", "Billing Office",
+               "Information Technology"),
+    "Fictional Riverside Clinic": ("Family Practice", "Pediatrics"),
+}
+
+
+def ensure_facilities() -> None:
+    """Create the demo facilities and departments that are missing (never renames or deletes
+    what an admin changed)."""
+    from idp.onboarding.models import Department, Facility
+
+    for name, departments in FACILITIES.items():
+        facility = db.session.execute(select(Facility).where(Facility.name == name)
+                                      ).scalar_one_or_none()
+        if facility is None:
+            facility = Facility(name=name, active=True, created_at=clock.now())
+            db.session.add(facility)
+            db.session.flush()
+            audit.record("admin.facility_created", actor="demo-seed", facility=facility.id,
+                         name=name)
+        have = {d.name for d in facility.departments}
+        for department in departments:
+            if department not in have:
+                db.session.add(Department(facility_id=facility.id, name=department))
+    db.session.flush()
+
+
 def _user(username: str) -> User:
     return db.session.execute(select(User).where(User.username == username)).scalar_one()
 
 
 # -- the seed --------------------------------------------------------------------------------
 def seed(*, instance_dir: Path | None = None, portal_url: str = DEFAULT_PORTAL_URL,
-         ehr_url: str = DEFAULT_EHR_URL) -> SeedResult:
+         ehr_url: str = DEFAULT_EHR_URL, smart_app_url: str = DEFAULT_SMART_APP_URL
+         ) -> SeedResult:
     """Register the demo clients and accounts (in an app context); commit; save secrets."""
     instance = Path(instance_dir or settings().instance_dir)
     clients_file, accounts_file = instance / CLIENTS_FILE, instance / ACCOUNTS_FILE
@@ -291,6 +335,8 @@ def seed(*, instance_dir: Path | None = None, portal_url: str = DEFAULT_PORTAL_U
                             "redirect_uri": f"{base_urls[key]}/callback"})
 
     ensure_native_client()
+    ensure_facilities()
+    ensure_smart_app(smart_app_url.rstrip("/"))
 
     account_rows, passwords = [], {}
     for spec in ACCOUNTS:
@@ -330,8 +376,10 @@ def demo() -> None:
               help="base URL of the provider portal (its redirect URIs derive from it)")
 @click.option("--ehr-url", envvar="EHR_URL", default=DEFAULT_EHR_URL, show_default=True,
               help="base URL of the EHR")
+@click.option("--smart-app-url", envvar="SMART_APP_URL", default=DEFAULT_SMART_APP_URL,
+              show_default=True, help="base URL of the demo SMART app")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def seed_command(portal_url: str, ehr_url: str, as_json: bool) -> None:
+def seed_command(portal_url: str, ehr_url: str, smart_app_url: str, as_json: bool) -> None:
     """Register the portal and EHR clients and the demo accounts; safe to run again."""
     # Imported here: idp.cli imports this module at its end.
     from idp.accounts.service import AccountError
@@ -340,7 +388,7 @@ def seed_command(portal_url: str, ehr_url: str, as_json: bool) -> None:
 
     @with_app()
     def run() -> SeedResult:
-        return seed(portal_url=portal_url, ehr_url=ehr_url)
+        return seed(portal_url=portal_url, ehr_url=ehr_url, smart_app_url=smart_app_url)
 
     try:
         result = run()

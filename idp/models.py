@@ -9,7 +9,9 @@ from idp.accounts.models import (
 )
 from idp.admin.models import InitialAccessToken, RegistrationAccessToken, SecurityAlert
 from idp.audit.models import AuditEvent, AuditHead
+from idp.epcs.models import EpcsCeremony, EpcsPermission
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode, RecoveryCode, SmsOutbox
+from idp.notify.models import MailOutbox
 from idp.oidc.models import (
            AccessTokenRecord,
            AuthorizationCode,
@@ -19,11 +21,17 @@ from idp.oidc.models import (
            RefreshToken,
            UsedAssertion,
 )
+from idp.onboarding.models import Application, ApplicationLink, Department, Facility
 from idp.sessions.models import SsoSession
+from idp.smart.models import SmartContext, SmartLaunch
 
 __all__ = ["Factor", "LoginAttempt", "OneTimeCode", "RecoveryCode", "SmsOutbox",
            "Acknowledgment", "EmailChange", "PasswordHistory", "PasswordResetToken",
            "AccessTokenRecord", "AuditEvent", "AuditHead", "AuthorizationCode",
            "BackchannelLogout", "Client",
            "Consent", "RefreshToken", "SsoSession", "UsedAssertion", "User",
-           "InitialAccessToken", "RegistrationAccessToken", "SecurityAlert"]
+           "InitialAccessToken", "RegistrationAccessToken", "SecurityAlert",
+           "Application", "ApplicationLink", "Department", "Facility"]
+__all__ += ["SmartContext", "SmartLaunch"]
+__all__ += ["EpcsCeremony", "EpcsPermission"]
+__all__ += ["MailOutbox"]

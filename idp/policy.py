@@ -21,6 +21,10 @@ class TokenPolicy:
     access_token_alg: str
     id_token_default_alg: str
     client_assertion_max_lifetime: int
+    client_min_lifetime: int
+    max_access_token_lifetime: int
+    max_id_token_lifetime: int
+    max_refresh_token_lifetime: int
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,15 @@ class BackchannelPolicy:
     retry_max_delay: int
     max_attempts: int
     after_response_budget: int
+
+
+@dataclass(frozen=True)
+class MailPolicy:
+    retry_delay: int
+    retry_max_delay: int
+    max_attempts: int
+    retention: int
+    smtp_probe_timeout: int
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,75 @@ class Role:
     name: str
     label: str
     clinical: bool
+    applicable: bool = False  # offered on the onboarding application form
+
+
+@dataclass(frozen=True)
+class LicenseState:
+    code: str
+    name: str
+    pattern: str
+    example: str
+
+
+@dataclass(frozen=True)
+class OnboardingPolicy:
+    email_link_lifetime: int
+    reply_link_lifetime: int
+    pending_hold: int
+    sla: int
+    apply_per_ip_limit: str
+    apply_per_email_limit: str
+    reviewer_roles: tuple[str, ...]
+    facility_admin_roles: tuple[str, ...]
+    four_eyes: bool
+    four_eyes_roles: tuple[str, ...]
+    license_warning_days: int
+    registry_timeout: int
+    nppes_url: str
+    license_states: dict[str, LicenseState]
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """policies/alerts.toml: the security alert rules (idp/audit/alerts.py)."""
+
+    new_device_window: int
+    new_network_window: int
+    ipv4_prefix: int
+    ipv6_prefix: int
+    network_by_country: bool
+    max_concurrent_networks: int
+    lockouts_per_account: int
+    lockouts_per_ip: int
+    lockout_window: int
+
+
+@dataclass(frozen=True)
+class EpcsPolicy:
+    """DEA 21 CFR 1311 signing ceremony (policies/epcs.toml)."""
+
+    acr: str
+    min_categories: int
+    hardware_factors: tuple[str, ...]
+    excluded_factors: tuple[str, ...]
+    binding_message_max_length: int
+    binding_message_charset: str
+    ceremony_lifetime: int
+    categories: dict[str, str]
+
+    def satisfied_by(self, kinds: list[str] | tuple[str, ...]) -> bool:
+        """Do the factor kinds used at one ceremony ("password", "webauthn", ...) meet EPCS?"""
+        counted = [k for k in kinds if k not in self.excluded_factors and k in self.categories]
+        return (len({self.categories[k] for k in counted}) >= self.min_categories
+                and any(k in self.hardware_factors for k in counted))
+
+
+@dataclass(frozen=True)
+class ReportPolicy:
+    dormant_after_days: int
+    default_range_days: int
+    max_range_days: int
 
 
 @dataclass(frozen=True)
@@ -173,11 +255,18 @@ class Policy:
     resources: dict[str, str]
     roles: dict[str, Role]
     backchannel: BackchannelPolicy
+    onboarding: OnboardingPolicy | None = None
+    alerts: AlertPolicy | None = None
+    epcs: EpcsPolicy | None = None
+    reports: ReportPolicy | None = None
+    mail: MailPolicy | None = None
 
     @property
     def max_token_lifetime(self) -> int:
-        """How long a signing key must stay published after it stops signing."""
-        return max(self.tokens.access_token_lifetime, self.tokens.id_token_lifetime)
+        """How long a signing key must stay published after it stops signing (a client may
+        have tokens up to the policy maximum)."""
+        return max(self.tokens.access_token_lifetime, self.tokens.id_token_lifetime,
+                   self.tokens.max_access_token_lifetime, self.tokens.max_id_token_lifetime)
 
     def claims_for(self, scopes: list[str]) -> set[str]:
         return {c for s in scopes if s in self.scopes for c in self.scopes[s].claims}
@@ -299,7 +388,8 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
     if "openid" not in scopes:
         raise PolicyError("scopes.toml must define the openid scope")
     roles = {
-        name: Role(name, str(spec["label"]), bool(spec["clinical"]))
+        name: Role(name, str(spec["label"]), bool(spec["clinical"]),
+                   bool(spec.get("applicable", False)))
         for name, spec in _read(directory, "roles.toml").get("roles", {}).items()
     }
     backchannel = _build(BackchannelPolicy, section("backchannel.toml"), "backchannel.toml")
@@ -307,5 +397,113 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
             backchannel.logout_token_lifetime < 1:
         raise PolicyError("backchannel.toml: request_timeout, max_attempts and "
                           "logout_token_lifetime must be positive")
+    onboarding = _onboarding(directory, section("onboarding.toml"), roles)
+    alerts = _alerts(section("alerts.toml"))
+    _check_client_lifetimes(tokens)
+    epcs = _load_epcs(section("epcs.toml"), assurance, factors)
+    reports = _build(ReportPolicy, section("reports.toml"), "reports.toml")
+    if reports.dormant_after_days < 1 or reports.max_range_days < 1:
+        raise PolicyError("reports.toml: dormant_after_days and max_range_days must be positive")
+    mail = _build(MailPolicy, section("mail.toml"), "mail.toml")
+    if mail.max_attempts < 1 or mail.retry_delay < 1 or mail.smtp_probe_timeout < 1:
+        raise PolicyError("mail.toml: max_attempts, retry_delay and smtp_probe_timeout must be "
+                          "positive")
     return Policy(tokens, keys, session, argon2, password, lockout, ack, mfa, assurance, scopes,
-                  resources, roles, backchannel)
+                  resources, roles, backchannel, onboarding, alerts, epcs, reports, mail)
+
+
+def _onboarding(directory: Path, data: dict[str, Any], roles: dict[str, Role]
+                ) -> OnboardingPolicy:
+    """policies/onboarding.toml plus the license jurisdictions of policies/licenses.toml."""
+    import re
+
+    raw = _read(directory, "licenses.toml")
+    generic = str(raw.get("generic", ""))
+    states = {}
+    for code, spec in raw.get("states", {}).items():
+        pattern = str(spec.get("pattern", generic))
+        try:
+            re.compile(pattern)
+        except re.error:
+            raise PolicyError(f"licenses.toml: {code} pattern is not a regular expression"
+                              ) from None
+        states[code] = LicenseState(code, str(spec["name"]), pattern,
+                                    str(spec.get("example", raw.get("generic_example", ""))))
+    if not states or not generic:
+        raise PolicyError("licenses.toml needs `generic` and at least one [states] entry")
+    result = _build(OnboardingPolicy, {**data, "license_states": states}, "onboarding.toml")
+    for name in (*result.reviewer_roles, *result.facility_admin_roles, *result.four_eyes_roles):
+        if name not in roles:
+            raise PolicyError(f"onboarding.toml names unknown role {name!r}")
+    if result.email_link_lifetime < 60 or result.sla < 1 or result.registry_timeout < 1:
+        raise PolicyError("onboarding.toml: email_link_lifetime >= 60, sla and "
+                          "registry_timeout positive")
+    return result
+
+
+def _alerts(data: dict[str, Any]) -> AlertPolicy:
+    """policies/alerts.toml, checked."""
+    alerts = _build(AlertPolicy, data, "alerts.toml")
+    if not (8 <= alerts.ipv4_prefix <= 32 and 16 <= alerts.ipv6_prefix <= 128):
+        raise PolicyError("alerts.toml: ipv4_prefix 8-32, ipv6_prefix 16-128")
+    if min(alerts.new_device_window, alerts.new_network_window, alerts.lockout_window,
+           alerts.max_concurrent_networks, alerts.lockouts_per_account,
+           alerts.lockouts_per_ip) < 1:
+        raise PolicyError("alerts.toml: windows, thresholds and max_concurrent_networks must "
+                          "be positive")
+    return alerts
+
+
+def _check_client_lifetimes(tokens: TokenPolicy) -> None:
+    """The default may not exceed the maximum a client may be given."""
+    for kind in ("access_token", "id_token", "refresh_token"):
+        default = getattr(tokens, f"{kind}_lifetime")
+        highest = getattr(tokens, f"max_{kind}_lifetime")
+        if not (1 <= default <= highest and 1 <= tokens.client_min_lifetime <= highest):
+            raise PolicyError(f"tokens.toml: need 1 <= {kind}_lifetime <= max_{kind}_lifetime "
+                              f"and client_min_lifetime <= max_{kind}_lifetime")
+
+
+@dataclass(frozen=True)
+class SmartPolicy:
+    """policies/smart.toml: SMART App Launch (idp/smart)."""
+
+    resource: str
+    fhir_path: str
+    fhir_user_type: str
+    launch_lifetime: int
+    launch_registrars: tuple[str, ...]
+    directory_timeout: int
+
+
+def load_smart_policy(directory: Path) -> SmartPolicy:
+    """Read smart.toml; its resource must be one scopes.toml names."""
+    smart = _build(SmartPolicy, _read(directory, "smart.toml"), "smart.toml")
+    if smart.resource not in load_policy_resources(directory):
+        raise PolicyError(f"smart.toml: resource {smart.resource!r} is not in scopes.toml")
+    if smart.launch_lifetime < 1 or not smart.fhir_path.startswith("/"):
+        raise PolicyError("smart.toml: launch_lifetime >= 1 and fhir_path starting with /")
+    return smart
+
+
+def load_policy_resources(directory: Path) -> dict[str, str]:
+    return {name: str(spec["audience"])
+            for name, spec in _read(directory, "scopes.toml").get("resources", {}).items()}
+
+
+def _load_epcs(raw: dict[str, Any], assurance: AssurancePolicy,
+               factors: dict[str, FactorPolicy]) -> EpcsPolicy:
+    data = {**raw, "categories": {str(k): str(v) for k, v in raw.get("categories", {}).items()}}
+    epcs = _build(EpcsPolicy, data, "epcs.toml")
+    if epcs.acr not in assurance.acr_values:
+        raise PolicyError(f"epcs.toml: acr {epcs.acr!r} is not one of assurance.toml acr_values")
+    unknown = (set(epcs.hardware_factors) | set(epcs.excluded_factors)
+               | set(epcs.categories)) - set(factors) - {"password"}
+    if unknown:
+        raise PolicyError(f"epcs.toml: unknown factors {sorted(unknown)}")
+    if epcs.min_categories < 2 or not epcs.hardware_factors or \
+            set(epcs.hardware_factors) & set(epcs.excluded_factors):
+        raise PolicyError("epcs.toml: min_categories >= 2 and a hardware factor not excluded")
+    if not 1 <= epcs.binding_message_max_length <= 256 or not epcs.binding_message_charset:
+        raise PolicyError("epcs.toml: binding_message_max_length 1-256 and a charset")
+    return epcs

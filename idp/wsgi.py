@@ -1,5 +1,16 @@
 """WSGI entry point for gunicorn: `gunicorn idp.wsgi:app`."""
 
-from idp import create_app
+import sys
 
-app = create_app()
+from idp import create_app
+from idp.config import ConfigError
+from idp.policy import PolicyError
+from idp.web import request_log
+
+try:
+    app = create_app()
+except (ConfigError, PolicyError) as exc:
+    # One line, no traceback; exit code 3 tells gunicorn's master the worker cannot boot.
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    sys.exit(3)
+request_log.configure(app.extensions["idp"].settings.log_format)

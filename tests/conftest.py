@@ -16,6 +16,8 @@ from idp import clock, create_app
 from idp.config import PROJECT_ROOT, Settings
 from idp.extensions import db, limiter
 
+pytest_plugins = ("tests.log_scan",)  # every log line of the run is scanned for secrets
+
 # Cheap argon2 for speed; the production parameters are exercised in tests/unit.
 TEST_POLICY = {"password.argon2": {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}}
 TEST_ISSUER = "http://idp.test"
@@ -74,7 +76,11 @@ class Mailbox:
             async def handle_DATA(self, server, session, envelope):  # noqa: N802
                 from email import message_from_bytes, policy
 
-                box.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+                from tests.log_scan import register_mail_secrets
+
+                message = message_from_bytes(envelope.content, policy=policy.default)
+                box.messages.append(message)
+                register_mail_secrets(message)
                 return "250 OK"
 
         self.port = free_port()
@@ -104,6 +110,9 @@ def mailbox(smtp_server):
 @pytest.fixture(scope="session")
 def env(workdir: Path, database: str, smtp_server) -> dict[str, str]:
     """The environment every IdP of this test session runs with (in-process or gunicorn)."""
+    from tests.log_scan import register
+
+    register("IDP_SECRET_KEY", "test-secret-key-0123456789-abcdefghijklmnop")
     return {
         "IDP_ISSUER": TEST_ISSUER,
         "DATABASE_URL": database,

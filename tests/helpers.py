@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from idp.accounts.service import create_user
 from idp.extensions import db
 from idp.oidc.clients import create_client
+from tests.log_scan import register as register_secret
 
 PASSWORD = "Sturdy-Cedar-Lantern-42!"
 REDIRECT = "https://rp.example/cb"
@@ -27,6 +28,7 @@ def make_user(username: str = "drsmith", npi: str | None = "1234567893", role: s
     """An account; `acknowledged` records the daily acknowledgment for yesterday through the
     day after tomorrow, so tests that move time by hours are not sent to it; `totp` enrolls an
     authenticator app whose seed login() uses for the second step."""
+    register_secret("password", password)
     user = create_user(username=username, email=f"{username}@hospital.example", role=role,
                        npi=npi, password=password, given_name=extra.pop("given_name", "Ana"),
                        family_name=extra.pop("family_name", "Smith"), **extra)
@@ -50,6 +52,7 @@ def enroll_totp(user) -> str:
     db.session.add(Factor(user_id=user.id, kind="totp", label="Test app", created_at=clock.now(),
                           confirmed_at=clock.now(), secret_encrypted=crypto.encrypt(secret)))
     TOTP_SECRETS[user.username] = secret
+    register_secret("TOTP seed", secret)
     return secret
 
 
@@ -104,11 +107,13 @@ def make_client(scope: str = "openid profile email offline_access roles npi",
                         grant_types=kwargs.pop("grant_types", ["authorization_code",
                                                                "refresh_token"]), **kwargs)
     db.session.commit()
+    register_secret("client secret", new.client_secret)
     return Rp(new.client.client_id, new.client_secret, redirect_uri)
 
 
 def pkce() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
+    register_secret("PKCE code verifier", verifier)
     challenge = base64.urlsafe_b64encode(
         hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     return verifier, challenge
@@ -129,8 +134,18 @@ def login(http, username: str = "drsmith", password: str = PASSWORD, next_url: s
                                          "csrf_token": csrf_from(page.text), "next": next_url})
     if not mfa or response.status_code != 302 or \
             not response.headers["Location"].startswith("/mfa/challenge"):
+        _register_cookies(http)
         return response
-    return pass_totp(http, username)
+    done = pass_totp(http, username)
+    _register_cookies(http)
+    return done
+
+
+def _register_cookies(http) -> None:
+    for name in ("idp_session", "__Host-idp_session"):
+        cookie = http.get_cookie(name) if hasattr(http, "get_cookie") else None
+        if cookie is not None:
+            register_secret("session cookie", cookie.value)
 
 
 def pass_totp(http, username: str):
@@ -141,6 +156,7 @@ def pass_totp(http, username: str):
         account = find_by_login(username)
         name = account.username if account else username
         code = totp_now(name)
+        register_secret("TOTP code", code)
         factor_id = db.session.query(Factor.id).filter_by(
             user_id=account.id if account else -1, kind="totp").order_by(Factor.id).scalar()
     challenge = http.get("/mfa/challenge")
@@ -179,6 +195,7 @@ def get_code(http, rp: Rp, **extra) -> tuple[str, str, dict]:
     assert location.startswith(rp.redirect_uri), location
     got = query(location)
     assert got.get("state") == params["state"]
+    register_secret("authorization code", got.get("code"))
     return got["code"], verifier, params
 
 
@@ -194,7 +211,17 @@ def exchange(http, rp: Rp, code: str, verifier: str | None, **extra):
     if auth:
         raw = f"{auth[0]}:{auth[1]}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
-    return http.post("/token", data=data, headers=headers)
+    response = http.post("/token", data=data, headers=headers)
+    register_tokens(response)
+    return response
+
+
+def register_tokens(response) -> None:
+    """Register the tokens of a token-endpoint answer with the log scan."""
+    body = response.get_json(silent=True) if hasattr(response, "get_json") else None
+    if isinstance(body, dict):
+        for field in ("access_token", "refresh_token", "id_token"):
+            register_secret(field.replace("_", " "), body.get(field))
 
 
 def basic(rp: Rp) -> dict[str, str]:

@@ -83,3 +83,14 @@ PRESCRIPTION_DRAFT = {"id": "RX-9001", "mrn": "DEMO-0003", "medication": "Placeb
 
 def prescription_draft() -> dict[str, Any]:
     return _with_name(PRESCRIPTION_DRAFT)
+
+
+# A controlled-substance draft (DEA schedule II): a made-up opioid for a made-up patient. Its
+# id is the reference the IdP shows at the signing ceremony (binding_message).
+CONTROLLED_DRAFT = {"id": "RX-9002", "mrn": "DEMO-0001", "medication": "Fictionalcodone 5 mg",
+                    "schedule": "II", "directions": "One tablet by mouth every 6 hours as "
+                    "needed for pain", "quantity": "12 tablets", "refills": "0"}
+
+
+def controlled_draft() -> dict[str, Any]:
+    return _with_name(CONTROLLED_DRAFT)

@@ -45,13 +45,24 @@ def scope_string(*scopes: str) -> str:
 ACR_AAL1 = "urn:healthidp:acr:aal1"
 ACR_AAL2 = "urn:healthidp:acr:aal2"
 ACR_AAL2_PHR = "urn:healthidp:acr:aal2-phr"   # a phishing-resistant factor (WebAuthn)
-ACR_ORDER = (ACR_AAL1, ACR_AAL2, ACR_AAL2_PHR)
+ACR_EPCS = "urn:healthidp:acr:epcs"           # DEA EPCS signing ceremony (per signature)
+ACR_ORDER = (ACR_AAL1, ACR_AAL2, ACR_AAL2_PHR, ACR_EPCS)
 
 # Sensitive actions: signing a prescription needs a phishing-resistant sign-in, the write
 # scope, and a prescriber's role.
 SIGN_PRESCRIPTION_ACR = ACR_AAL2_PHR
 PRESCRIBER_ROLES = CLINICAL_ROLES
 
+# Controlled substances (DEA 21 CFR 1311): a fresh ceremony at every signature (max_age=0) at
+# the EPCS acr, whose amr shows the hardware factor (hwk) and a second category (the
+# password, or a biometric), by a holder of the two-admin EPCS permission (the `entitlements`
+# claim the IdP releases with the roles scope).
+SIGN_CONTROLLED_ACR = ACR_EPCS
+EPCS_ENTITLEMENT = "epcs"
+EPCS_HARDWARE_AMR = "hwk"
+EPCS_OTHER_AMR = frozenset({"pwd", "pin", "fpt", "face", "iris"})
+EPCS_CEREMONY_MAX_AGE = 300  # seconds from the ceremony (auth_time) to the signature
+EPCS_CLOCK_SKEW = 5
 
 def acr_at_least(acr: object, wanted: str) -> bool:
     """Is `acr` as strong as `wanted`? An acr this app does not know counts as too weak."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, redirect, render_template, url_for
+from flask import Blueprint, Response, current_app, redirect, render_template, url_for
 
 from clients import rp
 from clients.ehr import data
@@ -30,4 +30,5 @@ def index() -> Response | str | tuple[str, int]:
         return render_template("error.html", message="The identity provider cannot be "
                                "reached to check your access. Try again in a moment."), 503
     patients = [] if reason else data.patients()
-    return render_template("index.html", user=user, patients=patients, denied=reason)
+    return render_template("index.html", user=user, patients=patients, denied=reason,
+                           smart_app=current_app.extensions["ehr.smart_app"])

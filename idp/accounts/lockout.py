@@ -33,7 +33,8 @@ def _unlocked(now: datetime) -> object:
 
 
 def register_failure(user: User) -> Failure | None:
-    """Count one failure; lock at the limit. None when the account was already locked."""
+    """Count one failure; lock at the limit. None when the account was already locked.
+    The caller records the audit event and commits."""
     rules = policy().lockout
     now = clock.now()
     until = now + timedelta(seconds=rules.lock_duration)
@@ -46,11 +47,28 @@ def register_failure(user: User) -> Failure | None:
                 locked_until=case((new_count >= rules.max_failures, until), else_=None))
         .returning(User.failed_logins, User.locked_until)
         .execution_options(synchronize_session=False)).first()
-    db.session.commit()
+    if row is not None and row[1] is not None:
+        _record_lockout(user, row[0], clock.aware(row[1]))
+    # Not committed here: the caller commits the count together with its audit event, so a
+    # database failure in between leaves neither (all or nothing).
     if row is None:
         return None
     db.session.refresh(user)
     return Failure(row[0], clock.aware(row[1]), row[1] is not None)
+
+
+def _record_lockout(user: User, failures: int, until: datetime) -> None:
+    """Audit the lockout in the transaction that locks and raise the repeated-lockout alerts it
+    completes (policies/alerts.toml)."""
+    from flask import has_request_context, request
+
+    from idp.audit import alerts
+    from idp.audit import service as audit
+
+    ip = request.remote_addr if has_request_context() else None
+    audit.record("account.locked", user_id=user.id, failures=failures,
+                 locked_until=until.isoformat())
+    alerts.check_lockout(user, ip)
 
 
 def register_success(user: User) -> bool:

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp import clock
@@ -33,6 +33,13 @@ class User(db.Model):
     facility: Mapped[str | None] = mapped_column(String(200), nullable=True)
     department: Mapped[str | None] = mapped_column(String(200), nullable=True)
     license_state: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    # Onboarding (idp/onboarding): the license a verifier checked, when it runs out, whether
+    # the 30-day warning went out, and whether expiry took the clinical role out of tokens.
+    license_number: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    license_expires: Mapped[date | None] = mapped_column(Date, nullable=True)
+    license_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    clinical_suspended: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                     server_default="0")
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -145,7 +145,9 @@ def temporary_expired(user: User) -> bool:
 def change_required(user: User) -> str | None:
     """Why the user must set a new password before anything else, or None."""
     if user.must_change_password:
-        return "temporary"
+        # no expiry: forced without a temporary password ("this wasn't me", idp.accounts.
+        # compromise)
+        return "temporary" if user.temporary_password_expires_at else "required"
     if is_expired(user):
         return "expired"
     return None

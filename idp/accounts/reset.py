@@ -18,7 +18,6 @@ from idp.accounts.settings import end_sessions, revoke_tokens
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.extensions import db
-from idp.notify.mailer import send_mail
 from idp.oidc.models import digest
 
 MAX_TOKEN_LENGTH = 128
@@ -98,8 +97,13 @@ def link_mail(link: ResetLink, *, helpdesk: bool = False) -> tuple[str, str, str
 
 
 def send_link(link: ResetLink, *, helpdesk: bool = False) -> bool:
-    """Email the link now (after commit). False when the mail server refused it."""
-    return send_mail(*link_mail(link, helpdesk=helpdesk))
+    """Email the link now (after commit) through the outbox: False when the mail server refused
+    it (the outbox retries it: `idp notify deliver`)."""
+    from idp.notify import outbox
+
+    row = outbox.enqueue(*link_mail(link, helpdesk=helpdesk))
+    db.session.commit()
+    return outbox.deliver_now([row.id])
 
 
 def valid_link(token: str) -> tuple[PasswordResetToken, User] | None:

@@ -11,7 +11,7 @@ from idp.accounts import notices, passwords, reset
 from idp.accounts.forms import NewPasswordForm
 from idp.context import policy
 from idp.extensions import db, limiter
-from idp.notify.mailer import send_after_response
+from idp.notify import outbox
 
 bp = Blueprint("reset", __name__)
 
@@ -46,10 +46,11 @@ def forgot() -> tuple[str, int] | str:
             return render_template("accounts/forgot.html", form=form, hours=hours,
                                    error="Enter your username, NPI or email address."), 400
         links = reset.request_reset(form.identifier.data)
+        mails = [outbox.enqueue(*reset.link_mail(link)).id for link in links]
         db.session.commit()
-        for link in links:
-            send_after_response(*reset.link_mail(link))
-        return render_template("accounts/forgot_sent.html", hours=hours)
+        outbox.deliver_after_response(mails)
+        return render_template("accounts/forgot_sent.html", hours=hours,
+                               delayed=outbox.mail_delayed())
     return render_template("accounts/forgot.html", form=form, hours=hours)
 
 

@@ -18,7 +18,6 @@ from idp.accounts.service import verify_password
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.extensions import db
-from idp.notify.mailer import send_mail
 from idp.oidc.models import digest
 from idp.oidc.tokens import revoke_session_tokens, revoke_where
 from idp.sessions import service as sessions
@@ -104,12 +103,13 @@ class PasswordChange:
 
 def prove_password(user: User, current_password: str) -> PasswordChange:
     """Re-authentication for a sensitive change. A wrong password counts as a failed sign-in
-    (lockout, committed at once); a locked account cannot prove anything."""
+    (lockout, committed by the caller with its audit event); a locked account cannot prove
+    anything."""
     right = verify_password(user, current_password)  # constant work, locked or not
     if lockout.is_locked(user):
         return PasswordChange(False, [LOCKED])
     if not right:
-        failure = lockout.register_failure(user)  # commits the count on its own
+        failure = lockout.register_failure(user)  # committed by the caller with the event
         audit.record("reauthentication.failure", user_id=user.id)
         if failure is None:
             return PasswordChange(False, [LOCKED])
@@ -167,19 +167,27 @@ def request_email_change(user: User, new_email: str) -> EmailChangeRequest:
                               f"{settings().issuer}/account/email/verify/{token}")
 
 
-def send_email_change(change: EmailChangeRequest) -> None:
-    """After commit: the link to the new address, a heads-up to the old one."""
+def queue_email_change(change: EmailChangeRequest) -> list[int]:
+    """In the change's transaction: the link to the new address and a heads-up to the old one
+    go to the mail outbox (sent after the commit: outbox.deliver_now); their row ids."""
+    from idp.notify import outbox
+
     hours = policy().password.reset_link_lifetime // 3600
     name = change.user.name or change.user.username
-    send_mail(change.new_email, "Confirm your new email address",
-              f"Hello {name},\n\nTo use this address for your account "
-              f"{change.user.username}, open this link within {hours} hours while signed in:\n\n"
-              f"{change.url}\n\nIf you did not ask for this, ignore this message.\n")
-    send_mail(change.old_email, "A change of your email address was requested",
-              f"Hello {name},\n\nSomeone signed in to your account asked to change its email "
-              f"address to {change.new_email}. Nothing changes until the new address is "
-              "confirmed. If this was not you, change your password and tell your facility's "
-              "security team at once.\n")
+    rows = [
+        outbox.enqueue(
+            change.new_email, "Confirm your new email address",
+            f"Hello {name},\n\nTo use this address for your account "
+            f"{change.user.username}, open this link within {hours} hours while signed in:\n\n"
+            f"{change.url}\n\nIf you did not ask for this, ignore this message.\n"),
+        outbox.enqueue(
+            change.old_email, "A change of your email address was requested",
+            f"Hello {name},\n\nSomeone signed in to your account asked to change its email "
+            f"address to {change.new_email}. Nothing changes until the new address is "
+            "confirmed. If this was not you, change your password and tell your facility's "
+            "security team at once.\n"),
+    ]
+    return [row.id for row in rows]
 
 
 def confirm_email_change(user: User, token: str) -> bool:

@@ -26,6 +26,7 @@ from idp.admin.service import recent_logins
 from idp.context import policy
 from idp.extensions import db, limiter
 from idp.mfa.codes import mask
+from idp.notify import outbox
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
@@ -152,10 +153,28 @@ def activity() -> Page:
     sso, away = _signed_in()
     if away:
         return away
+    from idp.audit import geoip
+
     return render_template("accounts/activity.html", sso=sso,
                            sessions=service.live_sessions(sso.user),
                            events=recent_logins(sso.user.id, limit=20),
-                           messages=get_flashed_messages())
+                           messages=get_flashed_messages(),
+                           place=geoip.lookup if geoip.enabled() else None)
+
+
+@bp.post("/activity/not-me")
+def not_me() -> Page:
+    """"This wasn't me": end every session and token, force a new password, tell security
+    staff (idp.accounts.compromise). `event` optionally names the sign-in row reported."""
+    sso, away = _signed_in(url_for("settings.activity"))
+    if away:
+        return away
+    from idp.accounts import compromise
+
+    done = compromise.report(sso.user, sso, event_seq=request.form.get("event"))
+    db.session.commit()
+    compromise.send_notices(done)
+    return render_template("accounts/not_me_done.html", ended=done.sessions_ended)
 
 
 @bp.post("/sessions/end-all")
@@ -195,9 +214,14 @@ def email() -> Page:
             except service.SettingsError as exc:
                 errors = [str(exc)]
             else:
+                mails = service.queue_email_change(change)
                 db.session.commit()
-                service.send_email_change(change)
-                flash(f"We sent a link to {change.new_email}. Open it to confirm the change.")
+                if outbox.deliver_now(mails):
+                    flash(f"We sent a link to {change.new_email}. Open it to confirm the "
+                          "change.")
+                else:
+                    flash(f"Our mail server is not answering: the link to {change.new_email} "
+                          "may be delayed. It will be sent as soon as the server is back.")
                 return redirect(url_for("settings.overview"))
     return render_template("accounts/settings_email.html", form=form, errors=errors, user=user,
                            hours=policy().password.reset_link_lifetime // 3600

@@ -32,6 +32,7 @@ from idp.admin.access import (
 from idp.admin.forms import ClientForm, RegistrationTokenForm, lines
 from idp.admin.models import SecurityAlert
 from idp.admin.views import bp
+from idp.audit import geoip
 from idp.audit import service as audit
 from idp.extensions import db
 from idp.mfa import manage as mfa_manage
@@ -54,6 +55,14 @@ def index() -> Page:
 
 
 # -- clients -------------------------------------------------------------------------------
+@bp.app_template_global("token_policy")
+def token_policy() -> object:
+    """tokens.toml for the client form: defaults and bounds of per-client lifetimes."""
+    from idp.context import policy
+
+    return policy().tokens
+
+
 def _client(client_id: str) -> Client:
     client = db.session.execute(select(Client).where(Client.client_id == client_id[:64])
                                 ).scalar_one_or_none()
@@ -80,7 +89,10 @@ def _form_values(form: ClientForm) -> dict:
             "scope": (form.scope.data or "").strip(),
             "auth_method": form.token_endpoint_auth_method.data,
             "first_party": bool(form.first_party.data),
-            "require_pkce": bool(form.require_pkce.data)}
+            "require_pkce": bool(form.require_pkce.data),
+            "lifetimes": client_service.Lifetimes(form.access_token_lifetime.data,
+                                                  form.id_token_lifetime.data,
+                                                  form.refresh_token_lifetime.data)}
 
 
 @bp.route("/clients/new", methods=["GET", "POST"])
@@ -105,7 +117,8 @@ def client_new() -> Page:
             scope=values["scope"], post_logout_redirect_uris=values["post_logout_redirect_uris"],
             backchannel_logout_uri=values["backchannel_logout_uri"],
             first_party=values["first_party"], auth_method=values["auth_method"],
-            require_pkce=values["require_pkce"], actor=actor(sso))
+            require_pkce=values["require_pkce"], actor=actor(sso),
+            lifetimes=values["lifetimes"])
     except client_service.ClientError as exc:
         db.session.rollback()
         return render_template("admin/client_form.html", form=form, client=None,
@@ -129,7 +142,10 @@ def client_edit(client_id: str) -> Page:
             "backchannel_logout_uri": client.backchannel_logout_uri or "",
             "grant_types": list(client.grant_types or []), "scope": client.scope,
             "token_endpoint_auth_method": client.token_endpoint_auth_method,
-            "require_pkce": client.require_pkce, "first_party": client.first_party})
+            "require_pkce": client.require_pkce, "first_party": client.first_party,
+            "access_token_lifetime": client.access_token_lifetime,
+            "id_token_lifetime": client.id_token_lifetime,
+            "refresh_token_lifetime": client.refresh_token_lifetime})
         return render_template("admin/client_form.html", form=form, client=client)
     form = ClientForm()
     if not form.validate_on_submit():
@@ -143,7 +159,8 @@ def client_edit(client_id: str) -> Page:
             post_logout_redirect_uris=values["post_logout_redirect_uris"],
             backchannel_logout_uri=values["backchannel_logout_uri"],
             auth_method=values["auth_method"], first_party=values["first_party"],
-            require_pkce=values["require_pkce"], actor=actor(sso))
+            require_pkce=values["require_pkce"], actor=actor(sso),
+            lifetimes=values["lifetimes"])
     except client_service.ClientError as exc:
         db.session.rollback()
         return render_template("admin/client_form.html", form=form, client=client,
@@ -248,7 +265,8 @@ def user_page(user_id: int) -> Page:
         "admin/user.html", user=user, factors=factors,
         sessions=account_settings.live_sessions(user), logins=service.recent_logins(user.id),
         locked=lockout.is_locked(user), is_admin=sso.user.role in ADMIN_ROLES,
-        done=DONE.get(request.args.get("done", "")))
+        done=DONE.get(request.args.get("done", "")),
+        place=geoip.lookup if geoip.enabled() else None)
 
 
 def _user_action(user_id: int, roles: tuple[str, ...] = ADMIN_ROLES):
@@ -267,7 +285,8 @@ DONE = {
     "mfa_reset": "Every sign-in method was removed and every session ended; the next sign-in "
                  "enrolls again.",
     "reset_sent": "A password reset link was emailed to the account's address.",
-    "reset_failed": "The mail server did not accept the reset email; try again.",
+    "reset_failed": "The mail server did not accept the reset email; it is queued and will "
+                    "be sent when the server is back (a new link would replace it).",
     "reset_disabled": "The account is disabled; enable it first.",
     "session_gone": "That session had ended already.",
     "session_ended": "Session ended; its tokens were revoked.",

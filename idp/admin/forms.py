@@ -43,6 +43,13 @@ class ClientForm(FlaskForm):
                                              default="client_secret_basic")
     require_pkce = BooleanField("Require PKCE", default=True)
     first_party = BooleanField("First party (no consent page)")
+    # Seconds; empty = the policy default. Bounds (policies/tokens.toml) are checked by
+    # idp.oidc.clients.validate_lifetimes, which names the allowed range.
+    access_token_lifetime = IntegerField("Access token lifetime (seconds)",
+                                         validators=[Optional()])
+    id_token_lifetime = IntegerField("ID token lifetime (seconds)", validators=[Optional()])
+    refresh_token_lifetime = IntegerField("Refresh token lifetime (seconds)",
+                                          validators=[Optional()])
 
 
 class RegistrationTokenForm(FlaskForm):

@@ -61,9 +61,29 @@ class MetadataError(ValueError):
         self.code = code
 
 
-def _metadata() -> dict[str, Any]:
-    """The request's JSON metadata with the types RFC 7591 gives each field we use."""
+def _statement_body() -> tuple[dict[str, Any] | None, str | None]:
+    """The request's JSON metadata with an accepted software statement's values applied over
+    it (RFC 7591 §2.3), and the statement; MetadataError for a refused statement."""
+    from idp.admin import software_statement
+
     body = request.get_json(silent=True)
+    if not isinstance(body, dict) or body.get("software_statement") is None:
+        return body, None
+    statement = body["software_statement"]
+    try:
+        issuer, asserted = software_statement.verify(statement)
+    except software_statement.StatementError as exc:
+        raise MetadataError("invalid_software_statement", str(exc)) from None
+    from idp.audit import service as audit
+
+    audit.record("registration.software_statement_accepted", actor="registration",
+                 issuer=issuer, software_id=str(asserted.get("software_id", ""))[:200])
+    return {**body, **asserted}, statement
+
+
+def _metadata(body: Any = None) -> dict[str, Any]:
+    """The JSON metadata with the types RFC 7591 gives each field we use."""
+    body = request.get_json(silent=True) if body is None else body
     if not isinstance(body, dict):
         raise MetadataError("invalid_client_metadata", "the body must be a JSON object")
     for name in LIST_FIELDS:
@@ -116,6 +136,8 @@ def _document(client: Client, **extra: Any) -> dict[str, Any]:
         doc["backchannel_logout_uri"] = client.backchannel_logout_uri
     if client.jwks:
         doc["jwks"] = client.jwks
+    if client.software_statement:
+        doc["software_statement"] = client.software_statement
     if client.client_secret_hash:
         doc["client_secret_expires_at"] = 0
     doc.update({k: v for k, v in extra.items() if v is not None})
@@ -140,7 +162,8 @@ def register() -> Response:
         db.session.rollback()
         return _invalid_token("the initial access token is unknown, used up or expired")
     try:
-        meta = _metadata()
+        body, statement = _statement_body()
+        meta = _metadata(body)
         new = client_service.create_client(
             name=meta["name"], redirect_uris=meta["redirect_uris"],
             public=meta["auth_method"] == "none", grant_types=meta["grant_types"],
@@ -154,6 +177,7 @@ def register() -> Response:
     except client_service.ClientError as exc:
         db.session.rollback()
         return _client_error(exc)
+    new.client.software_statement = statement
     access = secrets.token_urlsafe(32)
     db.session.add(RegistrationAccessToken(client_id=new.client.client_id,
                                            token_hash=digest(access), created_at=clock.now()))
@@ -169,7 +193,9 @@ def _managed(client_id: str) -> Client | Response:
         return _invalid_token("a registration access token is required")
     row = db.session.execute(select(RegistrationAccessToken).where(
         RegistrationAccessToken.token_hash == digest(token))).scalar_one_or_none()
-    if row is None or not hmac.compare_digest(row.client_id, client_id[:64]):
+    # bytes: compare_digest refuses str holding non-ASCII (a TypeError, then a 500)
+    if row is None or not hmac.compare_digest(row.client_id.encode(),
+                                              client_id[:64].encode()):
         return _invalid_token("the registration access token is not valid for this client")
     client = db.session.execute(select(Client).where(Client.client_id == row.client_id)
                                 ).scalar_one_or_none()
@@ -198,7 +224,8 @@ def replace(client_id: str) -> Response:
     if secret is not None and not client.check_client_secret(secret):
         return _error("invalid_client_metadata", "client_secret does not match")
     try:
-        meta = _metadata()
+        body, statement = _statement_body()
+        meta = _metadata(body)
         new_secret = client_service.update_client(
             client, name=meta["name"], redirect_uris=meta["redirect_uris"],
             grant_types=meta["grant_types"], scope=meta["scope"],
@@ -206,6 +233,7 @@ def replace(client_id: str) -> Response:
             backchannel_logout_uri=meta["backchannel_logout_uri"],
             auth_method=meta["auth_method"], first_party=False, require_pkce=True,
             jwks=meta["jwks"], actor=f"client:{client.client_id}")
+        client.software_statement = statement
     except MetadataError as exc:
         db.session.rollback()
         return _error(exc.code, str(exc))

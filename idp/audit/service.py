@@ -9,10 +9,12 @@ from typing import Any
 from flask import has_request_context, request
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from idp import clock
 from idp.audit.models import AuditEvent, AuditHead
 from idp.extensions import db
+from idp.web import metrics
 
 GENESIS = "0" * 64
 # Keys that must never reach the audit trail, whatever a caller passes.
@@ -29,12 +31,14 @@ def _hash(prev: str, seq: int, at: str, event: str, user_id: int | None,
 
 def record(event: str, *, user_id: int | None = None, client_id: str | None = None,
            ip: str | None = None, actor: str | None = None, user_agent: str | None = None,
-           **detail: Any) -> AuditEvent:
+           session: Session | None = None, **detail: Any) -> AuditEvent:
     """Append an event in the current transaction (committed with the change it records).
 
     IP and user agent default to the current request's; the actor defaults to the user the
     event is about (or the client, or "anonymous"); admin and CLI actions name themselves.
+    `session` defaults to the application's (db.session).
     """
+    session = session or db.session
     leaked = _FORBIDDEN & set(detail)
     if leaked:
         raise ValueError(f"audit detail must not carry {sorted(leaked)}")
@@ -44,50 +48,78 @@ def record(event: str, *, user_id: int | None = None, client_id: str | None = No
     user_agent = user_agent[:300] if user_agent else None
     actor = actor or (f"user:{user_id}" if user_id else
                       f"client:{client_id}" if client_id else "anonymous")
-    seq, prev = _advance_head()
+    seq, prev = _advance_head(session)
     at = clock.now()
     digest = _hash(prev, seq, at.isoformat(), event, user_id, client_id, ip, actor,
                    user_agent, detail)
     item = AuditEvent(seq=seq, at=at, event=event, user_id=user_id, client_id=client_id, ip=ip,
                       actor=actor, user_agent=user_agent, detail=detail,
                       prev_hash=prev, hash=digest)
-    db.session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=digest))
-    db.session.add(item)
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=digest))
+    session.add(item)
+    metrics.note(session, event, detail)  # counted if this transaction commits
     return item
 
 
-def _advance_head() -> tuple[int, str]:
+def _advance_head(session: Session) -> tuple[int, str]:
     """Take the next sequence number and the previous hash in one UPDATE.
 
     The UPDATE holds the head row (PostgreSQL) or the write lock (SQLite) until the caller's
     transaction ends, so concurrent writers on any number of nodes extend one chain in turn.
     """
     for _ in range(2):
-        row = db.session.execute(
+        row = session.execute(
             update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + 1)
             .returning(AuditHead.seq, AuditHead.last_hash)
             .execution_options(synchronize_session=False)).first()
         if row is not None:
             return row[0], row[1]
         try:
-            with db.session.begin_nested():
-                db.session.add(AuditHead(id=1, seq=0, last_hash=GENESIS))
+            with session.begin_nested():
+                session.add(AuditHead(id=1, seq=0, last_hash=GENESIS))
         except IntegrityError:
             pass  # another writer created the head first
     raise RuntimeError("audit head row could not be created")
 
 
-def verify() -> tuple[bool, int, int | None]:
+def verify(session: Session | None = None) -> tuple[bool, int, int | None]:
     """Walk the chain. Returns (intact, events checked, first broken seq or None)."""
+    session = session or db.session
     prev, expected_seq, count = GENESIS, 1, 0
-    for item in db.session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars():
+    for item in session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars():
         digest = _hash(prev, item.seq, clock.aware(item.at).isoformat(), item.event,
                        item.user_id, item.client_id, item.ip, item.actor, item.user_agent,
                        item.detail or {})
         if item.seq != expected_seq or item.prev_hash != prev or item.hash != digest:
             return False, count, item.seq
         prev, expected_seq, count = item.hash, expected_seq + 1, count + 1
-    head = db.session.get(AuditHead, 1)
+    head = session.get(AuditHead, 1)
     if head is not None and (head.seq != count or head.last_hash != prev):
         return False, count, count + 1  # events were deleted from the end
     return True, count, None
+
+
+def anchor(session: Session | None = None) -> dict[str, Any] | None:
+    """The latest event's seq, hash and time: an anchor for operators to keep elsewhere
+    (another system, a ticket, paper). None while the trail is empty."""
+    session = session or db.session
+    item = session.execute(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)
+                           ).scalar_one_or_none()
+    if item is None:
+        return None
+    return {"seq": item.seq, "hash": item.hash, "at": clock.aware(item.at).isoformat()}
+
+
+def check_anchor(kept: dict[str, Any], session: Session | None = None) -> str | None:
+    """None when the anchored event still exists with the anchored hash; else what is wrong.
+    With verify() intact, every event up to the anchor is then the one anchored."""
+    session = session or db.session
+    seq, digest = kept.get("seq"), kept.get("hash")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(digest, str):
+        return "the anchor needs an integer seq and a hash"
+    item = session.get(AuditEvent, seq)
+    if item is None:
+        return f"anchored event {seq} is missing"
+    if item.hash != digest:
+        return f"anchored event {seq} has hash {item.hash}, the anchor says {digest}"
+    return None

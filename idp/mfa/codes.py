@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import phonenumbers
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from idp import clock
 from idp.context import policy
@@ -51,6 +51,7 @@ def mask(destination: str) -> str:
 class SendResult:
     sent: bool
     message: str
+    undelivered: bool = False  # the gateway or mail server did not take it (an outage)
 
 
 def send(factor: Factor, attempt: LoginAttempt) -> SendResult:
@@ -69,10 +70,11 @@ def send(factor: Factor, attempt: LoginAttempt) -> SendResult:
         return SendResult(False, "Too many codes were sent. Wait a few minutes, or use "
                                  "another way to verify.")
     code = "".join(secrets.choice("0123456789") for _ in range(rules.code_length))
-    db.session.add(OneTimeCode(
+    item = OneTimeCode(
         attempt_id=attempt.id, factor_id=factor.id, user_id=attempt.user_id,
         code_hash=digest(f"{attempt.id}:{code}"), created_at=now,
-        expires_at=now + timedelta(seconds=rules.code_lifetime)))
+        expires_at=now + timedelta(seconds=rules.code_lifetime))
+    db.session.add(item)
     minutes = rules.code_lifetime // 60
     text = f"Your Provider Identity code is {code}. It expires in {minutes} minutes. " \
            "Never share it: staff will never ask for it."
@@ -80,10 +82,29 @@ def send(factor: Factor, attempt: LoginAttempt) -> SendResult:
         delivered = sms.sender().send(factor.destination or "", text)
     else:
         db.session.commit()  # the code must exist before the mail can be read
-        delivered = send_mail(factor.destination or "", "Your sign-in code", text + "\n")
+        delivered = send_mail(factor.destination or "", "Your sign-in code", text + "\n",
+                              queue=False)
     if not delivered:
-        return SendResult(False, "The code could not be sent. Try again, or use another way.")
+        return _undelivered(factor, item)
     return SendResult(True, f"We sent a code to {mask(factor.destination or '')}.")
+
+
+def _undelivered(factor: Factor, item: OneTimeCode) -> SendResult:
+    """The channel is down: the code never left, so it neither counts toward the resend
+    cool-down and cap nor stays usable; the page offers the account's other ways."""
+    from idp.audit import service as audit
+
+    if item.id is None:  # not flushed yet (the SMS path): drop it from the transaction
+        db.session.expunge(item)
+    else:  # committed before the mail was sent (the email path)
+        db.session.execute(delete(OneTimeCode).where(OneTimeCode.id == item.id)
+                           .execution_options(synchronize_session=False))
+    audit.record("mfa.code_undelivered", user_id=factor.user_id, factor=factor.kind)
+    channel = "text message" if factor.kind == "sms" else "email"
+    return SendResult(False, f"We could not send a {channel} to "
+                             f"{mask(factor.destination or '')}: our {channel} service is not "
+                             "answering right now. Verify another way below, or try again in "
+                             "a few minutes.", undelivered=True)
 
 
 def verify(factor: Factor, attempt: LoginAttempt, code: str) -> bool:

@@ -31,7 +31,10 @@ def factors(user: User, *, min_acr: str | None = None) -> list[Factor]:
     rows = db.session.execute(select(Factor).where(
         Factor.user_id == user.id, Factor.confirmed_at.is_not(None))).scalars().all()
     usable = [f for f in rows if f.kind in allowed]
-    if min_acr is not None:
+    if min_acr is not None and min_acr == policy().epcs.acr:
+        # EPCS: the hardware factor of the ceremony (the password was entered just before).
+        usable = [f for f in usable if f.kind in policy().epcs.hardware_factors]
+    elif min_acr is not None:
         rank = policy().assurance.rank
         usable = [f for f in usable if rank(mfa.factors[f.kind].acr) >= rank(min_acr)]
     return sorted(usable, key=lambda f: (PREFERENCE.index(f.kind) if f.kind in PREFERENCE
@@ -77,7 +80,7 @@ def current() -> tuple[LoginAttempt, User, str] | None:
     user = db.session.get(User, attempt.user_id)
     if user is None or user.disabled:
         return None
-    if attempt.purpose == "stepup":
+    if attempt.purpose in ("stepup", "epcs"):
         sso = sessions.current()
         if sso is None or sso.user_id != user.id:
             return None
@@ -108,6 +111,11 @@ def finish(attempt: LoginAttempt, user: User, factor: Factor | None) -> SsoSessi
             amr.append("mfa")
         factor.last_used_at = clock.now()
     abandon()
+    if attempt.purpose == "epcs":  # a signing ceremony: its result stays off the session
+        from idp.epcs import service as epcs
+
+        epcs.complete(attempt, user, factor, amr)
+        return sessions.current()
     if attempt.purpose == "stepup":
         sso = sessions.current()
         if sso is None:

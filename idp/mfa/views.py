@@ -57,20 +57,23 @@ def challenge() -> Response | tuple[str, int] | str:
     if factor is None:
         flow.abandon()
         return redirect(next_url)
-    message, error = None, None
+    message, error, down = None, None, False
     if request.method == "GET" and factor.kind in ("sms", "email") and not _code_sent(
             attempt, factor):
         result = codes.send(factor, attempt)
         db.session.commit()
         message, error = (result.message, None) if result.sent else (None, result.message)
+        down = result.undelivered
     if request.method == "POST":
         if request.form.get("action") == "resend" and factor.kind in ("sms", "email"):
             result = codes.send(factor, attempt)
             db.session.commit()
             message, error = (result.message, None) if result.sent else (None, result.message)
+            down = result.undelivered
         else:
             return _verify(attempt, user, factor, next_url, usable)
-    return _page(attempt, user, factor, usable, message=message, error=error)
+    return _page(attempt, user, factor, usable, message=message, error=error,
+                 undelivered=down)
 
 
 def _code_sent(attempt: object, factor: Factor) -> bool:
@@ -84,12 +87,22 @@ def _code_sent(attempt: object, factor: Factor) -> bool:
 
 
 def _page(attempt: object, user: object, factor: Factor, usable: list[Factor],
-          message: str | None = None, error: str | None = None, status: int = 200
-          ) -> tuple[str, int]:
+          message: str | None = None, error: str | None = None, status: int = 200,
+          undelivered: bool = False) -> tuple[str, int]:
     return render_template("mfa/challenge.html", factor=factor, factors=usable, user=user,
                            message=message, error=error, mask=codes.mask,
                            spec=policy().mfa.factors[factor.kind],
-                           stepup=attempt.purpose == "stepup"), status
+                           stepup=attempt.purpose in ("stepup", "epcs"),
+                           epcs=_epcs_ceremony(attempt),
+                           undelivered=undelivered), status
+
+
+def _epcs_ceremony(attempt: object) -> object | None:
+    if attempt.purpose != "epcs":
+        return None
+    from idp.epcs.service import ceremony_for_attempt
+
+    return ceremony_for_attempt(attempt.id)
 
 
 def _verify(attempt: object, user: object, factor: Factor, next_url: str,

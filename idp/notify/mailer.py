@@ -1,5 +1,6 @@
-"""Email over real SMTP. A failed send is logged (without its content) and reported as False:
-a mail outage must not turn a sign-in into an error page."""
+"""Email over real SMTP. A failed send is logged (without its content) and kept in the outbox
+for retries (idp/notify/outbox.py): a mail outage must not turn a sign-in into an error page,
+and must not lose the mail."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from idp.context import settings
 log = logging.getLogger("idp.notify")
 
 
-def send_mail(to: str, subject: str, body: str) -> bool:
+def smtp_send(to: str, subject: str, body: str) -> str | None:
+    """One SMTP attempt: None when the server accepted the mail, else a short error."""
     conf = settings()
     message = EmailMessage()
     message["From"] = conf.smtp_from
@@ -27,8 +29,21 @@ def send_mail(to: str, subject: str, body: str) -> bool:
             smtp.send_message(message)
     except (OSError, smtplib.SMTPException) as exc:
         log.warning("mail to one recipient failed: %s", type(exc).__name__)
-        return False
-    return True
+        return type(exc).__name__
+    return None
+
+
+def send_mail(to: str, subject: str, body: str, *, queue: bool = True) -> bool:
+    """Send now; True when the server accepted it. A failed mail is kept for retries unless
+    `queue` is False (sign-in codes: they expire in minutes, the page offers another way)."""
+    error = smtp_send(to, subject, body)
+    if error is None:
+        return True
+    if queue:
+        from idp.notify import outbox
+
+        outbox.keep_failed(to, subject, body, error)
+    return False
 
 
 def send_after_response(to: str, subject: str, body: str) -> None:

@@ -87,8 +87,9 @@ def login_decision(sso: SsoSession | None, params: dict, login_marker: float | N
                    ) -> LoginDecision:
     """Does this authorization request need the user to (re)authenticate first?
 
-    login_marker is when this very request first asked for prompt=login; a sign-in after it
-    satisfies the prompt.
+    login_marker is when this very request first asked for prompt=login (or a sign-in for
+    max_age); a sign-in after it satisfies the prompt (and max_age, even max_age=0, which no
+    sign-in could otherwise meet by the time the browser comes back).
     """
     if sso is None:
         return LoginDecision(True, "no session")
@@ -97,7 +98,8 @@ def login_decision(sso: SsoSession | None, params: dict, login_marker: float | N
     if "login" in prompts and (login_marker is None or auth_time < login_marker):
         return LoginDecision(True, "prompt=login")
     max_age = params.get("max_age")
-    if max_age is not None and clock.now().timestamp() - auth_time > int(max_age):
+    if max_age is not None and clock.now().timestamp() - auth_time > int(max_age) and (
+            login_marker is None or auth_time < login_marker):
         return LoginDecision(True, "max_age")
     wanted = requested_acr(params)
     if wanted is not None:

@@ -22,10 +22,25 @@ def _all_claims(user: User) -> dict[str, Any]:
         "phone_number_verified": bool(user.phone_number_verified),
         "npi": user.npi,
         "license_state": user.license_state,
-        "roles": [user.role],
+        "roles": roles_of(user),
         "facility": user.facility,
         "department": user.department,
+        "fhirUser": _fhir_user(user),  # SMART App Launch
     }
+
+
+def roles_of(user: User) -> list[str]:
+    """The account's role, unless it is clinical and suspended (license expired)."""
+    role = policy().roles.get(user.role)
+    if getattr(user, "clinical_suspended", False) and (role is None or role.clinical):
+        return []
+    return [user.role]
+
+
+def _fhir_user(user: User) -> str | None:
+    from idp.smart.service import fhir_user
+
+    return fhir_user(user)
 
 
 def user_claims(user: User, scope: str | list[str] | None) -> dict[str, Any]:
@@ -36,4 +51,10 @@ def user_claims(user: User, scope: str | list[str] | None) -> dict[str, Any]:
     for name, value in _all_claims(user).items():
         if name in allowed and value not in (None, "", []):
             claims[name] = value
+    if "entitlements" in allowed:  # a query: only when a granted scope releases it
+        from idp.epcs.service import entitlements
+
+        granted = entitlements(user)
+        if granted:
+            claims["entitlements"] = granted
     return claims

@@ -15,6 +15,7 @@ from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db
 from idp.oidc.models import LOOPBACK_HOSTS, Client, digest
+from idp.smart import scopes as smart_scopes
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
@@ -68,6 +69,44 @@ def validate_uri(uri: str, field: str) -> str:
 
 
 @dataclass(frozen=True)
+class Lifetimes:
+    """A client's own token lifetimes in seconds; None = the policy default."""
+
+    access_token: int | None = None
+    id_token: int | None = None
+    refresh_token: int | None = None
+
+
+LIFETIME_KINDS = ("access_token", "id_token", "refresh_token")
+
+
+def validate_lifetimes(lifetimes: Lifetimes) -> Lifetimes:
+    """Each value None or within [client_min_lifetime, max_<kind>_lifetime] of tokens.toml."""
+    rules = policy().tokens
+    for kind in LIFETIME_KINDS:
+        value = getattr(lifetimes, kind)
+        if value is None:
+            continue
+        highest = getattr(rules, f"max_{kind}_lifetime")
+        if isinstance(value, bool) or not isinstance(value, int) or \
+                not rules.client_min_lifetime <= value <= highest:
+            label = kind.replace("_", "-")
+            raise ClientError(f"{label}-lifetime: between {rules.client_min_lifetime} and "
+                              f"{highest} seconds, or empty for the default "
+                              f"({getattr(rules, f'{kind}_lifetime')} seconds)")
+    return lifetimes
+
+
+def _apply_lifetimes(client: Client, lifetimes: Lifetimes) -> None:
+    for kind in LIFETIME_KINDS:
+        setattr(client, f"{kind}_lifetime", getattr(lifetimes, kind))
+
+
+def lifetimes_of(client: Client) -> Lifetimes:
+    return Lifetimes(*(getattr(client, f"{kind}_lifetime", None) for kind in LIFETIME_KINDS))
+
+
+@dataclass(frozen=True)
 class Metadata:
     grant_types: list[str]
     method: str
@@ -112,7 +151,7 @@ def validate_metadata(*, name: str, redirect_uris: list[str], public: bool = Fal
     if backchannel_logout_uri:
         validate_uri(backchannel_logout_uri, "backchannel-logout-uri")
     scopes = (scope or "openid profile email").split()
-    unknown = [s for s in scopes if s not in policy().scopes]
+    unknown = [s for s in scopes if s not in policy().scopes and smart_scopes.parse(s) is None]
     if unknown:
         raise ClientError(f"scope: unknown {', '.join(unknown)}")
     if method == "private_key_jwt":
@@ -134,7 +173,9 @@ def create_client(*, name: str, redirect_uris: list[str], public: bool = False,
                   auth_method: str | None = None, jwks: dict | None = None,
                   loopback_any_port: bool = False, id_token_alg: str | None = None,
                   introspect_any: bool = False, client_id: str | None = None,
-                  require_pkce: bool = False, actor: str | None = None) -> NewClient:
+                  require_pkce: bool = False, actor: str | None = None,
+                  lifetimes: Lifetimes | None = None) -> NewClient:
+    lifetimes = validate_lifetimes(lifetimes or Lifetimes())
     meta = validate_metadata(name=name, redirect_uris=redirect_uris, public=public,
                              grant_types=grant_types, scope=scope,
                              post_logout_redirect_uris=post_logout_redirect_uris,
@@ -155,10 +196,11 @@ def create_client(*, name: str, redirect_uris: list[str], public: bool = False,
         jwks=jwks if method == "private_key_jwt" else None, first_party=first_party,
         require_pkce=public or require_pkce, loopback_any_port=loopback_any_port,
         id_token_signed_response_alg=id_token_alg, introspect_any=introspect_any)
+    _apply_lifetimes(client, lifetimes)
     db.session.add(client)
     db.session.flush()
     audit.record("client.created", client_id=client_id, actor=actor, name=name,
-                 first_party=first_party)
+                 first_party=first_party, lifetimes=lifetimes.__dict__)
     return NewClient(client, secret)
 
 
@@ -167,11 +209,14 @@ def update_client(client: Client, *, name: str, redirect_uris: list[str],
                   post_logout_redirect_uris: list[str] | None,
                   backchannel_logout_uri: str | None, auth_method: str,
                   first_party: bool, require_pkce: bool, jwks: dict | None = None,
-                  actor: str | None = None) -> str | None:
+                  actor: str | None = None, lifetimes: Lifetimes | None = None) -> str | None:
     """Replace a client's metadata under the rules create_client applies. Returns a new secret
     (shown once) when the change moved the client to a secret-based method it had no secret
-    for; a client leaving secret-based methods loses its secret."""
+    for; a client leaving secret-based methods loses its secret. `lifetimes` None keeps the
+    client's token lifetimes as they are."""
     public = auth_method == "none"
+    if lifetimes is not None:
+        validate_lifetimes(lifetimes)
     meta = validate_metadata(name=name, redirect_uris=redirect_uris, public=public,
                              grant_types=grant_types, scope=scope,
                              post_logout_redirect_uris=post_logout_redirect_uris,
@@ -203,7 +248,11 @@ def update_client(client: Client, *, name: str, redirect_uris: list[str],
         client.jwks = None
     client.first_party = first_party
     client.require_pkce = public or require_pkce
+    if lifetimes is not None:
+        before["lifetimes"] = lifetimes_of(client).__dict__
+        _apply_lifetimes(client, lifetimes)
     audit.record("client.updated", client_id=client.client_id, actor=actor, before=before,
+                 lifetimes=lifetimes_of(client).__dict__,
                  redirect_uris=meta.redirect_uris, scope=client.scope,
                  grant_types=meta.grant_types, token_endpoint_auth_method=meta.method,
                  first_party=first_party, require_pkce=client.require_pkce)

@@ -66,6 +66,12 @@ class Client(db.Model, ClientMixin):
     loopback_any_port: Mapped[bool] = mapped_column(Boolean, default=False)
     introspect_any: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Token lifetimes in seconds; NULL = the default of policies/tokens.toml.
+    access_token_lifetime: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    id_token_lifetime: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    refresh_token_lifetime: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # RFC 7591 software statement the client registered with (returned unmodified).
+    software_statement: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=lambda: clock.now())
 
     @property
@@ -86,8 +92,10 @@ class Client(db.Model, ClientMixin):
     def get_allowed_scope(self, scope: str) -> str:
         if not scope:
             return ""
+        from idp.smart.scopes import covered
+
         allowed = set(scope_to_list(self.scope))
-        return " ".join(s for s in scope_to_list(scope) if s in allowed)
+        return " ".join(s for s in scope_to_list(scope) if s in allowed or covered(s, allowed))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         """Exact string match; RFC 8252 §7.3 loopback rule (any port) only when enabled."""

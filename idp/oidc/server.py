@@ -11,6 +11,7 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
     InvalidRequestError,
+    InvalidScopeError,
     UnsupportedResponseTypeError,
 )
 from authlib.oauth2.rfc6749.util import scope_to_list
@@ -36,6 +37,9 @@ from idp.oidc.claims import user_claims
 from idp.oidc.models import AuthorizationCode, Client, UsedAssertion, digest
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
+from idp.smart import scopes as smart_scopes
+from idp.smart import service as smart
+from idp.web import request_log
 
 ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -47,7 +51,10 @@ class Server(AuthorizationServer):
                 or "\x00" in client_id:
             return None
         client = client_cache.get(client_id)  # in-process, invalidated on change
-        return None if client is None or client.disabled else client
+        if client is None or client.disabled:
+            return None
+        request_log.note(client_id=client.client_id)
+        return client
 
     def authenticate_client(self, request: object, methods: list[str],
                             endpoint: str = "token") -> Client:
@@ -65,6 +72,13 @@ class Server(AuthorizationServer):
                                      description="malformed Authorization header") from None
         return super().authenticate_client(request, methods, endpoint)
 
+    def validate_requested_scope(self, scope: str | None) -> None:
+        """Known scopes, plus SMART clinical scopes in valid v1/v2 syntax (an open set)."""
+        unknown = [s for s in scope_to_list(scope) or []
+                   if s not in self.scopes_supported and smart_scopes.parse(s) is None]
+        if unknown:
+            raise InvalidScopeError()
+
     def get_authorization_grant(self, request: object) -> grants.BaseGrant:
         try:
             return super().get_authorization_grant(request)
@@ -78,6 +92,7 @@ class Server(AuthorizationServer):
         """Records were added by the token generator; commit them with the audit event."""
         oauth_request = request
         user = getattr(oauth_request, "user", None)
+        request_log.note(sub=user.subject if user else None)
         audit.record("token.issued", user_id=user.id if user else None,
                      client_id=oauth_request.client.client_id, ip=_ip(),
                      grant_type=oauth_request.payload.grant_type or "authorization_code",
@@ -100,7 +115,7 @@ class TokenGenerator:
         scope = scope or ""
         access, _ = tokens.issue_access_token(client, user, scope, ctx)
         token = {"token_type": "Bearer", "access_token": access,
-                 "expires_in": policy().tokens.access_token_lifetime, "scope": scope}
+                 "expires_in": tokens.lifetime(client, "access_token"), "scope": scope}
         offline = "offline_access" in (scope_to_list(scope) or [])
         if include_refresh_token and offline and user is not None and ctx is not None:
             token["refresh_token"] = tokens.issue_refresh_token(client, user, scope, ctx)
@@ -141,15 +156,25 @@ class CodeGrant(grants.AuthorizationCodeGrant):
     def save_authorization_code(self, code: str, oauth_request: object) -> None:
         sso = sessions.current()
         data = oauth_request.payload.data
+        family_id = secrets.token_urlsafe(16)
+        try:
+            smart.bind_code(oauth_request, family_id, oauth_request.user)
+        except smart.LaunchError as exc:
+            db.session.rollback()
+            raise InvalidRequestError(str(exc), redirect_uri=oauth_request.payload.redirect_uri
+                                      ) from None
+        ctx = g.get("auth_override") or (tokens.AuthContext(
+            sid=sso.id, auth_time=sso.auth_time, acr=sso.acr, amr=list(sso.amr or []))
+            if sso else None)  # an EPCS ceremony brings its own acr, amr and auth_time
         item = AuthorizationCode(
             code_hash=digest(code), client_id=oauth_request.client.client_id,
             user_id=oauth_request.user.id, sid=sso.id if sso else None,
-            family_id=secrets.token_urlsafe(16),
+            family_id=family_id,
             redirect_uri=oauth_request.payload.redirect_uri, scope=oauth_request.scope or "",
             nonce=data.get("nonce"), code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"),
-            auth_time=sso.auth_time if sso else clock.now(), acr=sso.acr if sso else None,
-            amr=list(sso.amr) if sso else [],
+            auth_time=ctx.auth_time if ctx else clock.now(), acr=ctx.acr if ctx else None,
+            amr=list(ctx.amr) if ctx else [],
             expires_at=clock.now() + timedelta(
                 seconds=policy().tokens.authorization_code_lifetime))
         db.session.add(item)
@@ -284,7 +309,7 @@ class IdToken(OpenIDCode):
     def get_client_claims(self, client: Client) -> dict:
         now = clock.timestamp()
         return {"iss": settings().issuer, "aud": [client.client_id], "azp": client.client_id,
-                "iat": now, "exp": now + policy().tokens.id_token_lifetime}
+                "iat": now, "exp": now + tokens.lifetime(client, "id_token")}
 
     def get_authorization_code_claims(self, authorization_code: AuthorizationCode) -> dict:
         claims = super().get_authorization_code_claims(authorization_code)
@@ -344,6 +369,24 @@ class ClientAssertion(JWTBearerClientAssertion):
         return True
 
 
+class SmartLaunchContext:
+    """Grant extension (SMART App Launch): request rules at /authorize, and the launch context
+    (`patient`, `encounter`) beside the tokens of the code exchange and of refreshes."""
+
+    def __call__(self, grant: grants.BaseGrant) -> None:
+        if isinstance(grant, grants.AuthorizationCodeGrant):
+            grant.register_hook("after_validate_authorization_request_payload",
+                                smart.validate_request)
+        grant.register_hook("after_create_token_response", self.add_context)
+
+    def add_context(self, grant: grants.BaseGrant, response: tuple) -> None:
+        _, token, _ = response
+        ctx: tokens.AuthContext | None = g.get("auth_context")
+        if ctx is not None and isinstance(token, dict) and "access_token" in token and \
+                smart.wants_context(scope_to_list(token.get("scope")) or []):
+            token.update(smart.token_context(ctx.family_id))
+
+
 class Issuer(IssuerParameter):
     def get_issuer(self) -> str:
         return settings().issuer
@@ -358,8 +401,8 @@ def init_oauth(app: Flask) -> None:
     server.register_token_generator("default", TokenGenerator())
     server.register_client_auth_method(ClientAssertion.CLIENT_AUTH_METHOD, ClientAssertion())
     server.register_grant(CodeGrant, [RequestRules(), Pkce(required=True),
-                                      IdToken(require_nonce=False)])
-    server.register_grant(RefreshGrant)
+                                      IdToken(require_nonce=False), SmartLaunchContext()])
+    server.register_grant(RefreshGrant, [SmartLaunchContext()])
     server.register_grant(ClientCredentialsGrant)
     server.register_extension(Issuer())
     from idp.oidc.endpoints import Introspection, Revocation

@@ -17,7 +17,9 @@ from idp import clock
 from idp.accounts.models import User
 from idp.context import keystore, policy, settings
 from idp.extensions import db
+from idp.oidc.claims import roles_of
 from idp.oidc.models import AccessTokenRecord, Client, RefreshToken, digest
+from idp.smart import service as smart
 
 ALGORITHMS = ["RS256", "ES256"]
 
@@ -48,13 +50,21 @@ def audiences(scopes: list[str]) -> list[str]:
     if ehr:
         default = policy().resources.get("ehr")
         resources = [ehr if r == default else r for r in resources]
+    resources += [a for a in smart.audiences(scopes) if a not in resources]  # SMART scopes
     return resources or [settings().issuer]
+
+
+def lifetime(client: Client, kind: str) -> int:
+    """Seconds a token of `kind` (access_token, id_token, refresh_token) lives for this
+    client: its own value (bounded when saved by the policy maximum) or the policy default."""
+    own = getattr(client, f"{kind}_lifetime", None)
+    return own if own else getattr(policy().tokens, f"{kind}_lifetime")
 
 
 def issue_access_token(client: Client, user: User | None, scope: str,
                        ctx: AuthContext | None) -> tuple[str, AccessTokenRecord]:
     now = clock.now()
-    lifetime = policy().tokens.access_token_lifetime
+    lifetime_ = lifetime(client, "access_token")
     jti = secrets.token_urlsafe(18)
     scopes = scope_to_list(scope) or []
     aud = audiences(scopes)
@@ -62,7 +72,7 @@ def issue_access_token(client: Client, user: User | None, scope: str,
         "iss": settings().issuer,
         "sub": user.subject if user else client.client_id,
         "aud": aud[0] if len(aud) == 1 else aud,
-        "exp": int(now.timestamp()) + lifetime,
+        "exp": int(now.timestamp()) + lifetime_,
         "iat": int(now.timestamp()),
         "jti": jti,
         "client_id": client.client_id,
@@ -77,11 +87,18 @@ def issue_access_token(client: Client, user: User | None, scope: str,
         if ctx.sid:
             claims["sid"] = ctx.sid
     if user is not None and "roles" in scopes:
-        claims["roles"] = [user.role]
+        claims["roles"] = roles_of(user)  # without a suspended clinical role
+        from idp.epcs.service import entitlements
+
+        granted = entitlements(user)
+        if granted:
+            claims["entitlements"] = granted  # ["epcs"]: the two-admin EPCS permission
+    if user is not None and ctx is not None and smart.wants_context(scopes):
+        claims.update(smart.token_context(ctx.family_id))  # the FHIR server's patient check
     record = AccessTokenRecord(
         jti=jti, client_id=client.client_id, user_id=user.id if user else None,
         family_id=ctx.family_id if ctx else None, sid=ctx.sid if ctx else None,
-        scope=scope or "", issued_at=now, expires_at=now + timedelta(seconds=lifetime))
+        scope=scope or "", issued_at=now, expires_at=now + timedelta(seconds=lifetime_))
     db.session.add(record)
     return sign(claims, policy().tokens.access_token_alg, typ="at+jwt"), record
 
@@ -93,7 +110,7 @@ def issue_refresh_token(client: Client, user: User, scope: str, ctx: AuthContext
         token_hash=digest(token), family_id=ctx.family_id or secrets.token_urlsafe(16),
         client_id=client.client_id, user_id=user.id, sid=ctx.sid, scope=scope,
         auth_time=ctx.auth_time, acr=ctx.acr, amr=list(ctx.amr), issued_at=now,
-        expires_at=now + timedelta(seconds=policy().tokens.refresh_token_lifetime)))
+        expires_at=now + timedelta(seconds=lifetime(client, "refresh_token"))))
     return token
 
 

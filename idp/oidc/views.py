@@ -17,6 +17,7 @@ from flask import (
     Blueprint,
     Response,
     current_app,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -29,6 +30,7 @@ from idp.accounts import gates
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
+from idp.epcs import service as epcs
 from idp.extensions import csrf, db
 from idp.mfa import flow as mfa_flow
 from idp.oidc import authorize as rules
@@ -37,7 +39,12 @@ from idp.oidc import tokens
 from idp.oidc.claims import user_claims
 from idp.oidc.discovery import metadata
 from idp.oidc.server import server
+from idp.policy import Scope
 from idp.sessions import service as sessions
+from idp.smart import scopes as smart_scopes
+from idp.smart import service as smart
+from idp.smart import views as smart_views
+from idp.web import request_log
 
 bp = Blueprint("oidc", __name__)
 
@@ -107,7 +114,12 @@ def authorize() -> Response | tuple[str, int]:
     key = rules.request_key(request.query_string.decode("latin-1"))
     markers: dict = session.get("login_markers", {})
     try:
-        decision = rules.login_decision(sso, params, markers.get(key))
+        if epcs.requested(params) or "binding_message" in params:
+            decision = _epcs_step(sso, params, key, grant, redirect_uri, markers.get(key))
+            if isinstance(decision, Response):
+                return decision
+        else:
+            decision = rules.login_decision(sso, params, markers.get(key))
         if decision.reason == "unmet":
             raise rules.AuthorizationRequestError(
                 "the requested assurance (acr_values) needs a sign-in method this account "
@@ -122,7 +134,7 @@ def authorize() -> Response | tuple[str, int]:
         if decision.required:
             if "none" in prompts:
                 raise LoginRequiredError(redirect_uri=redirect_uri)
-            if "login" in prompts and key not in markers:
+            if ("login" in prompts or decision.reason == "max_age") and key not in markers:
                 markers = {**dict(list(markers.items())[-4:]), key: _now_ts()}
                 session["login_markers"] = markers
             return redirect(url_for("accounts.login", next=request.full_path,
@@ -150,11 +162,40 @@ def authorize() -> Response | tuple[str, int]:
                 return _error_page("invalid_request", "Choose Allow or Deny.")
             rules.remember_consent(user, client, scope)
             db.session.commit()
+        if smart.needs_patient_pick(grant.request):  # SMART standalone launch
+            picked = smart_views.picked_patient(key, user.subject)
+            if picked is None:
+                if "none" in prompts:
+                    raise InteractionRequiredError(redirect_uri=redirect_uri)
+                return redirect(url_for("smart.pick_patient", next=request.full_path))
+            grant.request.smart_patient = picked
     except OAuth2Error as error:
         return _authorization_error(error)
     markers.pop(key, None)
     session["login_markers"] = markers
     return server.create_authorization_response(grant=grant, grant_user=user)
+
+
+def _epcs_step(sso: object, params: dict, key: str, grant: object, redirect_uri: str,
+               marker: float | None) -> rules.LoginDecision | Response:
+    """EPCS signing (acr_values names the EPCS acr): a fresh ceremony every time, whatever
+    the session holds; its result, not the session's, goes into the code (g.auth_override)."""
+    if not epcs.requested(params):
+        problem = epcs.binding_message_problem(params.get("binding_message"))
+        if problem:
+            raise rules.AuthorizationRequestError(problem, redirect_uri)
+        return rules.login_decision(sso, params, marker)
+    step = epcs.authorize_step(sso, params, key, grant.client.client_id, request.full_path)
+    db.session.commit()
+    if step.kind == "refuse":
+        raise rules.AuthorizationRequestError(step.description, redirect_uri, step.error)
+    if step.kind == "ceremony":
+        return redirect(url_for("epcs.ceremony", ceremony_id=step.ceremony.id))
+    if step.kind == "done":
+        c = step.ceremony
+        g.auth_override = tokens.AuthContext(sid=sso.id, auth_time=c.completed_at, acr=c.acr,
+                                             amr=list(c.amr))
+    return rules.LoginDecision(step.kind == "login", "epcs")
 
 
 def _now_ts() -> float:
@@ -164,7 +205,9 @@ def _now_ts() -> float:
 
 
 def _consent_page(client: object, scope: str, user: User) -> str:
-    scopes = [policy().scopes[s] for s in scope_to_list(scope) or [] if s in policy().scopes]
+    scopes = [policy().scopes[s] if s in policy().scopes else
+              Scope(s, smart_scopes.describe(s), (), None) for s in scope_to_list(scope) or []
+              if s in policy().scopes or smart_scopes.parse(s)]
     return render_template("oidc/consent.html", client=client, scopes=scopes, user=user)
 
 
@@ -233,6 +276,7 @@ def userinfo() -> Response:
     user = db.session.get(User, record.user_id) if record.user_id else None
     if user is None or user.disabled:
         return _bearer_error(401, "invalid_token", "the token's user is not active")
+    request_log.note(sub=user.subject, client_id=record.client_id)
     return jsonify(user_claims(user, record.scope))
 
 

@@ -36,12 +36,19 @@ def start(user: User, *, acr: str, amr: list[str]) -> SsoSession:
     return sso
 
 
+def cookie_name() -> str:
+    """The SSO cookie's name: `__Host-` prefixed under an https issuer (Secure, Path=/, no
+    Domain: a sibling subdomain or a plain-http page cannot set or shadow it)."""
+    name = policy().session.cookie_name
+    return f"__Host-{name}" if settings().secure_cookies else name
+
+
 def current() -> SsoSession | None:
     """The live session of this request, or None. Expired sessions are ended on sight."""
     if "sso_session" in g:
         return g.sso_session
     g.sso_session = None
-    token = request.cookies.get(policy().session.cookie_name)
+    token = request.cookies.get(cookie_name())
     if not token or len(token) > 128:
         return None
     sso = db.session.execute(
@@ -115,7 +122,7 @@ def apply_cookie(response: Response) -> Response:
     """after_request: set or clear the SSO cookie as the request decided."""
     if "sso_cookie" not in g:
         return response
-    name = policy().session.cookie_name
+    name = cookie_name()
     if g.sso_cookie:
         response.set_cookie(name, g.sso_cookie, httponly=True, samesite="Lax",
                             secure=settings().secure_cookies, path="/")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
+
+from idp.web.web_policy import WebPolicy, load_web_policy
 
 PROTOCOL_PATHS = ("/token", "/revoke", "/introspect", "/userinfo", "/register",
-                  "/.well-known/", "/jwks.json", "/healthz", "/readyz")
-NO_STORE_PATHS = ("/token", "/revoke", "/introspect", "/userinfo", "/authorize", "/login",
-                  "/logout", "/account")
+                  "/.well-known/", "/jwks.json", "/healthz", "/readyz", "/openapi.json")
+# Public, cacheable answers (they set their own Cache-Control); every other response is
+# no-store: pages of a signed-in user, token, userinfo and introspection answers, error pages.
+CACHEABLE_PATHS = ("/static/", "/.well-known/", "/jwks.json", "/openapi.json")
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
@@ -26,13 +29,23 @@ def _is_protocol() -> bool:
 
 def add_headers(response: Response) -> Response:
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", CSP)
+    if "Content-Security-Policy" not in headers:
+        csp = CSP
+        if response.mimetype == "text/html":
+            from idp.web.form_action import directive
+
+            extra = directive()
+            csp = f"{CSP}; {extra}" if extra else CSP
+        headers["Content-Security-Policy"] = csp
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     # same-origin, not no-referrer: Flask-WTF checks the Referer of HTTPS form posts.
     headers.setdefault("Referrer-Policy", "same-origin")
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if request.path.startswith(NO_STORE_PATHS):
+    if current_app.extensions["idp"].settings.secure_cookies:
+        headers.setdefault("Strict-Transport-Security",
+                           f"max-age={web_policy().hsts_max_age}; includeSubDomains")
+    if not request.path.startswith(CACHEABLE_PATHS) or response.status_code >= 400:
         headers["Cache-Control"] = "no-store"
         headers["Pragma"] = "no-cache"
     return response
@@ -41,7 +54,13 @@ def add_headers(response: Response) -> Response:
 def _error(status: int, code: str, message: str) -> tuple[Response | str, int]:
     if _is_protocol():
         return jsonify(error=code, error_description=message), status
+    if request.path == "/authorize":
+        return render_template("oidc/error.html", error=code, description=message), status
     return render_template("error.html", status=status, message=message), status
+
+
+def web_policy() -> WebPolicy:
+    return current_app.extensions["idp_web"]
 
 
 def reject_unusable_input() -> tuple[Response | str, int] | None:
@@ -59,18 +78,73 @@ def reject_unusable_input() -> tuple[Response | str, int] | None:
               [value for _, value in request.headers.items()]]
     if any("\x00" in value for group in values for value in group):
         return _error(400, "invalid_request", "A parameter holds a NUL character.")
+    return _check_oauth_parameters()
+
+
+def _check_oauth_parameters() -> tuple[Response | str, int] | None:
+    """RFC 6749 §3.1: request parameters must not be included more than once (Authlib checks
+    five of them at /authorize, none at /token); and no parameter value at the protocol
+    endpoints may be longer than web.toml allows."""
+    rules = web_policy()
+    sources = [request.args]
+    if request.method == "POST":
+        sources.append(request.form)
+    # Werkzeug counts multipart parts (MAX_FORM_PARTS); count url-encoded fields as well.
+    if sum(len(values) for source in sources for _, values in source.lists()) \
+            > rules.max_form_parts:
+        return _error(413, "invalid_request", "The request has too many fields.")
+    if request.path in rules.single_value_paths:
+        seen: set[str] = set()
+        for source in sources:
+            for name, values in source.lists():
+                if len(values) > 1 or (name in seen and name != "csrf_token"):
+                    return _error(400, "invalid_request",
+                                  f"The parameter {name[:40]!r} is repeated: send it once.")
+                seen.add(name)
+    if request.path in rules.bounded_paths:
+        limit = rules.max_param_length
+        for source in sources:
+            for name, values in source.lists():
+                if len(name) > limit or any(len(value) > limit for value in values):
+                    return _error(400, "invalid_request",
+                                  f"A parameter is longer than {limit} characters.")
     return None
 
 
 def install(app: Flask) -> None:
+    from idp.web import request_log
+
+    settings = app.extensions["idp"].settings
+    rules = load_web_policy(settings.policy_dir)
+    app.extensions["idp_web"] = rules
+    app.config.update(
+        MAX_CONTENT_LENGTH=rules.max_body_bytes,
+        MAX_FORM_PARTS=rules.max_form_parts,
+        TRUSTED_HOSTS=list(settings.trusted_hosts),
+        # RFC 6265bis __Host- prefix under https: Secure, Path=/, no Domain; no subdomain or
+        # plain-http page can set or shadow the cookie.
+        SESSION_COOKIE_NAME=("__Host-" if settings.secure_cookies else "")
+        + app.config["SESSION_COOKIE_NAME"],
+    )
     app.after_request(add_headers)
     app.before_request(reject_unusable_input)
+    request_log.install(app)
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError) -> tuple[Response | str, int]:
         return _error(400, "invalid_request",
                       "This form has expired or was not sent from this site. "
                       "Go back, reload the page and try again.")
+
+    @app.errorhandler(SecurityError)
+    def untrusted_host(exc: SecurityError) -> tuple[Response, int]:
+        # Host not in TRUSTED_HOSTS: no URL can be built (routing never bound), so no page
+        # template either; a short answer that names nothing from the request.
+        if _is_protocol():
+            return jsonify(error="invalid_request",
+                           error_description="The Host header names an unknown host."), 400
+        return Response("Bad request: the Host header names an unknown host.\n",
+                        mimetype="text/plain"), 400
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response | str, int]:

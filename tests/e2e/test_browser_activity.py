@@ -81,3 +81,36 @@ def test_end_the_other_session_from_the_activity_page(idp_server: Server, person
         phone_ctx.close()
         laptop_ctx.close()
     assert not [p for p in problems if "/favicon.ico)" not in p], problems
+
+
+def test_this_wasnt_me_signs_out_every_device_and_forces_a_new_password(
+        idp_server: Server, person: Person, browser: Browser):
+    problems: list[str] = []
+    laptop_ctx, laptop = _device(browser, "NotMe-Test Laptop Chrome/126.0", problems)
+    phone_ctx, phone = _device(browser, "NotMe-Test Phone Safari/604.1", problems)
+    try:
+        _sign_in(laptop, idp_server, person)
+        forget_totp_use(person.username)
+        _sign_in(phone, idp_server, person)
+
+        laptop.goto(idp_server.url("/account/activity"))
+        laptop.get_by_role("button", name="This wasn't me").click()
+        expect(laptop.get_by_role("heading", name="Your account is secured")).to_be_visible()
+        expect(laptop.get_by_role("status")).to_contain_text("(2)")
+
+        for device in (laptop, phone):
+            device.goto(idp_server.url("/account"))
+            assert device.url.startswith(idp_server.url("/login?next=")), device.url
+
+        forget_totp_use(person.username)
+        phone.get_by_label("Username or NPI").fill(person.username)
+        phone.get_by_label("Password", exact=True).fill(person.password)
+        phone.get_by_role("button", name="Sign in").click()
+        phone.get_by_label("Code from your authenticator app").fill(totp_now(person.username))
+        phone.get_by_role("button", name="Verify").click()
+        expect(phone.get_by_role("heading", name="Set a new password")).to_be_visible()
+        expect(phone.get_by_text("reported as used by someone else")).to_be_visible()
+    finally:
+        phone_ctx.close()
+        laptop_ctx.close()
+    assert not [p for p in problems if "/favicon.ico)" not in p], problems

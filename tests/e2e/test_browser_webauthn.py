@@ -34,6 +34,7 @@ from idp.accounts.models import User
 from idp.config import PROJECT_ROOT
 from idp.extensions import db
 from idp.mfa.models import Factor
+from tests.e2e.conftest import Server
 from tests.helpers import PASSWORD, TOTP_SECRETS, Rp, make_client, make_user, pkce
 
 pytestmark = pytest.mark.e2e
@@ -48,19 +49,7 @@ AUTHENTICATOR = {"protocol": "ctap2", "transport": "internal", "hasResidentKey":
 
 
 # -- the IdP under gunicorn, named localhost -----------------------------------------------
-@dataclass(frozen=True)
-class Idp:
-    base: str  # the issuer, http://localhost:PORT
-    log_dir: Path
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-    def stderr(self) -> str:
-        try:
-            return (self.log_dir / "gunicorn.stderr").read_text(errors="replace")[-6000:]
-        except OSError:
-            return "(no output)"
+Idp = Server  # the issuer is http://localhost:PORT here (WebAuthn needs a domain)
 
 
 def _free_port() -> int:
@@ -74,11 +63,10 @@ def idp(app, env: dict[str, str], workdir: Path):
     port = _free_port()
     server = Idp(f"http://localhost:{port}", workdir / "gunicorn-webauthn")
     server.log_dir.mkdir(exist_ok=True)
-    child_env = {**os.environ, **env, "IDP_ISSUER": server.base}
+    child_env = {**os.environ, **env, "IDP_ISSUER": server.base, "IDP_LOG_FORMAT": "json"}
     child_env.pop("IDP_PROXY_HOPS", None)
     cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-           "--no-control-socket", "--access-logfile", "-", "--graceful-timeout", "5",
-           "idp.wsgi:app"]
+           "--no-control-socket", "--graceful-timeout", "5", "idp.wsgi:app"]
     with open(server.log_dir / "gunicorn.stdout", "wb") as out, \
             open(server.log_dir / "gunicorn.stderr", "wb") as err:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=child_env, stdout=out, stderr=err,
@@ -108,7 +96,7 @@ def idp(app, env: dict[str, str], workdir: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
-    assert "unhandled" not in server.stderr(), server.stderr()
+    assert "unhandled" not in server.full_log(), server.stderr()
 
 
 # -- the relying party's redirect_uri, and the browser --------------------------------------

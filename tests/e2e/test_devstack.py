@@ -43,7 +43,7 @@ STOP_TIMEOUT = 45.0
 STRIP = ("IDP_ISSUER", "IDP_SECRET_KEY", "IDP_PROXY_HOPS", "EHR_AUDIENCE", "EHR_API",
          "PORTAL_URL", "EHR_URL", "PORTAL_CLIENT_ID", "PORTAL_CLIENT_SECRET", "EHR_CLIENT_ID",
          "EHR_CLIENT_SECRET", "PORTAL_SECRET_KEY", "EHR_SECRET_KEY")
-URL_LINE = re.compile(r"^\s+(IdP|Portal|EHR)\s+(http://(?:127\.0\.0\.1|localhost):\d+)\s*$")
+URL_LINE = re.compile(r"^\s+(IdP|Portal|EHR|SMART)\s+(http://(?:127\.0\.0\.1|localhost):\d+)\s*$")
 
 
 def free_port() -> int:
@@ -153,7 +153,8 @@ def running_stack(tmp: Path, idp_host: str = "127.0.0.1") -> Iterator[Stack]:
     """`python -m clients.devstack` on free ports; `idp_host` "localhost" names the IdP
     http://localhost:PORT (its issuer), which WebAuthn needs (no IP address as RP ID)."""
     database, schema = _database(tmp)
-    ports = {"IDP_PORT": free_port(), "PORTAL_PORT": free_port(), "EHR_PORT": free_port()}
+    ports = {"IDP_PORT": free_port(), "PORTAL_PORT": free_port(), "EHR_PORT": free_port(),
+             "SMART_APP_PORT": free_port()}
     env = {k: v for k, v in os.environ.items() if k not in STRIP}
     env.update({k: str(v) for k, v in ports.items()})
     env.update(IDP_INSTANCE_DIR=str(tmp / "instance"), IDP_KEYS_DIR=str(tmp / "keys"),

@@ -171,6 +171,21 @@ def test_prompt_login_forces_a_new_sign_in_then_succeeds(ctx, signed_in):
     assert final.headers["Location"].startswith(REDIRECT + "?code=")
 
 
+def test_max_age_zero_forces_a_new_sign_in_then_succeeds(ctx, signed_in, frozen):
+    """max_age=0: the sign-in the request asked for satisfies it (it cannot be 0 s old by the
+    time the browser is back), and the next request with max_age=0 asks again."""
+    rp = make_client()
+    frozen.advance(5)
+    response, _ = authorize(signed_in, rp, pkce()[1], max_age="0")
+    assert "/login?" in response.headers["Location"]
+    again = login(signed_in, next_url=query(response.headers["Location"])["next"])
+    frozen.advance(2)
+    final = signed_in.get(again.headers["Location"])
+    assert final.headers["Location"].startswith(REDIRECT + "?code="), final.headers["Location"]
+    response, _ = authorize(signed_in, rp, pkce()[1], max_age="0")
+    assert "/login?" in response.headers["Location"]
+
+
 def test_max_age_exceeded_requires_login_and_prompt_none_says_so(ctx, signed_in, frozen):
     rp = make_client()
     frozen.advance(120)

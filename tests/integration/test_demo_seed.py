@@ -66,7 +66,19 @@ def test_seed_twice_is_idempotent(ctx, tmp_path):
                                for a in first.accounts]
     assert (_count(Client), _count(User), _count(Factor), _count(AuditEvent)) == counts
     assert {p: p.read_text() for p in files} == files
-    assert counts[:3] == (3, 4, 4)  # portal, EHR and the native command-line client
+    assert counts[:3] == (4, 4, 4)  # portal, EHR, the native command-line client, SMART app
+
+
+def test_the_smart_app_is_a_public_third_party_smart_client(ctx, tmp_path):
+    seed(instance_dir=tmp_path, smart_app_url="http://127.0.0.1:9203")
+    app = _client("smart-app")
+    assert app.is_public and app.require_pkce and not app.first_party
+    assert app.redirect_uris == ["http://127.0.0.1:9203/callback"]
+    assert {"openid", "fhirUser", "launch", "launch/patient", "patient/*.rs"} <= set(
+        app.scope.split())
+    # a changed URL is corrected on the next run
+    seed(instance_dir=tmp_path, smart_app_url="http://127.0.0.1:9204")
+    assert _client("smart-app").redirect_uris == ["http://127.0.0.1:9204/callback"]
 
 
 def test_clients_have_the_right_flags(ctx, tmp_path):

@@ -7,6 +7,7 @@ from clients.ehr.scopes import (
     ACR_AAL1,
     ACR_AAL2,
     ACR_AAL2_PHR,
+    ACR_EPCS,
     ACR_ORDER,
     PRESCRIPTIONS_WRITE,
     SIGN_PRESCRIPTION_ACR,
@@ -17,7 +18,11 @@ STRONG = {"acr": ACR_AAL2_PHR, "scope": f"openid {PRESCRIPTIONS_WRITE}", "roles"
 
 
 def test_the_acr_order_is_the_idps():
-    assert ACR_ORDER == (ACR_AAL1, ACR_AAL2, ACR_AAL2_PHR)
+    from idp.config import PROJECT_ROOT
+    from idp.policy import load_policy
+
+    assert ACR_ORDER == (ACR_AAL1, ACR_AAL2, ACR_AAL2_PHR, ACR_EPCS)
+    assert ACR_ORDER == load_policy(PROJECT_ROOT / "policies").assurance.acr_values
     assert SIGN_PRESCRIPTION_ACR == "urn:healthidp:acr:aal2-phr"
 
 

@@ -39,8 +39,10 @@ def test_shipped_policies_load_with_the_guide_defaults():
     assert policy.keys.algorithms == ("RS256", "ES256")  # lists become tuples
     assert policy.assurance.password_acr in policy.assurance.acr_values
     assert "openid" in policy.scopes and "physician" in policy.roles
-    assert policy.max_token_lifetime == max(policy.tokens.access_token_lifetime,
-                                            policy.tokens.id_token_lifetime)
+    # a signing key stays published for the longest token a client may be given
+    assert policy.max_token_lifetime == max(policy.tokens.max_access_token_lifetime,
+                                            policy.tokens.max_id_token_lifetime) == 86400
+    assert policy.alerts.new_network_window == 90 * 86400 and policy.alerts.ipv4_prefix == 24
     with pytest.raises(dataclasses.FrozenInstanceError):
         policy.tokens.access_token_lifetime = 1  # type: ignore[misc]
 

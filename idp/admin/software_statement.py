@@ -1,0 +1,81 @@
+"""RFC 7591 §2.3 software statements at /register: a JWT, signed by a software publisher the
+operator trusts, asserting client metadata. Trusted publishers come from configuration
+(IDP_SOFTWARE_STATEMENT_ISSUERS: a JSON file {"<iss>": <public JWK set>, ...}). A statement
+from an unknown publisher, with a bad signature, expired or not yet valid is refused
+(`invalid_software_statement`); an accepted statement's values take precedence over the same
+fields sent in plain JSON (§2.3), and it is returned unmodified in the registration response.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
+
+from idp import clock
+from idp.context import settings
+
+ALGORITHMS = ["RS256", "ES256"]
+# Metadata a statement may assert (everything else it carries is ignored).
+FIELDS = ("client_name", "redirect_uris", "post_logout_redirect_uris", "backchannel_logout_uri",
+          "grant_types", "response_types", "scope", "token_endpoint_auth_method", "jwks",
+          "software_id", "software_version")
+LEEWAY = 60  # seconds of clock skew allowed for exp/nbf/iat
+
+_lock = threading.Lock()
+_cache: dict[Path, tuple[float, dict[str, KeySet]]] = {}
+
+
+class StatementError(ValueError):
+    """The statement cannot be accepted; the message says why (safe to return)."""
+
+
+def load_issuers(path: Path) -> dict[str, KeySet]:
+    """Parse the trusted-publisher file (re-read when it changes). ValueError when invalid."""
+    mtime = path.stat().st_mtime
+    cached = _cache.get(path)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not data:
+        raise ValueError("expected a JSON object of issuer -> JWK set")
+    issuers = {}
+    for issuer, keys in data.items():
+        try:
+            issuers[str(issuer)] = KeySet.import_key_set(keys)
+        except (JoseError, ValueError, TypeError, KeyError):
+            raise ValueError(f"issuer {issuer!r}: not a public JWK set") from None
+    with _lock:
+        _cache[path] = (mtime, issuers)
+    return issuers
+
+
+def verify(statement: Any) -> tuple[str, dict[str, Any]]:
+    """(issuer, the metadata it asserts) of an acceptable statement, or StatementError."""
+    path = settings().software_statement_issuers
+    if path is None:
+        raise StatementError("software statements are not accepted by this server")
+    if not isinstance(statement, str) or len(statement) > 16384:
+        raise StatementError("software_statement must be a signed JWT")
+    try:
+        unverified = json.loads(jws.extract_compact(statement.encode()).payload)
+    except (JoseError, ValueError, TypeError):
+        raise StatementError("software_statement is not a signed JWT") from None
+    issuer = unverified.get("iss") if isinstance(unverified, dict) else None
+    keys = load_issuers(path).get(issuer) if isinstance(issuer, str) else None
+    if keys is None:
+        raise StatementError("the software statement's issuer is not trusted")
+    try:
+        token = jwt.decode(statement, keys, algorithms=ALGORITHMS)
+        JWTClaimsRegistry(now=int(clock.timestamp()), leeway=LEEWAY,
+                          iss={"essential": True, "value": issuer}).validate(token.claims)
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise StatementError("the software statement's signature or validity is not "
+                             "acceptable") from None
+    return issuer, {k: v for k, v in token.claims.items() if k in FIELDS}

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, foreign, mapped_column, relationship
+
+from idp.accounts.models import User
+from idp.extensions import db
+from idp.models_base import UTCDateTime
+
+
+class EpcsPermission(db.Model):
+    """A user's EPCS permission (1311.125): proposed by one admin, approved by another, then
+    held until revoked. A proposal withdrawn or refused is revoked without approval."""
+
+    __tablename__ = "epcs_permissions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    proposed_by: Mapped[int] = mapped_column(Integer)
+    proposed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    approved_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    user: Mapped[User] = relationship(User, foreign_keys=[user_id], lazy="joined")
+    proposer: Mapped[User] = relationship(
+        User, primaryjoin=lambda: foreign(EpcsPermission.proposed_by) == User.id,
+        lazy="joined", viewonly=True)
+    approver: Mapped[User | None] = relationship(
+        User, primaryjoin=lambda: foreign(EpcsPermission.approved_by) == User.id,
+        lazy="joined", viewonly=True)
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked" if self.approved_at is not None else "withdrawn"
+        return "active" if self.approved_at is not None else "proposed"
+
+
+class EpcsCeremony(db.Model):
+    """One signing ceremony: started at /authorize (acr_values epcs), finished by a fresh
+    password and hardware factor, consumed by exactly one authorization response."""
+
+    __tablename__ = "epcs_ceremonies"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_key: Mapped[str] = mapped_column(String(64))
+    binding_message: Mapped[str] = mapped_column(String(256))
+    next_url: Mapped[str] = mapped_column(String(4096))
+    attempt_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    acr: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    amr: Mapped[list] = mapped_column(JSON, default=list)

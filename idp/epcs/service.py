@@ -1,0 +1,284 @@
+"""EPCS: the per-user permission two administrators grant (21 CFR 1311.125) and the signing
+ceremony at each controlled-substance signature (1311.115/1311.140). No Flask request objects.
+
+The ceremony: a client asks /authorize with acr_values containing the EPCS acr and a
+`binding_message` (the prescription reference). Whatever the SSO session holds, the user then
+enters the password again and uses a hardware factor (policies/epcs.toml); the result is kept
+on the ceremony row, never on the session, and serves exactly one authorization response.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import g, has_request_context
+from sqlalchemy import select, update
+
+from idp import clock
+from idp.accounts.models import User
+from idp.audit import service as audit
+from idp.context import policy
+from idp.epcs.models import EpcsCeremony, EpcsPermission
+from idp.extensions import db
+from idp.mfa.models import Factor, LoginAttempt
+from idp.sessions.models import SsoSession
+
+NEEDS_HARDWARE = (
+    "Signing controlled-substance prescriptions (DEA EPCS) needs your password and a security "
+    "key or biometrics (fingerprint or face unlock) at every signature. This account has no "
+    "security key or biometrics set up; authenticator-app codes, text messages (SMS), email "
+    "codes and recovery codes do not count. Enroll a security key or biometrics under "
+    "Sign-in methods, then sign again.")
+# Every message below goes out as error_description: ASCII without quote or backslash
+# (RFC 6749 4.1.2.1).
+NO_PERMISSION = (
+    "This account does not hold the EPCS permission to sign controlled-substance "
+    "prescriptions. Two administrators must grant it (one proposes, another approves).")
+NOT_MET = ("The signing ceremony did not meet the EPCS requirements (password and a security "
+           "key or biometrics); nothing was signed. Try again.")
+
+
+class EpcsError(Exception):
+    """A permission change that is not allowed; str() is the readable reason."""
+
+
+# -- policy --------------------------------------------------------------------------------
+def epcs_acr() -> str:
+    return policy().epcs.acr
+
+
+def requested(params: dict) -> bool:
+    """Does this authorization request ask for the EPCS acr?"""
+    return epcs_acr() in (params.get("acr_values") or "").split()
+
+
+def binding_message_problem(value: object) -> str | None:
+    """None when `value` is an acceptable prescription reference, else what is wrong."""
+    rules = policy().epcs
+    if not isinstance(value, str) or not value.strip():
+        return "binding_message (the prescription reference) is required for EPCS signing"
+    if len(value) > rules.binding_message_max_length:
+        return f"binding_message is longer than {rules.binding_message_max_length} characters"
+    if not re.fullmatch(f"[{rules.binding_message_charset}]+", value):
+        return f"binding_message may hold only these characters: {rules.binding_message_charset}"
+    return None
+
+
+def hardware_factors(user: User) -> list[Factor]:
+    """Confirmed factors of the user's role-allowed kinds that count as the hardware factor."""
+    from idp.mfa import flow
+
+    kinds = set(policy().epcs.hardware_factors)
+    return [f for f in flow.factors(user) if f.kind in kinds]
+
+
+def factor_kinds(amr: list[str], factor: Factor | None) -> list[str]:
+    """The factor kinds one ceremony used: the password (amr pwd) and the second factor."""
+    kinds = ["password"] if "pwd" in amr else []
+    if factor is not None:
+        kinds.append(factor.kind)
+    return kinds
+
+
+# -- permission (two admins) ---------------------------------------------------------------
+def live_permission(user_id: int) -> EpcsPermission | None:
+    """The user's proposed or active permission (at most one lives at a time)."""
+    return db.session.execute(select(EpcsPermission).where(
+        EpcsPermission.user_id == user_id, EpcsPermission.revoked_at.is_(None))
+        .order_by(EpcsPermission.id.desc()).limit(1)).scalar_one_or_none()
+
+
+def has_permission(user: User) -> bool:
+    held = live_permission(user.id)
+    return held is not None and held.approved_at is not None
+
+
+def entitlements(user: User) -> list[str]:
+    """The `entitlements` claim (released with the roles scope): ["epcs"] when granted.
+    Asked for twice per token response (access token, ID token): read once per request."""
+    if not has_request_context():
+        return ["epcs"] if has_permission(user) else []
+    known = g.setdefault("epcs_entitlements", {})
+    if user.id not in known:
+        known[user.id] = ["epcs"] if has_permission(user) else []
+    return list(known[user.id])
+
+
+def propose(user: User, admin: User) -> EpcsPermission:
+    if user.id == admin.id:
+        raise EpcsError("You cannot propose the EPCS permission for your own account.")
+    role = policy().roles.get(user.role)
+    if role is None or not role.clinical:
+        raise EpcsError("Only prescribers (clinical roles) can hold the EPCS permission.")
+    if user.disabled:
+        raise EpcsError("The account is disabled.")
+    held = live_permission(user.id)
+    if held is not None:
+        raise EpcsError("The account already has an EPCS permission "
+                        f"{'waiting for approval' if held.approved_at is None else 'granted'}.")
+    item = EpcsPermission(user_id=user.id, proposed_by=admin.id, proposed_at=clock.now())
+    db.session.add(item)
+    db.session.flush()
+    audit.record("epcs.permission_proposed", user_id=user.id, actor=f"admin:{admin.id}",
+                 permission_id=item.id)
+    return item
+
+
+def approve(item: EpcsPermission, admin: User) -> None:
+    """The second admin's approval. The proposer (and the subject) cannot approve; a refused
+    approval is audited too."""
+    problem = None
+    if item.revoked_at is not None or item.approved_at is not None:
+        problem = "This proposal is no longer waiting for approval."
+    elif admin.id == item.proposed_by:
+        problem = ("A different administrator must approve: the one who proposed the EPCS "
+                   "permission cannot also approve it.")
+    elif admin.id == item.user_id:
+        problem = "You cannot approve the EPCS permission for your own account."
+    if problem:
+        audit.record("epcs.permission_approval_refused", user_id=item.user_id,
+                     actor=f"admin:{admin.id}", permission_id=item.id)
+        raise EpcsError(problem)
+    done = db.session.execute(
+        update(EpcsPermission).where(EpcsPermission.id == item.id,
+                                     EpcsPermission.approved_at.is_(None),
+                                     EpcsPermission.revoked_at.is_(None))
+        .values(approved_by=admin.id, approved_at=clock.now())
+        .execution_options(synchronize_session=False)).rowcount
+    if not done:
+        raise EpcsError("This proposal is no longer waiting for approval.")
+    db.session.refresh(item)
+    audit.record("epcs.permission_approved", user_id=item.user_id, actor=f"admin:{admin.id}",
+                 permission_id=item.id, proposed_by=item.proposed_by)
+
+
+def revoke(item: EpcsPermission, admin: User) -> None:
+    """One admin suffices to take the permission away (or withdraw a proposal)."""
+    if item.revoked_at is not None:
+        raise EpcsError("The permission was revoked already.")
+    was = item.state
+    item.revoked_by, item.revoked_at = admin.id, clock.now()
+    audit.record("epcs.permission_revoked" if was == "active" else
+                 "epcs.permission_withdrawn", user_id=item.user_id,
+                 actor=f"admin:{admin.id}", permission_id=item.id)
+
+
+def permissions(limit: int = 200) -> list[EpcsPermission]:
+    return list(db.session.execute(select(EpcsPermission).order_by(
+        EpcsPermission.revoked_at.is_not(None), EpcsPermission.id.desc()).limit(limit)
+    ).scalars())
+
+
+# -- the ceremony --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    """What /authorize does with an EPCS request: `login` (no session yet: sign in first),
+    `refuse` (error, description), `ceremony` (send the browser to ceremony_id's page) or
+    `done` (issue the code with this ceremony's acr, amr and auth_time)."""
+
+    kind: str
+    error: str = ""
+    description: str = ""
+    ceremony: EpcsCeremony | None = None
+
+
+def authorize_step(sso: SsoSession | None, params: dict, request_key: str, client_id: str,
+                   next_url: str) -> Step:
+    problem = binding_message_problem(params.get("binding_message"))
+    if problem:
+        return Step("refuse", "invalid_request", problem)
+    if sso is None:
+        return Step("login")
+    user = sso.user
+    message = params["binding_message"]
+    if not has_permission(user):
+        audit.record("epcs.refused", user_id=user.id, client_id=client_id,
+                     reason="no_permission", binding_message=message)
+        return Step("refuse", "access_denied", NO_PERMISSION)
+    finished = _finished(user.id, client_id, request_key)
+    if finished is not None:
+        if finished.acr != epcs_acr():
+            _use(finished)
+            return Step("refuse", "unmet_authentication_requirements", NOT_MET)
+        if _use(finished):
+            return Step("done", ceremony=finished)
+    if not hardware_factors(user):
+        audit.record("epcs.refused", user_id=user.id, client_id=client_id,
+                     reason="no_hardware_factor", binding_message=message)
+        return Step("refuse", "unmet_authentication_requirements", NEEDS_HARDWARE)
+    if "none" in (params.get("prompt") or "").split():
+        return Step("refuse", "interaction_required",
+                    "EPCS signing needs the user at every signature")
+    now = clock.now()
+    ceremony = EpcsCeremony(
+        id=secrets.token_urlsafe(24), user_id=user.id, client_id=client_id, sid=sso.id,
+        request_key=request_key, binding_message=message, next_url=next_url, created_at=now,
+        expires_at=now + timedelta(seconds=policy().epcs.ceremony_lifetime), amr=[])
+    db.session.add(ceremony)
+    audit.record("epcs.ceremony_started", user_id=user.id, client_id=client_id,
+                 binding_message=message, ceremony=ceremony.id)
+    return Step("ceremony", ceremony=ceremony)
+
+
+def _finished(user_id: int, client_id: str, request_key: str) -> EpcsCeremony | None:
+    return db.session.execute(select(EpcsCeremony).where(
+        EpcsCeremony.user_id == user_id, EpcsCeremony.client_id == client_id,
+        EpcsCeremony.request_key == request_key, EpcsCeremony.completed_at.is_not(None),
+        EpcsCeremony.used_at.is_(None), EpcsCeremony.expires_at > clock.now())
+        .order_by(EpcsCeremony.completed_at.desc()).limit(1)).scalar_one_or_none()
+
+
+def _use(ceremony: EpcsCeremony) -> bool:
+    """Consume the ceremony for one authorization response (atomic: a second use fails)."""
+    return bool(db.session.execute(
+        update(EpcsCeremony).where(EpcsCeremony.id == ceremony.id,
+                                   EpcsCeremony.used_at.is_(None))
+        .values(used_at=clock.now()).execution_options(synchronize_session=False)).rowcount)
+
+
+def open_ceremony(ceremony_id: str, sso: SsoSession | None) -> EpcsCeremony | None:
+    """The ceremony this browser's user may continue now (not finished, not expired)."""
+    if sso is None or not ceremony_id or len(ceremony_id) > 64:
+        return None
+    item = db.session.get(EpcsCeremony, ceremony_id)
+    if item is None or item.user_id != sso.user_id or item.completed_at is not None or \
+            item.expires_at <= clock.now():
+        return None
+    return item
+
+
+def begin_second_factor(ceremony: EpcsCeremony, user: User) -> LoginAttempt:
+    """The password was right: wait for the hardware factor (the MFA challenge pages)."""
+    from idp.mfa import flow
+
+    attempt = flow.begin(user, ceremony.next_url, purpose="epcs", target_acr=epcs_acr())
+    attempt.amr = ["pwd"]
+    ceremony.attempt_id = attempt.id
+    return attempt
+
+
+def ceremony_for_attempt(attempt_id: str) -> EpcsCeremony | None:
+    return db.session.execute(select(EpcsCeremony).where(
+        EpcsCeremony.attempt_id == attempt_id)).scalar_one_or_none()
+
+
+def complete(attempt: LoginAttempt, user: User, factor: Factor | None, amr: list[str]) -> bool:
+    """Called when the ceremony's login attempt finishes: apply the policy's rule to the
+    factors used at this ceremony and record the outcome (audited with the reference)."""
+    ceremony = ceremony_for_attempt(attempt.id)
+    if ceremony is None or ceremony.completed_at is not None:
+        return False
+    kinds = factor_kinds(amr, factor)
+    met = policy().epcs.satisfied_by(kinds)
+    ceremony.completed_at = clock.now()
+    ceremony.amr = list(amr)
+    ceremony.acr = epcs_acr() if met else None
+    audit.record("epcs.ceremony_completed" if met else "epcs.ceremony_failed",
+                 user_id=user.id, client_id=ceremony.client_id,
+                 binding_message=ceremony.binding_message, ceremony=ceremony.id,
+                 acr=ceremony.acr, amr=list(amr), factors=kinds)
+    return met
+

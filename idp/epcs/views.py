@@ -1,0 +1,144 @@
+"""EPCS pages: the signing ceremony (/epcs/ceremony/<id>) and the two-admin permission console
+(/admin/epcs). Thin: parse, call idp.epcs.service, render."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+
+from idp.accounts import lockout, notices
+from idp.accounts import service as accounts
+from idp.accounts.views import login_failed_message
+from idp.admin.access import ADMIN_ROLES, require_admin
+from idp.audit import service as audit
+from idp.context import policy
+from idp.epcs import service
+from idp.epcs.forms import ActionForm, CeremonyForm, ProposeForm
+from idp.epcs.models import EpcsPermission
+from idp.extensions import db, limiter
+from idp.oidc import client_cache
+from idp.sessions import service as sessions
+
+bp = Blueprint("epcs", __name__)
+Page = Response | str | tuple[str, int]
+
+
+# -- the ceremony --------------------------------------------------------------------------
+def _ceremony_page(ceremony: object, form: CeremonyForm, error: str | None = None,
+                   status: int = 200) -> tuple[str, int]:
+    client = client_cache.get(ceremony.client_id)
+    return render_template("epcs/ceremony.html", ceremony=ceremony, form=form, error=error,
+                           client_name=client.client_name if client else ceremony.client_id,
+                           user=sessions.current().user), status
+
+
+@bp.route("/epcs/ceremony/<ceremony_id>", methods=["GET", "POST"])
+@limiter.limit(lambda: policy().lockout.per_ip_limit, methods=["POST"])
+def ceremony(ceremony_id: str) -> Page:
+    """Step 1 of the signing ceremony: the password again, with the prescription reference
+    shown; step 2 is the hardware factor on the MFA challenge page."""
+    sso = sessions.current()
+    if sso is None:
+        return redirect(url_for("accounts.login"))
+    item = service.open_ceremony(ceremony_id[:64], sso)
+    if item is None:
+        return render_template("epcs/ended.html"), 410
+    form = CeremonyForm()
+    if not form.is_submitted():
+        return _ceremony_page(item, form)
+    if not form.validate():
+        return _ceremony_page(item, form, "Enter your password.", 400)
+    user = sso.user
+    if lockout.is_locked(user) or not accounts.verify_password(user, form.password.data):
+        failure = None if lockout.is_locked(user) else lockout.register_failure(user)
+        audit.record("login.failure", user_id=user.id, reason="epcs_password",
+                     binding_message=item.binding_message)
+        db.session.commit()
+        if failure is not None and failure.newly_locked:
+            notices.account_locked(user)
+        return _ceremony_page(item, form, login_failed_message(), 401)
+    service.begin_second_factor(item, user)
+    audit.record("login.password_verified", user_id=user.id, purpose="epcs")
+    db.session.commit()
+    return redirect(url_for("mfa.challenge"))
+
+
+# -- the permission console (admins) -------------------------------------------------------
+MESSAGES = {"proposed": "Proposed. A different administrator must approve it.",
+            "approved": "Approved: the EPCS permission is granted.",
+            "revoked": "Revoked."}
+
+
+def _console(sso: object, error: str | None = None, status: int = 200,
+             done: str | None = None) -> tuple[str, int]:
+    return render_template("epcs/admin.html", rows=service.permissions(),
+                           form=ProposeForm(), action=ActionForm(), me=sso.user_id,
+                           error=error, done=done), status
+
+
+@bp.get("/admin/epcs")
+def admin_epcs() -> Page:
+    sso = require_admin(ADMIN_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    return _console(sso, done=MESSAGES.get(request.args.get("done", "")))
+
+
+@bp.post("/admin/epcs/propose")
+def admin_epcs_propose() -> Page:
+    sso = require_admin(ADMIN_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    form = ProposeForm()
+    if not form.validate_on_submit():
+        return _console(sso, "Enter the username or NPI of the prescriber.", 400)
+    user = accounts.find_by_login(form.username.data.strip())
+    if user is None:
+        return _console(sso, "No account has that username or NPI.", 404)
+    try:
+        service.propose(user, sso.user)
+    except service.EpcsError as exc:
+        db.session.rollback()
+        return _console(sso, str(exc), 409)
+    db.session.commit()
+    return redirect(url_for("epcs.admin_epcs", done="proposed"))
+
+
+def _permission(permission_id: int) -> EpcsPermission:
+    item = db.session.get(EpcsPermission, permission_id)
+    if item is None:
+        abort(404)
+    return item
+
+
+@bp.post("/admin/epcs/<int(max=2147483647):permission_id>/approve")
+def admin_epcs_approve(permission_id: int) -> Page:
+    sso = require_admin(ADMIN_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    if not ActionForm().validate_on_submit():
+        return _console(sso, "This form has expired; reload the page.", 400)
+    item = _permission(permission_id)
+    try:
+        service.approve(item, sso.user)
+    except service.EpcsError as exc:
+        db.session.commit()  # the refused approval's audit event
+        return _console(sso, str(exc), 403)
+    db.session.commit()
+    return redirect(url_for("epcs.admin_epcs", done="approved"))
+
+
+@bp.post("/admin/epcs/<int(max=2147483647):permission_id>/revoke")
+def admin_epcs_revoke(permission_id: int) -> Page:
+    sso = require_admin(ADMIN_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    if not ActionForm().validate_on_submit():
+        return _console(sso, "This form has expired; reload the page.", 400)
+    item = _permission(permission_id)
+    try:
+        service.revoke(item, sso.user)
+    except service.EpcsError as exc:
+        db.session.rollback()
+        return _console(sso, str(exc), 409)
+    db.session.commit()
+    return redirect(url_for("epcs.admin_epcs", done="revoked"))

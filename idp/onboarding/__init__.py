@@ -1,0 +1,1 @@
+"""Provider onboarding: applications, NPI/license/facility checks, the verification queue."""

@@ -1,0 +1,35 @@
+"""State license checks: the jurisdiction is a US state, DC or territory (policies/licenses.toml),
+the number has that jurisdiction's shape (or the generic one), the expiry date is in the future."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from idp.policy import LicenseState
+
+
+def normalize_number(number: str) -> str:
+    """As compared and stored: upper-case, without spaces."""
+    return "".join((number or "").split()).upper()
+
+
+def problems(states: dict[str, LicenseState], state: str, number: str, expires: date | None,
+             today: date) -> dict[str, str]:
+    """A readable message per field that is wrong (empty: the license is acceptable)."""
+    found: dict[str, str] = {}
+    spec = states.get((state or "").strip().upper())
+    if spec is None:
+        found["license_state"] = "Choose the state or territory that issued your license."
+    number = normalize_number(number)
+    if not number:
+        found["license_number"] = "Enter your license number."
+    elif spec is not None and not re.fullmatch(spec.pattern, number):
+        found["license_number"] = (f"This does not look like a {spec.name} license number "
+                                   f"(for example {spec.example}).")
+    if expires is None:
+        found["license_expires"] = "Enter the date your license expires."
+    elif expires <= today:
+        found["license_expires"] = "This license has expired: the expiry date must be in " \
+                                   "the future."
+    return found

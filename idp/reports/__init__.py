@@ -1,0 +1,1 @@
+"""Compliance reports (/admin/reports, `idp reports`)."""

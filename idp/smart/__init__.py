@@ -1,0 +1,1 @@
+"""SMART App Launch 2.x: clinical scopes, fhirUser, EHR and standalone launch context."""

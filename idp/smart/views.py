@@ -1,0 +1,133 @@
+"""SMART App Launch endpoints: the smart-configuration document, the EHR's launch registration
+(back channel) and the standalone patient picker. Thin: parse, call idp.smart.service."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from idp.extensions import csrf, db
+from idp.oidc import authorize as rules
+from idp.policy import load_smart_policy
+from idp.sessions import service as sessions
+from idp.smart import service
+
+bp = Blueprint("smart", __name__)
+PICKS = "smart_picks"  # flow-session key: authorization request key -> chosen patient
+
+
+def init_smart(app: Flask) -> None:
+    """Load policies/smart.toml (a bad one refuses to start) and register the endpoints."""
+    app.extensions["idp.smart"] = load_smart_policy(app.extensions["idp"].settings.policy_dir)
+    app.register_blueprint(bp)
+
+
+@bp.get("/.well-known/smart-configuration")
+def configuration() -> Response:
+    response = jsonify(service.configuration())
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+def _json_error(status: int, error: str, description: str) -> Response:
+    response = jsonify(error=error, error_description=description)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="smart-launch"'
+    return response
+
+
+@bp.post("/smart/launch")
+@csrf.exempt
+def register_launch() -> Response:
+    """The EHR registers a launch context, authenticated as itself (any confidential method).
+    Form: app_client_id, patient, [encounter], [sub]. Answers {launch, expires_in}."""
+    from idp.oidc.server import CONFIDENTIAL_AUTH_METHODS, server
+
+    try:
+        oauth_request = server.create_oauth2_request(request)
+        registrar = server.authenticate_client(oauth_request, CONFIDENTIAL_AUTH_METHODS,
+                                               endpoint="smart_launch")
+    except OAuth2Error as error:
+        return _json_error(401, "invalid_client", error.description or "client authentication "
+                           "failed")
+    form = request.form
+    try:
+        launch, lifetime = service.register_launch(
+            registrar, app_client_id=form.get("app_client_id"), patient=form.get("patient"),
+            encounter=form.get("encounter"), subject=form.get("sub"))
+    except service.LaunchError as exc:
+        db.session.rollback()
+        status = 403 if "may not" in str(exc) else 400
+        return _json_error(status, "unauthorized_client" if status == 403 else
+                           "invalid_request", str(exc))
+    db.session.commit()
+    response = jsonify(launch=launch, expires_in=lifetime)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _authorize_path(value: str | None) -> str | None:
+    """Only our own authorization endpoint is a place the picker returns to."""
+    if not isinstance(value, str) or not value.startswith("/authorize?") or "\\" in value \
+            or len(value) > 4096:
+        return None
+    return value
+
+
+def picked_patient(request_key: str, subject: str) -> str | None:
+    """The patient this browser chose for this authorization request (single use)."""
+    picks = session.get(PICKS) or {}
+    pick = picks.get(request_key)
+    if not isinstance(pick, dict) or pick.get("sub") != subject:
+        return None
+    session[PICKS] = {k: v for k, v in picks.items() if k != request_key}
+    return pick.get("patient")
+
+
+@bp.route("/smart/patient", methods=["GET", "POST"])
+def pick_patient() -> Response | str | tuple[str, int]:
+    """Standalone launch with launch/patient: the signed-in user chooses the patient from the
+    FHIR server's directory (as the EHR lets this user see it); back to /authorize after."""
+    target = _authorize_path(request.values.get("next"))
+    if target is None:
+        return render_template("oidc/error.html", error="invalid_request",
+                               description="The patient picker was opened without a "
+                               "sign-in request."), 400
+    sso = sessions.current()
+    if sso is None:
+        return redirect(url_for("accounts.login", next=target))
+    user = sso.user
+    try:
+        patients = service.patient_directory(user)
+    except service.DirectoryUnavailable:
+        return render_template("smart/pick_patient.html", patients=[], target=target,
+                               error="The patient list cannot be read right now. Try again "
+                               "in a moment."), 503
+    if request.method == "POST":
+        chosen = request.form.get("patient")
+        if chosen not in {p["id"] for p in patients}:
+            return render_template("smart/pick_patient.html", patients=patients,
+                                   target=target, error="Choose one of the patients listed."
+                                   ), 400
+        key = rules.request_key(urlsplit(target).query)
+        picks = dict(list((session.get(PICKS) or {}).items())[-4:])
+        picks[key] = {"patient": chosen, "sub": user.subject}
+        session[PICKS] = picks
+        return redirect(target)
+    return render_template("smart/pick_patient.html", patients=patients, target=target,
+                           error=None)
