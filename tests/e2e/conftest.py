@@ -16,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -61,27 +63,26 @@ class Server:
         return self.base + path
 
     def stderr(self) -> str:
+        """The end of the node's stderr, for failure messages."""
         return _tail(self.log_dir / "gunicorn.stderr")
 
+    def full_log(self) -> str:
+        """All of the node's stderr, for assertions: one request line per request pushes
+        early lines out of stderr()'s tail."""
+        return _tail(self.log_dir / "gunicorn.stderr", limit=10**9)
 
-@pytest.fixture(scope="session")
-def idp_server(app, env: dict[str, str], workdir: Path):
-    """Start `gunicorn idp.wsgi:app` on a free loopback port; yield a Server; stop it."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_dir = workdir / "gunicorn"
-    log_dir.mkdir(exist_ok=True)
-    child_env = {**os.environ, **env, "IDP_ISSUER": base}
-    # The test process's own settings must not leak in through os.environ.
-    child_env.pop("IDP_PROXY_HOPS", None)
-    cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-           "--no-control-socket",
-           "--access-logfile", "-", "--graceful-timeout", "5", "idp.wsgi:app"]
-    with open(log_dir / "gunicorn.stdout", "wb") as out, \
-            open(log_dir / "gunicorn.stderr", "wb") as err:
+
+@contextmanager
+def gunicorn_process(args: list[str], port: int, child_env: dict[str, str],
+                     server: Server) -> Iterator[Server]:
+    """`gunicorn idp.wsgi:app` on 127.0.0.1:`port` with `args`, logging into server.log_dir;
+    yields `server` once it answers; stops the process."""
+    cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+           "--no-control-socket", *args, "idp.wsgi:app"]
+    with open(server.log_dir / "gunicorn.stdout", "wb") as out, \
+            open(server.log_dir / "gunicorn.stderr", "wb") as err:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=child_env, stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL)
-    server = Server(base, log_dir)
     try:
         _wait_ready(proc, server)
         yield server
@@ -92,8 +93,28 @@ def idp_server(app, env: dict[str, str], workdir: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def idp_server(app, env: dict[str, str], workdir: Path):
+    """Start `gunicorn idp.wsgi:app` on a free loopback port; yield a Server; stop it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_dir = workdir / "gunicorn"
+    log_dir.mkdir(exist_ok=True)
+    # Logged as `idp serve` logs: the app's JSON request lines, no gunicorn access log (its
+    # request line holds the path: reset and verification links; the log scan caught them).
+    child_env = {**os.environ, **env, "IDP_ISSUER": base, "IDP_LOG_FORMAT": "json"}
+    # The test process's own settings must not leak in through os.environ.
+    child_env.pop("IDP_PROXY_HOPS", None)
+    # gthread, as `idp serve` runs it: a sync worker sits blocked on an idle connection (Chromium
+    # opens speculative ones), and two such sockets leave no worker for the next request.
+    with gunicorn_process(["--workers", "2", "--worker-class", "gthread", "--threads", "4",
+                           "--graceful-timeout", "5"], port, child_env,
+                          Server(base, log_dir)) as server:
+        yield server
     # A 500 anywhere in the run would show up as an unhandled error in the log.
-    assert "unhandled" not in server.stderr(), server.stderr()
+    assert "unhandled" not in server.full_log(), server.stderr()
 
 
 def _wait_ready(proc: subprocess.Popen, server: Server) -> None:
@@ -249,7 +270,7 @@ def two_nodes(app, env: dict[str, str], workdir: Path):
         for proc in procs:
             proc.wait(timeout=15)
     for server in servers:
-        assert "unhandled" not in server.stderr(), server.stderr()
+        assert "unhandled" not in server.full_log(), server.stderr()
 
 
 # -- browser tests: one Chromium and one relying-party page server per module ---------------

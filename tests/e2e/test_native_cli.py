@@ -27,6 +27,9 @@ def test_native_app_signs_in_through_the_loopback_redirect(ctx, idp_server, pers
          "--client-id", rp.client_id, "--no-browser", "--timeout", "60"],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = app.stdout.readline().strip()
+    if "redirect_uri=" not in url:  # the app gave up before printing the authorization URL
+        app.kill()
+        pytest.fail(f"native app printed {url!r}; stderr:\n{app.communicate()[1][-2000:]}")
     redirect_uri = url.split("redirect_uri=")[1].split("&")[0]
     port_uri = requests.utils.unquote(redirect_uri)
     assert port_uri.startswith("http://127.0.0.1:") and port_uri != "http://127.0.0.1/callback"
