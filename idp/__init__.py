@@ -57,6 +57,9 @@ def create_app(settings: Settings | None = None, *,
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "idp" / "migrations"))
     csrf.init_app(app)
     limiter.init_app(app)
+    from idp.web import public_documents
+
+    public_documents.install(app)
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops,
                                 x_proto=settings.proxy_hops, x_host=settings.proxy_hops)

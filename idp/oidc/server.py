@@ -253,7 +253,9 @@ class RefreshGrant(grants.RefreshTokenGrant):
                          client_id=client.client_id, ip=_ip())
             db.session.commit()
             return None
-        db.session.commit()
+        # No commit here: the claim commits with the new tokens and their audit event in
+        # save_token (one transaction, one fsync). Until then the claimed row stays locked, so
+        # a concurrent use of the same token waits and then finds it rotated (reuse).
         return item
 
     def authenticate_user(self, refresh_token: tokens.RefreshToken) -> User | None:
