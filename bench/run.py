@@ -18,7 +18,8 @@ default 1). Figures are therefore per server core.
 
 Environment: DURATION (seconds per load, default 5), CONNS (default 16), BENCH_THREADS
 (threads of the gthread run, default 4), BENCH_USERS (default 600), BENCH_PEER=0 (skip the
-peer), BENCH_PEER_DIR (where the peer is copied and npm-installed; default under /tmp),
+peer), BENCH_AT_ALG (RS256 or ES256: access tokens of both, ours and the peer's, default
+RS256), BENCH_PEER_DIR (where the peer is copied and npm-installed; default under /tmp),
 DATABASE_URL (PostgreSQL instead of SQLite), BENCH_DB_DIR (where the SQLite file goes, e.g.
 /dev/shm to leave out the disk's fsync), SERVER_CPU / GEN_CPU, BENCH_GRANIAN (path of a
 `granian` executable: (1)-(4) also under granian's WSGI interface, 1 worker, for the serving
@@ -60,6 +61,7 @@ SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 GEN_CPU = os.environ.get("GEN_CPU", "1")
 WITH_PEER = os.environ.get("BENCH_PEER", "1") != "0"
 GRANIAN = os.environ.get("BENCH_GRANIAN", "")
+AT_ALG = os.environ.get("BENCH_AT_ALG", "RS256")  # access tokens, ours and the peer's
 PEER_DIR = Path(os.environ.get("BENCH_PEER_DIR",
                                Path(tempfile.gettempdir()) / "idp-bench-peer"))
 PASSWORD = "Sturdy-Cedar-Lantern-42!"
@@ -205,6 +207,24 @@ class Seeded:
     web_id: str
     web_secret: str
     users: list[tuple[str, str]]  # (username, TOTP seed)
+
+
+def policy_dir(tmp: Path) -> str:
+    """The policies in use; with BENCH_AT_ALG a copy whose access tokens use that algorithm."""
+    source = Path(os.environ.get("IDP_POLICY_DIR", str(REPO / "policies")))
+    if AT_ALG == "RS256":
+        return str(source)
+    if AT_ALG not in ("ES256",):
+        fail(f"BENCH_AT_ALG={AT_ALG}: RS256 or ES256")
+    target = tmp / "policies"
+    shutil.copytree(source, target)
+    tokens = target / "tokens.toml"
+    text, n = re.subn(r'(?m)^access_token_alg\s*=\s*"\w+"', f'access_token_alg = "{AT_ALG}"',
+                      tokens.read_text())
+    if n != 1:
+        fail("tokens.toml has no access_token_alg line to change")
+    tokens.write_text(text)
+    return str(target)
 
 
 def database_url(tmp: Path) -> tuple[str, str | None]:
@@ -596,7 +616,7 @@ def prepare_peer() -> Path:
 def run_peer(at_format: str, tmp: Path) -> tuple[dict[str, Result], float | None, list[str]]:
     port = free_port()
     env = {**os.environ, "PEER_PORT": str(port), "PEER_AT_FORMAT": at_format,
-           "PEER_ALG": "RS256"}
+           "PEER_ALG": AT_ALG}
     argv = ["taskset", "-c", SERVER_CPU, "node", "server.mjs"]
     proc = Process(argv, env, PEER_DIR, tmp / f"peer-{at_format}.log")
     try:
@@ -641,7 +661,7 @@ def main() -> None:
     issuer = f"http://127.0.0.1:{port}"
     env = {**os.environ, "IDP_ISSUER": issuer, "DATABASE_URL": url,
            "IDP_KEYS_DIR": str(tmp / "keys"), "IDP_INSTANCE_DIR": str(tmp / "instance"),
-           "IDP_POLICY_DIR": os.environ.get("IDP_POLICY_DIR", str(REPO / "policies")),
+           "IDP_POLICY_DIR": policy_dir(tmp),
            "IDP_SECRET_KEY": secrets.token_urlsafe(48)}
     env.pop("IDP_PROXY_HOPS", None)
     os.environ.update({k: v for k, v in env.items() if k.startswith("IDP_")
@@ -709,7 +729,7 @@ def main() -> None:
         peer_jwt = peer_opaque = {}
         peer_rss, peer_argv = None, []
         if WITH_PEER:
-            say("peer oidc-provider, JWT RS256 access tokens: load.sh")
+            say(f"peer oidc-provider, JWT {AT_ALG} access tokens: load.sh")
             peer_jwt, peer_rss, peer_argv = run_peer("jwt", tmp)
             say("peer oidc-provider, opaque access tokens: load.sh")
             peer_opaque, _, _ = run_peer("opaque", tmp)
@@ -758,7 +778,8 @@ def main() -> None:
         ]
         print()
         print(f"IdP benchmark, {started}, {os.cpu_count()} cores ({_cpu_model()}), "
-              f"{db_kind}, DURATION={DURATION}s CONNS={CONNS}; server on core {SERVER_CPU}, "
+              f"{db_kind}, access tokens JWT {AT_ALG}, DURATION={DURATION}s CONNS={CONNS}; "
+              f"server on core {SERVER_CPU}, "
               f"load on core {GEN_CPU}")
         print("commands:")
         print("  ours (sync):    " + " ".join(_short(argv_sync)))
@@ -766,7 +787,7 @@ def main() -> None:
         if argv_granian:
             print("  ours (granian): " + " ".join(_short(argv_granian)))
         if peer_argv:
-            print("  peer:           PEER_AT_FORMAT=jwt|opaque PEER_ALG=RS256 "
+            print(f"  peer:           PEER_AT_FORMAT=jwt|opaque PEER_ALG={AT_ALG} "
                   + " ".join(peer_argv))
         print(f"  (1)-(4):        DURATION={DURATION} CONNS={CONNS} GEN_CPU={GEN_CPU} "
               f"../shared/bench/load.sh ISSUER CLIENT_ID CLIENT_SECRET SCOPE")

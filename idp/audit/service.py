@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from flask import has_request_context, request
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,12 +31,12 @@ def _hash(prev: str, seq: int, at: str, event: str, user_id: int | None,
 
 def record(event: str, *, user_id: int | None = None, client_id: str | None = None,
            ip: str | None = None, actor: str | None = None, user_agent: str | None = None,
-           session: Session | None = None, **detail: Any) -> AuditEvent:
+           session: Session | None = None, **detail: Any) -> int:
     """Append an event in the current transaction (committed with the change it records).
 
     IP and user agent default to the current request's; the actor defaults to the user the
     event is about (or the client, or "anonymous"); admin and CLI actions name themselves.
-    `session` defaults to the application's (db.session).
+    `session` defaults to the application's (db.session). Returns the event's seq.
     """
     session = session or db.session
     leaked = _FORBIDDEN & set(detail)
@@ -52,13 +52,14 @@ def record(event: str, *, user_id: int | None = None, client_id: str | None = No
     at = clock.now()
     digest = _hash(prev, seq, at.isoformat(), event, user_id, client_id, ip, actor,
                    user_agent, detail)
-    item = AuditEvent(seq=seq, at=at, event=event, user_id=user_id, client_id=client_id, ip=ip,
-                      actor=actor, user_agent=user_agent, detail=detail,
-                      prev_hash=prev, hash=digest)
-    session.connection().execute(_SET_HASH, {"digest": digest})
-    session.add(item)
+    row = {"seq": seq, "at": at, "event": event, "user_id": user_id, "client_id": client_id,
+           "ip": ip, "actor": actor, "user_agent": user_agent, "detail": detail,
+           "prev_hash": prev, "hash": digest}
+    connection = session.connection()
+    connection.execute(_SET_HASH, {"digest": digest})
+    connection.execute(_INSERT, row)  # Core, like the head: no unit-of-work bookkeeping
     metrics.note(session, event, detail)  # counted if this transaction commits
-    return item
+    return seq
 
 
 # Core statements on the session's connection: the head row is never loaded as an object, and
@@ -67,6 +68,7 @@ _HEAD = AuditHead.__table__
 _ADVANCE = (update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + 1)
             .returning(_HEAD.c.seq, _HEAD.c.last_hash))
 _SET_HASH = update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=bindparam("digest"))
+_INSERT = insert(AuditEvent.__table__)
 
 
 def _advance_head(session: Session) -> tuple[int, str]:

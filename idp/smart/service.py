@@ -263,7 +263,7 @@ def patient_directory(user: User, http_get: Callable[..., Any] | None = None
 
     http_get = http_get or current_app.extensions.get("smart.http_get") or requests.get
     picker = SimpleNamespace(client_id=PICKER_CLIENT_ID)
-    token, record = tokens.issue_access_token(picker, user, "user/Patient.rs roles", None)
+    token, jti = tokens.issue_access_token(picker, user, "user/Patient.rs roles", None)
     audit.record("token.issued", user_id=user.id, client_id=PICKER_CLIENT_ID,
                  grant_type="smart_patient_directory", scope="user/Patient.rs roles",
                  refresh=False)
@@ -279,7 +279,7 @@ def patient_directory(user: User, http_get: Callable[..., Any] | None = None
     except (requests.RequestException, ValueError) as exc:
         raise DirectoryUnavailable(type(exc).__name__) from None
     finally:
-        tokens.revoke_access_token(record.jti)
+        tokens.revoke_access_token(jti)
         db.session.commit()
     patients = []
     for entry in (bundle or {}).get("entry") or []:
