@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from joserfc.jwk import ECKey, KeySet, RSAKey
@@ -30,6 +30,7 @@ from idp import clock
 
 Key = RSAKey | ECKey
 RECHECK = 30.0  # seconds
+_FOREVER = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class KeyStore:
         self._stamp: tuple[int, int] | None = None
         self._keys: list[StoredKey] = []
         self._loaded_at = 0.0
+        self._memo: tuple[list[StoredKey], datetime, datetime, list[KeyStatus]] | None = None
 
     # -- files -----------------------------------------------------------------------------
     @contextmanager
@@ -193,7 +195,17 @@ class KeyStore:
         return result
 
     def statuses(self) -> list[KeyStatus]:
-        return self._statuses(self.keys())
+        """Memoised per loaded key list until the next moment a state can change (a key's
+        activation or unpublication): signing and JWKS ask on every request."""
+        keys, now = self.keys(), clock.now()
+        memo = self._memo
+        if memo is not None and memo[0] is keys and memo[1] <= now < memo[2]:
+            return memo[3]
+        statuses = self._statuses(keys)
+        moments = [t for s in statuses for t in (s.active_at, s.unpublish_at)
+                   if t is not None and t > now]
+        self._memo = (keys, now, min(moments, default=_FOREVER), statuses)
+        return statuses
 
     def signing_key(self, alg: str) -> StoredKey:
         by_kid = {k.kid: k for k in self.keys()}

@@ -184,3 +184,22 @@ def test_a_second_node_sees_a_rotation_made_by_the_first(directory: Path, time: 
     first.rotate(DELAY)                                    # prunes the expired keys
     assert old not in published(second)
     assert published(second) == published(first)
+
+
+def test_memoised_states_change_at_activation_and_unpublication(directory: Path, time: Time):
+    """statuses() is memoised between the moments a state can change; moving the clock over
+    such a moment, or back before the memo was made, recomputes it."""
+    store = KeyStore(directory, ("ES256",), 2048, MAX_TOKEN_LIFETIME)
+    store.ensure()
+    old = store.signing_key("ES256").kid
+    (new,) = store.rotate(DELAY, ("ES256",))
+    assert store.signing_key("ES256").kid == old  # pending for DELAY seconds
+    time.advance(DELAY - 1)
+    assert store.signing_key("ES256").kid == old
+    time.advance(1)
+    assert store.signing_key("ES256").kid == new  # activated: memo invalid at that moment
+    assert {k.kid for k in store.published()} == {old, new}
+    time.advance(MAX_TOKEN_LIFETIME)
+    assert {k.kid for k in store.published()} == {new}  # the old key left JWKS on time
+    time.advance(-MAX_TOKEN_LIFETIME - DELAY)
+    assert store.signing_key("ES256").kid == old  # earlier than the memo: recomputed
