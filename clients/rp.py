@@ -168,6 +168,7 @@ def _client() -> Any:
 def init_rp(app: Flask, settings: RpSettings) -> None:
     """Configure the app as a relying party of the IdP."""
     app.extensions["rp"] = settings
+    app.register_blueprint(shared_static)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_NAME=f"{settings.name}_session",
@@ -454,3 +455,9 @@ def returned_from_logout() -> bool:
     except OAuthError:
         return False
     return True
+
+
+# One stylesheet for the demo relying parties (clients/static/rp.css); each app only sets its
+# colour in its own static/brand.css, as the strict CSP allows no inline style.
+shared_static = Blueprint("rp_static", __name__, static_folder="static",
+                          static_url_path="/rp-static")

@@ -34,7 +34,7 @@ from joserfc.errors import JoseError
 from joserfc.jwt import JWTClaimsRegistry
 
 from clients.jwks import IssuerKeys, KeysUnavailable
-from clients.rp import EncryptedSessionInterface
+from clients.rp import EncryptedSessionInterface, shared_static
 
 log = logging.getLogger(__name__)
 EHR_LAUNCH_SCOPE = "openid fhirUser launch patient/Patient.rs"
@@ -73,6 +73,7 @@ def create_app(env: dict[str, str] | None = None) -> Flask:
     app.extensions["smart_app.http"] = requests  # .get / .post; tests route these
     app.extensions["smart_app.keys"] = IssuerKeys(settings.issuer)
     app.register_blueprint(bp)
+    app.register_blueprint(shared_static)
     app.after_request(_headers)
     return app
 

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 
 from idp.accounts import lockout, notices
 from idp.accounts import service as accounts
+from idp.accounts.models import User
 from idp.accounts.views import login_failed_message
 from idp.admin.access import ADMIN_ROLES, require_admin
 from idp.audit import service as audit
@@ -110,8 +113,11 @@ def _permission(permission_id: int) -> EpcsPermission:
     return item
 
 
-@bp.post("/admin/epcs/<int(max=2147483647):permission_id>/approve")
-def admin_epcs_approve(permission_id: int) -> Page:
+def _decide(permission_id: int, act: Callable[[EpcsPermission, User], object], done: str,
+            refused: int, keep_refusal: bool) -> Page:
+    """Approve or revoke one permission as the signed-in admin. A refusal answers `refused`;
+    `keep_refusal` commits its audit event (a refused approval is evidence) instead of
+    rolling back."""
     sso = require_admin(ADMIN_ROLES)
     if isinstance(sso, Response):
         return sso
@@ -119,26 +125,22 @@ def admin_epcs_approve(permission_id: int) -> Page:
         return _console(sso, "This form has expired; reload the page.", 400)
     item = _permission(permission_id)
     try:
-        service.approve(item, sso.user)
+        act(item, sso.user)
     except service.EpcsError as exc:
-        db.session.commit()  # the refused approval's audit event
-        return _console(sso, str(exc), 403)
+        if keep_refusal:
+            db.session.commit()
+        else:
+            db.session.rollback()
+        return _console(sso, str(exc), refused)
     db.session.commit()
-    return redirect(url_for("epcs.admin_epcs", done="approved"))
+    return redirect(url_for("epcs.admin_epcs", done=done))
+
+
+@bp.post("/admin/epcs/<int(max=2147483647):permission_id>/approve")
+def admin_epcs_approve(permission_id: int) -> Page:
+    return _decide(permission_id, service.approve, "approved", 403, keep_refusal=True)
 
 
 @bp.post("/admin/epcs/<int(max=2147483647):permission_id>/revoke")
 def admin_epcs_revoke(permission_id: int) -> Page:
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
-    if not ActionForm().validate_on_submit():
-        return _console(sso, "This form has expired; reload the page.", 400)
-    item = _permission(permission_id)
-    try:
-        service.revoke(item, sso.user)
-    except service.EpcsError as exc:
-        db.session.rollback()
-        return _console(sso, str(exc), 409)
-    db.session.commit()
-    return redirect(url_for("epcs.admin_epcs", done="revoked"))
+    return _decide(permission_id, service.revoke, "revoked", 409, keep_refusal=False)
