@@ -34,6 +34,7 @@ from idp.admin.models import SecurityAlert
 from idp.admin.views import bp
 from idp.audit import geoip
 from idp.audit import service as audit
+from idp.context import policy
 from idp.extensions import db
 from idp.mfa import manage as mfa_manage
 from idp.mfa.models import Factor
@@ -258,14 +259,18 @@ def user_page(user_id: int) -> Page:
     sso = require_admin(SECURITY_ROLES)
     if isinstance(sso, Response):
         return sso
-    user = _user(user_id)
+    return _render_user(sso, _user(user_id), done=DONE.get(request.args.get("done", "")))
+
+
+def _render_user(sso: SsoSession, user: User, *, done: str | None = None,
+                 error: str | None = None) -> str:
     factors = db.session.execute(select(Factor).where(Factor.user_id == user.id)
                                  .order_by(Factor.id)).scalars().all()
     return render_template(
         "admin/user.html", user=user, factors=factors,
         sessions=account_settings.live_sessions(user), logins=service.recent_logins(user.id),
         locked=lockout.is_locked(user), is_admin=sso.user.role in ADMIN_ROLES,
-        done=DONE.get(request.args.get("done", "")),
+        roles=policy().roles, done=done, error=error,
         place=geoip.lookup if geoip.enabled() else None)
 
 
@@ -288,6 +293,10 @@ DONE = {
     "reset_failed": "The mail server did not accept the reset email; it is queued and will "
                     "be sent when the server is back (a new link would replace it).",
     "reset_disabled": "The account is disabled; enable it first.",
+    "self_role": "You cannot change your own role.",
+    "role_changed": "Role changed; every session ended and every token was revoked, so the new "
+                    "role appears only in new tokens (an EPCS permission is revoked when the new "
+                    "role is not clinical).",
     "session_gone": "That session had ended already.",
     "session_ended": "Session ended; its tokens were revoked.",
     "sessions_ended": "Every session ended; every token revoked.",
@@ -341,6 +350,22 @@ def user_reset_mfa(user_id: int) -> Response:
     account_settings.sign_out_everywhere(user, "mfa_reset", actor=actor(sso))
     db.session.commit()
     return _back(user, "mfa_reset")
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/role")
+def user_change_role(user_id: int) -> Page:
+    """Another role from policies/roles.toml; the account is signed out everywhere."""
+    sso, user = _user_action(user_id)
+    if user is None:
+        return sso
+    if user.id == sso.user_id:
+        return _back(user, "self_role")
+    error = service.change_role(user, request.form.get("role", "")[:64], sso.user)
+    if error:
+        db.session.rollback()
+        return _render_user(sso, user, error=error), 400
+    db.session.commit()
+    return _back(user, "role_changed")
 
 
 @bp.post("/users/<int(max=2147483647):user_id>/send-reset")

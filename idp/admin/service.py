@@ -1,5 +1,6 @@
 """Admin console logic: user search, audit queries and JSON Lines export, initial access
-tokens for dynamic client registration, security alert states. No Flask request objects."""
+tokens for dynamic client registration, security alert states, role changes. No Flask request
+objects."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, func, or_, select, update
 
 from idp import clock
+from idp.accounts import settings as account_settings
 from idp.accounts.models import User
 from idp.admin.models import InitialAccessToken, SecurityAlert
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
+from idp.context import policy
+from idp.epcs import service as epcs
 from idp.extensions import db
 from idp.oidc.models import digest
 
@@ -43,6 +47,38 @@ def recent_logins(user_id: int, limit: int = 20) -> list[AuditEvent]:
         AuditEvent.user_id == user_id,
         AuditEvent.event.in_(("login.success", "login.failure", "alert.unusual_sign_in")))
         .order_by(AuditEvent.seq.desc()).limit(limit)).scalars())
+
+
+ROLE_UNKNOWN = "Unknown role: choose one of the roles listed."
+ROLE_UNCHANGED = "The account already holds that role; nothing was changed."
+ROLE_SELF = "You cannot change your own role."
+
+
+def change_role(user: User, new_role: str, admin: User) -> str | None:
+    """Give the account another role (policies/roles.toml); None, or why it was refused.
+
+    Audited `user.role_changed` {"from", "to"} (the role_holdings report reads it) by
+    "admin:<id>". Every session ends and every token is revoked, so the new role only reaches
+    relying parties in new tokens. A role that is not clinical cannot hold the EPCS permission
+    (idp.epcs.service.propose): a live one (granted or proposed) is revoked as /admin/epcs
+    does. All in the caller's transaction."""
+    roles = policy().roles
+    if new_role not in roles:
+        return ROLE_UNKNOWN
+    if new_role == user.role:
+        return ROLE_UNCHANGED
+    if user.id == admin.id:
+        return ROLE_SELF
+    actor = f"admin:{admin.id}"
+    old = user.role
+    user.role = new_role
+    audit.record("user.role_changed", user_id=user.id, actor=actor,
+                 **{"from": old, "to": new_role})
+    held = epcs.live_permission(user.id)
+    if held is not None and not roles[new_role].clinical:
+        epcs.revoke(held, admin)
+    account_settings.sign_out_everywhere(user, "role_changed", actor=actor)
+    return None
 
 
 # -- audit ---------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ ROUTES = [
     ("GET", "/admin/users"), ("GET", "/admin/users/{u}"), ("POST", "/admin/users/{u}/unlock"),
     ("POST", "/admin/users/{u}/disable"), ("POST", "/admin/users/{u}/enable"),
     ("POST", "/admin/users/{u}/reset-mfa"), ("POST", "/admin/users/{u}/send-reset"),
+    ("POST", "/admin/users/{u}/role"),
     ("POST", "/admin/users/{u}/sessions/{s}/end"), ("POST", "/admin/users/{u}/sessions/end-all"),
     ("GET", "/admin/audit"), ("GET", "/admin/audit/export.jsonl"), ("GET", "/admin/alerts"),
     ("POST", "/admin/alerts/1/state"), ("GET", "/admin/sms-outbox"),
