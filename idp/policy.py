@@ -474,11 +474,27 @@ class SmartPolicy:
     launch_lifetime: int
     launch_registrars: tuple[str, ...]
     directory_timeout: int
+    need_patient_banner: bool
+    style: dict[str, Any]
+
+
+# SMART App Launch 2.x, "Styling": the members a style document may carry.
+SMART_STYLE_KEYS = frozenset({
+    "color_background", "color_error", "color_highlight", "color_modal_backdrop",
+    "color_success", "color_text", "dim_border_radius", "dim_font_size", "dim_spacing_size",
+    "font_family_body", "font_family_heading"})
 
 
 def load_smart_policy(directory: Path) -> SmartPolicy:
     """Read smart.toml; its resource must be one scopes.toml names."""
     smart = _build(SmartPolicy, _read(directory, "smart.toml"), "smart.toml")
+    if not isinstance(smart.need_patient_banner, bool):
+        raise PolicyError("smart.toml: need_patient_banner is true or false")
+    unknown = set(smart.style) - SMART_STYLE_KEYS
+    if unknown or not all(isinstance(v, str) and 0 < len(v) <= 200
+                          for v in smart.style.values()):
+        raise PolicyError(f"smart.toml [style]: SMART style members as strings "
+                          f"(unknown: {sorted(unknown)})")
     if smart.resource not in load_policy_resources(directory):
         raise PolicyError(f"smart.toml: resource {smart.resource!r} is not in scopes.toml")
     if smart.launch_lifetime < 1 or not smart.fhir_path.startswith("/"):

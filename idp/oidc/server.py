@@ -386,7 +386,7 @@ class SmartLaunchContext:
         ctx: tokens.AuthContext | None = g.get("auth_context")
         if ctx is not None and isinstance(token, dict) and "access_token" in token and \
                 smart.wants_context(scope_to_list(token.get("scope")) or []):
-            token.update(smart.token_context(ctx.family_id))
+            token.update(smart.token_response_context(ctx.family_id))
 
 
 class Issuer(IssuerParameter):

@@ -98,6 +98,7 @@ def configuration() -> dict[str, Any]:
             "launch-ehr", "launch-standalone",
             "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
             "context-ehr-patient", "context-ehr-encounter", "context-standalone-patient",
+            "context-passthrough-banner", "context-passthrough-style",
             "permission-offline", "permission-patient", "permission-user", "permission-v1",
             "permission-v2", "sso-openid-connect",
         ],
@@ -245,6 +246,22 @@ def token_context(family_id: str | None) -> dict[str, Any]:
         context["patient"] = item.patient
     if item.encounter:
         context["encounter"] = item.encounter
+    return context
+
+
+def style() -> dict[str, str]:
+    """The SMART style document (policies/smart.toml [style])."""
+    return dict(smart_policy().style)
+
+
+def token_response_context(family_id: str | None) -> dict[str, Any]:
+    """What a launch's token responses carry beside the tokens: the context of token_context,
+    and with a patient the banner and style pass-through (SMART 2.x capabilities
+    context-passthrough-banner and context-passthrough-style)."""
+    context = token_context(family_id)
+    if "patient" in context:
+        context["need_patient_banner"] = smart_policy().need_patient_banner
+        context["smart_style_url"] = f"{settings().issuer}/smart/style.json"
     return context
 
 

@@ -42,6 +42,15 @@ def configuration() -> Response:
     return response
 
 
+@bp.get("/smart/style.json")
+def style() -> Response:
+    """The style document launch token responses name in `smart_style_url`."""
+    response = jsonify(service.style())
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
 def _json_error(status: int, error: str, description: str) -> Response:
     response = jsonify(error=error, error_description=description)
     response.status_code = status

@@ -659,3 +659,47 @@ def test_a_patient_token_searches_only_its_patient(stack):
         "Authorization": f"Bearer {_fhir_token('patient/Patient.rs', patient='DEMO-0004')}"})
     assert [e["resource"]["id"] for e in answer.get_json()["entry"]] == ["DEMO-0004"]
     assert http.get(f"{FHIR_BASE}/Patient").status_code == 401
+
+
+def test_launch_token_responses_pass_the_banner_and_style_through(stack, client):
+    """SMART 2.x context-passthrough-banner and -style: beside a patient context the token
+    responses (code exchange and refresh) say need_patient_banner and name the style
+    document; the access token itself carries neither."""
+    capabilities = client.get("/.well-known/smart-configuration").get_json()["capabilities"]
+    assert {"context-passthrough-banner", "context-passthrough-style"} <= set(capabilities)
+    user = make_user(npi=NPI)
+    login(client)
+    launch = _register_launch(client, secret=_ehr_secret(stack),
+                              sub=user.subject).get_json()["launch"]
+    response, _, verifier = _authorize(
+        client, _app_rp(), "openid fhirUser launch patient/Patient.rs offline_access",
+        launch=launch, aud=FHIR_BASE)
+    code = query(_consent(client, response).headers["Location"])["code"]
+    body = exchange(client, _app_rp(), code, verifier).get_json()
+    assert body["patient"] == "DEMO-0003"
+    assert body["need_patient_banner"] is True
+    assert body["smart_style_url"] == f"{TEST_ISSUER}/smart/style.json"
+    access = _verify(client, body["access_token"])
+    assert "need_patient_banner" not in access and "smart_style_url" not in access
+    refreshed = client.post("/token", data={"grant_type": "refresh_token",
+                                            "refresh_token": body["refresh_token"],
+                                            "client_id": "smart-app"}).get_json()
+    assert refreshed["need_patient_banner"] is True
+    assert refreshed["smart_style_url"] == body["smart_style_url"]
+    style = client.get(urlsplit(body["smart_style_url"]).path)
+    assert style.status_code == 200 and style.headers["Access-Control-Allow-Origin"] == "*"
+    document = style.get_json()
+    assert document["color_highlight"] == "#5b2a86" and document["font_family_body"]
+    from idp.policy import SMART_STYLE_KEYS
+
+    assert set(document) <= SMART_STYLE_KEYS
+
+
+def test_without_a_patient_context_there_is_no_banner_or_style(stack, client):
+    make_user(npi=NPI)
+    login(client)
+    response, _, verifier = _authorize(client, _app_rp(), "openid fhirUser")
+    code = query(_consent(client, response).headers["Location"])["code"]
+    body = exchange(client, _app_rp(), code, verifier).get_json()
+    assert "access_token" in body
+    assert "need_patient_banner" not in body and "smart_style_url" not in body

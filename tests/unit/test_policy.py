@@ -163,3 +163,17 @@ def test_openid_scope_is_required(policies: Path):
     edit(policies, "scopes.toml", "[scopes.openid]", "[scopes.openid_gone]")
     with pytest.raises(PolicyError, match="must define the openid scope"):
         load_policy(policies)
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("need_patient_banner = true", 'need_patient_banner = "yes"'),
+    ('color_text = "#1b2733"', 'colour_text = "#1b2733"'),   # not a SMART style member
+    ('color_text = "#1b2733"', "color_text = 12"),
+])
+def test_a_bad_smart_style_or_banner_refuses_to_load(policies: Path, old: str, new: str):
+    from idp.policy import load_smart_policy
+
+    assert load_smart_policy(policies).need_patient_banner is True
+    edit(policies, "smart.toml", old, new)
+    with pytest.raises(PolicyError):
+        load_smart_policy(policies)
