@@ -220,7 +220,13 @@ def token() -> Response:
     session = db.session()
     keep, session.expire_on_commit = session.expire_on_commit, False
     try:
-        return server.create_token_response()
+        response = server.create_token_response()
+        if response.status_code != 200:
+            # A refused request changes nothing it has not committed on purpose (a reused
+            # refresh token's family revocation, a replayed code's revocation): e.g. a
+            # refresh claimed before its scope was refused stays usable.
+            session.rollback()
+        return response
     finally:
         session.expire_on_commit = keep
 

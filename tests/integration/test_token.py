@@ -147,6 +147,13 @@ def test_refresh_cannot_widen_scope(client, rp_and_code):
         "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
         "scope": "openid profile email offline_access roles"})
     assert response.status_code == 400 and _error(response) == "invalid_scope"
+    # The refused request changed nothing: the claim of the token commits only with the new
+    # tokens, so the same refresh token still works (and is not taken for a reuse).
+    again = client.post("/token", headers=basic(rp), data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert again.status_code == 200, again.text
+    assert client.get("/userinfo", headers={
+        "Authorization": f"Bearer {again.get_json()['access_token']}"}).status_code == 200
 
 
 def test_no_refresh_token_without_offline_access(ctx, client):
