@@ -141,11 +141,20 @@ def login(http, username: str = "drsmith", password: str = PASSWORD, next_url: s
     return done
 
 
+def same_device(source, target) -> None:
+    """Give the test client `target` the device cookie (idp_device) of `source`: another
+    window of the same browser, for tests of rules other than "new device"."""
+    cookie = source.get_cookie("idp_device")
+    assert cookie is not None, "the source browser has not signed in"
+    target.set_cookie("idp_device", cookie.value)
+
+
 def _register_cookies(http) -> None:
-    for name in ("idp_session", "__Host-idp_session"):
+    for name, kind in (("idp_session", "session cookie"), ("__Host-idp_session", "session cookie"),
+                       ("idp_device", "device cookie"), ("__Host-idp_device", "device cookie")):
         cookie = http.get_cookie(name) if hasattr(http, "get_cookie") else None
         if cookie is not None:
-            register_secret("session cookie", cookie.value)
+            register_secret(kind, cookie.value)
 
 
 def pass_totp(http, username: str):

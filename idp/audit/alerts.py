@@ -4,7 +4,11 @@ number comes from policies/alerts.toml.
 At sign-in (idp.mfa.flow.finish), against the account's earlier SSO sessions, which stay in the
 database after they end:
 
-- new device: no session of the account in `new_device_window` had the same user agent;
+- new device: no session of the account created in `new_device_window` carries the same device
+  cookie (its SHA-256, `SsoSession.device_hash`; sessions without one never match). The cookie
+  (idp.sessions.service) is given to a browser at its first sign-in, so a browser update (a new
+  user agent) is the same device, and another machine with the same browser build is not. The
+  user agent is kept for display only (the email, the activity page);
 - new network: no session in `new_network_window` came from the same network (the address's
   `ipv4_prefix`/`ipv6_prefix`; with IDP_GEOIP_DB and `network_by_country`, its country);
 - simultaneous sessions: the account's live sessions come from more than
@@ -21,7 +25,8 @@ accounts locked from one IP address within it, raise one alert each (not again f
 account or address within the window) and an email to security staff (role `security`).
 
 "This wasn't me" (idp.accounts.compromise) raises an alert through raise_alert() too.
-Emails name no secret; they tell the user what to do if it was not them.
+Emails name no secret; they tell the user what to do if it was not them. Neither the device id
+nor its hash is written to an alert, an audit event or an email.
 """
 
 from __future__ import annotations
@@ -96,7 +101,7 @@ def reasons_for(user: User, sso: SsoSession) -> list[str]:
     reasons = []
     devices = [s for s in earlier
                if s.created_at >= now - timedelta(seconds=rules.new_device_window)]
-    if sso.user_agent and all(s.user_agent != sso.user_agent for s in devices):
+    if sso.device_hash is None or all(s.device_hash != sso.device_hash for s in devices):
         reasons.append("new_device")
     here = network_key(sso.ip)
     recent = [s for s in earlier

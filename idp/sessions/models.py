@@ -11,7 +11,9 @@ from idp.models_base import UTCDateTime
 
 
 class SsoSession(db.Model):
-    """One sign-in at the IdP. The cookie holds a random 256-bit value; only its hash is here."""
+    """One sign-in at the IdP. The cookie holds a random 256-bit value; only its hash is here.
+    `device_hash`: SHA-256 of the browser's device cookie (idp_device) at sign-in; the "new
+    device" alert compares it (idp.audit.alerts). None for sessions from before it existed."""
 
     __tablename__ = "sso_sessions"
 
@@ -25,6 +27,7 @@ class SsoSession(db.Model):
     amr: Mapped[list] = mapped_column(JSON, default=list)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    device_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,8 +1,15 @@
 """SSO sessions: start at login, checked (idle and absolute timeout) on every request, ended
-by logout. The cookie carries an opaque 256-bit value; the database keeps its SHA-256."""
+by logout. The cookie carries an opaque 256-bit value; the database keeps its SHA-256.
+
+The device cookie (`idp_device`, `__Host-idp_device` under an https issuer) marks the browser:
+a random 128-bit id given at its first sign-in and kept for 400 days (renewed at each sign-in).
+It is not a credential and signs nobody in; each session stores only its SHA-256
+(`device_hash`), which the "new device" alert compares (idp.audit.alerts). The raw id is never
+logged or audited."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime, timedelta
 
@@ -19,6 +26,11 @@ from idp.sessions.models import SsoSession
 # Refresh last_seen at most this often: an idle timeout of minutes needs no per-request write.
 TOUCH_EVERY = timedelta(seconds=30)
 
+DEVICE_COOKIE = "idp_device"
+DEVICE_COOKIE_MAX_AGE = 400 * 86400  # the longest lifetime browsers allow a cookie
+# secrets.token_urlsafe(16): 22 base64url characters; anything else is ignored (a new device).
+DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+
 
 def start(user: User, *, acr: str, amr: list[str]) -> SsoSession:
     """A new session for a fresh sign-in; any session this browser had is ended (no fixation)."""
@@ -27,10 +39,13 @@ def start(user: User, *, acr: str, amr: list[str]) -> SsoSession:
         end(old, "replaced")
     token = secrets.token_urlsafe(32)
     now = clock.now()
+    device = device_id() or secrets.token_urlsafe(16)
     sso = SsoSession(id=secrets.token_urlsafe(16), token_hash=digest(token), user_id=user.id,
                      created_at=now, last_seen_at=now, auth_time=now, acr=acr, amr=amr,
-                     ip=request.remote_addr, user_agent=(request.user_agent.string or "")[:300])
+                     ip=request.remote_addr, user_agent=(request.user_agent.string or "")[:300],
+                     device_hash=digest(device))
     db.session.add(sso)
+    g.device_cookie = device  # set (a new id) or renewed (the same id) by apply_cookie
     g.sso_cookie = token
     g.sso_session = sso
     return sso
@@ -41,6 +56,19 @@ def cookie_name() -> str:
     Domain: a sibling subdomain or a plain-http page cannot set or shadow it)."""
     name = policy().session.cookie_name
     return f"__Host-{name}" if settings().secure_cookies else name
+
+
+def device_cookie_name() -> str:
+    """The device cookie's name, prefixed like the SSO cookie's under an https issuer."""
+    return f"__Host-{DEVICE_COOKIE}" if settings().secure_cookies else DEVICE_COOKIE
+
+
+def device_id() -> str | None:
+    """This browser's device id from its cookie, or None when absent or malformed."""
+    value = request.cookies.get(device_cookie_name())
+    if not value or not DEVICE_ID.fullmatch(value):
+        return None
+    return value
 
 
 def current() -> SsoSession | None:
@@ -119,7 +147,12 @@ def expire(now: datetime | None = None) -> dict[str, list[str]]:
 
 
 def apply_cookie(response: Response) -> Response:
-    """after_request: set or clear the SSO cookie as the request decided."""
+    """after_request: set or clear the SSO cookie as the request decided, and set the device
+    cookie at a sign-in."""
+    if g.get("device_cookie"):
+        response.set_cookie(device_cookie_name(), g.device_cookie, max_age=DEVICE_COOKIE_MAX_AGE,
+                            httponly=True, samesite="Lax", secure=settings().secure_cookies,
+                            path="/")
     if "sso_cookie" not in g:
         return response
     name = cookie_name()

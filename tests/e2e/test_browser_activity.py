@@ -9,6 +9,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e.conftest import Person, Server
 from tests.helpers import forget_totp_use, totp_now
+from tests.log_scan import register as register_secret
 
 pytestmark = pytest.mark.e2e
 
@@ -22,6 +23,12 @@ def _device(browser: Browser, agent: str, problems: list[str]) -> tuple[BrowserC
            if msg.type == "error" else None)
     tab.on("pageerror", lambda exc: problems.append(str(exc)))
     return context, tab
+
+
+def _device_cookie(context: BrowserContext) -> dict:
+    [cookie] = [c for c in context.cookies() if c["name"] == "idp_device"]
+    register_secret("device cookie", cookie["value"])
+    return cookie
 
 
 def _sign_in(page: Page, server: Server, person: Person) -> None:
@@ -47,6 +54,10 @@ def test_end_the_other_session_from_the_activity_page(idp_server: Server, person
         _sign_in(laptop, idp_server, person)
         forget_totp_use(person.username)  # a TOTP step is single use; same step again
         _sign_in(phone, idp_server, person)
+        # each browser context is a device: its own device cookie (what "new device" compares)
+        devices = [_device_cookie(ctx) for ctx in (laptop_ctx, phone_ctx)]
+        assert devices[0]["value"] != devices[1]["value"]
+        assert all(c["httpOnly"] and c["sameSite"] == "Lax" for c in devices)
 
         laptop.get_by_role("link", name="Account activity").click()
         expect(laptop.get_by_role("heading", name="Account activity")).to_be_visible()

@@ -1,7 +1,8 @@
 """Alert rules from policies/alerts.toml, with known answers: the simultaneous-sessions
 threshold (user and security staff told), repeated lockouts of one account and lockouts of
 many accounts from one IP (security staff told once per window), and the alert's state in the
-console (new -> acknowledged -> resolved)."""
+console (new -> acknowledged -> resolved). The sign-ins here are one browser (one device
+cookie, see same_device) in several windows, so only the network rules speak."""
 
 from __future__ import annotations
 
@@ -14,15 +15,18 @@ from idp.admin.models import SecurityAlert
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
 from idp.extensions import db
-from tests.helpers import csrf_from, login, make_user
+from tests.helpers import csrf_from, login, make_user, same_device
 
 LAPTOP = "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36"
 SECURITY = "sec.officer@hospital.example"
 
 
-def _browser(app, ip: str, agent: str = LAPTOP):
+def _browser(app, ip: str, agent: str = LAPTOP, device=None):
+    """A test client from `ip`; with `device` (another client), a window of that browser."""
     http = app.test_client()
     http.environ_base.update({"REMOTE_ADDR": ip, "HTTP_USER_AGENT": agent})
+    if device is not None:
+        same_device(device, http)
     return http
 
 
@@ -51,11 +55,11 @@ def test_simultaneous_sessions_beyond_the_threshold(ctx, mailbox, alert_policy):
     alert_policy(max_concurrent_networks=2)
     user = make_user()
     make_user("sec.officer", npi=None, role="security")
-    assert login(_browser(ctx, "10.1.2.3")).status_code == 302
-    assert login(_browser(ctx, "10.7.7.7")).status_code == 302  # 2 networks: at the threshold
-    assert _security_mail(mailbox, "Simultaneous sessions") == []
+    assert login(first := _browser(ctx, "10.1.2.3")).status_code == 302
+    assert login(_browser(ctx, "10.7.7.7", device=first)).status_code == 302  # 2 networks: at
+    assert _security_mail(mailbox, "Simultaneous sessions") == []  # the threshold
     assert [a.detail["reasons"] for a in _alerts("unusual_sign_in")] == [["new_network"]]
-    assert login(_browser(ctx, "172.16.9.4")).status_code == 302  # 3 networks: beyond it
+    assert login(_browser(ctx, "172.16.9.4", device=first)).status_code == 302  # beyond it
     [staff_mail] = _security_mail(mailbox, "Simultaneous sessions")
     body = mailbox.body(staff_mail)
     assert "drsmith" in body and "3 live sessions" in body and "172.16.9.4" in body
@@ -70,8 +74,8 @@ def test_one_network_at_a_time_is_not_simultaneous(ctx, mailbox, alert_policy):
     alert_policy(max_concurrent_networks=1)
     make_user()
     make_user("sec.officer", npi=None, role="security")
-    assert login(_browser(ctx, "10.1.2.3")).status_code == 302
-    assert login(_browser(ctx, "10.1.2.9")).status_code == 302  # same /24: one network
+    assert login(first := _browser(ctx, "10.1.2.3")).status_code == 302
+    assert login(_browser(ctx, "10.1.2.9", device=first)).status_code == 302  # same /24
     assert _security_mail(mailbox, "Simultaneous sessions") == []
     assert _alerts("unusual_sign_in") == []
 
@@ -79,8 +83,8 @@ def test_one_network_at_a_time_is_not_simultaneous(ctx, mailbox, alert_policy):
 def test_prefix_length_comes_from_policy(ctx, mailbox, alert_policy):
     alert_policy(ipv4_prefix=16)
     user = make_user()
-    assert login(_browser(ctx, "10.1.2.3")).status_code == 302
-    assert login(_browser(ctx, "10.1.200.3")).status_code == 302  # same /16
+    assert login(first := _browser(ctx, "10.1.2.3")).status_code == 302
+    assert login(_browser(ctx, "10.1.200.3", device=first)).status_code == 302  # same /16
     assert _alerts("unusual_sign_in") == [] and mailbox.to(user.email) == []
 
 

@@ -17,7 +17,7 @@ from idp.audit import geoip
 from idp.audit.alerts import network_key
 from idp.config import ConfigError, Settings
 from idp.extensions import db
-from tests.helpers import login, make_user
+from tests.helpers import login, make_user, same_device
 
 LAPTOP = "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36"
 
@@ -49,9 +49,13 @@ def with_geoip(ctx, city_db, monkeypatch):
     return ctx
 
 
-def _browser(app, ip: str):
+def _browser(app, ip: str, device=None):
+    """A test client from `ip`; with `device` (another client), a window of that browser (its
+    device cookie), so that only the network rules speak."""
     http = app.test_client()
     http.environ_base.update({"REMOTE_ADDR": ip, "HTTP_USER_AGENT": LAPTOP})
+    if device is not None:
+        same_device(device, http)
     return http
 
 
@@ -75,14 +79,14 @@ def test_unset_means_no_lookup_and_prefix_networks(ctx):
 
 def test_a_new_country_is_a_new_network_and_the_same_country_is_not(with_geoip, mailbox):
     user = make_user()
-    assert login(_browser(with_geoip, "10.1.2.3")).status_code == 302
-    assert login(_browser(with_geoip, "10.2.3.4")).status_code == 302
+    assert login(first := _browser(with_geoip, "10.1.2.3")).status_code == 302
+    assert login(_browser(with_geoip, "10.2.3.4", device=first)).status_code == 302
     # another /24, same country: not new (and no simultaneous alert: one "network")
     assert db.session.execute(select(SecurityAlert)).first() is None
     assert mailbox.to(user.email) == []
-    assert login(_browser(with_geoip, "172.16.9.4")).status_code == 302
+    assert login(_browser(with_geoip, "172.16.9.4", device=first)).status_code == 302
     alert = db.session.execute(select(SecurityAlert)).scalars().first()
-    assert "new_network" in alert.detail["reasons"]
+    assert "new_network" in alert.detail["reasons"] and "new_device" not in alert.detail["reasons"]
     assert alert.detail["country"] == "Germany" and alert.detail["city"] == "Berlin"
     [mail] = mailbox.to(user.email)
     assert "172.16.9.4 (Berlin, Germany)" in mailbox.body(mail)

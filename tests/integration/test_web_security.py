@@ -20,6 +20,7 @@ from tests.helpers import (
     pkce,
     query,
 )
+from tests.log_scan import register as register_secret
 
 
 # -- Host header ------------------------------------------------------------------------------
@@ -196,6 +197,12 @@ def test_cookies_are_httponly_samesite_and_not_secure_over_http(ctx, client):
     sso = _set_cookies(done)["idp_session"]
     assert "HttpOnly" in sso and "SameSite=Lax" in sso and "Path=/" in sso
     assert "Secure" not in sso and "Domain" not in sso
+    # the device cookie ("new device" alerts): set at the sign-in, kept 400 days
+    device = _set_cookies(done)["idp_device"]
+    assert "HttpOnly" in device and "SameSite=Lax" in device and "Path=/" in device
+    assert f"Max-Age={400 * 86400}" in device
+    assert "Secure" not in device and "Domain" not in device
+    assert "__Host-idp_device" not in _set_cookies(done)
 
 
 @pytest.fixture
@@ -222,6 +229,20 @@ def test_under_an_https_issuer_cookies_are_secure_and_host_prefixed(app, https_a
     assert "idp_session" not in cookies
     sso = cookies["__Host-idp_session"]
     assert "Secure" in sso and "HttpOnly" in sso and "Path=/" in sso and "Domain" not in sso
+    assert "idp_device" not in cookies
+    device = cookies["__Host-idp_device"]
+    register_secret("device cookie", device.split(";")[0].split("=", 1)[1])
+    assert "Secure" in device and "HttpOnly" in device and "SameSite=Lax" in device
+    assert "Path=/" in device and "Domain" not in device and f"Max-Age={400 * 86400}" in device
+    with https_app.app_context():  # the session stores the hash of the prefixed cookie's value
+        import hashlib
+
+        from idp.extensions import db
+        from idp.sessions.models import SsoSession
+
+        [stored] = db.session.query(SsoSession.device_hash).all()
+        assert stored[0] == hashlib.sha256(
+            device.split(";")[0].split("=", 1)[1].encode()).hexdigest()
     # the prefixed cookie is the one that signs the browser in; HSTS is sent under https
     account = http.get("/account", base_url="https://idp.test")
     assert account.status_code == 200 and "drsmith" in account.text
