@@ -213,8 +213,9 @@ def _store() -> LogoutStore:
 def _end_session_if_ended() -> None:
     """A session the IdP ended (back-channel logout), or older than SESSION_MAX_AGE, is
     signed out here, on its next request, whichever worker serves it."""
-    if request.endpoint in ("rp.backchannel_logout", "rp.healthz", "static") or \
-            "user" not in session:
+    # Never on a stylesheet: a sign-out noticed there would never show the page's notice.
+    if request.endpoint in ("rp.backchannel_logout", "rp.healthz", "static",
+                            "rp_static.static") or "user" not in session:
         return
     signed_in_at = session.get("signed_in_at")
     if not isinstance(signed_in_at, int | float) or \

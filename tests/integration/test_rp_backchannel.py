@@ -5,6 +5,7 @@ by the in-process IdP's real keys; the RPs read its JWKS through its test client
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -76,6 +77,21 @@ def test_a_valid_logout_token_ends_the_local_session_with_that_sid(portal):
     assert 'id="ended-elsewhere"' in page.text  # told why
     assert "ended-elsewhere" not in http.get("/").text  # the cookie was cleared: said once
     assert signed_in(bystander)
+
+
+def test_a_stylesheet_request_does_not_swallow_the_notice(portal):
+    """The browser fetches the page's stylesheets on their own requests: an ended session must
+    be noticed by the next page, not by a stylesheet request whose answer shows nothing."""
+    http = portal.test_client()
+    sign_in(http, sub="sub-1", sid="sid-1")
+    page = http.get("/")
+    links = re.findall(r'<link rel="stylesheet" href="([^"]+)"', page.text)
+    assert len(links) == 2, links  # the shared sheet and the app's colour
+    assert post(http, backchannel.logout_token(CLIENT_ID, "sid-1", "sub-1")).status_code == 200
+    for link in links:
+        assert http.get(link).status_code == 200
+    after = http.get("/")
+    assert "Welcome, Ana Smith" not in after.text and 'id="ended-elsewhere"' in after.text
 
 
 def test_every_worker_sees_the_ended_session(portal, idp, tmp_path):
