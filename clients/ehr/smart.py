@@ -114,6 +114,13 @@ def grants(claims: dict[str, Any], resource: str, permission: str) -> list[str]:
     return found
 
 
+def backend_token(claims: dict[str, Any]) -> bool:
+    """A backend service's own token (client_credentials: the client is the subject, no
+    user signed in), the only kind system/ scopes count on."""
+    return bool(claims.get("client_id")) and claims.get("sub") == claims.get("client_id") \
+        and "auth_time" not in claims
+
+
 def _authorize_read(resource: str, permission: str, patient_id: str | None
                     ) -> Response | None:
     """None when the bearer token may do this; the FHIR error response otherwise."""
@@ -129,6 +136,8 @@ def _authorize_read(resource: str, permission: str, patient_id: str | None
     g.token_claims = claims
     contexts = grants(claims, resource, permission)
     if "user" in contexts and STAFF_ROLES & token_roles(claims):
+        return None
+    if "system" in contexts and backend_token(claims):
         return None
     if "patient" in contexts and isinstance(claims.get("patient"), str) and \
             patient_id in (None, claims["patient"]):
@@ -167,8 +176,10 @@ def search_patients() -> Response:
     denied = _authorize_read("Patient", "s", None)
     if denied:
         return denied
-    if "user" not in grants(g.token_claims, "Patient", "s") or \
-            not STAFF_ROLES & token_roles(g.token_claims):
+    contexts = grants(g.token_claims, "Patient", "s")
+    staff = "user" in contexts and STAFF_ROLES & token_roles(g.token_claims)
+    backend = "system" in contexts and backend_token(g.token_claims)
+    if not (staff or backend):
         claims_patient = g.token_claims.get("patient")  # patient/ scope: its compartment
     rows = [p for p in data.patients() if claims_patient in (None, p["mrn"])]
     return _fhir({"resourceType": "Bundle", "type": "searchset", "total": len(rows),

@@ -175,6 +175,12 @@ def validate_request(grant: object, redirect_uri: str) -> None:
         if len(oauth_request.payload.datalist.get(name, [])) > 1:
             raise InvalidRequestError(f"'{name}' given more than once", redirect_uri=redirect_uri)
     for scope in requested(oauth_request):
+        if scope.startswith("system/"):
+            # SMART Backend Services: system scopes act without a user, so only the
+            # client_credentials grant (the client as itself) may carry them.
+            raise InvalidScopeError(f"scope {scope} is for backend services "
+                                    "(client_credentials), not a user's sign-in",
+                                    redirect_uri=redirect_uri)
         if smart_scopes.is_smart(scope) and not smart_scopes.covered(scope, registered):
             raise InvalidScopeError(f"scope {scope} is not registered for this client",
                                     redirect_uri=redirect_uri)

@@ -31,6 +31,7 @@ from tests.helpers import (
     csrf_from,
     exchange,
     login,
+    make_client,
     make_user,
     pkce,
     query,
@@ -233,8 +234,7 @@ def _authorize(client, rp, scope: str, **extra):
     "openid patient/Observation.rs",              # another resource than registered
     "openid user/Patient.rs",                     # user context not registered
     "openid patient/Patient.rs?category=vital-signs patient/Patient.cruds",  # c, u, d not
-    "openid system/*.rs",
-])
+])  # system/ scopes: refused at /authorize whatever the registration (the backend test)
 def test_a_smart_scope_the_client_is_not_registered_for_is_refused(stack, client, scope):
     make_user()
     create_client(name="Narrow", client_id="narrow", redirect_uris=[APP_CALLBACK],
@@ -645,6 +645,11 @@ def _fhir_token(scope: str, **claims: Any) -> str:
     ("user/Patient.rs", {"roles": ["physician"]}, "/Patient/DEMO-0001", 200),
     ("user/Patient.rs", {}, "/Patient/DEMO-0001", 403),                 # no staff role
     ("ehr.patients.read", {"roles": ["physician"]}, "/Patient/DEMO-0001", 403),
+    # system/: only a backend service's own token (the client is the subject, no user)
+    ("system/Patient.rs", {"sub": "smart-app"}, "/Patient/DEMO-0001", 200),
+    ("system/Patient.rs", {}, "/Patient/DEMO-0001", 403),               # a user's token
+    ("system/Patient.rs", {"sub": "smart-app", "auth_time": 1}, "/Patient/DEMO-0001", 403),
+    ("system/Observation.rs", {"sub": "smart-app"}, "/Patient/DEMO-0001", 403),
 ])
 def test_the_fhir_api_applies_smart_scopes(stack, scope, claims, path, status):
     http = stack["ehr"].test_client()
@@ -703,3 +708,47 @@ def test_without_a_patient_context_there_is_no_banner_or_style(stack, client):
     body = exchange(client, _app_rp(), code, verifier).get_json()
     assert "access_token" in body
     assert "need_patient_banner" not in body and "smart_style_url" not in body
+
+
+def test_a_backend_service_reads_the_fhir_api_with_system_scopes(stack, client):
+    """SMART Backend Services: a confidential client authenticating with private_key_jwt gets a
+    client_credentials token with system/Patient.rs for the FHIR server, which lets it search
+    every patient; a user's sign-in cannot ask for system/ scopes."""
+    from joserfc.jwk import RSAKey
+
+    from clients.ehr import data as ehr_data
+
+    key = RSAKey.generate_key(2048, private=True)
+    public = {**key.as_dict(private=False), "kid": "svc-1", "use": "sig", "alg": "RS256"}
+    service = create_client(name="Population health", redirect_uris=[],
+                            grant_types=["client_credentials"], scope="system/Patient.rs",
+                            auth_method="private_key_jwt", jwks={"keys": [public]})
+    db.session.commit()
+    service_id = service.client.client_id
+    now = clock.timestamp()
+    assertion = jwt.encode({"alg": "RS256", "kid": "svc-1"}, {
+        "iss": service_id, "sub": service_id, "aud": f"{TEST_ISSUER}/token",
+        "jti": f"a{now}", "iat": now, "exp": now + 120}, key)
+    answer = client.post("/token", data={
+        "grant_type": "client_credentials", "scope": "system/Patient.rs",
+        "client_assertion": assertion,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"})
+    assert answer.status_code == 200, answer.text
+    body = answer.get_json()
+    assert body["scope"] == "system/Patient.rs" and "refresh_token" not in body
+    access = _verify(client, body["access_token"])
+    assert access["aud"] == EHR and access["sub"] == service_id and "auth_time" not in access
+    http = stack["ehr"].test_client()
+    bearer = {"Authorization": f"Bearer {body['access_token']}"}
+    found = http.get(f"{FHIR_BASE}/Patient", headers=bearer)
+    assert found.status_code == 200, found.text
+    assert {e["resource"]["id"] for e in found.get_json()["entry"]} == {
+        p["mrn"] for p in ehr_data.patients()}
+    assert http.get(f"{FHIR_BASE}/Patient/DEMO-0002", headers=bearer).status_code == 200
+    # A user's sign-in cannot carry a system/ scope, even for a client registered with it.
+    make_user(npi=NPI)
+    login(client)
+    rp = make_client(scope="openid system/Patient.rs")
+    refused, _, _ = _authorize(client, rp, "openid system/Patient.rs")
+    got = query(refused.headers["Location"])
+    assert got["error"] == "invalid_scope" and "backend services" in got["error_description"]
