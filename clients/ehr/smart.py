@@ -121,6 +121,14 @@ def backend_token(claims: dict[str, Any]) -> bool:
         and "auth_time" not in claims
 
 
+def unrestricted(claims: dict[str, Any], resource: str, permission: str) -> bool:
+    """Any patient's records: a user/ scope with a staff role, or a system/ scope on a backend
+    service's own token. Otherwise only a patient/ scope's own patient."""
+    contexts = grants(claims, resource, permission)
+    return bool("user" in contexts and STAFF_ROLES & token_roles(claims)) or \
+        ("system" in contexts and backend_token(claims))
+
+
 def _authorize_read(resource: str, permission: str, patient_id: str | None
                     ) -> Response | None:
     """None when the bearer token may do this; the FHIR error response otherwise."""
@@ -134,12 +142,10 @@ def _authorize_read(resource: str, permission: str, patient_id: str | None
     except KeysUnavailable:
         return _outcome(503, "transient", "cannot check tokens right now")
     g.token_claims = claims
-    contexts = grants(claims, resource, permission)
-    if "user" in contexts and STAFF_ROLES & token_roles(claims):
+    if unrestricted(claims, resource, permission):
         return None
-    if "system" in contexts and backend_token(claims):
-        return None
-    if "patient" in contexts and isinstance(claims.get("patient"), str) and \
+    if "patient" in grants(claims, resource, permission) and \
+            isinstance(claims.get("patient"), str) and \
             patient_id in (None, claims["patient"]):
         return None
     return _outcome(403, "forbidden", f"the token does not allow this {resource} access")
@@ -176,10 +182,7 @@ def search_patients() -> Response:
     denied = _authorize_read("Patient", "s", None)
     if denied:
         return denied
-    contexts = grants(g.token_claims, "Patient", "s")
-    staff = "user" in contexts and STAFF_ROLES & token_roles(g.token_claims)
-    backend = "system" in contexts and backend_token(g.token_claims)
-    if not (staff or backend):
+    if not unrestricted(g.token_claims, "Patient", "s"):
         claims_patient = g.token_claims.get("patient")  # patient/ scope: its compartment
     rows = [p for p in data.patients() if claims_patient in (None, p["mrn"])]
     return _fhir({"resourceType": "Bundle", "type": "searchset", "total": len(rows),

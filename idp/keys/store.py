@@ -194,29 +194,35 @@ class KeyStore:
                                         retired_at, unpublish_at))
         return result
 
-    def statuses(self) -> list[KeyStatus]:
-        """Memoised per loaded key list until the next moment a state can change (a key's
-        activation or unpublication): signing and JWKS ask on every request."""
+    def _current(self) -> tuple[list[StoredKey], list[KeyStatus]]:
+        """The keys and their states, memoised per loaded key list until the next moment a
+        state can change (a key's activation or unpublication): signing and JWKS ask on
+        every request."""
         keys, now = self.keys(), clock.now()
         memo = self._memo
         if memo is not None and memo[0] is keys and memo[1] <= now < memo[2]:
-            return memo[3]
+            return keys, memo[3]
         statuses = self._statuses(keys)
         moments = [t for s in statuses for t in (s.active_at, s.unpublish_at)
                    if t is not None and t > now]
         self._memo = (keys, now, min(moments, default=_FOREVER), statuses)
-        return statuses
+        return keys, statuses
+
+    def statuses(self) -> list[KeyStatus]:
+        return self._current()[1]
 
     def signing_key(self, alg: str) -> StoredKey:
-        by_kid = {k.kid: k for k in self.keys()}
-        for status in self.statuses():
+        keys, statuses = self._current()
+        by_kid = {k.kid: k for k in keys}
+        for status in statuses:
             if status.alg == alg and status.state == "active":
                 return by_kid[status.kid]
         raise LookupError(f"no active {alg} signing key")
 
     def published(self) -> list[StoredKey]:
-        by_kid = {k.kid: k for k in self.keys()}
-        return [by_kid[s.kid] for s in self.statuses() if s.state != "expired"]
+        keys, statuses = self._current()
+        by_kid = {k.kid: k for k in keys}
+        return [by_kid[s.kid] for s in statuses if s.state != "expired"]
 
     def public_jwks(self) -> dict:
         """The JWKS document: public parts only of every published key."""

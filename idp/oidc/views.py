@@ -44,7 +44,7 @@ from idp.sessions import service as sessions
 from idp.smart import scopes as smart_scopes
 from idp.smart import service as smart
 from idp.smart import views as smart_views
-from idp.web import request_log
+from idp.web import public_documents, request_log
 
 bp = Blueprint("oidc", __name__)
 
@@ -67,16 +67,16 @@ def _cached_json(name: str, build: callable, max_age: int, state: object = None)
 
 @bp.get("/.well-known/openid-configuration")
 def discovery() -> Response:
-    return _cached_json("discovery", metadata, 3600, (id(settings()), id(policy())))
+    return _cached_json("discovery", metadata, 3600,
+                        public_documents.discovery_state(current_app))
 
 
 @bp.get("/jwks.json")
 def jwks() -> Response:
     from idp.context import keystore
 
-    store = keystore()
-    published = tuple(k.kid for k in store.published())  # changes with rotation and time
-    return _cached_json("jwks", store.public_jwks, 300, published)
+    return _cached_json("jwks", keystore().public_jwks, 300,
+                        public_documents.jwks_state(current_app))
 
 
 def _error_page(error: str, description: str, status: int = 400) -> tuple[str, int]:

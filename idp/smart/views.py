@@ -34,21 +34,23 @@ def init_smart(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-@bp.get("/.well-known/smart-configuration")
-def configuration() -> Response:
-    response = jsonify(service.configuration())
+def _public_json(body: dict) -> Response:
+    """A document any origin may read and cache for an hour."""
+    response = jsonify(body)
     response.headers["Access-Control-Allow-Origin"] = "*"
     response.headers["Cache-Control"] = "public, max-age=3600"
     return response
+
+
+@bp.get("/.well-known/smart-configuration")
+def configuration() -> Response:
+    return _public_json(service.configuration())
 
 
 @bp.get("/smart/style.json")
 def style() -> Response:
     """The style document launch token responses name in `smart_style_url`."""
-    response = jsonify(service.style())
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Cache-Control"] = "public, max-age=3600"
-    return response
+    return _public_json(service.style())
 
 
 def _json_error(status: int, error: str, description: str) -> Response:

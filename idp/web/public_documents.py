@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,18 +40,20 @@ class _Answer:
     hosts: set[str]
 
 
-def _discovery_state(app: Flask) -> object:
+def discovery_state(app: Flask) -> object:
+    """What the discovery document depends on (also the Flask view's cache key)."""
     runtime = app.extensions["idp"]
     return (id(runtime.settings), id(runtime.policy))
 
 
-def _jwks_state(app: Flask) -> object:
+def jwks_state(app: Flask) -> object:
+    """The published key ids: they change with rotation and with time (the view's key too)."""
     return tuple(k.kid for k in app.extensions["idp"].keystore.published())
 
 
 STATES: dict[str, Callable[[Flask], object]] = {
-    "/.well-known/openid-configuration": _discovery_state,
-    "/jwks.json": _jwks_state,
+    "/.well-known/openid-configuration": discovery_state,
+    "/jwks.json": jwks_state,
 }
 
 
@@ -101,8 +102,7 @@ class PublicDocuments:
 
     def _replay(self, path: str, answer: _Answer, environ: dict, start_response: Callable,
                 started: float) -> Iterable[bytes]:
-        given = environ.get("HTTP_X_REQUEST_ID", "")
-        rid = given if request_log.REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        rid = request_log.request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
         if answer.etag and _matches(environ.get("HTTP_IF_NONE_MATCH", ""), answer.etag):
             status, body = "304 NOT MODIFIED", b""
             headers = [(k, v) for k, v in answer.headers if k.lower() != "content-type"]

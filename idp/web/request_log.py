@@ -44,10 +44,14 @@ def request_id() -> str:
     return request.environ.get(ID, "")
 
 
+def request_id_for(given: str) -> str:
+    """The caller's X-Request-ID when it looks like an id, a new one otherwise."""
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 def _start() -> None:
     request.environ[STARTED] = time.perf_counter()
-    given = request.headers.get("X-Request-ID", "")
-    request.environ[ID] = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    request.environ[ID] = request_id_for(request.headers.get("X-Request-ID", ""))
 
 
 def _subject() -> str | None:
