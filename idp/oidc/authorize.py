@@ -71,6 +71,11 @@ class RequestRules:
         if "openid" not in (scope_to_list(payload.scope) or []):
             raise AuthorizationRequestError("scope must include openid", redirect_uri,
                                             "invalid_scope")
+        unregistered = grant.request.client.unregistered_scopes(payload.scope)
+        if unregistered:
+            raise AuthorizationRequestError(
+                f"scope {unregistered[0]} is not registered for this client", redirect_uri,
+                "invalid_scope")
 
 
 @dataclass(frozen=True)

@@ -92,10 +92,17 @@ class Client(db.Model, ClientMixin):
     def get_allowed_scope(self, scope: str) -> str:
         if not scope:
             return ""
+        refused = set(self.unregistered_scopes(scope))
+        return " ".join(s for s in scope_to_list(scope) if s not in refused)
+
+    def unregistered_scopes(self, scope: str | None) -> list[str]:
+        """The requested scopes this client is not registered for (a SMART scope counts as
+        registered when a registered one covers it)."""
         from idp.smart.scopes import covered
 
-        allowed = set(scope_to_list(self.scope))
-        return " ".join(s for s in scope_to_list(scope) if s in allowed or covered(s, allowed))
+        allowed = set(scope_to_list(self.scope) or [])
+        return [s for s in scope_to_list(scope) or [] if s not in allowed
+                and not covered(s, allowed)]
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         """Exact string match; RFC 8252 §7.3 loopback rule (any port) only when enabled."""

@@ -16,7 +16,6 @@ line and its metrics sample, and `If-None-Match` is answered with 304.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 
 from flask import Flask
 
-from idp.web import metrics, request_log
+from idp.web import request_log
 
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 MAX_HOSTS = 16  # distinct Host values remembered per document (a bound, not a tuning knob)
@@ -111,14 +110,7 @@ class PublicDocuments:
             headers.append(("Content-Length", str(len(body))))
         headers.append(("X-Request-ID", rid))
         start_response(status, headers)
-        code = int(status[:3])
-        elapsed = time.perf_counter() - started
-        if request_log.log.isEnabledFor(logging.INFO):
-            request_log.log.info("request", extra={"fields": {
-                "request_id": rid, "method": "GET", "route": path, "status": code,
-                "latency_ms": round(elapsed * 1000, 2), "user": None, "client_id": None,
-                "remote_addr": environ.get("REMOTE_ADDR")}})
-        metrics.observe(path, "GET", code, elapsed)
+        request_log.log_wsgi_answer(environ, rid, path, int(status[:3]), started)
         return [body]
 
 

@@ -134,6 +134,17 @@ def test_unknown_scope_is_refused(ctx, signed_in):
     assert query(response.headers["Location"])["error"] == "invalid_scope"
 
 
+def test_scope_the_client_is_not_registered_for_is_refused(ctx, signed_in):
+    """A known scope outside the client's registration (here roles, which releases the
+    user's roles and EPCS entitlement) is invalid_scope, not silently granted."""
+    rp = make_client(scope="openid profile email")
+    response, _ = authorize(signed_in, rp, pkce()[1], scope="openid profile roles")
+    got = query(response.headers["Location"])
+    assert got["error"] == "invalid_scope" and "roles" in got["error_description"]
+    allowed, _ = authorize(signed_in, rp, pkce()[1], scope="openid profile")
+    assert "code" in query(allowed.headers["Location"])
+
+
 def test_prompt_none_without_session_is_login_required(ctx, client):
     rp = make_client()
     response, params = authorize(client, rp, pkce()[1], prompt="none")

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from clients.ehr.scopes import ACR_AAL2_PHR, ACR_EPCS
+from idp.demo import CLIENTS
 from idp.epcs import service as epcs
 from idp.extensions import db
 from tests.helpers import login, make_client, make_user
@@ -54,7 +55,7 @@ def test_a_holder_is_sent_to_a_fresh_epcs_ceremony_with_the_reference(ehr):
 def test_the_idps_refusal_names_what_is_missing(ehr, client):
     user = make_user()
     make_client(name="EHR", client_id="ehr-test", redirect_uri=f"{RP_URL}/callback",
-                scope="openid profile roles ehr.patients.read")
+                scope=CLIENTS["ehr"].scope)  # what the demo registers
     item = epcs.propose(user, make_user("admin.one", npi=None, role="admin"))
     epcs.approve(item, make_user("admin.two", npi=None, role="admin"))
     db.session.commit()

@@ -14,6 +14,7 @@ import pytest
 from clients.ehr.scopes import ACR_AAL2, ACR_AAL2_PHR, PRESCRIPTIONS_WRITE
 from idp import clock
 from idp.context import settings
+from idp.demo import CLIENTS
 from idp.extensions import db
 from idp.mfa.models import Factor
 from idp.oidc.tokens import sign
@@ -131,7 +132,7 @@ def _step_up_at_the_real_idp(ehr, client):
 def _register_the_ehr():
     user = make_user()
     make_client(name="EHR", client_id="ehr-test", redirect_uri=f"{RP_URL}/callback",
-                scope=f"openid profile roles ehr.patients.read {PRESCRIPTIONS_WRITE}")
+                scope=CLIENTS["ehr"].scope)  # what the demo registers
     return user
 
 

@@ -192,6 +192,27 @@ def test_client_credentials_for_service_clients(ctx, client):
     assert claims["sub"] == service.client_id and claims["aud"] == "http://127.0.0.1:8002"
 
 
+@pytest.mark.parametrize("asked", ["ehr.patients.read system/Patient.rs", "roles",
+                                   "ehr.prescriptions.write", "openid offline_access"])
+def test_client_credentials_refuses_scopes_the_service_is_not_registered_for(ctx, client,
+                                                                             asked):
+    """A service once got any scope it asked for, SMART system/ scopes included (the EHR's
+    FHIR API serves every patient to such a token): now invalid_scope, and nothing issued."""
+    from idp.oidc.models import AccessTokenRecord
+
+    service = make_client(grant_types=["client_credentials"], redirect_uri="https://svc.example/cb",
+                          scope="ehr.patients.read")
+    before = AccessTokenRecord.query.count()
+    response = client.post("/token", headers=basic(service), data={
+        "grant_type": "client_credentials", "scope": asked})
+    assert response.status_code == 400 and _error(response) == "invalid_scope"
+    assert "not registered for this client" in response.get_json()["error_description"]
+    assert AccessTokenRecord.query.count() == before
+    granted = client.post("/token", headers=basic(service), data={
+        "grant_type": "client_credentials", "scope": "ehr.patients.read"})
+    assert granted.status_code == 200 and granted.get_json()["scope"] == "ehr.patients.read"
+
+
 def _keys(client):
     from joserfc.jwk import KeySet
 
