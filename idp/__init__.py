@@ -60,6 +60,9 @@ def create_app(settings: Settings | None = None, *,
     from idp.web import public_documents
 
     public_documents.install(app)
+    from idp.oidc import fast_lane
+
+    fast_lane.install(app)
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops,
                                 x_proto=settings.proxy_hops, x_host=settings.proxy_hops)

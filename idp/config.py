@@ -106,6 +106,7 @@ class Settings:
     secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
     trusted_hosts: tuple[str, ...] = ()
     log_format: str = "text"
+    fast_lane: bool = True  # IDP_FAST_LANE=0: every token/introspection request through Flask
 
     @property
     def secure_cookies(self) -> bool:
@@ -195,6 +196,7 @@ class Settings:
             secret_key_fallbacks=fallbacks,
             trusted_hosts=_trusted_hosts(env.get("IDP_TRUSTED_HOSTS"), issuer),
             log_format=log_format,
+            fast_lane=_int("IDP_FAST_LANE", env.get("IDP_FAST_LANE", "1"), 0, 1) == 1,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedTokenTypeError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
@@ -14,7 +15,7 @@ from idp.audit import service as audit
 from idp.context import settings
 from idp.extensions import db
 from idp.oidc import tokens
-from idp.oidc.models import AccessTokenRecord, Client, RefreshToken
+from idp.oidc.models import Client, RefreshToken
 from idp.oidc.server import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
 
 
@@ -34,10 +35,11 @@ def _check_params(request: object) -> None:
 
 @dataclass
 class AccessToken:
-    """A verified JWT access token with its revocation record, in Authlib's token shape."""
+    """A verified JWT access token with its revocation record (the row of
+    tokens.verify_access_token(with_user=False)), in Authlib's token shape."""
 
     claims: dict
-    record: AccessTokenRecord
+    record: Any
 
     def check_client(self, client: Client) -> bool:
         return self.record.client_id == client.client_id
@@ -64,7 +66,8 @@ def _find(token: str, hint: str | None) -> AccessToken | RefreshToken | None:
                 return found
         else:
             try:
-                claims, record = tokens.verify_access_token(token, check_revoked=False)
+                claims, record = tokens.verify_access_token(token, check_revoked=False,
+                                                            with_user=False)
             except tokens.InvalidToken:
                 continue
             return AccessToken(claims, record)
@@ -135,8 +138,6 @@ def introspection_body(token: AccessToken | RefreshToken) -> dict:
                  "auth_time", "acr", "amr", "sid"):
         if name in claims:
             body[name] = claims[name]
-    if token.record.user_id is not None:
-        user = db.session.get(User, token.record.user_id)
-        if user is not None:
-            body["username"] = user.username
+    if token.record.username is not None:  # the record's row carries its user's username
+        body["username"] = token.record.username
     return body

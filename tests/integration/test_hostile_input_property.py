@@ -61,7 +61,18 @@ def world(app):
         rp = make_client()
         public = make_client(redirect_uri="http://127.0.0.1/cb", public=True,
                              first_party=False, name="Native")
+        service = make_client(name="Service", grant_types=["client_credentials"],
+                              redirect_uri="https://svc.example/cb", scope="ehr.patients.read")
         db.session.commit()
+    # One valid request of each through Flask, so the fast lane (idp/oidc/fast_lane.py) stands
+    # in front of /token and /introspect for the examples, as in a running server.
+    http = app.test_client()
+    auth = {"Authorization": "Basic " + base64.b64encode(
+        f"{service.client_id}:{service.client_secret}".encode()).decode()}
+    token = http.post("/token", headers=auth, data={"grant_type": "client_credentials"})
+    assert token.status_code == 200, token.text
+    looked = http.post("/introspect", headers=auth, data={"token": token.json["access_token"]})
+    assert looked.json["active"] is True
     return {"rp": rp, "public": public}
 
 

@@ -12,8 +12,8 @@ DISCOVERY = "/.well-known/openid-configuration"
 
 def _replayer(app) -> PublicDocuments:
     layer = app.wsgi_app
-    while not isinstance(layer, PublicDocuments):  # under ProxyFix when hops are configured
-        layer = layer.app
+    while not isinstance(layer, PublicDocuments):  # under ProxyFix and the fast lane
+        layer = getattr(layer, "wsgi_app", None) or layer.app
     return layer
 
 

@@ -118,7 +118,19 @@ def test_refresh_token_grant(app, client, world):
     _check("refresh_token", counter)
 
 
-def test_client_credentials(app, client, world):
+@pytest.fixture(params=["fast lane", "flask"])
+def lane(request, app):
+    """client_credentials and introspection are answered in front of Flask when plain and
+    valid (idp/oidc/fast_lane.py); both paths keep the budget."""
+    fast = app.extensions["idp_fast_lane"]
+    fast.enabled = request.param == "fast lane"
+    served = fast.served
+    yield request.param
+    fast.enabled = True
+    assert (fast.served > served) == (request.param == "fast lane")
+
+
+def test_client_credentials(app, client, world, lane):
     rp, service = world
     _warm(client, rp, service)
     with counting(app) as counter:
@@ -139,7 +151,7 @@ def test_userinfo(app, client, world):
     _check("userinfo", counter)
 
 
-def test_introspection(app, client, world):
+def test_introspection(app, client, world, lane):
     rp, service = world
     tokens = _warm(client, rp, service)
     with counting(app) as counter:
