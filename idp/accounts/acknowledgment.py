@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from idp import clock
@@ -20,10 +20,15 @@ def today() -> str:
 
 
 def needed(user: User) -> bool:
-    ack = policy().acknowledgment
-    return db.session.execute(select(Acknowledgment.id).where(
-        Acknowledgment.user_id == user.id, Acknowledgment.day == today(),
-        Acknowledgment.version == ack.version).limit(1)).first() is None
+    return db.session.connection().execute(_ACCEPTED, {
+        "user_id": user.id, "day": today(), "version": policy().acknowledgment.version,
+    }).first() is None
+
+
+# Built once: every refresh-token grant asks (the gate holds for refreshes too).
+_ACCEPTED = select(Acknowledgment.id).where(
+    Acknowledgment.user_id == bindparam("user_id"), Acknowledgment.day == bindparam("day"),
+    Acknowledgment.version == bindparam("version")).limit(1)
 
 
 def accept(user: User) -> None:

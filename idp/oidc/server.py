@@ -22,7 +22,7 @@ from authlib.oidc.core import OpenIDCode
 from authlib.oidc.core.grants.util import validate_nonce
 from flask import Flask, g, request
 from joserfc.jwk import KeySet
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import clock
@@ -249,11 +249,8 @@ class RefreshGrant(grants.RefreshTokenGrant):
             # A forced password change or today's acknowledgment needs the user at the
             # authorization endpoint; the token stays unused for after that.
             return None
-        claimed = db.session.execute(
-            update(tokens.RefreshToken)
-            .where(tokens.RefreshToken.id == item.id, tokens.RefreshToken.rotated_at.is_(None),
-                   tokens.RefreshToken.revoked_at.is_(None))
-            .values(rotated_at=clock.now())).rowcount
+        claimed = db.session.connection().execute(
+            _CLAIM_REFRESH, {"token_id": item.id, "now": clock.now()}).rowcount
         if not claimed:
             tokens.revoke_family(item.family_id)
             audit.record("token.refresh_reused", user_id=item.user_id,
@@ -276,6 +273,15 @@ class RefreshGrant(grants.RefreshTokenGrant):
 
     def revoke_old_credential(self, refresh_token: tokens.RefreshToken) -> None:
         """Already marked rotated in authenticate_refresh_token."""
+
+
+_REFRESH = tokens.RefreshToken.__table__
+# Built once, executed on the session's connection (no ORM bulk-update bookkeeping): the
+# compare-and-set that makes a refresh token single use.
+_CLAIM_REFRESH = (update(_REFRESH)
+                  .where(_REFRESH.c.id == bindparam("token_id"), _REFRESH.c.rotated_at.is_(None),
+                         _REFRESH.c.revoked_at.is_(None))
+                  .values(rotated_at=bindparam("now")))
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
