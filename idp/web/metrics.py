@@ -97,8 +97,17 @@ def _finished(response: Response) -> Response:
 
 def observe(rule: str, method: str, status: int, seconds: float) -> None:
     """One request's sample (also for answers given in front of Flask)."""
-    REQUESTS.labels(rule, method, str(status)).inc()
-    LATENCY.labels(rule).observe(seconds)
+    key = (rule, method, status)
+    children = _CHILDREN.get(key)
+    if children is None:  # labels() validates and locks on every call: once per label set
+        children = _CHILDREN[key] = (REQUESTS.labels(rule, method, str(status)),
+                                     LATENCY.labels(rule))
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+# (route rule, method, status) -> its samples; bounded like the label set itself.
+_CHILDREN: dict[tuple[str | None, str, int], tuple[Any, Any]] = {}
 
 
 def exposition() -> bytes:
