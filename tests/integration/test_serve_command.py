@@ -30,7 +30,7 @@ START_TIMEOUT = 30.0
 METRICS_TOKEN = "serve-metrics-token-0123456789abcdef"
 
 
-# -- the command it execs (os.execvp stubbed) -------------------------------------------------
+# -- the command it execs (os.execvp / os.execvpe stubbed) ------------------------------------
 @pytest.fixture
 def serve(env, app, monkeypatch):
     """Runs `idp serve ...` and returns the command it would exec and its --json line."""
@@ -148,8 +148,8 @@ class Node:
 
     def call(self, method: str, path: str, **kwargs: object) -> requests.Response:
         """One request on a connection of its own, read and closed before it returns (the
-        body stays readable): a client that keeps a socket open without reading it can hold
-        a stopping granian worker until it is killed (README, Operations)."""
+        body stays readable): requests.get leaves its socket open for as long as the response
+        object lives, and the server's stop should not meet sockets the test forgot."""
         kwargs.setdefault("timeout", 10)
         with requests.request(method, self.url(path), **kwargs) as response:
             _ = response.content
@@ -218,9 +218,10 @@ def idp_serve(env: dict[str, str], log_dir: Path, *args: str,
             pytest.fail(f"idp serve did not stop within 30 s of SIGTERM:\n{node.output()}",
                         pytrace=False)
     assert code == 0, f"idp serve exited with {code} on SIGTERM:\n{node.output()}"
-    # Not asserted: granian 2.8.7 now and then leaves a worker hanging after SIGTERM (its
-    # signal handler has run; the worker holds no connection) and its master kills it after
-    # --graceful-timeout ("Killing worker-N after it refused to gracefully stop"; README).
+    # Not asserted: granian 2.8.7 now and then (mostly under CPU contention) leaves a worker
+    # hanging after SIGTERM, its signal handler run and no connection of this test open to it;
+    # its master kills it after --graceful-timeout ("Killing worker-N after it refused to
+    # gracefully stop"; README, Operations).
     assert "unhandled" not in node.stderr(), node.output()
 
 
