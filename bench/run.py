@@ -21,9 +21,10 @@ Environment: DURATION (seconds per load, default 5), CONNS (default 16), BENCH_T
 peer), BENCH_AT_ALG (RS256 or ES256: access tokens of both, ours and the peer's, default
 RS256), BENCH_PEER_DIR (where the peer is copied and npm-installed; default under /tmp),
 DATABASE_URL (PostgreSQL instead of SQLite), BENCH_DB_DIR (where the SQLite file goes, e.g.
-/dev/shm to leave out the disk's fsync), SERVER_CPU / GEN_CPU, BENCH_GRANIAN (path of a
-`granian` executable: (1)-(4) also under granian's WSGI interface, 1 worker, for the serving
-choice of `idp serve`; granian is not a dependency, install it in any virtualenv).
+/dev/shm to leave out the disk's fsync), SERVER_CPU / GEN_CPU, BENCH_GRANIAN ((1)-(4) also
+run under granian's WSGI interface, 1 worker, as `idp serve` runs by default: the `granian`
+beside this Python unless BENCH_GRANIAN names another executable; BENCH_GRANIAN=0 leaves those
+rows out).
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ USERS = int(os.environ.get("BENCH_USERS", "600"))
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 GEN_CPU = os.environ.get("GEN_CPU", "1")
 WITH_PEER = os.environ.get("BENCH_PEER", "1") != "0"
-GRANIAN = os.environ.get("BENCH_GRANIAN", "")
+GRANIAN = os.environ.get("BENCH_GRANIAN") or str(Path(PYTHON).parent / "granian")
+if GRANIAN == "0":
+    GRANIAN = ""
 AT_ALG = os.environ.get("BENCH_AT_ALG", "RS256")  # access tokens, ours and the peer's
 PEER_DIR = Path(os.environ.get("BENCH_PEER_DIR",
                                Path(tempfile.gettempdir()) / "idp-bench-peer"))
@@ -335,7 +338,8 @@ def start_idp(env: dict[str, str], port: int, worker_class: str, threads: int,
 
 def start_granian(env: dict[str, str], port: int, tmp: Path) -> tuple[Process, list[str]]:
     """granian (Rust HTTP server) with its WSGI interface, one worker, pinned like gunicorn;
-    it may live in another virtualenv, so this one's packages go on its PYTHONPATH."""
+    a BENCH_GRANIAN may live in another virtualenv, so this one's packages go on its
+    PYTHONPATH."""
     import sysconfig
 
     path = os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]])
@@ -652,6 +656,9 @@ def main() -> None:
             fail(f"{tool} is not installed (apt-get install {tool})")
     if os.cpu_count() and os.cpu_count() < 2:
         fail("two cores are needed: one for the server, one for the load generator")
+    if GRANIAN and not os.access(GRANIAN, os.X_OK):
+        fail(f"{GRANIAN} is not an executable: `make install` puts granian beside this "
+             "Python; BENCH_GRANIAN names another, BENCH_GRANIAN=0 leaves its rows out")
     if WITH_PEER:
         prepare_peer()
     os.sched_setaffinity(0, {int(GEN_CPU)})  # this driver and its clients: the load core

@@ -3,7 +3,7 @@
 Every record the app's loggers (and the libraries it drives) emit during the session is written
 to one file; tests and helpers register the secrets they handle (passwords, codes, tokens,
 client secrets, session cookies, reset tokens) with `register(kind, value)`. At the end of the
-session the file, and the stderr/stdout of every gunicorn node the e2e tests started, are
+session the file, and the stderr/stdout of every server node the tests started, are
 scanned; a hit fails the run and names the kind of secret and where, never the secret.
 
 Matching: a secret is found when it occurs anywhere in a line. To keep that fast over a run's
@@ -167,13 +167,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _node_logs(config: pytest.Config) -> list[Path]:
-    """stderr/stdout files of the gunicorn nodes started under this session's temp dir."""
+    """stderr/stdout files of the server nodes started under this session's temp dir (the e2e
+    gunicorn nodes; the `idp serve` processes of tests/integration/test_serve_command.py)."""
     factory = getattr(config, "_tmp_path_factory", None)
     if factory is None or factory._basetemp is None:  # no test asked for a temp dir
         return []
     base = factory.getbasetemp()
-    return sorted(p for pattern in ("gunicorn.stderr", "gunicorn.stdout")
-                  for p in base.rglob(pattern))
+    patterns = ("gunicorn.stderr", "gunicorn.stdout", "serve.stderr", "serve.stdout")
+    return sorted(p for pattern in patterns for p in base.rglob(pattern))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -8,10 +8,13 @@ only for a request with `Authorization: Bearer <IDP_METRICS_TOKEN>` (else 404 / 
   idp_alerts_raised_total{kind}: counted from the audit events of a transaction when it
   commits (a rolled-back change counts nothing), so they agree with the audit trail.
 
-Several processes (gunicorn workers): prometheus-client's multiprocess mode. `idp serve` sets
-PROMETHEUS_MULTIPROC_DIR (a fresh directory under the instance directory) when the token is
-set, each worker writes its samples there, a scrape of any worker sums every worker's, and
-gunicorn's child_exit hook (idp.web.gunicorn_hooks) marks dead workers.
+Several processes (granian's or gunicorn's workers): prometheus-client's multiprocess mode.
+`idp serve` sets PROMETHEUS_MULTIPROC_DIR (a fresh directory under the instance directory) when
+the token is set, each worker writes its samples there, and a scrape of any worker sums every
+worker's, those of workers that have ended included (a reload or respawn loses no count).
+gunicorn's child_exit hook (idp.web.gunicorn_hooks) marks dead workers; granian has no such
+hook, and none is needed while every metric here is a counter or a histogram: marking a process
+dead only removes its live-gauge files.
 """
 
 from __future__ import annotations

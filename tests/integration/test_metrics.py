@@ -127,14 +127,15 @@ def test_a_rolled_back_event_counts_nothing(ctx, metrics):
 
 
 def test_idp_serve_sums_every_worker(env, app, tmp_path):
-    """Two sync workers: whichever answers a scrape, the count covers both."""
+    """Two gunicorn sync workers: whichever answers a scrape, the count covers both (granian's
+    workers: test_serve_command's SIGHUP test)."""
     port = free_port()
     instance = tmp_path / "instance"
     child_env = {**os.environ, **env, "IDP_METRICS_TOKEN": TOKEN,
                  "IDP_INSTANCE_DIR": str(instance), "IDP_ISSUER": f"http://127.0.0.1:{port}"}
     child_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     server = subprocess.Popen([IDP, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                               "--worker-class", "sync"], env=child_env,
+                               "--server", "gunicorn", "--worker-class", "sync"], env=child_env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -128,18 +128,20 @@ def test_log_format_setting():
 
 
 def test_idp_serve_defaults_to_json_and_drops_the_gunicorn_access_log(env, app, monkeypatch):
+    """Under gunicorn; under granian (the default): test_serve_command."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("IDP_LOG_FORMAT", raising=False)
     calls = []
     monkeypatch.setattr("os.execvp", lambda path, argv: calls.append(argv))
-    result = CliRunner().invoke(cli.main, ["serve", "--json"])
+    result = CliRunner().invoke(cli.main, ["serve", "--server", "gunicorn", "--json"])
     assert result.exit_code == 0, result.output
     argv = calls[-1]
     assert argv[argv.index("--env") + 1] == "IDP_LOG_FORMAT=json"
     assert "--access-logfile" not in argv
     monkeypatch.setenv("IDP_LOG_FORMAT", "text")  # the operator's choice wins
-    assert CliRunner().invoke(cli.main, ["serve", "--json"]).exit_code == 0
+    assert CliRunner().invoke(cli.main, ["serve", "--server", "gunicorn", "--json"]
+                              ).exit_code == 0
     assert calls[-1][calls[-1].index("--env") + 1] == "IDP_LOG_FORMAT=text"
 
 
