@@ -1,4 +1,4 @@
-"""`idp serve`: granian (the default) or gunicorn, workers and threads from options or
+"""`idp serve`: gunicorn (the default) or granian, workers and threads from options or
 IDP_WORKERS / IDP_THREADS; then the real thing: `idp serve` as a process with two workers on
 the test database, behind a proxy (IDP_PROXY_HOPS) or not, reloaded by SIGHUP, with
 multiprocess metrics summed over every worker, the dead ones included."""
@@ -54,8 +54,8 @@ def _opt(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-def test_defaults_are_granian_with_workers_and_threads(serve):
-    argv, shown = serve()
+def test_granian_with_workers_and_threads(serve):
+    argv, shown = serve("--server", "granian")
     assert argv[1:3] == ["-m", "granian"] and argv[-1] == "idp.wsgi:app"
     assert _opt(argv, "--interface") == "wsgi"
     assert _opt(argv, "--host") == "127.0.0.1" and _opt(argv, "--port") == "8000"
@@ -66,21 +66,23 @@ def test_defaults_are_granian_with_workers_and_threads(serve):
     assert _opt(argv, "--workers-kill-timeout") == "20"
     assert serve.environ()["IDP_LOG_FORMAT"] == "json"  # granian's workers inherit it
     assert "IDP_LOG_FORMAT" not in os.environ
-    serve(IDP_LOG_FORMAT="text")  # the operator's choice wins
+    serve("--server", "granian", IDP_LOG_FORMAT="text")  # the operator's choice wins
     assert serve.environ()["IDP_LOG_FORMAT"] == "text"
+    argv, _ = serve(IDP_SERVER="granian")
+    assert argv[1:3] == ["-m", "granian"]
     assert shown == {"server": "granian", "bind": "127.0.0.1:8000", "workers": 2,
                      "threads": 4, "worker_class": None, "graceful_timeout": 20}
 
 
-def test_gunicorn_stays_gthread_with_workers_and_threads(serve):
-    argv, shown = serve("--server", "gunicorn")
+def test_defaults_are_gunicorn_gthread_with_workers_and_threads(serve):
+    argv, shown = serve()
     assert argv[1:3] == ["-m", "gunicorn"] and argv[-1] == "idp.wsgi:app"
     assert _opt(argv, "--worker-class") == "gthread"
     assert _opt(argv, "--env") == "IDP_LOG_FORMAT=json"
     assert _opt(argv, "--timeout") == "30" and _opt(argv, "--graceful-timeout") == "20"
     assert shown == {"server": "gunicorn", "bind": "127.0.0.1:8000", "workers": 2,
                      "threads": 4, "worker_class": "gthread", "graceful_timeout": 20}
-    argv, shown = serve(IDP_SERVER="gunicorn")
+    argv, shown = serve("--server", "gunicorn")
     assert argv[1:3] == ["-m", "gunicorn"] and shown["server"] == "gunicorn"
 
 
@@ -109,7 +111,7 @@ def test_sync_workers_run_one_thread(serve):
     ("unix:/run/idp/idp.sock", ["--uds", "/run/idp/idp.sock"]),
 ])
 def test_granian_takes_gunicorn_bind_forms(serve, bind, options):
-    argv, shown = serve("--bind", bind)
+    argv, shown = serve("--server", "granian", "--bind", bind)
     start = argv.index(options[0])
     assert argv[start:start + len(options)] == options and shown["bind"] == bind
 
@@ -131,9 +133,9 @@ def test_bad_values_are_refused(env, app, monkeypatch):
     refused("--server", "uwsgi")
     refused("--graceful-timeout", "0")
     # gunicorn's worker class means nothing to granian: said, not silently ignored
-    assert "--server gunicorn" in refused("--worker-class", "sync")
+    assert "--server gunicorn" in refused("--server", "granian", "--worker-class", "sync")
     for bind in ("127.0.0.1:http", "127.0.0.1:70000", ":8000", "::1:8000", "[::1]x", "unix:"):
-        assert "--bind" in refused("--bind", bind), bind
+        assert "--bind" in refused("--server", "granian", "--bind", bind), bind
 
 
 # -- the real thing --------------------------------------------------------------------------
