@@ -6,6 +6,7 @@ import base64
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -236,3 +237,30 @@ def register_tokens(response) -> None:
 def basic(rp: Rp) -> dict[str, str]:
     raw = f"{rp.client_id}:{rp.client_secret}".encode()
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def wait_ready(proc: object, readyz: Callable[[], object], output: Callable[[], str],
+               name: str, timeout: float) -> None:
+    """Poll a started server's /readyz (`readyz()` makes the request) until it answers 200
+    with status ready; fail with the server's output if it exits or the time runs out."""
+    import time
+
+    import pytest
+    import requests
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{name} exited with {proc.returncode} before it was ready:\n"
+                        f"{output()}", pytrace=False)
+        try:
+            response = readyz()
+            if response.status_code == 200 and response.json().get("status") == "ready":
+                return
+            last = f"{response.status_code} {response.text[:200]}"
+        except (requests.RequestException, ValueError) as exc:
+            last = type(exc).__name__
+        time.sleep(0.1)
+    pytest.fail(f"{name} was not ready within {timeout}s (last: {last}):\n{output()}",
+                pytrace=False)

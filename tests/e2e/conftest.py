@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from tests.helpers import (
     forget_totp_use,
     make_client,
     make_user,
+    wait_ready,
 )
 
 START_TIMEOUT = 30.0
@@ -118,22 +118,8 @@ def idp_server(app, env: dict[str, str], workdir: Path):
 
 
 def _wait_ready(proc: subprocess.Popen, server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"gunicorn exited with {proc.returncode} before it was ready:\n"
-                        f"{server.stderr()}", pytrace=False)
-        try:
-            response = requests.get(server.url("/readyz"), timeout=2)
-            if response.status_code == 200 and response.json().get("status") == "ready":
-                return
-            last = f"{response.status_code} {response.text[:200]}"
-        except requests.RequestException as exc:
-            last = type(exc).__name__
-        time.sleep(0.1)
-    pytest.fail(f"gunicorn was not ready within {START_TIMEOUT}s (last: {last}):\n"
-                f"{server.stderr()}", pytrace=False)
+    wait_ready(proc, lambda: requests.get(server.url("/readyz"), timeout=2), server.stderr,
+               "gunicorn", START_TIMEOUT)
 
 
 @dataclass(frozen=True)

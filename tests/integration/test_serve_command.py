@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from idp import cli
 from tests.conftest import free_port
-from tests.helpers import make_client
+from tests.helpers import make_client, wait_ready
 from tests.log_scan import register as register_secret
 
 IDP = str(Path(sys.executable).parent / "idp")
@@ -228,22 +228,8 @@ def idp_serve(env: dict[str, str], log_dir: Path, *args: str,
 
 
 def _wait_ready(node: Node) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if node.proc.poll() is not None:
-            pytest.fail(f"idp serve exited with {node.proc.returncode} before it was ready:\n"
-                        f"{node.output()}", pytrace=False)
-        try:
-            response = node.call("GET", "/readyz", timeout=2)
-            if response.status_code == 200:
-                return
-            last = f"{response.status_code} {response.text[:200]}"
-        except requests.RequestException as exc:
-            last = type(exc).__name__
-        time.sleep(0.1)
-    pytest.fail(f"idp serve was not ready within {START_TIMEOUT}s (last: {last}):\n"
-                f"{node.output()}", pytrace=False)
+    wait_ready(node.proc, lambda: node.call("GET", "/readyz", timeout=2), node.output,
+               "idp serve", START_TIMEOUT)
 
 
 @pytest.fixture
