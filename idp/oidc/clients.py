@@ -166,6 +166,15 @@ def validate_metadata(*, name: str, redirect_uris: list[str], public: bool = Fal
     return Metadata(grant_types, method, uris, logout_uris, scopes)
 
 
+def new_client_id() -> str:
+    """128 random bits, URL-safe, never starting with '-' or '_': an id that begins with a dash
+    is read as an option by command lines (`--client-id -x...`, `idp clients ... -x...`)."""
+    while True:
+        candidate = secrets.token_urlsafe(16)
+        if candidate[0].isalnum():
+            return candidate
+
+
 def create_client(*, name: str, redirect_uris: list[str], public: bool = False,
                   grant_types: list[str] | None = None, scope: str | None = None,
                   post_logout_redirect_uris: list[str] | None = None,
@@ -183,7 +192,7 @@ def create_client(*, name: str, redirect_uris: list[str], public: bool = False,
                              auth_method=auth_method, jwks=jwks, id_token_alg=id_token_alg)
     grant_types, method, uris, logout_uris, scopes = (
         meta.grant_types, meta.method, meta.redirect_uris, meta.logout_uris, meta.scopes)
-    client_id = client_id or secrets.token_urlsafe(16)
+    client_id = client_id or new_client_id()
     if db.session.execute(select(Client.id).where(Client.client_id == client_id)).first():
         raise ClientError(f"client-id: {client_id!r} exists already")
     secret = secrets.token_urlsafe(32) if method.startswith("client_secret") else None
