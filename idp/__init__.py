@@ -115,6 +115,9 @@ def create_app(settings: Settings | None = None, *,
     from idp.web import outage
 
     outage.install(app)
+    from idp.web import gates
+
+    gates.install(app)  # last installed, first to run: every route gated unless allow-listed
     return app
 
 

@@ -142,7 +142,6 @@ def app(env: dict[str, str]):
     application.config["TESTING"] = True
     application.test_client_class = ClosingClient
 
-    @application.before_request
     def _fresh_g() -> None:
         # Tests hold an app context open (the `ctx` fixture) while the test client makes
         # requests, and Flask then reuses that context, `g` included. In production every
@@ -150,6 +149,9 @@ def app(env: dict[str, str]):
         from flask import g
 
         g.__dict__.clear()
+
+    # First of all hooks (before idp.web.gates reads the session into g).
+    application.before_request_funcs.setdefault(None, []).insert(0, _fresh_g)
     with application.app_context():
         upgrade(revision="heads")  # the real migrations, not create_all
     return application

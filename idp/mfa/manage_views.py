@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from flask import Response, redirect, render_template, request, session, url_for
 
-from idp import clock
 from idp.context import policy
 from idp.extensions import db
 from idp.mfa import flow, manage, recovery
 from idp.mfa.views import bp
 from idp.sessions import service as sessions
-
-
-def _recent_session() -> object | Response:
-    """The signed-in session if it authenticated within the re-auth window, else a redirect
-    to sign in again."""
-    sso = sessions.current()
-    if sso is None:
-        return redirect(url_for("accounts.login", next=request.full_path))
-    if (clock.now() - sso.auth_time).total_seconds() > policy().mfa.reauth_window:
-        return redirect(url_for("accounts.login", next=request.full_path, reauth=1))
-    return sso
+from idp.web.gates import recent_sign_in
 
 
 @bp.get("/factors")
@@ -34,10 +23,9 @@ def factors() -> Response | str:
 
 
 @bp.post("/factors/<int(max=2147483647):factor_id>/rename")
+@recent_sign_in
 def rename(factor_id: int) -> Response:
-    sso = _recent_session()
-    if isinstance(sso, Response):
-        return sso
+    sso = sessions.current()  # live and recent: idp.web.gates saw to it
     try:
         manage.rename(sso.user, factor_id, request.form.get("label", ""))
     except manage.FactorError as exc:
@@ -47,10 +35,9 @@ def rename(factor_id: int) -> Response:
 
 
 @bp.post("/factors/<int(max=2147483647):factor_id>/remove")
+@recent_sign_in
 def remove(factor_id: int) -> Response:
-    sso = _recent_session()
-    if isinstance(sso, Response):
-        return sso
+    sso = sessions.current()  # live and recent: idp.web.gates saw to it
     try:
         manage.remove(sso.user, factor_id)
     except manage.FactorError as exc:
@@ -61,10 +48,9 @@ def remove(factor_id: int) -> Response:
 
 
 @bp.post("/recovery-codes/new")
+@recent_sign_in
 def regenerate_recovery_codes() -> Response:
-    sso = _recent_session()
-    if isinstance(sso, Response):
-        return sso
+    sso = sessions.current()  # live and recent: idp.web.gates saw to it
     codes = manage.new_recovery_codes(sso.user)
     db.session.commit()
     session["recovery_codes_once"] = codes

@@ -6,9 +6,11 @@ import logging
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Flask, Response, current_app, jsonify, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, SecurityError
 
+from idp.core import bounded_json
 from idp.web.web_policy import WebPolicy, load_web_policy
 
 PROTOCOL_PATHS = ("/token", "/revoke", "/introspect", "/userinfo", "/register",
@@ -111,12 +113,23 @@ def _check_oauth_parameters() -> tuple[Response | str, int] | None:
     return None
 
 
+class BoundedJSONProvider(DefaultJSONProvider):
+    """request.get_json() with web.toml's depth and size bounds: too deep or too wide raises
+    ValueError like any malformed body (get_json(silent=True) gives None, else a 400)."""
+
+    def loads(self, s: str | bytes, **kwargs: object) -> object:
+        rules: WebPolicy = self._app.extensions["idp_web"]
+        return bounded_json.loads(s, max_depth=rules.max_json_depth,
+                                  max_values=rules.max_json_values, **kwargs)
+
+
 def install(app: Flask) -> None:
     from idp.web import request_log
 
     settings = app.extensions["idp"].settings
     rules = load_web_policy(settings.policy_dir)
     app.extensions["idp_web"] = rules
+    app.json = BoundedJSONProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=rules.max_body_bytes,
         MAX_FORM_PARTS=rules.max_form_parts,
