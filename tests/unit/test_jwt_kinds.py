@@ -305,3 +305,21 @@ def test_sign_names_the_typ_and_the_active_key(ctx):
     token = jwt.sign({"iss": settings().issuer}, "ES256", typ=jwt.ACCESS_TOKEN_TYP)
     head = jose.decode(token, keystore().verification_keys()).header
     assert head == {"alg": "ES256", "kid": keystore().signing_key("ES256").kid, "typ": "at+jwt"}
+
+
+def test_no_other_idp_module_signs_or_decodes_jwts():
+    """Every JWT the IdP signs or verifies goes through idp/keys/jwt.py: a module added later
+    that imports a JWS/JWT codec directly fails here (JWK handling stays free)."""
+    import re
+    from pathlib import Path
+
+    import idp
+
+    codec = re.compile(r"^\s*(from\s+joserfc(\.(jwt|jws|jwe|_rfc75\d\d))?\s+import\s+.*\b(jwt|jws|"
+                       r"jwe|decode|encode|deserialize_compact|serialize_compact|extract_compact)"
+                       r"\b|import\s+joserfc\.(jwt|jws|jwe)\b|(from|import)\s+authlib\.jose\b|"
+                       r"(from|import)\s+jwt\b)", re.MULTILINE)
+    root = Path(idp.__file__).parent
+    offenders = [str(path.relative_to(root)) for path in sorted(root.rglob("*.py"))
+                 if path != root / "keys" / "jwt.py" and codec.search(path.read_text())]
+    assert offenders == []
