@@ -35,8 +35,8 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.extensions import db
+from idp.keys.jwt import sign
 from idp.oidc.models import AuthorizationCode, BackchannelLogout, Client
-from idp.oidc.tokens import sign
 
 log = logging.getLogger("idp.backchannel")
 

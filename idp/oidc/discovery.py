@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from idp.context import policy, settings
+from idp.keys import jwt
 from idp.oidc.server import ALL_AUTH_METHODS
 
 
@@ -31,12 +32,12 @@ def metadata() -> dict:
         "id_token_signing_alg_values_supported": list(pol.keys.algorithms),
         "userinfo_signing_alg_values_supported": [],
         "token_endpoint_auth_methods_supported": ALL_AUTH_METHODS,
-        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
+        "token_endpoint_auth_signing_alg_values_supported": list(jwt.ALGORITHMS),
         "revocation_endpoint_auth_methods_supported": ALL_AUTH_METHODS,
-        "revocation_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
+        "revocation_endpoint_auth_signing_alg_values_supported": list(jwt.ALGORITHMS),
         "introspection_endpoint_auth_methods_supported": [
             m for m in ALL_AUTH_METHODS if m != "none"],
-        "introspection_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
+        "introspection_endpoint_auth_signing_alg_values_supported": list(jwt.ALGORITHMS),
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": claims,
         "acr_values_supported": list(pol.assurance.acr_values),

@@ -16,11 +16,13 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7523.client import ASSERTION_TYPE
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from authlib.oidc.core.grants.util import validate_nonce
 from flask import Flask, g, request
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +33,7 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import keystore, policy, settings
 from idp.extensions import db
+from idp.keys import jwt
 from idp.oidc import client_cache, tokens
 from idp.oidc.authorize import RequestRules
 from idp.oidc.claims import user_claims
@@ -334,8 +337,7 @@ class IdToken(OpenIDCode):
         return keystore().signing_key(self.get_client_algorithm(client)).key
 
     def get_encode_header(self, client: Client) -> dict:
-        alg = self.get_client_algorithm(client)
-        return {"alg": alg, "kid": keystore().signing_key(alg).kid, "typ": "JWT"}
+        return jwt.header(self.get_client_algorithm(client), jwt.ID_TOKEN_TYP)
 
     def get_client_claims(self, client: Client) -> dict:
         now = clock.timestamp()
@@ -353,18 +355,50 @@ class IdToken(OpenIDCode):
 
 
 class ClientAssertion(JWTBearerClientAssertion):
-    """private_key_jwt (RFC 7523): keys from the client's registered JWKS; jti single use."""
+    """private_key_jwt (RFC 7523): keys from the client's registered JWKS, verified as a client
+    assertion by idp.keys.jwt (so none of our own tokens passes, even for a client that
+    registered our JWKS); jti single use."""
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
     def __call__(self, query_client: object, request: object) -> Client | None:
-        # Authlib raises a failed assertion (bad signature, replayed jti, ...) as a 400; answer
-        # 401 like every other failed client authentication (RFC 6749 §5.2).
+        """Authlib's steps, with the assertion verified for the client its `sub` names.
+        Authlib raises a failed assertion (bad signature, replayed jti, ...) as a 400; answer
+        401 like every other failed client authentication (RFC 6749 §5.2)."""
+        data = request.form
+        assertion = data.get("client_assertion")
+        if data.get("client_assertion_type") != ASSERTION_TYPE or not assertion:
+            return None
         try:
-            return super().__call__(query_client, request)
+            try:
+                subject = jwt.unverified_claims(assertion, jwt.Kind.CLIENT_ASSERTION).get("sub")
+            except jwt.InvalidJWT as exc:
+                raise InvalidClientError(description=str(exc)) from None
+            if not isinstance(subject, str):
+                raise InvalidClientError(description="Invalid claim: 'sub'")
+            client = query_client(subject)
+            if not client:
+                raise InvalidClientError(description="The client does not exist on this server.")
+            keys = self.resolve_client_public_key(client)
+            request.client = client
+            self.process_assertion_claims(assertion, keys, client.client_id)
+            return self.authenticate_client(client)
         except InvalidClientError as error:
             error.status_code = 401
             raise
+
+    def process_assertion_claims(self, assertion: str, keys: KeySet, client_id: str) -> dict:
+        """The verified claims of an assertion by `client_id`, its jti now used."""
+        try:
+            claims = jwt.verify(assertion, jwt.Kind.CLIENT_ASSERTION, keys=keys,
+                                client_id=client_id, audiences=self.get_audiences(),
+                                max_lifetime=policy().tokens.client_assertion_max_lifetime
+                                ).claims
+        except jwt.InvalidJWT as exc:
+            raise InvalidClientError(description=str(exc)) from None
+        if not self.validate_jti(claims, claims["jti"]):
+            raise InvalidClientError(description="JWT ID is used before.")
+        return claims
 
     def get_audiences(self) -> list[str]:
         issuer = settings().issuer
@@ -373,18 +407,18 @@ class ClientAssertion(JWTBearerClientAssertion):
     def resolve_client_public_key(self, client: Client) -> KeySet:
         if not client.jwks:
             raise InvalidClientError(description="the client has no registered keys")
-        return KeySet.import_key_set(client.jwks)
+        try:
+            return KeySet.import_key_set(client.jwks)
+        except (JoseError, ValueError, TypeError, KeyError):
+            raise InvalidClientError(description="the client's registered keys are not "
+                                     "usable") from None
 
     def validate_jti(self, claims: dict, jti: str) -> bool:
         key = digest(f"{claims.get('iss')}:{jti}")
         if db.session.get(UsedAssertion, key) is not None:
             return False
-        exp = claims.get("exp")
+        exp = claims.get("exp")  # at most client_assertion_max_lifetime ahead (idp.keys.jwt)
         expires = clock.now() + timedelta(seconds=300)
-        longest = policy().tokens.client_assertion_max_lifetime
-        if isinstance(exp, int) and exp - clock.timestamp() > longest:
-            raise InvalidClientError(
-                description=f"the assertion must expire within {longest} seconds")
         if isinstance(exp, int):
             try:
                 expires = max(expires, clock.from_timestamp(exp))

@@ -32,7 +32,7 @@ class FakeIdp:
         self.jwks_fetches += 1
         return _Response(KeySet(self.keys).as_dict(private=False))
 
-    def token(self, key: object = None, typ: str = "at+jwt", alg: str = "RS256",
+    def token(self, key: object = None, typ: str | None = "at+jwt", alg: str = "RS256",
               **changes: object) -> str:
         now = int(time.time())
         claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "client_id": "portal",
@@ -40,7 +40,9 @@ class FakeIdp:
         claims.update(changes)
         claims = {k: v for k, v in claims.items() if v is not None}
         key = key or self.keys[0]
-        header = {"alg": alg, "typ": typ, "kid": getattr(key, "kid", None) or "k1"}
+        header = {"alg": alg, "kid": getattr(key, "kid", None) or "k1"}
+        if typ is not None:  # None: no typ at all
+            header["typ"] = typ
         return jwt.encode(header, claims, key, algorithms=[alg])
 
 
@@ -88,9 +90,20 @@ def test_claims_that_break_a_rule_are_refused(idp, verifier, changes):
         verifier.verify(idp.token(**changes))
 
 
-def test_an_id_token_is_not_an_access_token(idp, verifier):
+@pytest.mark.parametrize("typ", ["JWT", "jwt", None, "logout+jwt", "application/logout+jwt",
+                                 "secevent+jwt", "at+jwt+x"])
+def test_only_an_access_token_typ_is_an_access_token(idp, verifier, typ):
+    """An ID token (typ JWT), a logout token (logout+jwt) or an untyped token carrying every
+    access-token claim is refused for its typ alone."""
     with pytest.raises(TokenError, match="typ"):
-        verifier.verify(idp.token(typ="JWT"))
+        verifier.verify(idp.token(typ=typ))
+
+
+def test_a_logout_token_is_not_an_access_token(idp, verifier):
+    token = idp.token(typ="logout+jwt", events={
+        "http://schemas.openid.net/event/backchannel-logout": {}}, sid="s1")
+    with pytest.raises(TokenError, match="typ"):
+        verifier.verify(token)
 
 
 def test_foreign_keys_and_symmetric_algorithms_are_refused(idp, verifier):

@@ -1,0 +1,228 @@
+"""The one module that signs the IdP's JWTs and verifies every JWT it is handed.
+
+Each JWT is accepted only in its own role (RFC 8725 §3.11 explicit typing): the caller says
+which kind it expects, and the kind fixes the algorithms, the `typ` header values, the
+signer's keys, the issuer and audience rule and the lifetime rule. The IdP's own keys sign ID
+tokens (`typ: JWT`), access tokens (`typ: at+jwt`, RFC 9068) and logout tokens
+(`typ: logout+jwt`, Back-Channel Logout 1.0), so a signature alone says nothing about the
+role: an access token is not an ID token hint, a logout token is not a client assertion even
+for a client that registered the IdP's own JWKS as its keys, and a token carrying `events` (a
+Security Event Token, RFC 8417) is accepted only as a logout token.
+
+Every refusal is one exception, InvalidJWT, whose message is safe to show (no token data).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from joserfc import jws, jwt
+from joserfc.errors import ExpiredTokenError, JoseError
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
+
+from idp import clock
+from idp.context import keystore, settings
+
+# Asymmetric only: never `none`, never HS* (an HS256 token "signed" with a public key).
+ALGORITHMS = ("RS256", "ES256")
+ID_TOKEN_TYP = "JWT"
+ACCESS_TOKEN_TYP = "at+jwt"
+LOGOUT_TOKEN_TYP = "logout+jwt"
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+MAX_LENGTH = 8192                 # our tokens and client assertions
+MAX_STATEMENT_LENGTH = 16384      # software statements carry client metadata
+LEEWAY = 60                       # seconds of clock skew on others' exp/nbf/iat
+
+
+class Kind(Enum):
+    """What the caller expects the token to be."""
+
+    ID_TOKEN_HINT = "an ID token"
+    ACCESS_TOKEN = "an access token"
+    LOGOUT_TOKEN = "a logout token"
+    CLIENT_ASSERTION = "a client assertion"
+    SOFTWARE_STATEMENT = "a software statement"
+
+
+# Accepted `typ` values, compared case-insensitively with any "application/" prefix removed
+# (RFC 7515 §4.1.9); "" is a token without `typ`.
+_TYPS: dict[Kind, frozenset[str]] = {
+    Kind.ID_TOKEN_HINT: frozenset({"", "jwt"}),
+    Kind.ACCESS_TOKEN: frozenset({ACCESS_TOKEN_TYP}),
+    Kind.LOGOUT_TOKEN: frozenset({LOGOUT_TOKEN_TYP}),
+    # RFC 7523 sets no typ; draft-ietf-oauth-rfc7523bis names client-authentication+jwt.
+    Kind.CLIENT_ASSERTION: frozenset({"", "jwt", "client-authentication+jwt"}),
+    Kind.SOFTWARE_STATEMENT: frozenset({"", "jwt"}),
+}
+_OURS = frozenset({Kind.ID_TOKEN_HINT, Kind.ACCESS_TOKEN, Kind.LOGOUT_TOKEN})
+
+
+class InvalidJWT(ValueError):
+    """The token cannot be accepted as the kind expected; str() says why, safely."""
+
+
+@dataclass(frozen=True)
+class Verified:
+    header: dict[str, Any]
+    claims: dict[str, Any]
+
+
+# -- signing -----------------------------------------------------------------------------------
+def header(alg: str, typ: str | None) -> dict[str, str]:
+    """The protected header of a token signed with our active `alg` key."""
+    result = {"alg": alg, "kid": keystore().signing_key(alg).kid}
+    if typ:
+        result["typ"] = typ
+    return result
+
+
+def sign(claims: dict, alg: str, typ: str | None = None) -> str:
+    """Claims signed with our active key of `alg`; every token we issue names its `typ`."""
+    key = keystore().signing_key(alg)
+    return jwt.encode(header(alg, typ), claims, key.key, algorithms=[alg])
+
+
+# -- verifying ---------------------------------------------------------------------------------
+def unverified_claims(token: Any, kind: Kind) -> dict[str, Any]:
+    """The payload before any check (to find whose keys verify it: a client assertion's
+    `sub`, a software statement's `iss`). Never trust what it says."""
+    if not isinstance(token, str) or len(token) > _limit(kind):
+        raise InvalidJWT("malformed token")
+    try:
+        payload = json.loads(jws.extract_compact(token.encode()).payload)
+    except (JoseError, ValueError, TypeError, UnicodeError):
+        raise InvalidJWT("malformed token") from None
+    if not isinstance(payload, dict):
+        raise InvalidJWT("malformed token")
+    return payload
+
+
+def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
+           is_client: Callable[[str], bool] | None = None, client_id: str | None = None,
+           audiences: Collection[str] = (), issuer: str | None = None,
+           max_lifetime: int | None = None) -> Verified:
+    """Verify `token` as `kind`, or raise InvalidJWT.
+
+    keys: the signer's keys (default: ours; required for a client assertion, the client's
+    registered keys, and a software statement, the publisher's keys).
+    ID_TOKEN_HINT: `is_client(client_id)` says whether the token's audience is registered;
+    expiry is not checked (logout comes after expiry too).
+    LOGOUT_TOKEN: `audiences` (optional) the client it must name.
+    CLIENT_ASSERTION: `client_id` (iss == sub == it), `audiences` (one must be in `aud`),
+    `max_lifetime` (exp at most this far ahead). `jti` single use is the caller's.
+    SOFTWARE_STATEMENT: `issuer` (the trusted publisher whose keys are given).
+    """
+    if not isinstance(token, str) or not token or len(token) > _limit(kind) \
+            or token.count(".") != 2:
+        raise InvalidJWT("malformed token")
+    if kind not in _OURS and keys is None:
+        raise TypeError(f"{kind.name} needs the signer's keys")
+    try:
+        decoded = jwt.decode(token, keys if keys is not None else keystore().verification_keys(),
+                             algorithms=list(ALGORITHMS))
+    except (JoseError, ValueError, TypeError, KeyError, UnicodeError):
+        raise InvalidJWT("signature or format invalid") from None
+    head, claims = dict(decoded.header), decoded.claims
+    typ = head.get("typ", "")
+    if not isinstance(typ, str) or _normal(typ) not in _TYPS[kind]:
+        raise InvalidJWT(f"not {kind.value}")
+    if "events" in claims and kind is not Kind.LOGOUT_TOKEN:
+        raise InvalidJWT(f"not {kind.value}")  # a Security Event Token (a logout token)
+    ours = settings().issuer
+    if kind in _OURS and claims.get("iss") != ours:
+        raise InvalidJWT("wrong issuer")
+    if kind not in _OURS and claims.get("iss") == ours:
+        raise InvalidJWT(f"not {kind.value}")  # one of our own tokens, whoever's keys match
+    _CHECKS[kind](claims, is_client=is_client, client_id=client_id, audiences=audiences,
+                  issuer=issuer, max_lifetime=max_lifetime)
+    return Verified(head, claims)
+
+
+def _limit(kind: Kind) -> int:
+    return MAX_STATEMENT_LENGTH if kind is Kind.SOFTWARE_STATEMENT else MAX_LENGTH
+
+
+def _normal(typ: str) -> str:
+    typ = typ.lower()
+    return typ.removeprefix("application/")
+
+
+def _id_token_hint(claims: dict, *, is_client: Callable[[str], bool] | None, **_: Any) -> None:
+    if is_client is None:
+        raise TypeError("ID_TOKEN_HINT needs is_client")
+    aud = claims.get("aud")
+    audience = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audience, list) or not audience or \
+            not all(isinstance(a, str) and a for a in audience):
+        raise InvalidJWT("not an ID token (aud)")
+    azp = claims.get("azp")
+    if azp is not None and (not isinstance(azp, str) or azp not in audience):
+        raise InvalidJWT("not an ID token (azp)")
+    named = azp or (audience[0] if len(audience) == 1 else None)
+    if named is None or not is_client(named):
+        raise InvalidJWT("not an ID token for a registered client")
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        raise InvalidJWT("not an ID token (sub)")
+
+
+def _access_token(claims: dict, **_: Any) -> None:
+    exp = claims.get("exp")
+    if not isinstance(exp, int) or isinstance(exp, bool) or exp <= clock.timestamp():
+        raise InvalidJWT("token expired")
+
+
+def _logout_token(claims: dict, *, audiences: Collection[str], **_: Any) -> None:
+    events = claims.get("events")
+    if not isinstance(events, dict) or not isinstance(events.get(LOGOUT_EVENT), dict):
+        raise InvalidJWT("not a logout token (events)")
+    if "nonce" in claims:
+        raise InvalidJWT("not a logout token (nonce)")
+    if not (isinstance(claims.get("sub"), str) or isinstance(claims.get("sid"), str)):
+        raise InvalidJWT("not a logout token (sub or sid)")
+    options: dict[str, Any] = {n: {"essential": True} for n in ("iat", "exp", "jti", "aud")}
+    if audiences:
+        options["aud"] = {"essential": True, "values": list(audiences)}
+    _registry(claims, 0, options)
+
+
+def _client_assertion(claims: dict, *, client_id: str | None, audiences: Collection[str],
+                      max_lifetime: int | None, **_: Any) -> None:
+    if not client_id or not audiences or max_lifetime is None:
+        raise TypeError("CLIENT_ASSERTION needs client_id, audiences and max_lifetime")
+    if claims.get("iss") != client_id or claims.get("sub") != client_id:
+        raise InvalidJWT("iss and sub must both be the client_id")
+    _registry(claims, LEEWAY, {"aud": {"essential": True, "values": list(audiences)},
+                               "exp": {"essential": True}, "jti": {"essential": True}})
+    if claims["exp"] - clock.timestamp() > max_lifetime:
+        raise InvalidJWT(f"the assertion must expire within {max_lifetime} seconds")
+
+
+def _software_statement(claims: dict, *, issuer: str | None, **_: Any) -> None:
+    if not issuer:
+        raise TypeError("SOFTWARE_STATEMENT needs the publisher (issuer)")
+    _registry(claims, LEEWAY, {"iss": {"essential": True, "value": issuer}})
+
+
+def _registry(claims: dict, leeway: int, options: dict[str, Any]) -> None:
+    """Registered claims: types, exp/nbf/iat against now (with leeway), options."""
+    try:
+        JWTClaimsRegistry(now=int(clock.timestamp()), leeway=leeway, **options).validate(claims)
+    except ExpiredTokenError:
+        raise InvalidJWT("token expired") from None
+    except (JoseError, ValueError, TypeError, OverflowError) as exc:
+        description = getattr(exc, "description", None) or "a claim is invalid"
+        raise InvalidJWT(str(description)) from None
+
+
+_CHECKS: dict[Kind, Callable[..., None]] = {
+    Kind.ID_TOKEN_HINT: _id_token_hint,
+    Kind.ACCESS_TOKEN: _access_token,
+    Kind.LOGOUT_TOKEN: _logout_token,
+    Kind.CLIENT_ASSERTION: _client_assertion,
+    Kind.SOFTWARE_STATEMENT: _software_statement,
+}
