@@ -1,0 +1,1 @@
+"""The lowest layer: modules here import nothing from the rest of idp."""
