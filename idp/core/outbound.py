@@ -19,8 +19,9 @@ controls) can aim the IdP at its own network: cloud metadata at 169.254.169.254,
   (169.254.0.0/16 with the cloud metadata addresses, fe80::/10), multicast, unspecified and
   anything else that is not globally routable (100.64.0.0/10, 192.0.0.0/24, 240.0.0.0/4, the
   documentation ranges, ...); IPv4 inside IPv6 (::ffff:127.0.0.1, 6to4, NAT64, IPv4-
-  compatible) is judged as the IPv4 address, and legacy IPv4 spellings that resolvers accept
-  (2130706433, 0177.0.0.1, 0x7f.1, 127.1) as the address they spell.
+  compatible) is judged as the IPv4 address, legacy IPv4 spellings that resolvers accept
+  (2130706433, 0177.0.0.1, 0x7f.1, 127.1) as the address they spell, and "localhost" (and
+  *.localhost) as 127.0.0.1 and ::1 without asking DNS (RFC 6761).
 - The allow-list holds networks (CIDR, or one address) and host names (".example.org" also
   allows its subdomains); a listed name may resolve to anything. It is how an operator lets
   the IdP reach an internal host (an SMS gateway on the LAN, an RP on 10.x), and how
@@ -59,6 +60,7 @@ PRIVATE = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+LOCALHOST = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 _LEGACY_IPV4 = re.compile(r"[0-9a-fA-FxX.]+")
 _HOST_NAME = re.compile(r"\.?([a-z0-9_]([a-z0-9_-]*[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?")
 
@@ -245,8 +247,11 @@ class OutboundClient:
         """Every address `host` stands for, each checked (OutboundRefused if any is
         forbidden); socket.gaierror when it does not resolve."""
         literal = literal_address(host)
+        name = host.lower().rstrip(".")
         if literal is not None:
             found = [literal]
+        elif name == "localhost" or name.endswith(".localhost"):
+            found = list(LOCALHOST)   # RFC 6761 §6.3: loopback, whatever a resolver says
         else:
             found = []
             for text in self.resolver(host, port):

@@ -118,6 +118,9 @@ def test_check_url_refuses_names_resolving_inward_and_passes_the_rest():
         assert "secret" not in refused.value.reason and "/bcl" not in refused.value.reason
     http.check_url("https://public.test/bcl")
     http.check_url("https://nowhere.test/bcl")   # does not resolve (yet): delivery checks
+    for host in ("localhost", "LOCALHOST.", "app.localhost"):   # RFC 6761: never asked
+        with pytest.raises(OutboundRefused, match="loopback"):
+            http.check_url(f"http://{host}:8001/bcl")
     for literal in ("https://2130706433/", "https://0x7f.1/", "https://[::ffff:127.0.0.1]/",
                     "https://[fc00::1]/", "https://0.0.0.0/", "https://[::]/"):
         with pytest.raises(OutboundRefused):
@@ -342,7 +345,7 @@ def _self_signed(name: str, tmp_path) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
