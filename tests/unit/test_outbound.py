@@ -392,3 +392,36 @@ def test_tls_names_the_host_and_verifies_its_certificate(tmp_path):
         assert names == ["rp.test"]
     finally:
         server.close()
+
+
+def test_make_run_reaches_its_relying_parties_through_the_allow_list_only():
+    """`make run` (clients/devstack.py) adds loopback to IDP_OUTBOUND_ALLOW for the IdP alone,
+    keeping what the operator set; the relying parties never see the IdP's variables."""
+    from clients.devstack import plan
+    from idp.config import Settings
+
+    idp_env, children = plan({"IDP_OUTBOUND_ALLOW": "sms.lan"})
+    settings = Settings.from_env({**idp_env, "IDP_SECRET_KEY": "s" * 40})
+    assert settings.outbound_allow == ("127.0.0.0/8", "::1", "sms.lan")
+    assert [c.env.get("IDP_OUTBOUND_ALLOW") for c in children[1:]] == [None] * 3
+
+
+@pytest.mark.parametrize("value", ["10.0.0.1/8", "0.0.0.0/0", "2130706433", "a b/c", "*.lan"])
+def test_a_bad_allow_list_stops_the_start(value, tmp_path):
+    from idp.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="IDP_OUTBOUND_ALLOW"):
+        Settings.from_env({"IDP_INSTANCE_DIR": str(tmp_path), "IDP_SECRET_KEY": "s" * 40,
+                           "IDP_OUTBOUND_ALLOW": f"127.0.0.0/8, {value}"})
+
+
+@pytest.mark.parametrize("override", [{"allow": ["10.0.0.1/8"]}, {"allow": ["::/0"]},
+                                      {"require_https": "never"}, {"connect_timeout": 0},
+                                      {"max_response_bytes": 10}])
+def test_a_bad_outbound_policy_stops_the_start(override):
+    from idp.config import PROJECT_ROOT
+    from idp.policy import PolicyError, load_policy
+
+    assert load_policy(PROJECT_ROOT / "policies").outbound.allow == ()
+    with pytest.raises(PolicyError, match="outbound.toml"):
+        load_policy(PROJECT_ROOT / "policies", {"outbound": override})
