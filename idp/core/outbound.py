@@ -329,8 +329,9 @@ def _connect(conn: HTTPConnection, guard: OutboundClient | None) -> socket.socke
     if guard is None:
         raise OutboundRefused("connection made outside the outbound client")
     host = conn.host
+    port = conn.port or (443 if isinstance(conn, HTTPSConnection) else 80)
     try:
-        addresses = guard.addresses(host, conn.port)
+        addresses = guard.addresses(host, port)
     except (socket.gaierror, UnicodeError) as exc:
         raise NameResolutionError(host, conn, socket.gaierror(str(exc))) from exc
     timeout = conn.timeout if isinstance(conn.timeout, (int, float)) else None
@@ -346,7 +347,7 @@ def _connect(conn: HTTPConnection, guard: OutboundClient | None) -> socket.socke
             sock.settimeout(timeout)
             if conn.source_address:
                 sock.bind(conn.source_address)
-            sock.connect((str(ip), conn.port))
+            sock.connect((str(ip), port))
             return sock
         except TimeoutError as exc:
             sock.close()
