@@ -33,6 +33,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
 # The IdP's settings (database credentials, SMTP password, ...) stay out of the RPs' environment.
 IDP_ONLY = ("IDP_", "DATABASE_URL", "REDIS_URL", "SMTP_", "SMS_")
+LOOPBACK_ALLOW = "127.0.0.0/8 ::1"  # IDP_OUTBOUND_ALLOW for the RPs on this host
 STOP_TIMEOUT = 25.0
 SMART_APP_CLIENT_ID = "smart-app"  # idp.demo.SMART_APP_CLIENT_ID
 JOBS_EVERY = 60.0  # seconds between runs of `idp sessions expire` and `idp sessions deliver`
@@ -106,7 +107,11 @@ def plan(env: dict[str, str]) -> tuple[dict[str, str], list[Child]]:
                "IDP_ISSUER": env.get("IDP_ISSUER", f"http://{HOST}:{idp_port}"),
                "EHR_AUDIENCE": env.get("EHR_AUDIENCE", ehr_url),
                "PORTAL_URL": portal_url, "EHR_URL": ehr_url,  # for `idp demo seed`
-               "SMART_APP_URL": smart_url}
+               "SMART_APP_URL": smart_url,
+               # The portal and the EHR receive back-channel logout on loopback: allow-list it
+               # for the IdP's outbound calls (idp/core/outbound.py), beside the operator's own.
+               "IDP_OUTBOUND_ALLOW": " ".join(filter(None, (LOOPBACK_ALLOW,
+                                                            env.get("IDP_OUTBOUND_ALLOW"))))}
     portal_env = _without(env, (*IDP_ONLY, "EHR_CLIENT_", "EHR_SECRET_", "EHR_STATE_",
                                 "PORTAL_"))
     ehr_env = _without(env, (*IDP_ONLY, "PORTAL_", "EHR_", "SMART_APP_"))

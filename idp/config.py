@@ -6,10 +6,13 @@ A bad value stops the start with one line naming the variable (ConfigError).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from idp.core.outbound import parse_allow
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,6 +110,9 @@ class Settings:
     trusted_hosts: tuple[str, ...] = ()
     log_format: str = "text"
     fast_lane: bool = True  # IDP_FAST_LANE=0: every token/introspection request through Flask
+    # IDP_OUTBOUND_ALLOW: networks and host names outbound calls may reach although internal,
+    # added to policies/outbound.toml `allow` (idp/core/outbound.py).
+    outbound_allow: tuple[str, ...] = ()
 
     @property
     def secure_cookies(self) -> bool:
@@ -170,6 +176,12 @@ class Settings:
         log_format = env.get("IDP_LOG_FORMAT", "text")
         if log_format not in ("json", "text"):
             raise ConfigError(f"IDP_LOG_FORMAT={log_format!r} must be 'json' or 'text'")
+        outbound_allow = tuple(entry for entry in re.split(
+            r"[\s,]+", env.get("IDP_OUTBOUND_ALLOW") or "") if entry)
+        try:
+            parse_allow(outbound_allow, "IDP_OUTBOUND_ALLOW")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             issuer=issuer,
             database_url=_database_url(db),
@@ -197,6 +209,7 @@ class Settings:
             trusted_hosts=_trusted_hosts(env.get("IDP_TRUSTED_HOSTS"), issuer),
             log_format=log_format,
             fast_lane=_int("IDP_FAST_LANE", env.get("IDP_FAST_LANE", "1"), 0, 1) == 1,
+            outbound_allow=outbound_allow,
         )
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from idp.core.outbound import parse_allow
+
 
 class PolicyError(Exception):
     """A policy file is missing, malformed, or holds a value out of range."""
@@ -234,6 +236,18 @@ class EpcsPolicy:
 
 
 @dataclass(frozen=True)
+class OutboundPolicy:
+    """policies/outbound.toml: the rules of idp/core/outbound.py (calls made for others)."""
+
+    allow: tuple[str, ...]
+    require_https: str
+    connect_timeout: int
+    read_timeout: int
+    total_timeout: int
+    max_response_bytes: int
+
+
+@dataclass(frozen=True)
 class ReportPolicy:
     dormant_after_days: int
     default_range_days: int
@@ -260,6 +274,7 @@ class Policy:
     epcs: EpcsPolicy | None = None
     reports: ReportPolicy | None = None
     mail: MailPolicy | None = None
+    outbound: OutboundPolicy | None = None
 
     @property
     def max_token_lifetime(self) -> int:
@@ -409,7 +424,23 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
         raise PolicyError("mail.toml: max_attempts, retry_delay and smtp_probe_timeout must be "
                           "positive")
     return Policy(tokens, keys, session, argon2, password, lockout, ack, mfa, assurance, scopes,
-                  resources, roles, backchannel, onboarding, alerts, epcs, reports, mail)
+                  resources, roles, backchannel, onboarding, alerts, epcs, reports, mail,
+                  outbound=_outbound(section("outbound.toml")))
+
+
+def _outbound(data: dict[str, Any]) -> OutboundPolicy:
+    """policies/outbound.toml, checked (every allow-list entry a network or a host name)."""
+    rules = _build(OutboundPolicy, data, "outbound.toml")
+    try:
+        parse_allow(rules.allow, "outbound.toml allow")
+    except ValueError as exc:
+        raise PolicyError(str(exc)) from None
+    if rules.require_https not in ("production", "always"):
+        raise PolicyError("outbound.toml: require_https is \"production\" or \"always\"")
+    if min(rules.connect_timeout, rules.read_timeout, rules.total_timeout) < 1 or \
+            rules.max_response_bytes < 1024:
+        raise PolicyError("outbound.toml: timeouts >= 1 second, max_response_bytes >= 1024")
+    return rules
 
 
 def _onboarding(directory: Path, data: dict[str, Any], roles: dict[str, Role]

@@ -122,6 +122,9 @@ def env(workdir: Path, database: str, smtp_server) -> dict[str, str]:
         "IDP_SECRET_KEY": "test-secret-key-0123456789-abcdefghijklmnop",
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_server.port),
+        # The relying parties, SMS gateway and registry fakes of the tests listen on loopback:
+        # the outbound allow-list (idp/core/outbound.py) lets the IdP reach them, no code path.
+        "IDP_OUTBOUND_ALLOW": "127.0.0.0/8 ::1",
     }
 
 

@@ -81,6 +81,14 @@ def clients() -> Page:
     return render_template("admin/clients.html", clients=rows, token_form=RegistrationTokenForm())
 
 
+def _refused(exc: client_service.ClientError, sso: SsoSession) -> None:
+    """Roll the change back; a URI the outbound policy forbids is audited on its own."""
+    db.session.rollback()
+    if isinstance(exc, client_service.UriRefused):
+        client_service.record_refusal(exc, actor(sso))
+        db.session.commit()
+
+
 def _form_values(form: ClientForm) -> dict:
     return {"name": (form.client_name.data or "").strip(),
             "redirect_uris": lines(form.redirect_uris.data),
@@ -121,7 +129,7 @@ def client_new() -> Page:
             require_pkce=values["require_pkce"], actor=actor(sso),
             lifetimes=values["lifetimes"])
     except client_service.ClientError as exc:
-        db.session.rollback()
+        _refused(exc, sso)
         return render_template("admin/client_form.html", form=form, client=None,
                                error=str(exc)), 400
     db.session.commit()
@@ -163,7 +171,7 @@ def client_edit(client_id: str) -> Page:
             require_pkce=values["require_pkce"], actor=actor(sso),
             lifetimes=values["lifetimes"])
     except client_service.ClientError as exc:
-        db.session.rollback()
+        _refused(exc, sso)
         return render_template("admin/client_form.html", form=form, client=client,
                                error=str(exc)), 400
     db.session.commit()

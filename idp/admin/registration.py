@@ -116,7 +116,13 @@ def _metadata(body: Any = None) -> dict[str, Any]:
             "jwks": body.get("jwks")}
 
 
-def _client_error(exc: client_service.ClientError) -> Response:
+def _client_error(exc: client_service.ClientError, actor: str) -> Response:
+    """The RFC 7591 error for refused metadata. The caller rolled back; a URI the outbound
+    policy forbids (an SSRF attempt) is audited, alone, in a transaction of its own."""
+    if isinstance(exc, client_service.UriRefused):
+        client_service.record_refusal(exc, actor)
+        db.session.commit()
+        return _error("invalid_client_metadata", str(exc))
     message = str(exc)
     field = message.split(":", 1)[0]
     return _error("invalid_redirect_uri" if field in URI_FIELDS else "invalid_client_metadata",
@@ -175,8 +181,8 @@ def register() -> Response:
         db.session.rollback()  # the token's use is given back
         return _error(exc.code, str(exc))
     except client_service.ClientError as exc:
-        db.session.rollback()
-        return _client_error(exc)
+        db.session.rollback()  # the token's use is given back
+        return _client_error(exc, f"registration:{token_id}")
     new.client.software_statement = statement
     access = secrets.token_urlsafe(32)
     db.session.add(RegistrationAccessToken(client_id=new.client.client_id,
@@ -239,7 +245,7 @@ def replace(client_id: str) -> Response:
         return _error(exc.code, str(exc))
     except client_service.ClientError as exc:
         db.session.rollback()
-        return _client_error(exc)
+        return _client_error(exc, f"client:{client_id}")
     db.session.commit()
     return _json(_document(client, client_secret=new_secret))
 

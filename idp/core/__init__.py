@@ -1,1 +1,1 @@
-"""The lowest layer: what every other package may use and which imports none of them."""
+"""The lowest layer: modules here import nothing from the rest of idp."""

@@ -13,6 +13,14 @@ back-off by `idp sessions deliver` (cron) and opportunistically after later logo
 attempt is claimed with one compare-and-set UPDATE that also schedules the next one, so two
 nodes (or a node and cron) never post the same attempt twice, and a node that dies mid-attempt
 leaves the row due again later.
+
+The POST goes through the outbound client (idp/core/outbound.py), which checks the address the
+URI resolves to when it connects: registration checked it too, but DNS answers change. A
+policy refusal (the URI now points at loopback, a private network, cloud metadata, ...) makes
+no connection, is recorded as the attempt's error, and abandons the delivery at once instead of
+retrying it 20 times: the policy's answer will not change by waiting, and each retry would be
+one more attempt to aim the IdP at an internal host. The client must fix its registration
+(which re-checks), or an operator allow-list the address.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
+from idp.core import outbound
 from idp.extensions import db
 from idp.keys.jwt import sign
 from idp.oidc.models import AuthorizationCode, BackchannelLogout, Client
@@ -214,10 +223,15 @@ def _attempt(row_id: int, report: DeliveryReport) -> None:
     if claimed != 1:
         return  # another node or cron took this attempt
     report.attempted += 1
+    final = True  # no point retrying: nothing to POST to, or the policy refuses the address
     if not uri:
         error = "the client has no backchannel_logout_uri any more"
     else:
-        error = post_logout_token(uri, logout_token(client_id, sid, subject))
+        try:
+            error = post_logout_token(uri, logout_token(client_id, sid, subject))
+            final = False
+        except outbound.OutboundRefused as exc:
+            error = f"refused by the outbound policy: {exc.reason}"
     if error is None:
         db.session.execute(update(BackchannelLogout).where(BackchannelLogout.id == row_id)
                            .values(delivered_at=clock.now(), next_attempt_at=None,
@@ -228,7 +242,7 @@ def _attempt(row_id: int, report: DeliveryReport) -> None:
         report.delivered += 1
     else:
         values: dict = {"last_error": error[:200]}
-        if not uri:
+        if final:
             values["next_attempt_at"] = None
             last = True
         db.session.execute(update(BackchannelLogout).where(BackchannelLogout.id == row_id)
@@ -244,27 +258,26 @@ def _attempt(row_id: int, report: DeliveryReport) -> None:
 
 
 def post_logout_token(uri: str, token: str) -> str | None:
-    """POST the token; None on success (HTTP 200/204), else a short reason without secrets."""
-    timeout = policy().backchannel.request_timeout
+    """POST the token through the outbound client; None on success (HTTP 200/204), else a
+    short reason without secrets. OutboundRefused (the policy forbids the address) is the
+    caller's: it ends the delivery."""
     try:
-        response = requests.post(
-            uri, data={"logout_token": token}, timeout=(timeout, timeout),
-            allow_redirects=False, stream=True,
+        response = outbound.client().post(
+            uri, data={"logout_token": token}, timeout=policy().backchannel.request_timeout,
             headers={"Accept": "application/json", "Cache-Control": "no-store"})
     except requests.ConnectTimeout:
         return "connect timeout"
-    except requests.ReadTimeout:
+    except requests.Timeout:
         return "no answer in time"
+    except outbound.ResponseTooLarge:
+        return "answer too large"
     except requests.ConnectionError:
         return "connection refused or failed"
     except requests.RequestException as exc:
         return f"request failed ({type(exc).__name__})"
-    try:
-        if response.status_code in SUCCESS:
-            return None
-        return f"HTTP {response.status_code}{_error_code(response)}"
-    finally:
-        response.close()
+    if response.status_code in SUCCESS:
+        return None
+    return f"HTTP {response.status_code}{_error_code(response)}"
 
 
 def _error_code(response: requests.Response) -> str:
@@ -272,8 +285,8 @@ def _error_code(response: requests.Response) -> str:
     if response.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
         return ""
     try:
-        code = json.loads(response.raw.read(2048, decode_content=True)).get("error")
-    except (ValueError, AttributeError, OSError, requests.RequestException):
+        code = json.loads(response.content).get("error")
+    except (ValueError, AttributeError):
         return ""
     return f" {code}" if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else ""
 

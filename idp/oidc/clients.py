@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core import outbound
 from idp.extensions import db
 from idp.oidc.models import LOOPBACK_HOSTS, Client, digest
 from idp.smart import scopes as smart_scopes
@@ -23,6 +24,33 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", 
 
 class ClientError(ValueError):
     """Client metadata is invalid; the message names the field."""
+
+
+class UriRefused(ClientError):
+    """A URI the IdP would call is one the outbound policy forbids (an internal address).
+    Carries what the audit trail records: the field, the host (never the path or query, which
+    may hold secrets) and the policy's reason."""
+
+    def __init__(self, field: str, host: str, reason: str) -> None:
+        super().__init__(f"{field}: the IdP does not call this address: {reason}")
+        self.field, self.host, self.reason = field, host, reason
+
+
+def record_refusal(exc: UriRefused, actor: str | None) -> None:
+    """Audit a refused URI (an SSRF attempt, or an internal RP not allow-listed). The caller
+    has rolled the registration back; this is the one thing the refusal writes."""
+    audit.record("registration.refused_uri", actor=actor, field=exc.field,
+                 host=exc.host[:255], reason=exc.reason[:200])
+
+
+def check_outbound_uri(uri: str, field: str) -> None:
+    """Would the IdP be allowed to call this URI (idp/core/outbound.py)? Literal addresses in
+    any spelling and names that resolve now to a forbidden address are refused; a name that
+    does not resolve passes (delivery checks again, at connect time)."""
+    try:
+        outbound.client().check_url(uri)
+    except outbound.OutboundRefused as exc:
+        raise UriRefused(field, urlsplit(uri).hostname or "", exc.reason) from None
 
 
 @dataclass(frozen=True)
@@ -150,6 +178,7 @@ def validate_metadata(*, name: str, redirect_uris: list[str], public: bool = Fal
                    for u in post_logout_redirect_uris or []]
     if backchannel_logout_uri:
         validate_uri(backchannel_logout_uri, "backchannel-logout-uri")
+        check_outbound_uri(backchannel_logout_uri, "backchannel-logout-uri")
     scopes = (scope or "openid profile email").split()
     unknown = [s for s in scopes if s not in policy().scopes and smart_scopes.parse(s) is None]
     if unknown:

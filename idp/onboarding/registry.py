@@ -5,7 +5,9 @@ Two adapters behind one interface, chosen by IDP_NPI_REGISTRY:
   publishes), for sites without internet access and for tests;
 - `nppes` (or `nppes:<url>`): the NPPES API, version 2.1. A network failure, a timeout or an
   answer that is not what the API sends is "registry unavailable", never an error page.
-Unset: no check (the reviewer sees "not configured")."""
+Unset: no check (the reviewer sees "not configured"). The API is called through the outbound
+client (idp/core/outbound.py): a registry mirror on an internal address needs the operator's
+allow-list."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import requests
+
+from idp.core import outbound
 
 NPI = "NPI"
 ENTITY_TYPE = "Entity Type Code"
@@ -103,18 +107,22 @@ class NppesRegistry:
 
     name = "NPPES API"
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, http: outbound.OutboundClient) -> None:
         self.url = url
         self.timeout = timeout
+        self.http = http
 
     def lookup(self, npi: str, given_name: str, family_name: str) -> RegistryResult:
         unavailable = RegistryResult(self.name, False, note="registry unavailable")
         try:
-            response = requests.get(self.url, params={"version": "2.1", "number": npi},
-                                    timeout=self.timeout)
+            response = self.http.get(self.url, params={"version": "2.1", "number": npi},
+                                     timeout=self.timeout)
             if response.status_code != 200:
                 return unavailable
             data = response.json()
+        except outbound.OutboundRefused as exc:
+            return RegistryResult(self.name, False, note="registry unavailable: its address "
+                                  f"is refused by the outbound policy ({exc.reason})")
         except (requests.RequestException, ValueError):
             return unavailable
         if not isinstance(data, dict) or "Errors" in data:
@@ -148,11 +156,13 @@ class NppesRegistry:
             note="" if individual else "the NPI belongs to an organization")
 
 
-def configured(spec: str | None, timeout: float, default_url: str) -> ProviderRegistry | None:
-    """The adapter IDP_NPI_REGISTRY names, or None (no check)."""
+def configured(spec: str | None, timeout: float, default_url: str,
+               http: outbound.OutboundClient | None = None) -> ProviderRegistry | None:
+    """The adapter IDP_NPI_REGISTRY names, or None (no check). The API adapter calls out
+    through `http` (default: the current app's outbound client)."""
     if not spec:
         return None
     kind, _, rest = spec.partition(":")
     if kind == "offline":
         return OfflineRegistry(Path(rest))
-    return NppesRegistry(rest or default_url, timeout)
+    return NppesRegistry(rest or default_url, timeout, http or outbound.client())

@@ -31,6 +31,7 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
+from idp.core import outbound
 from idp.extensions import db
 from idp.oidc.models import Client, digest
 from idp.policy import SmartPolicy
@@ -284,7 +285,7 @@ def patient_directory(user: User, http_get: Callable[..., Any] | None = None
     with the user's roles, revoked right after the call), so the EHR applies its own rules."""
     from idp.oidc import tokens
 
-    http_get = http_get or current_app.extensions.get("smart.http_get") or requests.get
+    http_get = http_get or current_app.extensions.get("smart.http_get") or outbound.client().get
     picker = SimpleNamespace(client_id=PICKER_CLIENT_ID)
     token, jti = tokens.issue_access_token(picker, user, "user/Patient.rs roles", None)
     audit.record("token.issued", user_id=user.id, client_id=PICKER_CLIENT_ID,
@@ -299,6 +300,8 @@ def patient_directory(user: User, http_get: Callable[..., Any] | None = None
         if response.status_code != 200:
             raise DirectoryUnavailable(f"HTTP {response.status_code}")
         bundle = response.json()
+    except outbound.OutboundRefused as exc:
+        raise DirectoryUnavailable(f"refused by the outbound policy: {exc.reason}") from None
     except (requests.RequestException, ValueError) as exc:
         raise DirectoryUnavailable(type(exc).__name__) from None
     finally:

@@ -1,6 +1,8 @@
 """The provider registry adapters: the offline NPPES dissemination file (a small sample written
 here in the real layout) and the NPPES API adapter against a local HTTP server this test runs
-(answers, errors, a server that hangs, nobody listening): never a mock of requests."""
+(answers, errors, a server that hangs, nobody listening): never a mock of requests. The API is
+called through the app's outbound client; the tests' allow-list (IDP_OUTBOUND_ALLOW in the
+`env` fixture) lets it reach loopback."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from idp.config import ConfigError, Settings
+from idp.core import outbound
 from idp.onboarding.registry import (
     DEACTIVATION,
     ENTITY_TYPE,
@@ -134,12 +137,17 @@ def api():
     httpd.server_close()
 
 
+@pytest.fixture
+def http(ctx) -> outbound.OutboundClient:
+    return outbound.client()
+
+
 def _url(api) -> str:
     return f"http://127.0.0.1:{api.server_address[1]}/api/"
 
 
-def test_nppes_api_answer(api):
-    result = NppesRegistry(_url(api), 2).lookup("1245319599", "Maria", "Lopez")
+def test_nppes_api_answer(api, http):
+    result = NppesRegistry(_url(api), 2, http).lookup("1245319599", "Maria", "Lopez")
     assert api.seen == ["/api/?version=2.1&number=1245319599"]
     assert result.available and result.found and result.name_matches
     assert result.state == "CA" and result.taxonomy == "207R00000X Internal Medicine"
@@ -147,29 +155,30 @@ def test_nppes_api_answer(api):
 
 
 @pytest.mark.parametrize("mode", ["error", "garbage", "errors", "hang"])
-def test_nppes_api_failure_is_registry_unavailable(api, mode):
+def test_nppes_api_failure_is_registry_unavailable(api, http, mode):
     api.mode = mode
     started = time.monotonic()
-    result = NppesRegistry(_url(api), 1).lookup("1245319599", "Maria", "Lopez")
+    result = NppesRegistry(_url(api), 1, http).lookup("1245319599", "Maria", "Lopez")
     assert not result.available and result.note == "registry unavailable"
     assert time.monotonic() - started < 2.5  # the timeout held
 
 
-def test_nppes_api_not_found(api):
+def test_nppes_api_not_found(api, http):
     api.mode = "empty"
-    result = NppesRegistry(_url(api), 2).lookup("1245319599", "Maria", "Lopez")
+    result = NppesRegistry(_url(api), 2, http).lookup("1245319599", "Maria", "Lopez")
     assert result.available and not result.found
 
 
-def test_nppes_api_nobody_listening_is_registry_unavailable():
+def test_nppes_api_nobody_listening_is_registry_unavailable(http):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed when the block ends: nothing listens there
-    result = NppesRegistry(f"http://127.0.0.1:{port}/api/", 2).lookup("1245319599", "M", "L")
+    result = NppesRegistry(f"http://127.0.0.1:{port}/api/", 2, http).lookup("1245319599", "M",
+                                                                            "L")
     assert not result.available
 
 
-def test_configuration_chooses_the_adapter(tmp_path, env):
+def test_configuration_chooses_the_adapter(tmp_path, env, ctx):
     sample = write_sample(tmp_path / "npidata.csv")
     assert configured(None, 5, "https://x.example/api") is None
     assert isinstance(configured(f"offline:{sample}", 5, "u"), OfflineRegistry)
