@@ -104,7 +104,7 @@ def _metadata(body: Any = None) -> dict[str, Any]:
         raise MetadataError("invalid_client_metadata", "jwks_uri is not supported; send jwks")
     if body.get("jwks") is not None and not isinstance(body["jwks"], dict):
         raise MetadataError("invalid_client_metadata", "jwks must be a JWK set object")
-    if not isinstance(body.get("introspect_any", False), bool):
+    if body.get("introspect_any") is not None and not isinstance(body["introspect_any"], bool):
         raise MetadataError("invalid_client_metadata", "introspect_any must be a boolean")
     grants = body.get("grant_types") or ["authorization_code"]
     responses = body.get("response_types")
@@ -120,7 +120,7 @@ def _metadata(body: Any = None) -> dict[str, Any]:
             "backchannel_logout_uri": body.get("backchannel_logout_uri") or None,
             "grant_types": grants, "scope": body.get("scope") or None,
             "auth_method": body.get("token_endpoint_auth_method") or "client_secret_basic",
-            "jwks": body.get("jwks"), "introspect_any": body.get("introspect_any", False)}
+            "jwks": body.get("jwks"), "introspect_any": bool(body.get("introspect_any"))}
 
 
 def _client_error(exc: client_service.ClientError) -> Response:
