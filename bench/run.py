@@ -289,7 +289,7 @@ def seed(app, users: int) -> Seeded:  # noqa: ANN001
     with app.app_context():
         upgrade(revision="heads")
         cc = create_client(name="bench service", redirect_uris=[],
-                           grant_types=["client_credentials"], scope="openid ehr.patients.read")
+                           grant_types=["client_credentials"], scope="openid system/Patient.rs")
         web = create_client(name="bench web", redirect_uris=[REDIRECT], first_party=True,
                             grant_types=["authorization_code", "refresh_token"],
                             scope="openid profile email offline_access")
@@ -686,7 +686,7 @@ def main() -> None:
         server, argv_sync = start_idp(env, port, "sync", 1, tmp)
         try:
             login_load(issuer, seeded, accounts, 0, threads=1, at_least=1)  # warm-up
-            ours_sync = load_sh(issuer, seeded.cc_id, seeded.cc_secret, "ehr.patients.read")
+            ours_sync = load_sh(issuer, seeded.cc_id, seeded.cc_secret, "system/Patient.rs")
             say("IdP: full logins")
             rows_before, bytes_before = row_count(app), storage_bytes(app)
             logins = login_load(issuer, seeded, accounts, DURATION, at_least=CONNS)
@@ -717,7 +717,7 @@ def main() -> None:
         say(f"IdP, 1 gthread worker x {THREADS} threads: load.sh")
         server, argv_gthread = start_idp(env, port, "gthread", THREADS, tmp)
         try:
-            ours_gthread = load_sh(issuer, seeded.cc_id, seeded.cc_secret, "ehr.patients.read")
+            ours_gthread = load_sh(issuer, seeded.cc_id, seeded.cc_secret, "system/Patient.rs")
             rss_gthread = worker_rss(server)
         finally:
             server.stop()
@@ -728,7 +728,7 @@ def main() -> None:
             server, argv_granian = start_granian(env, port, tmp)
             try:
                 ours_granian = load_sh(issuer, seeded.cc_id, seeded.cc_secret,
-                                       "ehr.patients.read")
+                                       "system/Patient.rs")
             finally:
                 server.stop()
 

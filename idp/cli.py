@@ -207,6 +207,41 @@ def clients_issue_registration_token(expires_in: int, uses: int, note: str | Non
          f"initial access token: {issued.token}  (shown once)\nvalid until "
          f"{issued.expires_at:%Y-%m-%d %H:%M} UTC for {issued.uses} registration(s)")
 
+
+@clients.command("approve")
+@click.argument("client_id")
+@click.option("--reject", is_flag=True, help="refuse the pending request instead")
+@json_option
+@with_app()
+def clients_approve(client_id: str, reject: bool, as_json: bool) -> None:
+    """Grant (or, with --reject, refuse) what a self-registered client's pending request asks
+    for: scopes, grant types, introspect-any. Audited as the console's buttons are."""
+    from sqlalchemy import select
+
+    from idp.admin import approval
+    from idp.extensions import db as sqla
+    from idp.oidc.models import Client
+
+    client = sqla.session.execute(select(Client).where(Client.client_id == client_id[:64])
+                                  ).scalar_one_or_none()
+    if client is None:
+        click.echo(f"error: no client {client_id!r}", err=True)
+        sys.exit(2)
+    decide = approval.reject if reject else approval.approve
+    try:
+        what = decide(client, actor="cli")
+    except approval.NothingPending as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    sqla.session.commit()
+    verb = "rejected" if reject else "approved"
+    emit(as_json, {"client_id": client.client_id, "decision": verb, **what,
+                   "scope_granted": client.scope, "grant_types_granted": client.grant_types},
+         f"{verb} for {client.client_id}: scope {what['scope'] or '-'}, grant types "
+         f"{' '.join(what['grant_types']) or '-'}"
+         f"{', introspect-any' if what['introspect_any'] else ''}")
+
+
 # -- users ---------------------------------------------------------------------------------
 @main.group()
 def users() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,25 @@ class Scope:
 
 
 @dataclass(frozen=True)
+class GrantPolicy:
+    """scopes.toml [grants]: what a self-registered client gets without an admin's approval,
+    and the user-level clinical scopes a user-less (client_credentials) token never carries."""
+
+    self_service_scopes: tuple[str, ...]
+    self_service_grant_types: tuple[str, ...]
+    user_level_scopes: tuple[str, ...]  # shell-style patterns: "ehr.*", "user/*"
+
+    def self_service(self, scope: str) -> bool:
+        return scope in self.self_service_scopes
+
+    def user_level(self, scope: str) -> bool:
+        return any(fnmatchcase(scope, pattern) for pattern in self.user_level_scopes)
+
+
+GRANT_TYPE_NAMES = ("authorization_code", "refresh_token", "client_credentials")
+
+
+@dataclass(frozen=True)
 class Role:
     name: str
     label: str
@@ -274,6 +294,7 @@ class Policy:
     epcs: EpcsPolicy | None = None
     reports: ReportPolicy | None = None
     mail: MailPolicy | None = None
+    grants: GrantPolicy | None = None
     outbound: OutboundPolicy | None = None
 
     @property
@@ -423,9 +444,10 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
     if mail.max_attempts < 1 or mail.retry_delay < 1 or mail.smtp_probe_timeout < 1:
         raise PolicyError("mail.toml: max_attempts, retry_delay and smtp_probe_timeout must be "
                           "positive")
+    grants = _grants(section("scopes.toml", "grants"), scopes)
     return Policy(tokens, keys, session, argon2, password, lockout, ack, mfa, assurance, scopes,
                   resources, roles, backchannel, onboarding, alerts, epcs, reports, mail,
-                  outbound=_outbound(section("outbound.toml")))
+                  grants, outbound=_outbound(section("outbound.toml")))
 
 
 def _outbound(data: dict[str, Any]) -> OutboundPolicy:
@@ -441,6 +463,18 @@ def _outbound(data: dict[str, Any]) -> OutboundPolicy:
             rules.max_response_bytes < 1024:
         raise PolicyError("outbound.toml: timeouts >= 1 second, max_response_bytes >= 1024")
     return rules
+
+
+def _grants(data: dict[str, Any], scopes: dict[str, Scope]) -> GrantPolicy:
+    """scopes.toml [grants], checked: self-service scopes are defined ones, grant types known."""
+    grants = _build(GrantPolicy, data, "scopes.toml [grants]")
+    unknown = [s for s in grants.self_service_scopes if s not in scopes]
+    unknown += [g for g in grants.self_service_grant_types if g not in GRANT_TYPE_NAMES]
+    if unknown:
+        raise PolicyError(f"scopes.toml [grants]: unknown {unknown}")
+    if not all(isinstance(p, str) and p for p in grants.user_level_scopes):
+        raise PolicyError("scopes.toml [grants]: user_level_scopes are non-empty patterns")
+    return grants
 
 
 def _onboarding(directory: Path, data: dict[str, Any], roles: dict[str, Role]

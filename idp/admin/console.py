@@ -6,6 +6,8 @@ transaction as the change."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import (
     Response,
     abort,
@@ -21,7 +23,7 @@ from idp import clock
 from idp.accounts import lockout, reset
 from idp.accounts import settings as account_settings
 from idp.accounts.models import User
-from idp.admin import service
+from idp.admin import approval, service
 from idp.admin.access import (
     ADMIN_ROLES,
     CONSOLE_ROLES,
@@ -227,6 +229,33 @@ def client_delete(client_id: str) -> Response:
     client_service.delete_client(client, actor=actor(sso))
     db.session.commit()
     return redirect(url_for("admin.clients"))
+
+
+@bp.post("/clients/<client_id>/approve")
+def client_approve(client_id: str) -> Page:
+    """Grant what a self-registered client's pending request asks for."""
+    return _decide(client_id, approval.approve, "approved")
+
+
+@bp.post("/clients/<client_id>/reject")
+def client_reject(client_id: str) -> Page:
+    """Drop a self-registered client's pending request; it keeps what it holds."""
+    return _decide(client_id, approval.reject, "rejected")
+
+
+def _decide(client_id: str, decision: Callable[..., dict], done: str) -> Page:
+    sso = require_admin(ADMIN_ROLES)
+    if isinstance(sso, Response):
+        return sso
+    client = _client(client_id)
+    try:
+        decision(client, actor=actor(sso))
+    except approval.NothingPending:
+        db.session.rollback()
+        return render_template("admin/message.html", title="Nothing to decide",
+                               message="This client has no pending request."), 400
+    db.session.commit()
+    return redirect(url_for("admin.client_edit", client_id=client.client_id, decided=done))
 
 
 @bp.post("/registration-tokens")

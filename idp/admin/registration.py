@@ -6,7 +6,12 @@ those of the CLI and the admin console.
 Authlib's ClientRegistrationEndpoint generates and returns secrets it expects the storage to
 keep, and validates metadata with its own claim classes; our secrets are stored only hashed and
 our URI rules are stricter, so these views call create_client/update_client directly.
-Registered clients are never first party (users see the consent page) and always use PKCE."""
+Registered clients are never first party (users see the consent page) and always use PKCE.
+
+A registered client gets at once only what policies/scopes.toml [grants] allows anyone; the
+rest of what it asks for waits for an admin (idp.admin.approval). The response's `scope` and
+`grant_types` are what it holds; the extension members `approval_status: "pending"`,
+`pending_scope`, `pending_grant_types` and `pending_introspect_any` say what waits."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 
 from idp import clock
-from idp.admin import service
+from idp.admin import approval, service
 from idp.admin.models import RegistrationAccessToken
 from idp.context import settings
 from idp.extensions import csrf, db
@@ -99,6 +104,8 @@ def _metadata(body: Any = None) -> dict[str, Any]:
         raise MetadataError("invalid_client_metadata", "jwks_uri is not supported; send jwks")
     if body.get("jwks") is not None and not isinstance(body["jwks"], dict):
         raise MetadataError("invalid_client_metadata", "jwks must be a JWK set object")
+    if body.get("introspect_any") is not None and not isinstance(body["introspect_any"], bool):
+        raise MetadataError("invalid_client_metadata", "introspect_any must be a boolean")
     grants = body.get("grant_types") or ["authorization_code"]
     responses = body.get("response_types")
     if responses is not None:
@@ -113,7 +120,7 @@ def _metadata(body: Any = None) -> dict[str, Any]:
             "backchannel_logout_uri": body.get("backchannel_logout_uri") or None,
             "grant_types": grants, "scope": body.get("scope") or None,
             "auth_method": body.get("token_endpoint_auth_method") or "client_secret_basic",
-            "jwks": body.get("jwks")}
+            "jwks": body.get("jwks"), "introspect_any": bool(body.get("introspect_any"))}
 
 
 def _client_error(exc: client_service.ClientError, actor: str) -> Response:
@@ -146,6 +153,12 @@ def _document(client: Client, **extra: Any) -> dict[str, Any]:
         doc["software_statement"] = client.software_statement
     if client.client_secret_hash:
         doc["client_secret_expires_at"] = 0
+    if client.introspect_any:
+        doc["introspect_any"] = True
+    if client.pending:
+        doc.update({"approval_status": "pending", "pending_scope": client.pending_scope or "",
+                    "pending_grant_types": list(client.pending_grant_types or []),
+                    "pending_introspect_any": bool(client.pending_introspect_any)})
     doc.update({k: v for k, v in extra.items() if v is not None})
     return doc
 
@@ -177,6 +190,8 @@ def register() -> Response:
             backchannel_logout_uri=meta["backchannel_logout_uri"], first_party=False,
             auth_method=meta["auth_method"], jwks=meta["jwks"], require_pkce=True,
             actor=f"registration:{token_id}")
+        approval.hold_back(new.client, introspect_any=meta["introspect_any"],
+                           actor=f"registration:{token_id}")
     except MetadataError as exc:
         db.session.rollback()  # the token's use is given back
         return _error(exc.code, str(exc))
@@ -229,6 +244,7 @@ def replace(client_id: str) -> Response:
     secret = body.get("client_secret")
     if secret is not None and not client.check_client_secret(secret):
         return _error("invalid_client_metadata", "client_secret does not match")
+    before = approval.Granted.of(client)
     try:
         body, statement = _statement_body()
         meta = _metadata(body)
@@ -239,6 +255,9 @@ def replace(client_id: str) -> Response:
             backchannel_logout_uri=meta["backchannel_logout_uri"],
             auth_method=meta["auth_method"], first_party=False, require_pkce=True,
             jwks=meta["jwks"], actor=f"client:{client.client_id}")
+        # no escalation: what an admin approved stays only while still asked for
+        approval.hold_back(client, introspect_any=meta["introspect_any"], before=before,
+                           actor=f"client:{client.client_id}")
         client.software_statement = statement
     except MetadataError as exc:
         db.session.rollback()

@@ -6,7 +6,7 @@ each answer paid about 1 ms of request machinery (request context, form parsing,
 Authlib's request objects, the ORM), more than the work itself (profiled with py-spy under
 load). This WSGI layer does that work with the same functions the Flask views end in:
 `Server.query_client`, `Client.check_client_secret`, `Server.validate_requested_scope`,
-`Client.unregistered_scopes`, the token generator, `record_issue` (the audit event, in the
+`check_userless_scope`, the token generator, `record_issue` (the audit event, in the
 token's transaction), `tokens.verify_access_token` and `introspection_body`.
 
 It answers only the plain, valid case. Anything else goes to Flask unchanged (the body it
@@ -88,7 +88,7 @@ def _basic_client(environ: dict, endpoint: str) -> Client | None:
 
 def client_credentials(environ: dict, form: dict[str, str]) -> Answer | None:
     """POST /token, grant_type=client_credentials: what ClientCredentialsGrant does."""
-    from idp.oidc.server import TokenGenerator, record_issue, server
+    from idp.oidc.server import TokenGenerator, check_userless_scope, record_issue, server
 
     if form.get("grant_type") != "client_credentials" or \
             not set(form) <= {"grant_type", "scope"}:
@@ -99,9 +99,8 @@ def client_credentials(environ: dict, form: dict[str, str]) -> Answer | None:
     scope = form.get("scope")
     try:
         server.validate_requested_scope(scope)
+        check_userless_scope(client, scope)
     except OAuth2Error:
-        return None
-    if client.unregistered_scopes(scope):
         return None
     token = TokenGenerator()(grant_type="client_credentials", client=client, scope=scope,
                              include_refresh_token=False)

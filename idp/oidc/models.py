@@ -72,11 +72,24 @@ class Client(db.Model, ClientMixin):
     refresh_token_lifetime: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # RFC 7591 software statement the client registered with (returned unmodified).
     software_statement: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What a self-registered client asked for beyond policies/scopes.toml [grants] and waits
+    # for an admin to approve (idp/admin/approval.py); NULL / false / NULL when nothing waits.
+    pending_scope: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pending_grant_types: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    pending_introspect_any: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                         server_default="0")
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=lambda: clock.now())
 
     @property
     def is_public(self) -> bool:
         return self.token_endpoint_auth_method == "none"
+
+    @property
+    def pending(self) -> bool:
+        """Does a request for scopes, grant types or introspect-any wait for an admin?"""
+        return bool(self.pending_scope or self.pending_grant_types or
+                    self.pending_introspect_any)
 
     @property
     def client_metadata(self) -> dict:

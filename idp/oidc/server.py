@@ -294,7 +294,18 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         """Authlib checks that a scope exists, not that it is the client's: a service could
         have asked for any scope (SMART system/ scopes included) and got it."""
         super().validate_token_request()
-        refuse_unregistered(self.request.client, self.request.payload.scope)
+        check_userless_scope(self.request.client, self.request.payload.scope)
+
+
+def check_userless_scope(client: Client, scope: str | None) -> None:
+    """The scope rule of a token without a user (client_credentials), for this grant and the
+    fast lane alike: only scopes the client is registered for, and never a user-level clinical
+    scope (policies/scopes.toml [grants] user_level_scopes), whatever the registration says."""
+    user_level = [s for s in scope_to_list(scope) or [] if policy().grants.user_level(s)]
+    if user_level:
+        raise InvalidScopeError(f"scope {user_level[0]} acts for a signed-in user; a token "
+                                "without a user cannot carry it (ask for system/ scopes)")
+    refuse_unregistered(client, scope)
 
 
 def refuse_unregistered(client: Client, scope: str | None, redirect_uri: str | None = None

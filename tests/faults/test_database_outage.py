@@ -56,7 +56,7 @@ class Node:
         basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
         return requests.post(self.url("/token"), timeout=30, headers={
             "Authorization": f"Basic {basic}"}, data={
-            "grant_type": "client_credentials", "scope": "ehr.patients.read"})
+            "grant_type": "client_credentials", "scope": "system/Patient.rs"})
 
     def scalar(self, sql: str, **params: object) -> object:
         with self.engine.connect() as conn:
@@ -86,7 +86,7 @@ def node(env: dict[str, str], workdir: Path):
         secret = _idp(direct, "mfa", "enroll-totp", USERNAME)["secret"]
         service = _idp(direct, "clients", "create", "--name", "fault-service",
                        "--redirect-uri", "https://svc.example/cb",
-                       "--grant-type", "client_credentials", "--scope", "ehr.patients.read")
+                       "--grant-type", "client_credentials", "--scope", "system/Patient.rs")
         proxied = (f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/test"
                    f"?options=-csearch_path%3D{schema}&application_name={app_name}")
         with gunicorn_node(env, workdir / "db-outage", DATABASE_URL=proxied) as server:

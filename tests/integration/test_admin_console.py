@@ -27,6 +27,7 @@ ROUTES = [
     ("POST", "/admin/clients/new"), ("GET", "/admin/clients/{c}"), ("POST", "/admin/clients/{c}"),
     ("POST", "/admin/clients/{c}/rotate-secret"), ("POST", "/admin/clients/{c}/disable"),
     ("POST", "/admin/clients/{c}/enable"), ("POST", "/admin/clients/{c}/delete"),
+    ("POST", "/admin/clients/{c}/approve"), ("POST", "/admin/clients/{c}/reject"),
     ("POST", "/admin/registration-tokens"),
     ("GET", "/admin/users"), ("GET", "/admin/users/{u}"), ("POST", "/admin/users/{u}/unlock"),
     ("POST", "/admin/users/{u}/disable"), ("POST", "/admin/users/{u}/enable"),

@@ -70,13 +70,13 @@ def test_empty_lifetimes_use_the_policy_defaults(ctx, client):
 
 def test_client_credentials_use_the_clients_lifetime(ctx, client):
     rp = make_client(grant_types=["client_credentials"], redirect_uri="https://svc.example/cb",
-                     scope="ehr.patients.read", lifetimes=Lifetimes(access_token=90))
+                     scope="system/Patient.rs", lifetimes=Lifetimes(access_token=90))
     import base64 as b64
 
     auth = b64.b64encode(f"{rp.client_id}:{rp.client_secret}".encode()).decode()
     response = client.post("/token", headers={"Authorization": f"Basic {auth}"},
                            data={"grant_type": "client_credentials",
-                                 "scope": "ehr.patients.read"})
+                                 "scope": "system/Patient.rs"})
     assert response.status_code == 200 and response.get_json()["expires_in"] == 90
     claims = _claims(response.get_json()["access_token"])
     assert claims["exp"] - claims["iat"] == 90

@@ -20,7 +20,7 @@ from idp.oidc.models import AccessTokenRecord
 from tests.conftest import TEST_POLICY
 from tests.helpers import basic, exchange, get_code, login, make_client, make_user
 
-CC = {"grant_type": "client_credentials", "scope": "ehr.patients.read"}
+CC = {"grant_type": "client_credentials", "scope": "system/Patient.rs"}
 PER_ANSWER = {"X-Request-ID", "Content-Length", "Date"}
 
 
@@ -31,7 +31,7 @@ def lane(app) -> FastLane:
 @pytest.fixture
 def service(ctx):
     return make_client(name="Lab interface", grant_types=["client_credentials"],
-                       redirect_uri="https://lab.example/cb", scope="ehr.patients.read")
+                       redirect_uri="https://lab.example/cb", scope="system/Patient.rs")
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_a_client_credentials_token_from_the_lane_is_flasks_token(app, client, s
     assert answer.headers["X-Request-ID"] == "lab-7"
     assert answer.headers["Cache-Control"] == "no-store"
     body, before = answer.get_json(), flask_answer.get_json()
-    assert set(body) == set(before) and body["scope"] == "ehr.patients.read"
+    assert set(body) == set(before) and body["scope"] == "system/Patient.rs"
     assert body["expires_in"] == before["expires_in"] and body["token_type"] == "Bearer"
     keys = KeySet.import_key_set(client.get("/jwks.json").get_json())
     ours, theirs = (jwt.decode(t["access_token"], keys) for t in (body, before))
@@ -75,7 +75,7 @@ def test_a_client_credentials_token_from_the_lane_is_flasks_token(app, client, s
     assert db.session.get(AccessTokenRecord, ours.claims["jti"]).client_id == service.client_id
     event = db.session.query(AuditEvent).order_by(AuditEvent.seq.desc()).first()
     assert event.event == "token.issued" and event.client_id == service.client_id
-    assert event.detail == {"grant_type": "client_credentials", "scope": "ehr.patients.read",
+    assert event.detail == {"grant_type": "client_credentials", "scope": "system/Patient.rs",
                             "refresh": False}
     assert event.ip == "127.0.0.1" and event.user_agent == "lab-feed/2.1"
     assert audit.verify()[0]
@@ -97,17 +97,22 @@ def test_what_the_lane_does_not_answer_gets_flasks_answer(app, client, service, 
     flask_answer, _ = warm
     token = flask_answer.get_json()["access_token"]
     other = make_client(name="Other service", grant_types=["client_credentials"],
-                        redirect_uri="https://other.example/cb", scope="ehr.patients.read")
+                        redirect_uri="https://other.example/cb", scope="system/Patient.rs")
+    both = make_client(name="Registered with ehr", grant_types=["client_credentials"],
+                       redirect_uri="https://both.example/cb",
+                       scope="system/Patient.rs ehr.patients.read")
     wrong = base64.b64encode(f"{service.client_id}:not-the-secret".encode()).decode()
     cases = [  # (headers, form, status, error or introspection answer)
         ({"Authorization": f"Basic {wrong}"}, CC, 401, "invalid_client"),
-        (basic(service), {**CC, "scope": "ehr.patients.read roles"}, 400, "invalid_scope"),
-        (basic(service), {**CC, "scope": "system/Patient.rs"}, 400, "invalid_scope"),
+        (basic(service), {**CC, "scope": "system/Patient.rs roles"}, 400, "invalid_scope"),
+        (basic(service), {**CC, "scope": "system/Observation.rs"}, 400, "invalid_scope"),
+        # a user-level clinical scope: never in a user-less token
+        (basic(both), {**CC, "scope": "ehr.patients.read"}, 400, "invalid_scope"),
         (basic(service), {"grant_type": "client_credentials", "scope": "no.such.scope"}, 400,
          "invalid_scope"),
         (basic(service), "grant_type=client_credentials&grant_type=client_credentials", 400,
          "invalid_request"),
-        (basic(service), "grant_type=client_credentials&scope=ehr.patients.read%00", 400,
+        (basic(service), "grant_type=client_credentials&scope=system%2FPatient.rs%00", 400,
          "invalid_request"),
         (basic(other), {"token": token}, 200, {"active": False}),  # another client's token
         (basic(service), {"token": token + "x"}, 200, {"active": False}),

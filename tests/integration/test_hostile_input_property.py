@@ -62,7 +62,7 @@ def world(app):
         public = make_client(redirect_uri="http://127.0.0.1/cb", public=True,
                              first_party=False, name="Native")
         service = make_client(name="Service", grant_types=["client_credentials"],
-                              redirect_uri="https://svc.example/cb", scope="ehr.patients.read")
+                              redirect_uri="https://svc.example/cb", scope="system/Patient.rs")
         db.session.commit()
     # One valid request of each through Flask, so the fast lane (idp/oidc/fast_lane.py) stands
     # in front of /token and /introspect for the examples, as in a running server.
@@ -122,7 +122,7 @@ def bases(world: dict, path: str) -> list[dict[str, str]]:
             {"grant_type": "authorization_code", "code": "c0de", "redirect_uri": REDIRECT,
              "code_verifier": "v" * 43},
             {"grant_type": "refresh_token", "refresh_token": "r" * 43, "scope": "openid"},
-            {"grant_type": "client_credentials", "scope": "ehr.patients.read",
+            {"grant_type": "client_credentials", "scope": "system/Patient.rs",
              "client_id": public.client_id}],
         "/userinfo": [{"access_token": "a.b.c"}, {}],
         "/revoke": [{"token": "t" * 43, "token_type_hint": "refresh_token"},

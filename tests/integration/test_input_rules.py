@@ -31,7 +31,7 @@ def test_client_assertion_living_too_long_is_refused(ctx, client):
     key = RSAKey.generate_key(2048, private=True)
     public = {**key.as_dict(private=False), "kid": "k1", "use": "sig", "alg": "RS256"}
     rp = make_client(auth_method="private_key_jwt", jwks={"keys": [public]},
-                     grant_types=["client_credentials"], scope="ehr.patients.read",
+                     grant_types=["client_credentials"], scope="system/Patient.rs",
                      redirect_uri="https://svc.example/cb")
     now = int(time.time())
 

@@ -147,7 +147,7 @@ def world(app: Flask) -> Iterator[World]:
                                    grant_types=["authorization_code", "client_credentials"])
         cc_client = create_client(name="Service", redirect_uris=[],
                                   grant_types=["client_credentials"],
-                                  scope="openid ehr.patients.read")
+                                  scope="openid system/Patient.rs")
         db.session.commit()
         jwt_client_id = jwt_client.client.client_id
         cc = Rp(cc_client.client.client_id, cc_client.client_secret, "")
@@ -159,7 +159,7 @@ def world(app: Flask) -> Iterator[World]:
     code, verifier, _ = get_code(browser, rp)
     tokens = exchange(browser, rp, code, verifier).get_json()
     cc_response = browser.post("/token", headers=basic(cc), data={
-        "grant_type": "client_credentials", "scope": "ehr.patients.read"})
+        "grant_type": "client_credentials", "scope": "system/Patient.rs"})
     assert cc_response.status_code == 200, cc_response.text
     world = World(
         app=app, rp=rp, third=third, public=public, cc=cc, jwt_client_id=jwt_client_id,
@@ -713,7 +713,7 @@ def s_token(world: World) -> list[Req]:
     reqs.append(Req("POST", "/token", data={**refresh, "refresh_token": world.refresh_token},
                     headers=basic(world.third)))
     # client_credentials
-    cc = {"grant_type": "client_credentials", "scope": "ehr.patients.read"}
+    cc = {"grant_type": "client_credentials", "scope": "system/Patient.rs"}
     for scope in ("garbage", "", "openid profile", "x" * 10_000, "a\x00"):
         reqs.append(Req("POST", "/token", data={**cc, "scope": scope}, headers=basic(world.cc)))
     reqs.append(Req("POST", "/token", data=cc, headers=auth))            # grant not allowed

@@ -88,7 +88,7 @@ def test_requests_by_route_and_status(ctx, metrics, client):
 def test_logins_lockouts_tokens_and_alerts(ctx, metrics, client):
     make_user()
     service = make_client(grant_types=["client_credentials"],
-                          redirect_uri="https://svc.example/cb", scope="ehr.patients.read")
+                          redirect_uri="https://svc.example/cb", scope="system/Patient.rs")
     before = metrics()
     assert login(client).status_code == 302
     other = ctx.test_client()

@@ -73,9 +73,9 @@ def test_user_subject_and_client_id_when_known(ctx, client, lines):
     anonymous.get("/healthz")
     assert lines()[-1]["user"] is None and lines()[-1]["client_id"] is None
     # client_credentials: the client, no user
-    cc = make_client(grant_types=["client_credentials"], scope="ehr.patients.read")
+    cc = make_client(grant_types=["client_credentials"], scope="system/Patient.rs")
     client.post("/token", headers=basic(cc), data={"grant_type": "client_credentials",
-                                                   "scope": "ehr.patients.read"})
+                                                   "scope": "system/Patient.rs"})
     assert lines()[-1]["client_id"] == cc.client_id
 
 

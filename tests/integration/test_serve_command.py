@@ -235,7 +235,7 @@ def _wait_ready(node: Node) -> None:
 @pytest.fixture
 def service(ctx):
     """A committed client_credentials client (make_client commits)."""
-    return make_client(grant_types=["client_credentials"], scope="ehr.patients.read",
+    return make_client(grant_types=["client_credentials"], scope="system/Patient.rs",
                        redirect_uri="https://svc.example/cb")
 
 

@@ -368,7 +368,19 @@ def test_dynamic_registration_carries_smart_scopes(ctx, client):
     headers = {"Authorization": f"Bearer {issued.token}"}
     created = client.post("/register", json=body, headers=headers)
     assert created.status_code == 201, created.text
-    assert created.get_json()["scope"] == body["scope"]
+    # SMART scopes are carried as a request an admin approves (never self-served)
+    doc = created.get_json()
+    assert doc["scope"] == "openid" and doc["approval_status"] == "pending"
+    assert doc["pending_scope"] == "fhirUser launch patient/Observation.rs?category=vital-signs"
+    from idp.admin import approval
+    from idp.oidc.models import Client
+
+    row = db.session.execute(db.select(Client).filter_by(client_id=doc["client_id"])).scalar_one()
+    approval.approve(row, actor="test")
+    db.session.commit()
+    read = client.get(f"/register/{doc['client_id']}", headers={
+        "Authorization": f"Bearer {doc['registration_access_token']}"}).get_json()
+    assert read["scope"] == body["scope"]
     bad = client.post("/register", json={**body, "scope": "openid patient/Observation.rx"},
                       headers=headers)
     assert bad.status_code == 400 and bad.get_json()["error"] == "invalid_client_metadata"

@@ -82,7 +82,7 @@ def world(app, client):
         rp = make_client()
         service = make_client(name="Service", redirect_uri="https://svc.example/cb",
                               grant_types=["client_credentials"],
-                              scope="openid ehr.patients.read")
+                              scope="openid system/Patient.rs")
     assert login(client).status_code == 302
     return rp, service
 
@@ -136,7 +136,7 @@ def test_client_credentials(app, client, world, lane):
     with counting(app) as counter:
         response = client.post("/token", headers=basic(service),
                                data={"grant_type": "client_credentials",
-                                     "scope": "ehr.patients.read"})
+                                     "scope": "system/Patient.rs"})
     assert response.status_code == 200, response.text
     _check("client_credentials", counter)
 

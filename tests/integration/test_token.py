@@ -180,9 +180,9 @@ def test_refresh_token_of_another_client_is_refused(ctx, client, rp_and_code):
 
 def test_client_credentials_for_service_clients(ctx, client):
     service = make_client(grant_types=["client_credentials"], redirect_uri="https://svc.example/cb",
-                          scope="ehr.patients.read")
+                          scope="system/Patient.rs")
     response = client.post("/token", headers=basic(service), data={
-        "grant_type": "client_credentials", "scope": "ehr.patients.read"})
+        "grant_type": "client_credentials", "scope": "system/Patient.rs"})
     assert response.status_code == 200, response.text
     body = response.get_json()
     assert "refresh_token" not in body and "id_token" not in body
@@ -192,8 +192,8 @@ def test_client_credentials_for_service_clients(ctx, client):
     assert claims["sub"] == service.client_id and claims["aud"] == "http://127.0.0.1:8002"
 
 
-@pytest.mark.parametrize("asked", ["ehr.patients.read system/Patient.rs", "roles",
-                                   "ehr.prescriptions.write", "openid offline_access"])
+@pytest.mark.parametrize("asked", ["system/Patient.rs system/Observation.rs", "roles",
+                                   "system/Patient.cruds", "openid offline_access"])
 def test_client_credentials_refuses_scopes_the_service_is_not_registered_for(ctx, client,
                                                                              asked):
     """A service once got any scope it asked for, SMART system/ scopes included (the EHR's
@@ -201,7 +201,7 @@ def test_client_credentials_refuses_scopes_the_service_is_not_registered_for(ctx
     from idp.oidc.models import AccessTokenRecord
 
     service = make_client(grant_types=["client_credentials"], redirect_uri="https://svc.example/cb",
-                          scope="ehr.patients.read")
+                          scope="system/Patient.rs")
     before = AccessTokenRecord.query.count()
     response = client.post("/token", headers=basic(service), data={
         "grant_type": "client_credentials", "scope": asked})
@@ -209,8 +209,8 @@ def test_client_credentials_refuses_scopes_the_service_is_not_registered_for(ctx
     assert "not registered for this client" in response.get_json()["error_description"]
     assert AccessTokenRecord.query.count() == before
     granted = client.post("/token", headers=basic(service), data={
-        "grant_type": "client_credentials", "scope": "ehr.patients.read"})
-    assert granted.status_code == 200 and granted.get_json()["scope"] == "ehr.patients.read"
+        "grant_type": "client_credentials", "scope": "system/Patient.rs"})
+    assert granted.status_code == 200 and granted.get_json()["scope"] == "system/Patient.rs"
 
 
 def _keys(client):

@@ -159,6 +159,32 @@ def test_scope_naming_an_unknown_resource(policies: Path):
         load_policy(policies)
 
 
+def test_grants_defaults_and_user_level_patterns():
+    grants = load_policy(POLICIES).grants
+    assert grants.self_service_scopes == ("openid", "profile", "email", "phone",
+                                          "offline_access")
+    assert "client_credentials" not in grants.self_service_grant_types
+    for scope in ("ehr.patients.read", "user/Patient.rs", "patient/*.read",
+                  "patient/Observation.rs?category=laboratory"):
+        assert grants.user_level(scope), scope
+    for scope in ("system/Patient.rs", "openid", "ehr", "users/Patient.rs", "launch/patient"):
+        assert not grants.user_level(scope), scope
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('self_service_scopes = ["openid",', 'self_service_scopes = ["openid", "ehr.all",',
+     r"unknown \['ehr.all'\]"),
+    ('self_service_grant_types = ["authorization_code",',
+     'self_service_grant_types = ["implicit",', r"unknown \['implicit'\]"),
+    ('user_level_scopes = ["ehr.*",', 'user_level_scopes = ["",', "non-empty patterns"),
+    ('user_level_scopes = ', 'user_level = ', "missing"),
+])
+def test_bad_grants_table(policies: Path, old: str, new: str, message: str):
+    edit(policies, "scopes.toml", old, new)
+    with pytest.raises(PolicyError, match=message):
+        load_policy(policies)
+
+
 def test_openid_scope_is_required(policies: Path):
     edit(policies, "scopes.toml", "[scopes.openid]", "[scopes.openid_gone]")
     with pytest.raises(PolicyError, match="must define the openid scope"):
