@@ -24,9 +24,11 @@ from joserfc import jws, jwt
 from joserfc.errors import ExpiredTokenError, JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
+from joserfc.util import urlsafe_b64decode
 
 from idp import clock
 from idp.context import keystore, settings
+from idp.core import bounded_json
 
 # Asymmetric only: never `none`, never HS* (an HS256 token "signed" with a public key).
 ALGORITHMS = ("RS256", "ES256")
@@ -88,11 +90,28 @@ def sign(claims: dict, alg: str, typ: str | None = None) -> str:
 
 
 # -- verifying ---------------------------------------------------------------------------------
+# A JWT's header and payload are JSON an outsider wrote: bounded like any JSON body (a payload
+# of 1,400 nested arrays made the parser raise RecursionError, a 500, before this).
+_JSON_DEPTH = 16
+_JSON_VALUES = 1000
+
+
+def _bounded(token: str) -> None:
+    """InvalidJWT when the header or payload is not base64url JSON within the bounds."""
+    for segment in token.split(".")[:2]:
+        try:
+            text = urlsafe_b64decode(segment.encode()).decode("utf-8")
+            bounded_json.check(text, max_depth=_JSON_DEPTH, max_values=_JSON_VALUES)
+        except (ValueError, TypeError):  # binascii.Error, UnicodeDecodeError, JsonTooComplex
+            raise InvalidJWT("malformed token") from None
+
+
 def unverified_claims(token: Any, kind: Kind) -> dict[str, Any]:
     """The payload before any check (to find whose keys verify it: a client assertion's
     `sub`, a software statement's `iss`). Never trust what it says."""
     if not isinstance(token, str) or len(token) > _limit(kind):
         raise InvalidJWT("malformed token")
+    _bounded(token)
     try:
         payload = json.loads(jws.extract_compact(token.encode()).payload)
     except (JoseError, ValueError, TypeError, UnicodeError):
@@ -122,6 +141,7 @@ def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
         raise InvalidJWT("malformed token")
     if kind not in _OURS and keys is None:
         raise TypeError(f"{kind.name} needs the signer's keys")
+    _bounded(token)
     try:
         decoded = jwt.decode(token, keys if keys is not None else keystore().verification_keys(),
                              algorithms=list(ALGORITHMS))

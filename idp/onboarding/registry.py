@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import requests
 
-from idp.core import outbound
+from idp.core import bounded_json, outbound
 
 NPI = "NPI"
 ENTITY_TYPE = "Entity Type Code"
@@ -119,7 +119,7 @@ class NppesRegistry:
                                      timeout=self.timeout)
             if response.status_code != 200:
                 return unavailable
-            data = response.json()
+            data = bounded_json.loads(response.content)
         except outbound.OutboundRefused as exc:
             return RegistryResult(self.name, False, note="registry unavailable: its address "
                                   f"is refused by the outbound policy ({exc.reason})")

@@ -31,7 +31,7 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
-from idp.core import outbound
+from idp.core import bounded_json, outbound
 from idp.extensions import db
 from idp.oidc.models import Client, digest
 from idp.policy import SmartPolicy
@@ -299,7 +299,7 @@ def patient_directory(user: User, http_get: Callable[..., Any] | None = None
                             timeout=smart_policy().directory_timeout)
         if response.status_code != 200:
             raise DirectoryUnavailable(f"HTTP {response.status_code}")
-        bundle = response.json()
+        bundle = bounded_json.loads(response.content)
     except outbound.OutboundRefused as exc:
         raise DirectoryUnavailable(f"refused by the outbound policy: {exc.reason}") from None
     except (requests.RequestException, ValueError) as exc:

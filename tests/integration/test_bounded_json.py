@@ -118,3 +118,36 @@ def test_webauthn_enrollment_refuses_and_stores_no_factor(ctx, client, shape):
     db.session.rollback()
     assert db.session.execute(sa.select(sa.func.count()).select_from(Factor).where(
         Factor.kind == "webauthn")).scalar_one() == 0
+
+
+def _deep_jwt(depth: int = 1400) -> str:
+    """A JWT whose payload nests `depth` arrays (Python's parser recurses past ~1000)."""
+    import base64
+
+    def part(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+    return ".".join((part('{"alg":"RS256","typ":"JWT"}'), part("[" * depth + "]" * depth),
+                     "c2ln"))
+
+
+def test_deep_json_inside_a_jwt_is_refused_where_jwts_are_taken(ctx, client):
+    """JWT payloads are JSON an outsider controls too (idp.keys.jwt bounds them)."""
+    from tests.helpers import make_client
+
+    token = _deep_jwt()
+    assert len(token) < 4096  # under the protocol parameters' length bound: the parser sees it
+    rp = make_client()
+    hint = client.get("/logout", query_string={"id_token_hint": token})
+    assert hint.status_code == 400
+    userinfo = client.get("/userinfo", headers={"Authorization": f"Bearer {token}"})
+    assert userinfo.status_code == 401 and userinfo.get_json()["error"] == "invalid_token"
+    assertion = client.post("/token", data={
+        "grant_type": "client_credentials", "client_id": rp.client_id,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": token})
+    assert assertion.status_code in (400, 401)
+    assert assertion.get_json()["error"] == "invalid_client"
+    introspect = client.post("/introspect", data={"token": token},
+                             auth=(rp.client_id, rp.client_secret))
+    assert introspect.status_code < 500

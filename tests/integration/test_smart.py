@@ -52,6 +52,7 @@ class Answer:
     def __init__(self, response: Any) -> None:
         self.status_code = response.status_code
         self.text = response.get_data(as_text=True)
+        self.content = response.get_data()
         self.headers = response.headers
 
     def json(self) -> Any:
