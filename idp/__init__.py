@@ -76,8 +76,9 @@ def create_app(settings: Settings | None = None, *,
     from idp.accounts.reset_views import bp as reset_bp
     from idp.accounts.settings_views import bp as settings_bp
     from idp.accounts.views import bp as accounts_bp
+    from idp.admin import console, views  # noqa: F401  (their routes, on the admin blueprint)
+    from idp.admin.blueprint import bp as admin_bp
     from idp.admin.registration import bp as registration_bp
-    from idp.admin.views import bp as admin_bp
     from idp.mfa.views import bp as mfa_bp
     from idp.oidc.server import init_oauth
     from idp.oidc.views import bp as oidc_bp

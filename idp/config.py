@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from idp.core.outbound import parse_allow
+from idp.core.trusted_publishers import load_issuers
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,8 +167,6 @@ class Settings:
             raise ConfigError("IDP_METRICS_TOKEN must be at least 16 characters")
         statements = env.get("IDP_SOFTWARE_STATEMENT_ISSUERS") or None
         if statements is not None:
-            from idp.admin.software_statement import load_issuers
-
             try:
                 load_issuers(Path(statements))
             except (OSError, ValueError) as exc:

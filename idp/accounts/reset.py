@@ -13,8 +13,8 @@ from sqlalchemy import func, select, update
 from idp import clock
 from idp.accounts import lockout, passwords
 from idp.accounts.models import PasswordResetToken, User
+from idp.accounts.revocation import end_sessions, revoke_tokens
 from idp.accounts.service import find_by_login
-from idp.accounts.settings import end_sessions, revoke_tokens
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.extensions import db

@@ -9,17 +9,18 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 
 from idp import clock
-from idp.accounts import lockout, passwords
+from idp.accounts import lockout, passwords, reset
 from idp.accounts.models import EmailChange, User
+from idp.accounts.revocation import end_sessions, revoke_tokens
 from idp.accounts.service import verify_password
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.extensions import db
 from idp.oidc.models import digest
-from idp.oidc.tokens import revoke_session_tokens, revoke_where
+from idp.oidc.tokens import revoke_session_tokens
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
@@ -34,25 +35,6 @@ class SettingsError(ValueError):
 
 
 # -- signing out ---------------------------------------------------------------------------
-def end_sessions(user_id: int, reason: str, *, keep_sid: str | None = None) -> int:
-    """End every live SSO session of the account (except `keep_sid`); how many were ended."""
-    where = [SsoSession.user_id == user_id]
-    if keep_sid:
-        where.append(SsoSession.id != keep_sid)
-    return len(sessions.end_where(*where, reason=reason))
-
-
-def revoke_tokens(user_id: int, *, keep_sid: str | None = None) -> None:
-    """Revoke the account's refresh and access tokens: all of them, or all but those issued
-    in the session kept (`keep_sid`)."""
-    def condition(model: type) -> object:
-        if keep_sid is None:
-            return model.user_id == user_id
-        return and_(model.user_id == user_id, or_(model.sid.is_(None), model.sid != keep_sid))
-
-    revoke_where(condition)
-
-
 def sign_out_everywhere(user: User, reason: str, current: SsoSession | None = None, *,
                         actor: str | None = None) -> int:
     """Every session ended (the current one's cookie cleared too), every token revoked."""
@@ -205,8 +187,6 @@ def confirm_email_change(user: User, token: str) -> bool:
         .values(used_at=now).execution_options(synchronize_session=False)).rowcount
     if claimed != 1:
         return False
-    from idp.accounts import reset  # reset imports this module
-
     user.email = item.new_email
     user.email_verified = True
     reset.revoke_links(user.id)  # links mailed to the old address stop working
@@ -217,8 +197,6 @@ def confirm_email_change(user: User, token: str) -> bool:
 # -- helpdesk ------------------------------------------------------------------------------
 def set_disabled(user: User, disabled: bool, *, actor: str) -> int:
     """Disable (ending every session, revoking tokens and reset links) or enable an account."""
-    from idp.accounts import reset
-
     user.disabled = disabled
     ended = 0
     if disabled:

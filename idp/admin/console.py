@@ -31,9 +31,9 @@ from idp.admin.access import (
     actor,
     require_admin,
 )
+from idp.admin.blueprint import bp
 from idp.admin.forms import ClientForm, RegistrationTokenForm, lines
 from idp.admin.models import SecurityAlert
-from idp.admin.views import bp
 from idp.audit import geoip
 from idp.audit import service as audit
 from idp.context import policy

@@ -8,47 +8,22 @@ fields sent in plain JSON (§2.3), and it is returned unmodified in the registra
 
 from __future__ import annotations
 
-import json
-import threading
-from pathlib import Path
 from typing import Any
 
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
-
 from idp.context import settings
+from idp.core.trusted_publishers import load_issuers
 from idp.keys import jwt
+
+__all__ = ["FIELDS", "StatementError", "load_issuers", "verify"]
 
 # Metadata a statement may assert (everything else it carries is ignored).
 FIELDS = ("client_name", "redirect_uris", "post_logout_redirect_uris", "backchannel_logout_uri",
           "grant_types", "response_types", "scope", "token_endpoint_auth_method", "jwks",
           "software_id", "software_version")
-_lock = threading.Lock()
-_cache: dict[Path, tuple[float, dict[str, KeySet]]] = {}
 
 
 class StatementError(ValueError):
     """The statement cannot be accepted; the message says why (safe to return)."""
-
-
-def load_issuers(path: Path) -> dict[str, KeySet]:
-    """Parse the trusted-publisher file (re-read when it changes). ValueError when invalid."""
-    mtime = path.stat().st_mtime
-    cached = _cache.get(path)
-    if cached is not None and cached[0] == mtime:
-        return cached[1]
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or not data:
-        raise ValueError("expected a JSON object of issuer -> JWK set")
-    issuers = {}
-    for issuer, keys in data.items():
-        try:
-            issuers[str(issuer)] = KeySet.import_key_set(keys)
-        except (JoseError, ValueError, TypeError, KeyError):
-            raise ValueError(f"issuer {issuer!r}: not a public JWK set") from None
-    with _lock:
-        _cache[path] = (mtime, issuers)
-    return issuers
 
 
 def verify(statement: Any) -> tuple[str, dict[str, Any]]:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, render_template
+from flask import Response, render_template
 from sqlalchemy import select
 
 from idp.admin.access import require_admin
+from idp.admin.blueprint import bp
 from idp.audit import service as audit
 from idp.extensions import db
 from idp.mfa.models import SmsOutbox
-
-bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 @bp.get("/sms-outbox")
@@ -25,6 +24,3 @@ def sms_outbox() -> Response | str:
     audit.record("admin.sms_outbox_viewed", user_id=sso.user_id, actor=f"admin:{sso.user_id}")
     db.session.commit()
     return render_template("admin/sms_outbox.html", rows=rows)
-
-
-from idp.admin import console  # noqa: E402, F401  (registers the console pages on bp)

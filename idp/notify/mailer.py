@@ -4,33 +4,10 @@ and must not lose the mail."""
 
 from __future__ import annotations
 
-import logging
-import smtplib
-from email.message import EmailMessage
+from idp.notify import outbox
+from idp.notify.smtp import smtp_send
 
-from idp.context import settings
-
-log = logging.getLogger("idp.notify")
-
-
-def smtp_send(to: str, subject: str, body: str) -> str | None:
-    """One SMTP attempt: None when the server accepted the mail, else a short error."""
-    conf = settings()
-    message = EmailMessage()
-    message["From"] = conf.smtp_from
-    message["To"] = to
-    message["Subject"] = subject
-    message.set_content(body)
-    try:
-        with smtplib.SMTP(conf.smtp_host, conf.smtp_port, timeout=10) as smtp:
-            if conf.smtp_user:
-                smtp.starttls()
-                smtp.login(conf.smtp_user, conf.smtp_password or "")
-            smtp.send_message(message)
-    except (OSError, smtplib.SMTPException) as exc:
-        log.warning("mail to one recipient failed: %s", type(exc).__name__)
-        return type(exc).__name__
-    return None
+__all__ = ["send_after_response", "send_mail", "smtp_send"]
 
 
 def send_mail(to: str, subject: str, body: str, *, queue: bool = True) -> bool:
@@ -40,8 +17,6 @@ def send_mail(to: str, subject: str, body: str, *, queue: bool = True) -> bool:
     if error is None:
         return True
     if queue:
-        from idp.notify import outbox
-
         outbox.keep_failed(to, subject, body, error)
     return False
 

@@ -26,6 +26,7 @@ from idp.context import policy, settings
 from idp.extensions import db
 from idp.mfa import crypto
 from idp.notify.models import MailOutbox
+from idp.notify.smtp import smtp_send
 
 log = logging.getLogger("idp.notify")
 
@@ -75,8 +76,6 @@ def keep_failed(to: str, subject: str, body: str, error: str) -> bool:
 def attempt(row_id: int) -> bool | None:
     """One delivery attempt of a due row. True delivered, False failed, None when the row is
     not due or another process claimed this attempt."""
-    from idp.notify.mailer import smtp_send
-
     now = clock.now()
     row = db.session.get(MailOutbox, row_id, populate_existing=True)
     if row is None or row.sent_at is not None or row.abandoned_at is not None \
