@@ -281,8 +281,8 @@ def seed(app, users: int) -> Seeded:  # noqa: ANN001
     from idp.accounts.models import Acknowledgment, User
     from idp.accounts.service import create_user
     from idp.context import policy
+    from idp.core import crypto
     from idp.extensions import db
-    from idp.mfa import crypto
     from idp.mfa.models import Factor
     from idp.oidc.clients import create_client
 

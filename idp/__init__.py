@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from idp.config import PROJECT_ROOT, Settings
 from idp.context import Runtime
 from idp.extensions import csrf, db, limiter, migrate
+from idp.keys.store import KeyStore
 from idp.policy import load_policy
 
 
@@ -46,7 +47,9 @@ def create_app(settings: Settings | None = None, *,
         RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 1, "socket_timeout": 1}
         if settings.redis_url else {},
     )
-    runtime = Runtime.build(settings, policy)
+    runtime = Runtime.build(settings, policy, KeyStore(
+        settings.keys_dir, policy.keys.algorithms, policy.keys.rsa_key_size,
+        policy.max_token_lifetime))
     app.extensions["idp"] = runtime
     db.init_app(app)
     if settings.database_url.startswith("sqlite"):
@@ -110,7 +113,7 @@ def create_app(settings: Settings | None = None, *,
     app.register_blueprint(openapi_bp)
     app.after_request(apply_cookie)
     security.install(app)
-    from idp.web import metrics
+    from idp.core import metrics
 
     metrics.install(app)  # /metrics, only when IDP_METRICS_TOKEN is set
     from idp.web import outage

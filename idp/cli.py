@@ -494,8 +494,9 @@ def mfa_enroll_totp(login: str, as_json: bool) -> None:
     from idp import clock
     from idp.accounts.service import find_by_login
     from idp.audit import service as audit
+    from idp.core import crypto
     from idp.extensions import db as sqla
-    from idp.mfa import crypto, totp
+    from idp.mfa import totp
     from idp.mfa.models import Factor
 
     user = find_by_login(login)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher, Type
 from flask import current_app
 
 from idp.config import Settings
-from idp.keys.store import KeyStore
 from idp.policy import Policy
+
+if TYPE_CHECKING:  # built by create_app: the core does not import the key layer
+    from idp.keys.store import KeyStore
 
 
 @dataclass
@@ -23,13 +26,11 @@ class Runtime:
     dummy_hash: str
 
     @classmethod
-    def build(cls, settings: Settings, policy: Policy) -> Runtime:
+    def build(cls, settings: Settings, policy: Policy, store: KeyStore) -> Runtime:
         a = policy.argon2
         hasher = PasswordHasher(time_cost=a.time_cost, memory_cost=a.memory_cost,
                                 parallelism=a.parallelism, hash_len=a.hash_len,
                                 salt_len=a.salt_len, type=Type.ID)
-        store = KeyStore(settings.keys_dir, policy.keys.algorithms, policy.keys.rsa_key_size,
-                         policy.max_token_lifetime)
         return cls(settings, policy, store, hasher, hasher.hash(secrets.token_urlsafe(16)))
 
 

@@ -30,11 +30,13 @@ from idp.accounts.passwords import set_password
 from idp.accounts.service import create_user, verify_password
 from idp.audit import service as audit
 from idp.context import settings
+from idp.core import crypto
+from idp.core.crypto import digest
 from idp.extensions import db
-from idp.mfa import crypto, totp
+from idp.mfa import totp
 from idp.mfa.models import Factor
 from idp.oidc.clients import create_client, validate_uri
-from idp.oidc.models import Client, digest
+from idp.oidc.models import Client
 from idp.onboarding.npi import npi_with_check_digit
 
 CLIENTS_FILE = "demo-clients.json"

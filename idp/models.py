@@ -7,11 +7,11 @@ from idp.accounts.models import (
            PasswordResetToken,
            User,
 )
-from idp.admin.models import InitialAccessToken, RegistrationAccessToken, SecurityAlert
+from idp.admin.models import InitialAccessToken, RegistrationAccessToken
 from idp.audit.models import AuditEvent, AuditHead
 from idp.epcs.models import EpcsCeremony, EpcsPermission
-from idp.mfa.models import Factor, LoginAttempt, OneTimeCode, RecoveryCode, SmsOutbox
-from idp.notify.models import MailOutbox
+from idp.mfa.models import Factor, LoginAttempt, OneTimeCode, RecoveryCode
+from idp.notify.models import MailOutbox, SmsOutbox
 from idp.oidc.models import (
            AccessTokenRecord,
            AuthorizationCode,
@@ -22,6 +22,7 @@ from idp.oidc.models import (
            UsedAssertion,
 )
 from idp.onboarding.models import Application, ApplicationLink, Department, Facility
+from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
 from idp.smart.models import SmartContext, SmartLaunch
 

@@ -222,7 +222,7 @@ class OnboardingPolicy:
 
 @dataclass(frozen=True)
 class AlertPolicy:
-    """policies/alerts.toml: the security alert rules (idp/audit/alerts.py)."""
+    """policies/alerts.toml: the security alert rules (idp/security/alerts.py)."""
 
     new_device_window: int
     new_network_window: int

@@ -4,8 +4,8 @@ import sys
 
 from idp import create_app
 from idp.config import ConfigError
+from idp.core import request_log
 from idp.policy import PolicyError
-from idp.web import request_log
 
 try:
     app = create_app()

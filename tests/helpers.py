@@ -46,7 +46,7 @@ def enroll_totp(user) -> str:
     import pyotp
 
     from idp import clock
-    from idp.mfa import crypto
+    from idp.core import crypto
     from idp.mfa.models import Factor
 
     secret = pyotp.random_base32()

@@ -135,7 +135,7 @@ class _Capture:
         fd, name = tempfile.mkstemp(prefix="idp-test-log-", suffix=".log")
         os.close(fd)
         self.path = Path(name)
-        from idp.web.request_log import TextFormatter
+        from idp.core.request_log import TextFormatter
 
         self.handler = logging.FileHandler(self.path, encoding="utf-8", delay=False)
         self.handler.setFormatter(TextFormatter())

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from idp import clock
 from idp.accounts import settings as account_settings
 from idp.accounts.models import User
-from idp.audit import alerts
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
+from idp.security import alerts
 from idp.sessions.models import SsoSession
 
 SIGN_IN_EVENTS = ("login.success", "login.failure", "alert.unusual_sign_in")

@@ -62,8 +62,8 @@ def _record_lockout(user: User, failures: int, until: datetime) -> None:
     completes (policies/alerts.toml)."""
     from flask import has_request_context, request
 
-    from idp.audit import alerts
     from idp.audit import service as audit
+    from idp.security import alerts
 
     ip = request.remote_addr if has_request_context() else None
     audit.record("account.locked", user_id=user.id, failures=failures,

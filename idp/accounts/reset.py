@@ -17,8 +17,8 @@ from idp.accounts.revocation import end_sessions, revoke_tokens
 from idp.accounts.service import find_by_login
 from idp.audit import service as audit
 from idp.context import policy, settings
+from idp.core.crypto import digest
 from idp.extensions import db
-from idp.oidc.models import digest
 
 MAX_TOKEN_LENGTH = 128
 # Temporary passwords: characters a helpdesk can read out without confusion (no 0/O, 1/l/I).

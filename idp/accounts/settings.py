@@ -18,8 +18,8 @@ from idp.accounts.revocation import end_sessions, revoke_tokens
 from idp.accounts.service import verify_password
 from idp.audit import service as audit
 from idp.context import policy, settings
+from idp.core.crypto import digest
 from idp.extensions import db
-from idp.oidc.models import digest
 from idp.oidc.tokens import revoke_session_tokens
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession

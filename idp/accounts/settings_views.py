@@ -153,7 +153,7 @@ def activity() -> Page:
     sso, away = _signed_in()
     if away:
         return away
-    from idp.audit import geoip
+    from idp.security import geoip
 
     return render_template("accounts/activity.html", sso=sso,
                            sessions=service.live_sessions(sso.user),

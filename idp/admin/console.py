@@ -33,8 +33,6 @@ from idp.admin.access import (
 )
 from idp.admin.blueprint import bp
 from idp.admin.forms import ClientForm, RegistrationTokenForm, lines
-from idp.admin.models import SecurityAlert
-from idp.audit import geoip
 from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db
@@ -43,6 +41,8 @@ from idp.mfa.models import Factor
 from idp.oidc import clients as client_service
 from idp.oidc.models import Client
 from idp.oidc.tokens import revoke_session_tokens
+from idp.security import geoip
+from idp.security.models import SecurityAlert
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 

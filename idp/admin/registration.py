@@ -26,9 +26,10 @@ from idp import clock
 from idp.admin import approval, service
 from idp.admin.models import RegistrationAccessToken
 from idp.context import settings
+from idp.core.crypto import digest
 from idp.extensions import csrf, db
 from idp.oidc import clients as client_service
-from idp.oidc.models import Client, digest
+from idp.oidc.models import Client
 
 bp = Blueprint("registration", __name__)
 csrf.exempt(bp)

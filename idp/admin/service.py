@@ -15,13 +15,14 @@ from sqlalchemy import Select, func, or_, select, update
 from idp import clock
 from idp.accounts import settings as account_settings
 from idp.accounts.models import User
-from idp.admin.models import InitialAccessToken, SecurityAlert
+from idp.admin.models import InitialAccessToken
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
 from idp.context import policy
+from idp.core.crypto import digest
 from idp.epcs import service as epcs
 from idp.extensions import db
-from idp.oidc.models import digest
+from idp.security.models import SecurityAlert
 
 SEARCH_LIMIT = 50
 AUDIT_PAGE = 100

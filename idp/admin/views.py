@@ -9,7 +9,7 @@ from idp.admin.access import require_admin
 from idp.admin.blueprint import bp
 from idp.audit import service as audit
 from idp.extensions import db
-from idp.mfa.models import SmsOutbox
+from idp.notify.models import SmsOutbox
 
 
 @bp.get("/sms-outbox")

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from idp import clock
 from idp.audit.models import AuditEvent, AuditHead
+from idp.core import metrics
 from idp.extensions import db
-from idp.web import metrics
 
 GENESIS = "0" * 64
 # Keys that must never reach the audit trail, whatever a caller passes.

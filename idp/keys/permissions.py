@@ -8,7 +8,7 @@ from pathlib import Path
 
 from idp.config import ConfigError, Settings
 
-DATA_KEY_FILE = "data-encryption.key"  # idp/mfa/crypto.py KEY_FILE
+DATA_KEY_FILE = "data-encryption.key"  # idp/core/crypto.py KEY_FILE
 
 
 def secret_files(settings: Settings) -> list[Path]:

@@ -13,11 +13,11 @@ from sqlalchemy import delete, func, select, update
 
 from idp import clock
 from idp.context import policy
+from idp.core.crypto import digest
 from idp.extensions import db
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode
 from idp.notify import sms
 from idp.notify.mailer import send_mail
-from idp.oidc.models import digest
 
 
 class PhoneError(ValueError):

@@ -12,11 +12,11 @@ from sqlalchemy import select, update
 from idp import clock
 from idp.accounts import lockout
 from idp.accounts.models import User
-from idp.audit import alerts
 from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db
 from idp.mfa.models import Factor, LoginAttempt
+from idp.security import alerts
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 

@@ -79,14 +79,3 @@ class RecoveryCode(db.Model):
     code_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-
-
-class SmsOutbox(db.Model):
-    """The development SMS gateway: messages land here (and on /admin/sms-outbox)."""
-
-    __tablename__ = "sms_outbox"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    to: Mapped[str] = mapped_column(String(32), index=True)
-    body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

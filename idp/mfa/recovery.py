@@ -11,9 +11,9 @@ from sqlalchemy import delete, func, select, update
 from idp import clock
 from idp.accounts.models import User
 from idp.context import policy
+from idp.core.crypto import digest
 from idp.extensions import db
 from idp.mfa.models import RecoveryCode
-from idp.oidc.models import digest
 
 
 def _normalise(code: str) -> str:

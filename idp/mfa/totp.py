@@ -11,8 +11,8 @@ from sqlalchemy import or_, update
 from idp import clock
 from idp.accounts.models import User
 from idp.context import policy
+from idp.core import crypto
 from idp.extensions import db
-from idp.mfa import crypto
 from idp.mfa.models import Factor
 
 ISSUER_NAME = "Provider Identity"

@@ -20,8 +20,9 @@ from idp.accounts import lockout, notices
 from idp.accounts.views import login_failed_message, safe_next
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core import crypto
 from idp.extensions import db, limiter
-from idp.mfa import codes, crypto, flow, recovery, totp
+from idp.mfa import codes, flow, recovery, totp
 from idp.mfa.models import Factor
 
 bp = Blueprint("mfa", __name__, url_prefix="/mfa")

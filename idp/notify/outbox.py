@@ -5,7 +5,7 @@ to `mail_outbox` in the same transaction as the change that caused them (`enqueu
 right after the response (`deliver_after_response`). Every other mail is sent at once and only
 kept when that attempt fails (`keep_failed`, its own short transaction). A failed mail is
 retried with exponential back-off (policies/mail.toml) by `idp notify deliver` (cron) until it
-is delivered or abandoned. Bodies are encrypted with the data key (idp/mfa/crypto.py) and
+is delivered or abandoned. Bodies are encrypted with the data key (idp/core/crypto.py) and
 erased as soon as the mail is delivered or abandoned; the rows themselves go after the
 retention period. Each attempt is claimed with one compare-and-set UPDATE, so several nodes or
 cron runs never send the same mail twice.
@@ -23,8 +23,8 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from idp import clock
 from idp.audit import service as audit
 from idp.context import policy, settings
+from idp.core import crypto
 from idp.extensions import db
-from idp.mfa import crypto
 from idp.notify.models import MailOutbox
 from idp.notify.smtp import smtp_send
 

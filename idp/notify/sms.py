@@ -15,6 +15,7 @@ from idp import clock
 from idp.context import settings
 from idp.core import outbound
 from idp.extensions import db
+from idp.notify.models import SmsOutbox
 
 log = logging.getLogger("idp.notify")
 
@@ -25,8 +26,6 @@ class SmsSender(Protocol):
 
 class OutboxSender:
     def send(self, to: str, body: str) -> bool:
-        from idp.mfa.models import SmsOutbox
-
         db.session.add(SmsOutbox(to=to, body=body, created_at=clock.now()))
         return True
 

@@ -14,8 +14,9 @@ from sqlalchemy import select
 from idp.audit import service as audit
 from idp.context import policy
 from idp.core import outbound
+from idp.core.crypto import digest
 from idp.extensions import db
-from idp.oidc.models import LOOPBACK_HOSTS, Client, digest
+from idp.oidc.models import LOOPBACK_HOSTS, Client
 from idp.smart import scopes as smart_scopes
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")

@@ -39,10 +39,10 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
+from idp.core import request_log
 from idp.extensions import db
 from idp.oidc import tokens
 from idp.oidc.models import Client
-from idp.web import request_log
 
 log = logging.getLogger("idp.fast_lane")
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import hmac
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -12,6 +11,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueC
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp import clock
+from idp.core.crypto import digest
 from idp.extensions import db
 from idp.models_base import UTCDateTime
 
@@ -36,13 +36,6 @@ def _loopback_without_port(uri: str) -> str | None:
     return urlunsplit(("http", host, parts.path, parts.query, ""))
 
 
-def digest(value: str) -> str:
-    """SHA-256 of a high-entropy secret (codes, tokens, client secrets).
-
-    These are random 256-bit values, so a fast hash is enough: brute force is not a threat and a
-    slow hash would only slow the token endpoint. Passwords use argon2id instead.
-    """
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 class Client(db.Model, ClientMixin):

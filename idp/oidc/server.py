@@ -32,17 +32,18 @@ from idp.accounts import gates
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import keystore, policy, settings
+from idp.core import request_log
+from idp.core.crypto import digest
 from idp.extensions import db
 from idp.keys import jwt
 from idp.oidc import client_cache, tokens
 from idp.oidc.authorize import RequestRules
 from idp.oidc.claims import user_claims
-from idp.oidc.models import AuthorizationCode, Client, UsedAssertion, digest
+from idp.oidc.models import AuthorizationCode, Client, UsedAssertion
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 from idp.smart import scopes as smart_scopes
 from idp.smart import service as smart
-from idp.web import request_log
 
 ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]

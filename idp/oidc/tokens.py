@@ -14,11 +14,12 @@ from sqlalchemy import bindparam, insert, select, update
 from idp import clock
 from idp.accounts.models import User
 from idp.context import policy, settings
+from idp.core.crypto import digest
 from idp.extensions import db
 from idp.keys import jwt
 from idp.keys.jwt import sign  # noqa: F401 - re-exported: callers and tests sign through here
 from idp.oidc.claims import roles_of
-from idp.oidc.models import AccessTokenRecord, Client, RefreshToken, digest
+from idp.oidc.models import AccessTokenRecord, Client, RefreshToken
 from idp.smart import service as smart
 
 

@@ -30,6 +30,7 @@ from idp.accounts import gates
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
+from idp.core import request_log
 from idp.epcs import service as epcs
 from idp.extensions import csrf, db
 from idp.mfa import flow as mfa_flow
@@ -44,7 +45,7 @@ from idp.sessions import service as sessions
 from idp.smart import scopes as smart_scopes
 from idp.smart import service as smart
 from idp.smart import views as smart_views
-from idp.web import public_documents, request_log
+from idp.web import public_documents
 
 bp = Blueprint("oidc", __name__)
 

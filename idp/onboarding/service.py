@@ -23,8 +23,8 @@ from idp.accounts.service import USERNAME_RE, AccountError, create_user
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
 from idp.context import policy, settings
+from idp.core.crypto import digest
 from idp.extensions import db
-from idp.oidc.models import digest
 from idp.onboarding import licenses, registry
 from idp.onboarding.models import (
     OPEN_STATES,

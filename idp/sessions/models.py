@@ -13,7 +13,7 @@ from idp.models_base import UTCDateTime
 class SsoSession(db.Model):
     """One sign-in at the IdP. The cookie holds a random 256-bit value; only its hash is here.
     `device_hash`: SHA-256 of the browser's device cookie (idp_device) at sign-in; the "new
-    device" alert compares it (idp.audit.alerts). None for sessions from before it existed."""
+    device" alert compares it (idp.security.alerts). None for sessions from before it existed."""
 
     __tablename__ = "sso_sessions"
 

@@ -4,7 +4,7 @@ by logout. The cookie carries an opaque 256-bit value; the database keeps its SH
 The device cookie (`idp_device`, `__Host-idp_device` under an https issuer) marks the browser:
 a random 128-bit id given at its first sign-in and kept for 400 days (renewed at each sign-in).
 It is not a credential and signs nobody in; each session stores only its SHA-256
-(`device_hash`), which the "new device" alert compares (idp.audit.alerts). The raw id is never
+(`device_hash`), which the "new device" alert compares (idp.security.alerts). The raw id is never
 logged or audited."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from sqlalchemy import ColumnElement, select, update
 from idp import clock
 from idp.accounts.models import User
 from idp.context import policy, settings
+from idp.core.crypto import digest
 from idp.extensions import db
-from idp.oidc.models import digest
 from idp.sessions.models import SsoSession
 
 # Refresh last_seen at most this often: an idle timeout of minutes needs no per-request write.

@@ -32,8 +32,9 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.core import bounded_json, outbound
+from idp.core.crypto import digest
 from idp.extensions import db
-from idp.oidc.models import Client, digest
+from idp.oidc.models import Client
 from idp.policy import SmartPolicy
 from idp.smart import scopes as smart_scopes
 from idp.smart.models import SmartContext, SmartLaunch

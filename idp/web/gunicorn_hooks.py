@@ -7,7 +7,7 @@ from typing import Any
 
 
 def child_exit(_server: Any, worker: Any) -> None:
-    """A worker ended: its live samples leave the multiprocess metrics (idp.web.metrics)."""
+    """A worker ended: its live samples leave the multiprocess metrics (idp.core.metrics)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import Flask
 
-from idp.web import request_log
+from idp.core import request_log
 
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 MAX_HOSTS = 16  # distinct Host values remembered per document (a bound, not a tuning knob)

@@ -124,7 +124,7 @@ class BoundedJSONProvider(DefaultJSONProvider):
 
 
 def install(app: Flask) -> None:
-    from idp.web import request_log
+    from idp.core import request_log
 
     settings = app.extensions["idp"].settings
     rules = load_web_policy(settings.policy_dir)

@@ -9,8 +9,9 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
+from idp.core.crypto import digest
 from idp.extensions import db
-from idp.oidc.models import Client, digest
+from idp.oidc.models import Client
 from tests.e2e.conftest import Person
 from tests.helpers import PASSWORD, TOTP_SECRETS, make_user
 

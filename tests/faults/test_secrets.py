@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from idp import create_app
 from idp.config import ConfigError, Settings
+from idp.core import crypto
 from idp.extensions import db
-from idp.mfa import crypto
 from idp.mfa.models import Factor
 from tests.conftest import TEST_POLICY
 from tests.helpers import PASSWORD, TOTP_SECRETS, csrf_from, make_user

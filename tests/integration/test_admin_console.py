@@ -15,9 +15,10 @@ from idp.admin import service as admin_service
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
 from idp.context import policy
+from idp.core.crypto import digest
 from idp.extensions import db
 from idp.mfa.models import Factor
-from idp.oidc.models import Client, RefreshToken, digest
+from idp.oidc.models import Client, RefreshToken
 from idp.sessions.models import SsoSession
 from tests.helpers import csrf_from, login, make_client, make_user
 

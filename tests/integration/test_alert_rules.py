@@ -11,10 +11,10 @@ import dataclasses
 import pytest
 from sqlalchemy import select
 
-from idp.admin.models import SecurityAlert
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
 from idp.extensions import db
+from idp.security.models import SecurityAlert
 from tests.helpers import csrf_from, login, make_user, same_device
 
 LAPTOP = "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from idp.admin.models import SecurityAlert
 from idp.audit import service as audit
-from idp.audit.alerts import network
 from idp.audit.models import AuditEvent
 from idp.extensions import db
+from idp.security.alerts import network
+from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
 from tests.helpers import csrf_from, login, make_user, same_device
 

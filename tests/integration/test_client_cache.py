@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text, update
 
+from idp.core.crypto import digest
 from idp.extensions import db
 from idp.oidc import client_cache
-from idp.oidc.models import Client, digest
+from idp.oidc.models import Client
 from tests.helpers import Rp, basic, make_client
 
 

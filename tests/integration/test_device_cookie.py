@@ -11,9 +11,9 @@ import re
 import pytest
 from sqlalchemy import select, text
 
-from idp.admin.models import SecurityAlert
 from idp.audit.models import AuditEvent
 from idp.extensions import db
+from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
 from tests.helpers import csrf_from, login, make_user
 from tests.log_scan import register as register_secret

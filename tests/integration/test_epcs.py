@@ -17,7 +17,8 @@ from idp.audit.models import AuditEvent
 from idp.epcs import service as epcs
 from idp.epcs.models import EpcsCeremony, EpcsPermission
 from idp.extensions import db
-from idp.mfa.models import Factor, SmsOutbox
+from idp.mfa.models import Factor
+from idp.notify.models import SmsOutbox
 from idp.sessions.models import SsoSession
 from tests.helpers import (
     PASSWORD,

@@ -12,11 +12,11 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 from sqlalchemy import select
 
-from idp.admin.models import SecurityAlert
-from idp.audit import geoip
-from idp.audit.alerts import network_key
 from idp.config import ConfigError, Settings
 from idp.extensions import db
+from idp.security import geoip
+from idp.security.alerts import network_key
+from idp.security.models import SecurityAlert
 from tests.helpers import login, make_user, same_device
 
 LAPTOP = "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36"

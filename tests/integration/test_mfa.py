@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from idp import clock
 from idp.extensions import db
-from idp.mfa.models import Factor, SmsOutbox
+from idp.mfa.models import Factor
+from idp.notify.models import SmsOutbox
 from tests.helpers import (
     PASSWORD,
     auth_params,

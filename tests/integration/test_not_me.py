@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from idp.accounts.models import User
-from idp.admin.models import SecurityAlert
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
 from idp.extensions import db
 from idp.oidc.models import RefreshToken
+from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
 from tests.helpers import (
     PASSWORD,

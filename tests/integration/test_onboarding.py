@@ -16,9 +16,9 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit.models import AuditEvent
 from idp.context import runtime
+from idp.core.crypto import digest
 from idp.extensions import db
 from idp.oidc.claims import user_claims
-from idp.oidc.models import digest
 from idp.onboarding import service
 from idp.onboarding.models import Application, ApplicationLink, Department, Facility
 from tests.helpers import csrf_from, login, make_user

@@ -12,7 +12,8 @@ from idp.accounts.models import User
 from idp.audit.models import AuditEvent
 from idp.extensions import db
 from idp.mfa import flow
-from idp.mfa.models import Factor, OneTimeCode, SmsOutbox
+from idp.mfa.models import Factor, OneTimeCode
+from idp.notify.models import SmsOutbox
 from tests.helpers import PASSWORD, csrf_from, login, make_user
 
 NEW = "+12025550123"

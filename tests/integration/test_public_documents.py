@@ -66,7 +66,7 @@ def test_other_methods_and_queries_go_through_flask(ctx, client):
 
 
 def test_a_replayed_request_is_logged_and_counted(ctx, client, caplog):
-    from idp.web import metrics
+    from idp.core import metrics
 
     client.get("/jwks.json")
     sample = metrics.REQUESTS.labels("/jwks.json", "GET", "200")

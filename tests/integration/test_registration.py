@@ -12,8 +12,9 @@ from sqlalchemy import select
 from idp.admin import service
 from idp.admin.models import InitialAccessToken, RegistrationAccessToken
 from idp.audit.models import AuditEvent
+from idp.core.crypto import digest
 from idp.extensions import db
-from idp.oidc.models import Client, digest
+from idp.oidc.models import Client
 
 META = {"client_name": "Scheduling app", "redirect_uris": ["https://sched.example/cb"],
         "post_logout_redirect_uris": ["https://sched.example/bye"],

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from idp import cli
 from idp.config import ConfigError, Settings
-from idp.web.request_log import JsonFormatter, TextFormatter
+from idp.core.request_log import JsonFormatter, TextFormatter
 from tests.helpers import basic, exchange, get_code, login, make_client, make_user
 
 FIELDS = {"request_id", "method", "route", "status", "latency_ms", "user", "client_id",

@@ -3,7 +3,7 @@
 from idp import clock
 from idp.audit.models import AuditEvent
 from idp.extensions import db
-from idp.mfa.models import SmsOutbox
+from idp.notify.models import SmsOutbox
 from tests.helpers import login, make_user
 
 

@@ -1,11 +1,13 @@
-"""Encryption at rest for the only recoverable second-factor secret: TOTP seeds.
+"""Secrets at rest: SHA-256 digests of high-entropy secrets, and encryption (Fernet) of the
+few kept recoverable (TOTP seeds, queued mail bodies).
 
-The key comes from IDP_DATA_KEY, or is generated once into the key directory (mode 0600) so
-every node sharing keys/ decrypts alike.
+The data key comes from IDP_DATA_KEY, or is generated once into the key directory (mode 0600)
+so every node sharing keys/ decrypts alike.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +17,15 @@ from cryptography.fernet import Fernet
 from idp.context import settings
 
 KEY_FILE = "data-encryption.key"
+
+
+def digest(value: str) -> str:
+    """SHA-256 of a high-entropy secret (codes, tokens, client secrets).
+
+    These are random 256-bit values, so a fast hash is enough: brute force is not a threat and a
+    slow hash would only slow the token endpoint. Passwords use argon2id instead.
+    """
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 @lru_cache(maxsize=4)

@@ -19,6 +19,8 @@ from typing import Any
 
 from flask import Flask, Response, g, has_app_context, request
 
+from idp.core import metrics
+
 log = logging.getLogger("idp.request")
 
 # A caller's X-Request-ID is honoured when it looks like an id (a proxy's or a client's);
@@ -53,8 +55,6 @@ def log_wsgi_answer(environ: dict, rid: str, route: str, status: int, started: f
                     client_id: str | None = None) -> None:
     """The request line and metrics sample of an answer given in front of Flask (the public
     documents' replay, the fast lane): the same fields a Flask answer logs."""
-    from idp.web import metrics
-
     elapsed = time.perf_counter() - started
     if log.isEnabledFor(logging.INFO):
         log.info("request", extra={"fields": {

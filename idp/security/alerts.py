@@ -39,12 +39,13 @@ from sqlalchemy import distinct, func, select
 
 from idp import clock
 from idp.accounts.models import User
-from idp.admin.models import SecurityAlert
-from idp.audit import geoip
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
 from idp.context import policy
 from idp.extensions import db
+from idp.notify.mailer import send_after_response
+from idp.security import geoip
+from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
 
 REASONS = {
@@ -143,8 +144,6 @@ def security_staff() -> list[User]:
 
 def notify_security(subject: str, body: str) -> int:
     """Email every security staff account after the response; how many were addressed."""
-    from idp.notify.mailer import send_after_response
-
     staff = security_staff()
     for person in staff:
         send_after_response(person.email, subject, body)
@@ -166,9 +165,7 @@ def check_sign_in(user: User, sso: SsoSession) -> list[str]:
     lines = "\n".join(f"- {REASONS[r].format(days=days)}" for r in reasons)
     when = clock.now().strftime("%Y-%m-%d %H:%M UTC")
     if user.email:
-        from idp.notify.mailer import send_after_response
-
-        send_after_response(
+            send_after_response(
             user.email, "New sign-in to your account",
             f"Hello {user.name or user.username},\n\nYour account {user.username} was signed "
             f"in at {when} from IP address {sso.ip or 'unknown'}{where} with:\n{lines}\n\n"
