@@ -14,9 +14,9 @@ from idp.context import policy
 from idp.extensions import db, limiter
 from idp.mfa import enrollment, flow
 from idp.mfa.blueprint import bp
+from idp.mfa.factors import recovery
 from idp.mfa.factors.base import CODE_FAILED, FactorType, Notice
 from idp.mfa.factors.otp_code import mask
-from idp.mfa.factors.recovery import remaining
 from idp.mfa.factors.registry import registry
 from idp.mfa.models import Factor, LoginAttempt
 
@@ -107,12 +107,12 @@ def use_recovery() -> Page:
     if isinstance(found, Response):
         return found
     attempt, user, next_url = found
-    kind = registry().get("recovery")
+    kind = registry().get(recovery.KIND)
     if kind is None:
         abort(404)
     if request.method == "POST":
         if kind.verify(attempt, user, None, request.form):
-            audit.record("mfa.recovery_code_used", user_id=user.id, left=remaining(user))
+            audit.record("mfa.recovery_code_used", user_id=user.id, left=recovery.remaining(user))
             flow.finish(attempt, user, None, kind=kind.kind)
             db.session.commit()
             notices.recovery_code_used(user)

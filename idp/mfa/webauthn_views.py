@@ -18,6 +18,7 @@ from idp.extensions import db, limiter
 from idp.mfa import enrollment, flow
 from idp.mfa.blueprint import bp
 from idp.mfa.factors import webauthn as service
+from idp.mfa.factors.registry import registry
 
 PASSKEY_KEY = "passkey"
 EXPIRED_SIGN_IN = "Your sign-in has expired. Sign in again."
@@ -109,8 +110,9 @@ def enroll_webauthn_verify() -> Response | tuple[Response, int]:
     attempt = enrollment.attempt_for(user)
     label = _body().get("label")
     try:
-        factor = service.verify_registration(user, attempt, _credential(),
-                                             label if isinstance(label, str) else None)
+        factor = registry().get(service.KIND).enroll(
+            user, attempt=attempt, credential=_credential(),
+            label=label if isinstance(label, str) else None)
     except service.WebAuthnError as exc:
         audit.record("mfa.enroll_failure", user_id=user.id, factor=service.KIND)
         db.session.commit()

@@ -20,6 +20,8 @@ from idp.mfa.factors.registry import builtin
 from idp.mfa.models import Factor, LoginAttempt, RecoveryCode
 from idp.oidc.models import digest
 
+KIND = "recovery"
+
 
 def _normalise(code: str) -> str:
     return (code or "").strip().replace("-", "").replace(" ", "").upper()
@@ -58,7 +60,7 @@ def use(user: User, code: str) -> bool:
 
 @builtin
 class RecoveryFactor(FactorType):
-    kind = "recovery"
+    kind = KIND
     icon = "list"
     category = "knowledge"
     stored = False
