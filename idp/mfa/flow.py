@@ -74,7 +74,8 @@ def purpose_of(attempt: LoginAttempt) -> Purpose | None:
 
 
 def factors(user: User, *, min_acr: str | None = None) -> list[Factor]:
-    """Confirmed factors the user's role allows, strongest kinds first."""
+    """Confirmed factors of enabled kinds the user's role allows, in policy order (mfa.toml
+    `order`: strongest first)."""
     mfa = policy().mfa
     allowed = set(mfa.allowed(user.role))
     rows = db.session.execute(select(Factor).where(
