@@ -82,7 +82,6 @@ def create_app(settings: Settings | None = None, *,
     from idp.admin import console, views  # noqa: F401  (their routes, on the admin blueprint)
     from idp.admin.blueprint import bp as admin_bp
     from idp.admin.registration import bp as registration_bp
-    from idp.mfa.views import bp as mfa_bp
     from idp.oidc.server import init_oauth
     from idp.oidc.views import bp as oidc_bp
     from idp.onboarding.views import admin_bp as onboarding_admin_bp
@@ -93,7 +92,9 @@ def create_app(settings: Settings | None = None, *,
     init_oauth(app)
     app.register_blueprint(oidc_bp)
     app.register_blueprint(accounts_bp)
-    app.register_blueprint(mfa_bp)
+    from idp.mfa.install import install as install_mfa
+
+    install_mfa(app)
     app.register_blueprint(admin_bp)
     app.register_blueprint(registration_bp)
     app.register_blueprint(reset_bp)
@@ -107,6 +108,9 @@ def create_app(settings: Settings | None = None, *,
     from idp.reports.views import bp as reports_bp
 
     app.register_blueprint(epcs_bp)
+    from idp.epcs.purpose import install as install_epcs_purpose
+
+    install_epcs_purpose(app)  # the signing ceremony's step on the MFA pages
     app.register_blueprint(reports_bp)
     from idp.web.openapi import bp as openapi_bp
 

@@ -129,6 +129,15 @@ class WebAuthnPolicy:
 
 
 @dataclass(frozen=True)
+class MfaLimits:
+    """Per-client rate limits (Flask-Limiter strings) of the second-step pages."""
+
+    challenge: str
+    recovery: str
+    webauthn: str
+
+
+@dataclass(frozen=True)
 class MfaPolicy:
     required: bool
     code_length: int
@@ -140,10 +149,13 @@ class MfaPolicy:
     recovery_code_count: int
     reauth_window: int
     login_attempt_lifetime: int
+    enrollment_lifetime: int
     totp_window: int
+    order: tuple[str, ...]
     factors: dict[str, FactorPolicy]
     roles: dict[str, tuple[str, ...]]
     webauthn: WebAuthnPolicy
+    limits: MfaLimits
 
     def allowed(self, role: str) -> tuple[str, ...]:
         return self.roles.get(role, ())
@@ -387,13 +399,16 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
 
     raw_mfa = section("mfa.toml")
     factors = {}
-    for name, spec in raw_mfa.pop("factors", {}).items():
+    # "mfa.factors" and "mfa.roles" overrides add or replace single entries (a test's factor).
+    for name, spec in {**raw_mfa.pop("factors", {}),
+                       **overrides.get("mfa.factors", {})}.items():
         factor = _build(FactorPolicy, {"name": name, "restricted": False, **spec},
                         f"mfa.toml [factors.{name}]")
         if factor.acr not in assurance.acr_values:
             raise PolicyError(f"mfa.toml [factors.{name}]: unknown acr {factor.acr!r}")
         factors[name] = factor
-    mfa_roles = {role: tuple(kinds) for role, kinds in raw_mfa.pop("roles", {}).items()}
+    mfa_roles = {role: tuple(kinds) for role, kinds in {**raw_mfa.pop("roles", {}),
+                                                        **overrides.get("mfa.roles", {})}.items()}
     for role, kinds in mfa_roles.items():
         unknown = set(kinds) - set(factors)
         if unknown:
@@ -405,8 +420,13 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
                           "discouraged|preferred|required")
     webauthn = WebAuthnPolicy(webauthn.attestation, webauthn.resident_key,
                               tuple(a.lower() for a in webauthn.allowed_aaguids))
+    limits = _build(MfaLimits, section("mfa.toml", "limits"), "mfa.toml [limits]")
+    raw_mfa.pop("limits", None)
     mfa = _build(MfaPolicy, {**raw_mfa, "factors": factors, "roles": mfa_roles,
-                             "webauthn": webauthn}, "mfa.toml")
+                             "webauthn": webauthn, "limits": limits}, "mfa.toml")
+    unknown_order = set(mfa.order) - set(factors)
+    if unknown_order:
+        raise PolicyError(f"mfa.toml order: unknown factors {sorted(unknown_order)}")
     if not 6 <= mfa.code_length <= 10 or mfa.code_attempts < 1:
         raise PolicyError("mfa.toml: code_length 6-10 and code_attempts >= 1")
 

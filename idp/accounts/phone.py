@@ -17,7 +17,7 @@ its codes, once the change is confirmed, or once it has expired: when no code wa
 within the resend window, so deleting it never resets the cap.
 
 Codes are bound to a short-lived LoginAttempt(purpose="phone") whose id the browser holds (as
-mfa.views._enrollment_attempt() does for enrollment from settings); that attempt is never the
+mfa.enrollment.attempt_for() does for enrollment from settings); that attempt is never the
 sign-in attempt flow.current() reads, so it cannot finish a sign-in.
 
 Plain functions over the ORM, no request objects: the caller commits (or, when a code could

@@ -23,6 +23,7 @@ from idp.audit import service as audit
 from idp.context import policy
 from idp.epcs.models import EpcsCeremony, EpcsPermission
 from idp.extensions import db
+from idp.mfa import flow
 from idp.mfa.models import Factor, LoginAttempt
 from idp.sessions.models import SsoSession
 
@@ -69,17 +70,15 @@ def binding_message_problem(value: object) -> str | None:
 
 def hardware_factors(user: User) -> list[Factor]:
     """Confirmed factors of the user's role-allowed kinds that count as the hardware factor."""
-    from idp.mfa import flow
-
     kinds = set(policy().epcs.hardware_factors)
     return [f for f in flow.factors(user) if f.kind in kinds]
 
 
-def factor_kinds(amr: list[str], factor: Factor | None) -> list[str]:
+def factor_kinds(amr: list[str], kind: str | None) -> list[str]:
     """The factor kinds one ceremony used: the password (amr pwd) and the second factor."""
     kinds = ["password"] if "pwd" in amr else []
-    if factor is not None:
-        kinds.append(factor.kind)
+    if kind is not None:
+        kinds.append(kind)
     return kinds
 
 
@@ -252,8 +251,6 @@ def open_ceremony(ceremony_id: str, sso: SsoSession | None) -> EpcsCeremony | No
 
 def begin_second_factor(ceremony: EpcsCeremony, user: User) -> LoginAttempt:
     """The password was right: wait for the hardware factor (the MFA challenge pages)."""
-    from idp.mfa import flow
-
     attempt = flow.begin(user, ceremony.next_url, purpose="epcs", target_acr=epcs_acr())
     attempt.amr = ["pwd"]
     ceremony.attempt_id = attempt.id
@@ -265,13 +262,14 @@ def ceremony_for_attempt(attempt_id: str) -> EpcsCeremony | None:
         EpcsCeremony.attempt_id == attempt_id)).scalar_one_or_none()
 
 
-def complete(attempt: LoginAttempt, user: User, factor: Factor | None, amr: list[str]) -> bool:
-    """Called when the ceremony's login attempt finishes: apply the policy's rule to the
-    factors used at this ceremony and record the outcome (audited with the reference)."""
+def complete(attempt: LoginAttempt, user: User, kind: str | None, amr: list[str]) -> bool:
+    """Called when the ceremony's login attempt finishes (idp.epcs.purpose), with the kind of
+    second factor used: apply the policy's rule to the factors used at this ceremony and
+    record the outcome (audited with the reference)."""
     ceremony = ceremony_for_attempt(attempt.id)
     if ceremony is None or ceremony.completed_at is not None:
         return False
-    kinds = factor_kinds(amr, factor)
+    kinds = factor_kinds(amr, kind)
     met = policy().epcs.satisfied_by(kinds)
     ceremony.completed_at = clock.now()
     ceremony.amr = list(amr)

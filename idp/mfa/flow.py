@@ -1,12 +1,22 @@
 """The second step of a sign-in, and step-up: which factors a user may use, the pending login
-attempt, and finishing it into an SSO session with the right acr and amr."""
+attempt, and finishing it into an SSO session with the right acr and amr.
+
+Why an attempt waits for a factor is its purpose, looked up in a registry of purposes: a
+purpose says whether the attempt belongs to a signed-in browser, which factors may serve it,
+what the challenge page shows for it, and what completing it does. "login", "stepup" and
+"enroll" are built in; a feature adds its own at install time (EPCS: idp.epcs.purpose), so
+this module knows no feature.
+"""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from flask import session
+from flask import Flask, current_app, session
 from sqlalchemy import select, update
 
 from idp import clock
@@ -15,30 +25,75 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db
+from idp.mfa.factors.registry import registry
 from idp.mfa.models import Factor, LoginAttempt
 from idp.security import alerts
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
-PREFERENCE = ("webauthn", "totp", "sms", "email")
 COOKIE_KEY = "mfa_attempt"
+PURPOSES = "idp.mfa.purposes"
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What a completed attempt proved: the factor kind used (None: no factor), the factor
+    row when it has one, and the amr and acr that result."""
+
+    kind: str | None
+    factor: Factor | None
+    amr: list[str]
+    acr: str
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """Why a login attempt waits for a second factor."""
+
+    name: str
+    complete: Callable[[LoginAttempt, User, Verified], SsoSession | None]
+    signed_in: bool = False      # the attempt belongs to this browser's SSO session
+    password_first: bool = False  # the password was checked when the attempt began
+    # Which of the user's factors may serve (None: those reaching the attempt's target_acr).
+    choose: Callable[[list[Factor]], list[Factor]] | None = None
+    # A template the challenge page includes above the form, with its context.
+    notice_template: str | None = None
+    notice: Callable[[LoginAttempt], dict[str, Any]] | None = None
+
+
+def register_purpose(app: Flask, purpose: Purpose) -> None:
+    _purposes(app)[purpose.name] = purpose
+
+
+def _purposes(app: Flask) -> dict[str, Purpose]:
+    return app.extensions.setdefault(PURPOSES, {p.name: p for p in BUILTIN_PURPOSES})
+
+
+def purpose_of(attempt: LoginAttempt) -> Purpose | None:
+    return _purposes(current_app).get(attempt.purpose)
 
 
 def factors(user: User, *, min_acr: str | None = None) -> list[Factor]:
-    """Confirmed factors the user's role allows, strongest kinds first."""
+    """Confirmed factors of enabled kinds the user's role allows, in policy order (mfa.toml
+    `order`: strongest first)."""
     mfa = policy().mfa
     allowed = set(mfa.allowed(user.role))
     rows = db.session.execute(select(Factor).where(
         Factor.user_id == user.id, Factor.confirmed_at.is_not(None))).scalars().all()
-    usable = [f for f in rows if f.kind in allowed]
-    if min_acr is not None and min_acr == policy().epcs.acr:
-        # EPCS: the hardware factor of the ceremony (the password was entered just before).
-        usable = [f for f in usable if f.kind in policy().epcs.hardware_factors]
-    elif min_acr is not None:
+    kinds = registry()
+    usable = [f for f in rows if f.kind in allowed and kinds.get(f.kind) is not None]
+    if min_acr is not None:
         rank = policy().assurance.rank
         usable = [f for f in usable if rank(mfa.factors[f.kind].acr) >= rank(min_acr)]
-    return sorted(usable, key=lambda f: (PREFERENCE.index(f.kind) if f.kind in PREFERENCE
-                                         else 99, f.id))
+    return sorted(usable, key=lambda f: (kinds.rank(f.kind), f.id))
+
+
+def usable(attempt: LoginAttempt, user: User) -> list[Factor]:
+    """The factors that may finish this attempt, as its purpose decides."""
+    purpose = purpose_of(attempt)
+    if purpose is not None and purpose.choose is not None:
+        return purpose.choose(factors(user))
+    return factors(user, min_acr=attempt.target_acr)
 
 
 def needs_enrollment(user: User) -> bool:
@@ -60,9 +115,10 @@ def begin(user: User, next_url: str, *, purpose: str = "login", target_acr: str 
           ) -> LoginAttempt:
     """Record a password-verified (or signed-in, for step-up) user waiting for a factor."""
     now = clock.now()
+    password_first = _purposes(current_app)[purpose].password_first
     attempt = LoginAttempt(
         id=secrets.token_urlsafe(24), user_id=user.id, purpose=purpose,
-        amr=["pwd"] if purpose == "login" else [], target_acr=target_acr, created_at=now,
+        amr=["pwd"] if password_first else [], target_acr=target_acr, created_at=now,
         expires_at=now + timedelta(seconds=policy().mfa.login_attempt_lifetime))
     db.session.add(attempt)
     session[COOKIE_KEY] = {"id": attempt.id, "next": next_url}
@@ -78,9 +134,10 @@ def current() -> tuple[LoginAttempt, User, str] | None:
     if attempt is None or attempt.completed_at is not None or attempt.expires_at <= clock.now():
         return None
     user = db.session.get(User, attempt.user_id)
-    if user is None or user.disabled:
+    purpose = purpose_of(attempt)
+    if user is None or user.disabled or purpose is None:
         return None
-    if attempt.purpose in ("stepup", "epcs"):
+    if purpose.signed_in:
         sso = sessions.current()
         if sso is None or sso.user_id != user.id:
             return None
@@ -91,8 +148,13 @@ def abandon() -> None:
     session.pop(COOKIE_KEY, None)
 
 
-def finish(attempt: LoginAttempt, user: User, factor: Factor | None) -> SsoSession | None:
-    """Complete the attempt with `factor` (None: MFA not required and none enrolled)."""
+def finish(attempt: LoginAttempt, user: User, factor: Factor | None, *,
+           kind: str | None = None) -> SsoSession | None:
+    """Complete the attempt with `factor`, or a factor kind without a row (`kind`: recovery
+    codes); neither: MFA not required and none enrolled."""
+    purpose = purpose_of(attempt)
+    if purpose is None:
+        return None
     mfa = policy().mfa
     assurance = policy().assurance
     done = db.session.execute(
@@ -101,35 +163,53 @@ def finish(attempt: LoginAttempt, user: User, factor: Factor | None) -> SsoSessi
         .values(completed_at=clock.now()).execution_options(synchronize_session=False)).rowcount
     if not done:
         return None  # finished already (a double submit)
+    used = kind or (factor.kind if factor is not None else None)
     amr = list(attempt.amr or [])
     acr = assurance.password_acr
-    if factor is not None:
-        spec = mfa.factors[factor.kind]
+    if used is not None:
+        spec = mfa.factors[used]
         amr += [a for a in spec.amr if a not in amr]
         acr = spec.acr
         if "pwd" in amr and "mfa" not in amr:
             amr.append("mfa")
+    if factor is not None:
         factor.last_used_at = clock.now()
     abandon()
-    if attempt.purpose == "epcs":  # a signing ceremony: its result stays off the session
-        from idp.epcs import service as epcs
+    return purpose.complete(attempt, user, Verified(used, factor, amr, acr))
 
-        epcs.complete(attempt, user, factor, amr)
-        return sessions.current()
-    if attempt.purpose == "stepup":
-        sso = sessions.current()
-        if sso is None:
-            return None
-        merged = list(sso.amr or []) + [a for a in amr if a not in (sso.amr or [])]
-        if assurance.rank(acr) < assurance.rank(sso.acr):
-            acr = sso.acr
-        sso.amr, sso.acr, sso.auth_time = merged, acr, clock.now()
-        audit.record("mfa.stepup", user_id=user.id, acr=acr,
-                     factor=factor.kind if factor else None)
-        return sso
+
+def _complete_login(attempt: LoginAttempt, user: User, verified: Verified
+                    ) -> SsoSession | None:
     if not lockout.register_success(user):
         return None  # locked meanwhile by failures elsewhere
-    sso = sessions.start(user, acr=acr, amr=amr)
-    audit.record("login.success", user_id=user.id, amr=amr, acr=acr)
+    sso = sessions.start(user, acr=verified.acr, amr=verified.amr)
+    audit.record("login.success", user_id=user.id, amr=verified.amr, acr=verified.acr)
     alerts.check_sign_in(user, sso)  # new device / network, simultaneous sessions
     return sso
+
+
+def _complete_stepup(attempt: LoginAttempt, user: User, verified: Verified
+                     ) -> SsoSession | None:
+    sso = sessions.current()
+    if sso is None:
+        return None
+    assurance = policy().assurance
+    acr = verified.acr
+    merged = list(sso.amr or []) + [a for a in verified.amr if a not in (sso.amr or [])]
+    if assurance.rank(acr) < assurance.rank(sso.acr):
+        acr = sso.acr
+    sso.amr, sso.acr, sso.auth_time = merged, acr, clock.now()
+    audit.record("mfa.stepup", user_id=user.id, acr=acr, factor=verified.kind)
+    return sso
+
+
+def _not_completed(attempt: LoginAttempt, user: User, verified: Verified) -> None:
+    """Enrollment attempts only carry the codes sent while adding a factor."""
+    return None
+
+
+BUILTIN_PURPOSES = (
+    Purpose("login", _complete_login, password_first=True),
+    Purpose("stepup", _complete_stepup, signed_in=True),
+    Purpose("enroll", _not_completed),
+)

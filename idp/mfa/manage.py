@@ -10,7 +10,7 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db
-from idp.mfa import recovery
+from idp.mfa.factors import recovery
 from idp.mfa.models import Factor, RecoveryCode
 
 

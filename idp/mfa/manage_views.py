@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import Response, redirect, render_template, request, session, url_for
 
-from idp.context import policy
 from idp.extensions import db
-from idp.mfa import flow, manage, recovery
-from idp.mfa.views import bp
+from idp.mfa import enrollment, flow, manage
+from idp.mfa.blueprint import bp
+from idp.mfa.factors.recovery import remaining
+from idp.mfa.factors.registry import registry
 from idp.sessions import service as sessions
 from idp.web.gates import recent_sign_in
 
@@ -18,8 +19,8 @@ def factors() -> Response | str:
     if sso is None:
         return redirect(url_for("accounts.login", next=request.full_path))
     return render_template("mfa/factors.html", factors=flow.factors(sso.user),
-                           remaining=recovery.remaining(sso.user),
-                           specs=policy().mfa.factors, error=request.args.get("error"))
+                           remaining=remaining(sso.user),
+                           specs=registry().describe(), error=request.args.get("error"))
 
 
 @bp.post("/factors/<int(max=2147483647):factor_id>/rename")
@@ -53,5 +54,5 @@ def regenerate_recovery_codes() -> Response:
     sso = sessions.current()  # live and recent: idp.web.gates saw to it
     codes = manage.new_recovery_codes(sso.user)
     db.session.commit()
-    session["recovery_codes_once"] = codes
+    session[enrollment.CODES_KEY] = codes
     return redirect(url_for("mfa.show_recovery_codes", next=url_for("mfa.factors")))

@@ -15,9 +15,10 @@ from idp.accounts.views import login_failed_message, safe_next
 from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db, limiter
-from idp.mfa import flow
-from idp.mfa import webauthn as service
-from idp.mfa.views import _enrolled, _enrolling, _enrollment_attempt, bp
+from idp.mfa import enrollment, flow
+from idp.mfa.blueprint import bp
+from idp.mfa.factors import webauthn as service
+from idp.mfa.factors.registry import registry
 
 PASSKEY_KEY = "passkey"
 EXPIRED_SIGN_IN = "Your sign-in has expired. Sign in again."
@@ -58,7 +59,7 @@ def _enroller() -> object | None:
     if found is not None and found[0].purpose == "login" and not flow.needs_enrollment(
             found[1]):
         return None
-    who = _enrolling()
+    who = enrollment.enrolling()
     return who[0] if who is not None else None
 
 
@@ -84,7 +85,7 @@ def enroll_webauthn() -> Response | str:
 
 
 @bp.post("/enroll/webauthn/options")
-@limiter.limit("30 per minute")
+@limiter.limit(lambda: policy().mfa.limits.webauthn)
 def enroll_webauthn_options() -> Response | tuple[Response, int]:
     user = _enroller()
     if user is None:
@@ -92,13 +93,13 @@ def enroll_webauthn_options() -> Response | tuple[Response, int]:
                       _reauth_url())
     if service.KIND not in policy().mfa.allowed(user.role):
         return _error(NOT_ALLOWED, 403)
-    options = service.registration_options(user, _enrollment_attempt(user))
+    options = service.registration_options(user, enrollment.attempt_for(user))
     db.session.commit()
     return jsonify(options)
 
 
 @bp.post("/enroll/webauthn", endpoint="enroll_webauthn_verify")
-@limiter.limit("30 per minute")
+@limiter.limit(lambda: policy().mfa.limits.webauthn)
 def enroll_webauthn_verify() -> Response | tuple[Response, int]:
     user = _enroller()
     if user is None:
@@ -106,11 +107,12 @@ def enroll_webauthn_verify() -> Response | tuple[Response, int]:
                       _reauth_url())
     if service.KIND not in policy().mfa.allowed(user.role):
         return _error(NOT_ALLOWED, 403)
-    attempt = _enrollment_attempt(user)
+    attempt = enrollment.attempt_for(user)
     label = _body().get("label")
     try:
-        factor = service.verify_registration(user, attempt, _credential(),
-                                             label if isinstance(label, str) else None)
+        factor = registry().get(service.KIND).enroll(
+            user, attempt=attempt, credential=_credential(),
+            label=label if isinstance(label, str) else None)
     except service.WebAuthnError as exc:
         audit.record("mfa.enroll_failure", user_id=user.id, factor=service.KIND)
         db.session.commit()
@@ -118,7 +120,7 @@ def enroll_webauthn_verify() -> Response | tuple[Response, int]:
     if not service.save(factor):
         db.session.commit()
         return _error(service.KNOWN, 409)
-    done = _enrolled(user, factor)
+    done = enrollment.enrolled(user, factor)
     return jsonify(redirect=safe_next(done.headers.get("Location")))
 
 
@@ -128,15 +130,14 @@ def _expired() -> tuple[Response, int]:
 
 
 @bp.post("/webauthn/options")
-@limiter.limit("30 per minute")
+@limiter.limit(lambda: policy().mfa.limits.webauthn)
 def webauthn_options() -> Response | tuple[Response, int]:
     found = flow.current()
     if found is None:
         return _expired()
     attempt, user, _ = found
     try:
-        options = service.authentication_options(
-            attempt, flow.factors(user, min_acr=attempt.target_acr))
+        options = service.authentication_options(attempt, flow.usable(attempt, user))
     except service.WebAuthnError as exc:
         return _error(exc.message, 409)
     db.session.commit()
@@ -144,13 +145,13 @@ def webauthn_options() -> Response | tuple[Response, int]:
 
 
 @bp.post("/webauthn/verify")
-@limiter.limit("30 per minute")
+@limiter.limit(lambda: policy().mfa.limits.webauthn)
 def webauthn_verify() -> Response | tuple[Response, int]:
     found = flow.current()
     if found is None:
         return _expired()
     attempt, user, next_url = found
-    usable = flow.factors(user, min_acr=attempt.target_acr)
+    usable = flow.usable(attempt, user)
     try:
         factor = service.verify_authentication(user, attempt, _credential(), usable)
     except service.WebAuthnError as exc:

@@ -31,6 +31,7 @@ from idp.audit.models import AuditEvent
 from idp.context import policy
 from idp.epcs.models import EpcsPermission
 from idp.extensions import db
+from idp.mfa.factors.registry import registry as factor_registry
 from idp.mfa.models import Factor
 
 FAILED_LOGIN_EVENTS = ("login.failure", "mfa.failure")
@@ -57,7 +58,7 @@ class Range:
 class Spec:
     name: str
     title: str
-    columns: tuple[str, ...]
+    columns: tuple[str, ...] | Callable[[], tuple[str, ...]]  # a callable: known when run
     ranged: bool
     build: Callable[[Range | None], list[dict[str, Any]]]
     description: str = ""
@@ -91,7 +92,8 @@ class Report:
 REPORTS: dict[str, Spec] = {}
 
 
-def report(name: str, title: str, columns: tuple[str, ...], *, ranged: bool,
+def report(name: str, title: str, columns: tuple[str, ...] | Callable[[], tuple[str, ...]], *,
+           ranged: bool,
            description: str = "") -> Callable:
     """Register a report builder under `name` (the extension point)."""
     def decorator(func: Callable[[Range | None], list[dict[str, Any]]]) -> Callable:
@@ -153,7 +155,8 @@ def build(name: str, start: str | None = None, end: str | None = None) -> Report
     if spec is None:
         raise ReportError(f"unknown report {name[:40]!r}; known: {', '.join(sorted(REPORTS))}")
     span = parse_range(start, end) if spec.ranged else None
-    return Report(spec.name, spec.title, spec.columns, spec.build(span), span)
+    columns = spec.columns() if callable(spec.columns) else spec.columns
+    return Report(spec.name, spec.title, columns, spec.build(span), span)
 
 
 def _users() -> dict[int, User]:
@@ -245,12 +248,16 @@ def failed_logins(span: Range | None) -> list[dict[str, Any]]:
 
 # -- MFA coverage --------------------------------------------------------------------------
 def _factor_kinds() -> list[str]:
-    return [k for k in policy().mfa.factors if k != "recovery"]
+    """The kinds a user enrolls (not recovery codes), from the factor registry, in order."""
+    return [t.kind for t in factor_registry().stored()]
 
 
-@report("mfa_coverage", "MFA coverage by role and factor type",
-        ("role", "accounts", "with_mfa", "coverage", "percent", "webauthn", "totp", "sms",
-         "email"), ranged=False,
+def _coverage_columns() -> tuple[str, ...]:
+    return ("role", "accounts", "with_mfa", "coverage", "percent", *_factor_kinds())
+
+
+@report("mfa_coverage", "MFA coverage by role and factor type", _coverage_columns,
+        ranged=False,
         description="Enabled accounts per role, how many have a confirmed second factor, and "
         "how many have each factor type (an account can have several).")
 def mfa_coverage(span: Range | None) -> list[dict[str, Any]]:
@@ -275,8 +282,7 @@ def mfa_coverage(span: Range | None) -> list[dict[str, Any]]:
         rows.append({"role": role, "accounts": total, "with_mfa": with_mfa,
                      "coverage": f"{with_mfa}/{total}",
                      "percent": round(100 * with_mfa / total, 1),
-                     **{kind: by_kind[role][kind] for kind in ("webauthn", "totp", "sms",
-                                                               "email")}})
+                     **{kind: by_kind[role][kind] for kind in kinds}})
     return rows
 
 

@@ -348,7 +348,7 @@ def test_the_rule_is_applied_at_completion_not_only_by_the_factor_offered(physic
     ceremony.attempt_id = attempt.id
     app_factor = db.session.execute(select(Factor).where(
         Factor.kind == "totp", Factor.user_id == physician.id)).scalar_one()
-    assert epcs.complete(attempt, physician, app_factor, ["pwd", "otp", "mfa"]) is False
+    assert epcs.complete(attempt, physician, app_factor.kind, ["pwd", "otp", "mfa"]) is False
     db.session.commit()
     [failed] = events("epcs.ceremony_failed")
     assert failed.detail["factors"] == ["password", "totp"] and failed.detail["acr"] is None

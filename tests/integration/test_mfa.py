@@ -222,7 +222,7 @@ def test_phone_numbers_are_validated_and_normalised(ctx, client):
 # -- recovery codes --------------------------------------------------------------------------
 def test_recovery_code_single_use(ctx, client, mailbox):
     user = make_user()
-    from idp.mfa import recovery
+    from idp.mfa.factors import recovery
 
     codes = recovery.generate(user)
     db.session.commit()

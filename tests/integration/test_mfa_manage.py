@@ -65,7 +65,7 @@ def test_another_users_factor_is_untouchable(ctx, client):
 
 
 def test_regenerated_recovery_codes_replace_the_old(ctx, client):
-    from idp.mfa import recovery
+    from idp.mfa.factors import recovery
 
     user = make_user()
     old = recovery.generate(user)

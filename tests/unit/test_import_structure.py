@@ -12,9 +12,7 @@ from __future__ import annotations
 import grimp
 
 KNOWN: set[frozenset[str]] = {
-    frozenset({"idp.epcs.service", "idp.mfa.flow"}),
     frozenset({"idp.oidc.claims", "idp.oidc.tokens", "idp.smart.service"}),
-    frozenset({"idp.mfa.manage_views", "idp.mfa.views", "idp.mfa.webauthn_views"}),
     frozenset({"idp.oidc.endpoints", "idp.oidc.server"}),
     frozenset({"idp.cli", "idp.demo", "idp.notify.cli", "idp.ops.cli", "idp.reports.cli"}),
 }

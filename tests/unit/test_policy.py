@@ -203,3 +203,30 @@ def test_a_bad_smart_style_or_banner_refuses_to_load(policies: Path, old: str, n
     edit(policies, "smart.toml", old, new)
     with pytest.raises(PolicyError):
         load_smart_policy(policies)
+
+
+def test_mfa_order_limits_and_enrollment_lifetime_are_policy():
+    mfa = load_policy(POLICIES).mfa
+    assert mfa.order == ("webauthn", "totp", "sms", "email")
+    assert mfa.enrollment_lifetime == 15 * 60
+    assert (mfa.limits.challenge, mfa.limits.recovery, mfa.limits.webauthn) == (
+        "30 per minute", "10 per minute", "30 per minute")
+
+
+def test_mfa_order_must_name_known_factors(policies):
+    edit(policies, "mfa.toml", 'order = ["webauthn",', 'order = ["pager", "webauthn",')
+    with pytest.raises(PolicyError, match=r"order: unknown factors \['pager'\]"):
+        load_policy(policies)
+
+
+def test_a_factor_and_its_roles_can_be_added_by_override():
+    """What a deployment's extra factor module (or a test's) needs from policy."""
+    mfa = load_policy(POLICIES, {
+        "mfa.factors": {"pin": {"label": "Desk PIN", "amr": ["pin"],
+                                "acr": "urn:healthidp:acr:aal2"}},
+        "mfa.roles": {"nurse_practitioner": ["pin", "totp"]}}).mfa
+    assert mfa.factors["pin"].label == "Desk PIN" and "totp" in mfa.factors
+    assert mfa.allowed("nurse_practitioner") == ("pin", "totp")
+    assert mfa.allowed("physician") == ("webauthn", "totp", "sms", "email")
+    with pytest.raises(PolicyError, match="unknown factors"):
+        load_policy(POLICIES, {"mfa.roles": {"physician": ["pin"]}})

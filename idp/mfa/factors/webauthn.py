@@ -26,6 +26,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from flask import url_for
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from webauthn import (
@@ -50,6 +51,8 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.extensions import db
+from idp.mfa.factors.base import FactorType
+from idp.mfa.factors.registry import builtin
 from idp.mfa.models import Factor, LoginAttempt
 
 RP_NAME = "Provider Identity"
@@ -367,3 +370,23 @@ def _mark_cloned(factor: Factor, received: int) -> None:
     db.session.expire(factor, ["clone_warning"])
     audit.record("mfa.webauthn_clone_warning", user_id=factor.user_id, factor_id=factor.id,
                  stored_count=stored, received_count=received)
+
+
+@builtin
+class WebAuthnFactor(FactorType):
+    """Verified by the JSON ceremony of /mfa/webauthn/options and /verify (static/js), not by
+    a form; enrolled likewise (idp.mfa.webauthn_views)."""
+
+    kind = KIND
+    icon = "fingerprint"
+    verifies_form = False
+    challenge_template = "mfa/_webauthn_challenge.html"
+
+    def enroll_url(self, next_url: str | None) -> str | None:
+        return url_for("mfa.enroll_webauthn", next=next_url)
+
+    def enroll(self, user: User, **details: Any) -> Factor:
+        """details: attempt (holding the registration challenge), credential (the browser's
+        JSON), label."""
+        return verify_registration(user, details["attempt"], details["credential"],
+                                   details.get("label"))

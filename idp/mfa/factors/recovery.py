@@ -1,10 +1,13 @@
-"""Recovery codes: shown once, stored hashed, each usable once; regenerating replaces all."""
+"""The recovery-code factor: codes shown once, stored hashed, each usable once; regenerating
+replaces all. Not a row of mfa_factors: every account gets codes with its first factor, and
+they are used on their own page (/mfa/recovery), not offered among "another way"."""
 
 from __future__ import annotations
 
 import base64
 import hmac
 import secrets
+from collections.abc import Mapping
 
 from sqlalchemy import delete, func, select, update
 
@@ -13,7 +16,11 @@ from idp.accounts.models import User
 from idp.context import policy
 from idp.core.crypto import digest
 from idp.extensions import db
-from idp.mfa.models import RecoveryCode
+from idp.mfa.factors.base import FactorType
+from idp.mfa.factors.registry import builtin
+from idp.mfa.models import Factor, LoginAttempt, RecoveryCode
+
+KIND = "recovery"
 
 
 def _normalise(code: str) -> str:
@@ -49,3 +56,15 @@ def use(user: User, code: str) -> bool:
                 .values(used_at=clock.now()).execution_options(synchronize_session=False)
             ).rowcount)
     return False
+
+
+@builtin
+class RecoveryFactor(FactorType):
+    kind = KIND
+    icon = "list"
+    category = "knowledge"
+    stored = False
+
+    def verify(self, attempt: LoginAttempt, user: User, factor: Factor | None,
+               response: Mapping[str, str]) -> bool:
+        return use(user, response.get("code", "")[:64])
