@@ -16,8 +16,9 @@ from idp import clock, create_app
 from idp.accounts.models import User
 from idp.audit.models import AuditEvent
 from idp.config import Settings
+from idp.core import crypto
 from idp.extensions import db
-from idp.mfa import crypto, enrollment
+from idp.mfa import enrollment
 from idp.mfa.factors.base import FactorType
 from idp.mfa.factors.registry import registry
 from idp.mfa.models import Factor, LoginAttempt
