@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import hmac
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -12,8 +11,10 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueC
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp import clock
+from idp.core.crypto import digest  # noqa: F401 - its users import it from here too
 from idp.extensions import db
 from idp.models_base import UTCDateTime
+from idp.oidc.registry import registry
 
 if TYPE_CHECKING:
     from idp.accounts.models import User
@@ -34,15 +35,6 @@ def _loopback_without_port(uri: str) -> str | None:
         return None
     host = "[::1]" if parts.hostname == "::1" else parts.hostname
     return urlunsplit(("http", host, parts.path, parts.query, ""))
-
-
-def digest(value: str) -> str:
-    """SHA-256 of a high-entropy secret (codes, tokens, client secrets).
-
-    These are random 256-bit values, so a fast hash is enough: brute force is not a threat and a
-    slow hash would only slow the token endpoint. Passwords use argon2id instead.
-    """
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 class Client(db.Model, ClientMixin):
@@ -109,13 +101,15 @@ class Client(db.Model, ClientMixin):
         return " ".join(s for s in scope_to_list(scope) if s not in refused)
 
     def unregistered_scopes(self, scope: str | None) -> list[str]:
-        """The requested scopes this client is not registered for (a SMART scope counts as
-        registered when a registered one covers it)."""
-        from idp.smart.scopes import covered
-
+        """The requested scopes this client is not registered for (a scope of a feature's
+        open family, e.g. SMART clinical, counts as registered when a registered one covers
+        it)."""
         allowed = set(scope_to_list(self.scope) or [])
-        return [s for s in scope_to_list(scope) or [] if s not in allowed
-                and not covered(s, allowed)]
+        wanted = [s for s in scope_to_list(scope) or [] if s not in allowed]
+        if not wanted:
+            return []
+        reg = registry()
+        return [s for s in wanted if not reg.covered(s, allowed)]
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         """Exact string match; RFC 8252 §7.3 loopback rule (any port) only when enabled."""
