@@ -11,7 +11,7 @@ from idp.config import PROJECT_ROOT, Settings
 from idp.context import Runtime
 from idp.extensions import csrf, db, limiter, migrate
 from idp.keys.store import KeyStore
-from idp.policy import load_policy
+from idp.policy import load_policy, load_smart_policy
 
 
 def create_app(settings: Settings | None = None, *,
@@ -82,15 +82,13 @@ def create_app(settings: Settings | None = None, *,
     from idp.admin import console, views  # noqa: F401  (their routes, on the admin blueprint)
     from idp.admin.blueprint import bp as admin_bp
     from idp.admin.registration import bp as registration_bp
-    from idp.oidc.server import init_oauth
-    from idp.oidc.views import bp as oidc_bp
+    from idp.oidc.install import install as install_oidc
     from idp.onboarding.views import admin_bp as onboarding_admin_bp
     from idp.onboarding.views import bp as onboarding_bp
     from idp.sessions.service import apply_cookie
     from idp.web import security
 
-    init_oauth(app)
-    app.register_blueprint(oidc_bp)
+    install_oidc(app)  # before the features: they fill its registry
     app.register_blueprint(accounts_bp)
     from idp.mfa.install import install as install_mfa
 
@@ -101,16 +99,15 @@ def create_app(settings: Settings | None = None, *,
     app.register_blueprint(settings_bp)
     app.register_blueprint(onboarding_bp)
     app.register_blueprint(onboarding_admin_bp)
-    from idp.smart.views import init_smart
+    smart_policy = load_smart_policy(settings.policy_dir, policy_overrides)
+    if smart_policy.enabled:  # SMART App Launch; off: no trace of it
+        from idp.smart.install import install as install_smart
 
-    init_smart(app)  # SMART App Launch
-    from idp.epcs.views import bp as epcs_bp
+        install_smart(app, smart_policy)
+    from idp.epcs.install import install as install_epcs
     from idp.reports.views import bp as reports_bp
 
-    app.register_blueprint(epcs_bp)
-    from idp.epcs.purpose import install as install_epcs_purpose
-
-    install_epcs_purpose(app)  # the signing ceremony's step on the MFA pages
+    install_epcs(app)
     app.register_blueprint(reports_bp)
     from idp.web.openapi import bp as openapi_bp
 

@@ -177,6 +177,7 @@ class Scope:
     description: str
     claims: tuple[str, ...]
     resource: str | None
+    feature: str | None = None  # offered only while this feature is installed (smart)
 
 
 @dataclass(frozen=True)
@@ -439,8 +440,9 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
         resource = spec.get("resource")
         if resource is not None and resource not in resources:
             raise PolicyError(f"scopes.toml: scope {name} names unknown resource {resource}")
+        feature = spec.get("feature")
         scopes[name] = Scope(name, str(spec["description"]), tuple(spec.get("claims", ())),
-                             resource)
+                             resource, str(feature) if feature is not None else None)
     if "openid" not in scopes:
         raise PolicyError("scopes.toml must define the openid scope")
     roles = {
@@ -553,6 +555,7 @@ def _check_client_lifetimes(tokens: TokenPolicy) -> None:
 class SmartPolicy:
     """policies/smart.toml: SMART App Launch (idp/smart)."""
 
+    enabled: bool  # off: create_app installs nothing of SMART (routes, scopes, claims)
     resource: str
     fhir_path: str
     fhir_user_type: str
@@ -570,11 +573,14 @@ SMART_STYLE_KEYS = frozenset({
     "font_family_body", "font_family_heading"})
 
 
-def load_smart_policy(directory: Path) -> SmartPolicy:
-    """Read smart.toml; its resource must be one scopes.toml names."""
-    smart = _build(SmartPolicy, _read(directory, "smart.toml"), "smart.toml")
-    if not isinstance(smart.need_patient_banner, bool):
-        raise PolicyError("smart.toml: need_patient_banner is true or false")
+def load_smart_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = None
+                      ) -> SmartPolicy:
+    """Read smart.toml (patched by overrides["smart"], as load_policy's); its resource must
+    be one scopes.toml names."""
+    data = {**_read(directory, "smart.toml"), **(overrides or {}).get("smart", {})}
+    smart = _build(SmartPolicy, data, "smart.toml")
+    if not isinstance(smart.need_patient_banner, bool) or not isinstance(smart.enabled, bool):
+        raise PolicyError("smart.toml: enabled and need_patient_banner are true or false")
     unknown = set(smart.style) - SMART_STYLE_KEYS
     if unknown or not all(isinstance(v, str) and 0 < len(v) <= 200
                           for v in smart.style.values()):

@@ -1,10 +1,10 @@
-"""Authorization-request rules beyond Authlib's: unsupported parameters, prompt, max_age,
-acr_values, consent. Pure decisions over the session and the request; the view acts on them."""
+"""Authorization-request rules beyond Authlib's (unsupported parameters, prompt and max_age
+syntax, scopes) and stored consent. What the request then needs from the user (sign-in,
+step-up, gates, consent) is decided by the checks of idp.oidc.interaction."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
@@ -14,10 +14,8 @@ from sqlalchemy import select
 from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
-from idp.context import policy
 from idp.extensions import db
 from idp.oidc.models import Client, Consent
-from idp.sessions.models import SsoSession
 
 PROMPTS = {"none", "login", "consent"}
 UNSUPPORTED = {
@@ -78,56 +76,10 @@ class RequestRules:
                 "invalid_scope")
 
 
-@dataclass(frozen=True)
-class LoginDecision:
-    required: bool
-    reason: str = ""
-
-
 def request_key(query: str) -> str:
+    """Identifies one authorization request (its query string): login markers, SMART patient
+    picks and EPCS ceremonies are kept per request."""
     return hashlib.sha256(query.encode()).hexdigest()[:32]
-
-
-def login_decision(sso: SsoSession | None, params: dict, login_marker: float | None
-                   ) -> LoginDecision:
-    """Does this authorization request need the user to (re)authenticate first?
-
-    login_marker is when this very request first asked for prompt=login (or a sign-in for
-    max_age); a sign-in after it satisfies the prompt (and max_age, even max_age=0, which no
-    sign-in could otherwise meet by the time the browser comes back).
-    """
-    if sso is None:
-        return LoginDecision(True, "no session")
-    prompts = set((params.get("prompt") or "").split())
-    auth_time = sso.auth_time.timestamp()
-    if "login" in prompts and (login_marker is None or auth_time < login_marker):
-        return LoginDecision(True, "prompt=login")
-    max_age = params.get("max_age")
-    if max_age is not None and clock.now().timestamp() - auth_time > int(max_age) and (
-            login_marker is None or auth_time < login_marker):
-        return LoginDecision(True, "max_age")
-    wanted = requested_acr(params)
-    if wanted is not None:
-        assurance = policy().assurance
-        if assurance.rank(wanted) > assurance.rank(sso.acr):
-            if assurance.rank(achievable_acr(sso.user)) >= assurance.rank(wanted):
-                return LoginDecision(True, "stepup")
-            return LoginDecision(True, "unmet")
-    return LoginDecision(False)
-
-
-def requested_acr(params: dict) -> str | None:
-    """The weakest of the requested acr values this provider knows (acr_values lists
-    acceptable values; any one of them satisfies the request)."""
-    assurance = policy().assurance
-    known = [a for a in (params.get("acr_values") or "").split() if a in assurance.acr_values]
-    return min(known, key=assurance.rank) if known else None
-
-
-def achievable_acr(user: User) -> str:
-    from idp.mfa.flow import achievable_acr as strongest
-
-    return strongest(user)
 
 
 def has_consent(user: User, client: Client, scope: str) -> bool:

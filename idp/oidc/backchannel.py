@@ -42,7 +42,7 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
-from idp.core import outbound
+from idp.core import events, outbound
 from idp.extensions import db
 from idp.keys.jwt import sign
 from idp.oidc.models import AuthorizationCode, BackchannelLogout, Client
@@ -58,6 +58,15 @@ PENDING_FLAG = "backchannel_pending"   # g: this app context queued deliveries
 
 
 # -- queueing ----------------------------------------------------------------------------------
+def install(app: Flask) -> None:
+    """Listen for ended SSO sessions (idp.core.events SESSION_ENDED)."""
+    events.subscribe(app, events.SESSION_ENDED, on_session_ended)
+
+
+def on_session_ended(sids: list[str], reason: str) -> None:
+    enqueue(sids)
+
+
 def enqueue(sids: Iterable[str]) -> int:
     """Owe a logout token, for each of these (just ended) sessions, to every client that got
     an authorization code in it and has a back-channel logout URI. Idempotent per (client,

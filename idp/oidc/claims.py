@@ -1,4 +1,5 @@
-"""Claims released per scope (the mapping lives in policies/scopes.toml)."""
+"""Claims released per scope (the mapping lives in policies/scopes.toml); features add their own
+claims (SMART fhirUser, EPCS entitlements) through idp.oidc.registry."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from authlib.oauth2.rfc6749.util import scope_to_list
 
 from idp.accounts.models import User
 from idp.context import policy
+from idp.oidc.registry import registry
 
 
 def _all_claims(user: User) -> dict[str, Any]:
@@ -25,7 +27,6 @@ def _all_claims(user: User) -> dict[str, Any]:
         "roles": roles_of(user),
         "facility": user.facility,
         "department": user.department,
-        "fhirUser": _fhir_user(user),  # SMART App Launch
     }
 
 
@@ -37,24 +38,14 @@ def roles_of(user: User) -> list[str]:
     return [user.role]
 
 
-def _fhir_user(user: User) -> str | None:
-    from idp.smart.service import fhir_user
-
-    return fhir_user(user)
-
-
 def user_claims(user: User, scope: str | list[str] | None) -> dict[str, Any]:
     """`sub` plus the claims the granted scopes release; empty values are left out."""
     scopes = scope if isinstance(scope, list) else (scope_to_list(scope) or [])
     allowed = policy().claims_for(scopes)
     claims: dict[str, Any] = {"sub": user.subject}
-    for name, value in _all_claims(user).items():
+    found = _all_claims(user)
+    found.update(registry().extra_claims(user, allowed))  # asked only for released names
+    for name, value in found.items():
         if name in allowed and value not in (None, "", []):
             claims[name] = value
-    if "entitlements" in allowed:  # a query: only when a granted scope releases it
-        from idp.epcs.service import entitlements
-
-        granted = entitlements(user)
-        if granted:
-            claims["entitlements"] = granted
     return claims

@@ -9,18 +9,21 @@ from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
+from idp import clock
 from idp.audit import service as audit
 from idp.context import policy
 from idp.core import outbound
 from idp.core.crypto import digest
 from idp.extensions import db
-from idp.oidc.models import LOOPBACK_HOSTS, Client
-from idp.smart import scopes as smart_scopes
+from idp.oidc.models import LOOPBACK_HOSTS, AuthorizationCode, Client, Consent
+from idp.oidc.registry import registry
+from idp.oidc.tokens import revoke_where
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+CONFIDENTIAL_METHODS = tuple(m for m in AUTH_METHODS if m != "none")
 
 
 class ClientError(ValueError):
@@ -181,7 +184,9 @@ def validate_metadata(*, name: str, redirect_uris: list[str], public: bool = Fal
         validate_uri(backchannel_logout_uri, "backchannel-logout-uri")
         check_outbound_uri(backchannel_logout_uri, "backchannel-logout-uri")
     scopes = (scope or "openid profile email").split()
-    unknown = [s for s in scopes if s not in policy().scopes and smart_scopes.parse(s) is None]
+    reg = registry()
+    unknown = [s for s in scopes
+               if s not in reg.supported_scopes(policy()) and not reg.in_family(s)]
     if unknown:
         raise ClientError(f"scope: unknown {', '.join(unknown)}")
     if method == "private_key_jwt":
@@ -309,12 +314,6 @@ def rotate_secret(client: Client, *, actor: str | None = None) -> str:
 
 
 def _revoke_client_tokens(client_id: str) -> None:
-    from sqlalchemy import update
-
-    from idp import clock
-    from idp.oidc.models import AuthorizationCode
-    from idp.oidc.tokens import revoke_where
-
     revoke_where(lambda model: model.client_id == client_id)
     now = clock.now()
     db.session.execute(update(AuthorizationCode).where(
@@ -333,10 +332,6 @@ def set_client_disabled(client: Client, disabled: bool, *, actor: str | None = N
 
 def delete_client(client: Client, *, actor: str | None = None) -> None:
     """Remove the client: its tokens are revoked, its consents withdrawn, the row deleted."""
-    from sqlalchemy import delete
-
-    from idp.oidc.models import Consent
-
     client_id = client.client_id
     _revoke_client_tokens(client_id)
     db.session.execute(delete(Consent).where(Consent.client_id == client_id))

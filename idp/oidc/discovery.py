@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from idp.context import policy, settings
 from idp.keys import jwt
-from idp.oidc.server import ALL_AUTH_METHODS
+from idp.oidc.clients import AUTH_METHODS
+from idp.oidc.registry import registry
+
+ALL_AUTH_METHODS = list(AUTH_METHODS)
 
 
 def metadata() -> dict:
     issuer = settings().issuer
     pol = policy()
+    scopes = registry().supported_scopes(pol)  # without those of features not installed
     claims = sorted({"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr",
-                     "sid", "azp", "at_hash"} | pol.claims_for(list(pol.scopes)))
+                     "sid", "azp", "at_hash"} | pol.claims_for(list(scopes)))
     return {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/authorize",
@@ -24,7 +28,7 @@ def metadata() -> dict:
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
         "registration_endpoint": f"{issuer}/register",
-        "scopes_supported": sorted(pol.scopes),
+        "scopes_supported": sorted(scopes),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],

@@ -15,8 +15,8 @@ from idp.audit import service as audit
 from idp.context import settings
 from idp.extensions import db
 from idp.oidc import tokens
+from idp.oidc.clients import AUTH_METHODS, CONFIDENTIAL_METHODS
 from idp.oidc.models import Client, RefreshToken
-from idp.oidc.server import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
 
 
 class UnsupportedTokenType(UnsupportedTokenTypeError):
@@ -75,7 +75,7 @@ def _find(token: str, hint: str | None) -> AccessToken | RefreshToken | None:
 
 
 class Revocation(RevocationEndpoint):
-    CLIENT_AUTH_METHODS = ALL_AUTH_METHODS
+    CLIENT_AUTH_METHODS = list(AUTH_METHODS)
 
     def check_params(self, request: object, client: Client) -> None:
         _check_params(request)
@@ -103,7 +103,7 @@ class Revocation(RevocationEndpoint):
 
 
 class Introspection(IntrospectionEndpoint):
-    CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+    CLIENT_AUTH_METHODS = list(CONFIDENTIAL_METHODS)
 
     def check_params(self, request: object, client: Client) -> None:
         _check_params(request)

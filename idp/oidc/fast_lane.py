@@ -42,7 +42,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from idp.core import request_log
 from idp.extensions import db
 from idp.oidc import tokens
+from idp.oidc.endpoints import AccessToken, introspection_body
 from idp.oidc.models import Client
+from idp.oidc.server import check_userless_scope, record_issue, server, token_generator
 
 log = logging.getLogger("idp.fast_lane")
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
@@ -78,8 +80,6 @@ def _basic_client(environ: dict, endpoint: str) -> Client | None:
     client_id, secret = extract_basic_authorization({"Authorization": header})
     if not client_id or not secret:
         return None
-    from idp.oidc.server import server
-
     client = server.query_client(client_id)
     if client is None or not client.check_endpoint_auth_method("client_secret_basic", endpoint):
         return None
@@ -88,8 +88,6 @@ def _basic_client(environ: dict, endpoint: str) -> Client | None:
 
 def client_credentials(environ: dict, form: dict[str, str]) -> Answer | None:
     """POST /token, grant_type=client_credentials: what ClientCredentialsGrant does."""
-    from idp.oidc.server import TokenGenerator, check_userless_scope, record_issue, server
-
     if form.get("grant_type") != "client_credentials" or \
             not set(form) <= {"grant_type", "scope"}:
         return None
@@ -102,7 +100,7 @@ def client_credentials(environ: dict, form: dict[str, str]) -> Answer | None:
         check_userless_scope(client, scope)
     except OAuth2Error:
         return None
-    token = TokenGenerator()(grant_type="client_credentials", client=client, scope=scope,
+    token = token_generator(grant_type="client_credentials", client=client, scope=scope,
                              include_refresh_token=False)
     record_issue(token, client, None, "client_credentials", ip=environ.get("REMOTE_ADDR"),
                  user_agent=environ.get("HTTP_USER_AGENT") or None)
@@ -112,8 +110,6 @@ def client_credentials(environ: dict, form: dict[str, str]) -> Answer | None:
 
 def introspection(environ: dict, form: dict[str, str]) -> Answer | None:
     """POST /introspect of an active JWT access token the client may see."""
-    from idp.oidc.endpoints import AccessToken, introspection_body
-
     if "token" not in form or not set(form) <= {"token", "token_type_hint"} or \
             form.get("token_type_hint", "access_token") != "access_token":
         return None

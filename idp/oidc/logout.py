@@ -10,6 +10,7 @@ from idp.audit import service as audit
 from idp.keys import jwt
 from idp.oidc import client_cache
 from idp.oidc.models import Client
+from idp.oidc.server import server
 from idp.oidc.tokens import revoke_session_tokens
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
@@ -46,8 +47,6 @@ def _hint_claims(id_token_hint: str) -> dict:
 def plan(*, id_token_hint: str | None, client_id: str | None,
          post_logout_redirect_uri: str | None, state: str | None,
          sso: SsoSession | None) -> LogoutPlan:
-    from idp.oidc.server import server
-
     claims = _hint_claims(id_token_hint) if id_token_hint else None
     client = None
     if claims is not None:

@@ -14,6 +14,7 @@ from idp import clock
 from idp.core.crypto import digest
 from idp.extensions import db
 from idp.models_base import UTCDateTime
+from idp.oidc.registry import registry
 
 if TYPE_CHECKING:
     from idp.accounts.models import User
@@ -34,8 +35,6 @@ def _loopback_without_port(uri: str) -> str | None:
         return None
     host = "[::1]" if parts.hostname == "::1" else parts.hostname
     return urlunsplit(("http", host, parts.path, parts.query, ""))
-
-
 
 
 class Client(db.Model, ClientMixin):
@@ -102,13 +101,15 @@ class Client(db.Model, ClientMixin):
         return " ".join(s for s in scope_to_list(scope) if s not in refused)
 
     def unregistered_scopes(self, scope: str | None) -> list[str]:
-        """The requested scopes this client is not registered for (a SMART scope counts as
-        registered when a registered one covers it)."""
-        from idp.smart.scopes import covered
-
+        """The requested scopes this client is not registered for (a scope of a feature's
+        open family, e.g. SMART clinical, counts as registered when a registered one covers
+        it)."""
         allowed = set(scope_to_list(self.scope) or [])
-        return [s for s in scope_to_list(scope) or [] if s not in allowed
-                and not covered(s, allowed)]
+        wanted = [s for s in scope_to_list(scope) or [] if s not in allowed]
+        if not wanted:
+            return []
+        reg = registry()
+        return [s for s in wanted if not reg.covered(s, allowed)]
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         """Exact string match; RFC 8252 §7.3 loopback rule (any port) only when enabled."""

@@ -1,4 +1,13 @@
-"""Authlib's AuthorizationServer wired to our storage: grants only answer storage questions."""
+"""Authlib's AuthorizationServer wired to our storage: grants only answer storage questions.
+
+The one request-scoped state: Authlib hands each grant its OAuth2Request, and the grant's
+hooks (code storage, token generation, token-response extensions) see nothing else. Two
+values ride on it, set through `carry()` and read through `carried_context()` /
+`carried_values()`: how the user authenticated (an AuthContext: set by the authorize view from
+the interaction's outcome, and by authenticate_user at the token endpoint from the code or
+refresh token) and the values the interaction's feature checks settled (SMART's picked
+patient). Nothing goes through flask.g.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +30,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from authlib.oidc.core.grants.util import validate_nonce
-from flask import Flask, g, request
+from flask import Flask, request
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, select, update
@@ -37,17 +46,38 @@ from idp.core.crypto import digest
 from idp.extensions import db
 from idp.keys import jwt
 from idp.oidc import client_cache, tokens
+from idp.oidc.auth_context import AuthContext
 from idp.oidc.authorize import RequestRules
 from idp.oidc.claims import user_claims
+from idp.oidc.clients import AUTH_METHODS, CONFIDENTIAL_METHODS
+from idp.oidc.endpoints import Introspection, Revocation
 from idp.oidc.models import AuthorizationCode, Client, UsedAssertion
-from idp.sessions import service as sessions
+from idp.oidc.registry import BindingRefused, registry
 from idp.sessions.models import SsoSession
-from idp.smart import scopes as smart_scopes
-from idp.smart import service as smart
 
-ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
-CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+ALL_AUTH_METHODS = list(AUTH_METHODS)
+CONFIDENTIAL_AUTH_METHODS = list(CONFIDENTIAL_METHODS)
+
+
+def carry(oauth_request: object, ctx: AuthContext | None,
+          values: dict[str, object] | None = None) -> None:
+    """Put how the user authenticated (and the interaction's settled values) on the grant's
+    request, for the code storage, the token generator and the token-response hooks."""
+    oauth_request.auth_context = ctx
+    oauth_request.interaction_values = dict(values or {})
+
+
+def carried_context(oauth_request: object) -> AuthContext | None:
+    return getattr(oauth_request, "auth_context", None)
+
+
+def carried_values(oauth_request: object) -> dict[str, object]:
+    return getattr(oauth_request, "interaction_values", None) or {}
+
+
 class Server(AuthorizationServer):
+    registered = False  # grants, extensions and endpoints (once per process: init_oauth)
+
     def query_client(self, client_id: str) -> Client | None:
         # A NUL cannot reach PostgreSQL (psycopg raises DataError: a 500); client_id also
         # arrives from Basic credentials and assertion claims, which no form check sees.
@@ -77,9 +107,12 @@ class Server(AuthorizationServer):
         return super().authenticate_client(request, methods, endpoint)
 
     def validate_requested_scope(self, scope: str | None) -> None:
-        """Known scopes, plus SMART clinical scopes in valid v1/v2 syntax (an open set)."""
+        """The app's scopes (features' included), plus the open scope families features
+        define (SMART clinical scopes in valid v1/v2 syntax)."""
+        reg = registry()
+        supported = reg.supported_scopes(policy())
         unknown = [s for s in scope_to_list(scope) or []
-                   if s not in self.scopes_supported and smart_scopes.parse(s) is None]
+                   if s not in supported and not reg.in_family(s)]
         if unknown:
             raise InvalidScopeError()
 
@@ -117,12 +150,13 @@ def _ip() -> str | None:
 
 
 class TokenGenerator:
-    """Authlib token generator: RFC 9068 JWT access token, opaque refresh token."""
+    """Authlib token generator: RFC 9068 JWT access token, opaque refresh token. `ctx` is how
+    the user authenticated (the grants for a user pass it; a client's own token has none)."""
 
     def __call__(self, grant_type: str, client: Client, user: User | None = None,
                  scope: str | None = None, expires_in: int | None = None,
-                 include_refresh_token: bool = True) -> dict:
-        ctx: tokens.AuthContext | None = g.get("auth_context")
+                 include_refresh_token: bool = True, *, ctx: AuthContext | None = None
+                 ) -> dict:
         scope = scope or ""
         access, _ = tokens.issue_access_token(client, user, scope, ctx)
         token = {"token_type": "Bearer", "access_token": access,
@@ -131,6 +165,21 @@ class TokenGenerator:
         if include_refresh_token and offline and user is not None and ctx is not None:
             token["refresh_token"] = tokens.issue_refresh_token(client, user, scope, ctx)
         return token
+
+
+token_generator = TokenGenerator()
+
+
+class UserGrant:
+    """Mixin of the grants that issue for a signed-in user: their tokens carry the
+    AuthContext authenticate_user put on the request."""
+
+    def generate_token(self, user: User | None = None, scope: str | None = None,
+                       grant_type: str | None = None, expires_in: int | None = None,
+                       include_refresh_token: bool = True) -> dict:
+        return token_generator(grant_type or self.GRANT_TYPE, self.request.client, user,
+                               scope, expires_in, include_refresh_token,
+                               ctx=carried_context(self.request))
 
 
 class Pkce(CodeChallenge):
@@ -152,7 +201,7 @@ class Pkce(CodeChallenge):
         super().validate_code_challenge(grant, redirect_uri)
 
 
-class CodeGrant(grants.AuthorizationCodeGrant):
+class CodeGrant(UserGrant, grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
 
     @staticmethod
@@ -165,21 +214,21 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         return grants.AuthorizationCodeGrant.validate_authorization_redirect_uri(request, client)
 
     def save_authorization_code(self, code: str, oauth_request: object) -> None:
-        sso = sessions.current()
+        # The session's sign-in, or an EPCS ceremony's own acr, amr and auth_time.
+        ctx = carried_context(oauth_request)
         data = oauth_request.payload.data
         family_id = secrets.token_urlsafe(16)
         try:
-            smart.bind_code(oauth_request, family_id, oauth_request.user)
-        except smart.LaunchError as exc:
+            for bind in registry().code_binders:  # e.g. SMART's launch context
+                bind(oauth_request, family_id, oauth_request.user,
+                     carried_values(oauth_request))
+        except BindingRefused as exc:
             db.session.rollback()
             raise InvalidRequestError(str(exc), redirect_uri=oauth_request.payload.redirect_uri
                                       ) from None
-        ctx = g.get("auth_override") or (tokens.AuthContext(
-            sid=sso.id, auth_time=sso.auth_time, acr=sso.acr, amr=list(sso.amr or []))
-            if sso else None)  # an EPCS ceremony brings its own acr, amr and auth_time
         item = AuthorizationCode(
             code_hash=digest(code), client_id=oauth_request.client.client_id,
-            user_id=oauth_request.user.id, sid=sso.id if sso else None,
+            user_id=oauth_request.user.id, sid=ctx.sid if ctx else None,
             family_id=family_id,
             redirect_uri=oauth_request.payload.redirect_uri, scope=oauth_request.scope or "",
             nonce=data.get("nonce"), code_challenge=data.get("code_challenge"),
@@ -228,14 +277,14 @@ class CodeGrant(grants.AuthorizationCodeGrant):
             sso = db.session.get(SsoSession, authorization_code.sid)
             if sso is None or sso.ended_at is not None:
                 return None  # the sign-in behind this code ended (logout) before the exchange
-        g.auth_context = tokens.AuthContext(
+        carry(self.request, AuthContext(
             sid=authorization_code.sid, auth_time=authorization_code.auth_time,
             acr=authorization_code.acr, amr=authorization_code.get_amr(),
-            family_id=authorization_code.family_id)
+            family_id=authorization_code.family_id))
         return user
 
 
-class RefreshGrant(grants.RefreshTokenGrant):
+class RefreshGrant(UserGrant, grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
 
@@ -270,9 +319,9 @@ class RefreshGrant(grants.RefreshTokenGrant):
         user = db.session.get(User, refresh_token.user_id)
         if user is None or user.disabled:
             return None
-        g.auth_context = tokens.AuthContext(
+        carry(self.request, AuthContext(
             sid=refresh_token.sid, auth_time=refresh_token.auth_time, acr=refresh_token.acr,
-            amr=list(refresh_token.amr or []), family_id=refresh_token.family_id)
+            amr=list(refresh_token.amr or []), family_id=refresh_token.family_id))
         return user
 
     def revoke_old_credential(self, refresh_token: tokens.RefreshToken) -> None:
@@ -446,22 +495,26 @@ class ClientAssertion(JWTBearerClientAssertion):
         return True
 
 
-class SmartLaunchContext:
-    """Grant extension (SMART App Launch): request rules at /authorize, and the launch context
-    (`patient`, `encounter`) beside the tokens of the code exchange and of refreshes."""
+class FeatureHooks:
+    """Grant extension: the features' authorization-request rules (idp.oidc.registry
+    request_rules, at /authorize) and the parameters they put beside the tokens of the code
+    exchange and of refreshes (token_response: SMART's launch context)."""
 
     def __call__(self, grant: grants.BaseGrant) -> None:
         if isinstance(grant, grants.AuthorizationCodeGrant):
-            grant.register_hook("after_validate_authorization_request_payload",
-                                smart.validate_request)
-        grant.register_hook("after_create_token_response", self.add_context)
+            grant.register_hook("after_validate_authorization_request_payload", self.validate)
+        grant.register_hook("after_create_token_response", self.add_to_response)
 
-    def add_context(self, grant: grants.BaseGrant, response: tuple) -> None:
+    def validate(self, grant: grants.BaseGrant, redirect_uri: str) -> None:
+        for rule in registry().request_rules:
+            rule(grant, redirect_uri)
+
+    def add_to_response(self, grant: grants.BaseGrant, response: tuple) -> None:
         _, token, _ = response
-        ctx: tokens.AuthContext | None = g.get("auth_context")
-        if ctx is not None and isinstance(token, dict) and "access_token" in token and \
-                smart.wants_context(scope_to_list(token.get("scope")) or []):
-            token.update(smart.token_response_context(ctx.family_id))
+        ctx = carried_context(grant.request)
+        if ctx is not None and isinstance(token, dict) and "access_token" in token:
+            token.update(registry().extra_token_response(
+                scope_to_list(token.get("scope")) or [], ctx))
 
 
 class Issuer(IssuerParameter):
@@ -473,16 +526,19 @@ server = Server()
 
 
 def init_oauth(app: Flask) -> None:
+    """Bind the Authlib server to `app`. The server is one object for the process; what
+    differs between apps (scopes, features' hooks) is read per request from the app's policy
+    and idp.oidc.registry, so its grants and endpoints are registered once."""
     server.init_app(app)
-    server.scopes_supported = set(app.extensions["idp"].policy.scopes)
-    server.register_token_generator("default", TokenGenerator())
+    server.register_token_generator("default", token_generator)  # init_app set Authlib's
+    if server.registered:  # by an earlier app of this process
+        return
+    server.registered = True
     server.register_client_auth_method(ClientAssertion.CLIENT_AUTH_METHOD, ClientAssertion())
     server.register_grant(CodeGrant, [RequestRules(), Pkce(required=True),
-                                      IdToken(require_nonce=False), SmartLaunchContext()])
-    server.register_grant(RefreshGrant, [SmartLaunchContext()])
+                                      IdToken(require_nonce=False), FeatureHooks()])
+    server.register_grant(RefreshGrant, [FeatureHooks()])
     server.register_grant(ClientCredentialsGrant)
     server.register_extension(Issuer())
-    from idp.oidc.endpoints import Introspection, Revocation
-
     server.register_endpoint(Revocation)
     server.register_endpoint(Introspection)

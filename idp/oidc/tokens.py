@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749.util import scope_to_list
@@ -18,20 +17,10 @@ from idp.core.crypto import digest
 from idp.extensions import db
 from idp.keys import jwt
 from idp.keys.jwt import sign  # noqa: F401 - re-exported: callers and tests sign through here
+from idp.oidc.auth_context import AuthContext
 from idp.oidc.claims import roles_of
 from idp.oidc.models import AccessTokenRecord, Client, RefreshToken
-from idp.smart import service as smart
-
-
-@dataclass
-class AuthContext:
-    """How the user authenticated, carried from the session into codes, tokens and claims."""
-
-    sid: str | None
-    auth_time: datetime
-    acr: str | None
-    amr: list[str] = field(default_factory=list)
-    family_id: str | None = None
+from idp.oidc.registry import registry
 
 
 def audiences(scopes: list[str]) -> list[str]:
@@ -41,7 +30,9 @@ def audiences(scopes: list[str]) -> list[str]:
     if ehr:
         default = policy().resources.get("ehr")
         resources = [ehr if r == default else r for r in resources]
-    resources += [a for a in smart.audiences(scopes) if a not in resources]  # SMART scopes
+    for extra in registry().extra_audiences(scopes):  # features' resources (SMART's FHIR)
+        if extra not in resources:
+            resources.append(extra)
     return resources or [settings().issuer]
 
 
@@ -78,15 +69,12 @@ def issue_access_token(client: Client, user: User | None, scope: str,
             claims["amr"] = ctx.amr
         if ctx.sid:
             claims["sid"] = ctx.sid
-    if user is not None and "roles" in scopes:
-        claims["roles"] = roles_of(user)  # without a suspended clinical role
-        from idp.epcs.service import entitlements
-
-        granted = entitlements(user)
-        if granted:
-            claims["entitlements"] = granted  # ["epcs"]: the two-admin EPCS permission
-    if user is not None and ctx is not None and smart.wants_context(scopes):
-        claims.update(smart.token_context(ctx.family_id))  # the FHIR server's patient check
+    if user is not None:
+        if "roles" in scopes:
+            claims["roles"] = roles_of(user)  # without a suspended clinical role
+        # Features' claims: EPCS entitlements, SMART launch context (the FHIR server's
+        # patient check).
+        claims.update(registry().extra_token_claims(user, scopes, ctx))
     if db.session.new:
         db.session.flush()  # the record's user row first, should it be pending
     # A Core INSERT in the session's transaction: the record is never read back here, and the

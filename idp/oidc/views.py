@@ -5,46 +5,28 @@ from __future__ import annotations
 import hashlib
 import json
 
-from authlib.common.urls import add_params_to_uri
-from authlib.oauth2.rfc6749.errors import OAuth2Error
-from authlib.oauth2.rfc6749.util import scope_to_list
-from authlib.oidc.core.errors import (
-    ConsentRequiredError,
-    InteractionRequiredError,
-    LoginRequiredError,
-)
 from flask import (
     Blueprint,
     Response,
     current_app,
-    g,
     jsonify,
     redirect,
     render_template,
     request,
-    session,
-    url_for,
 )
 
-from idp.accounts import gates
 from idp.accounts.models import User
-from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.core import request_log
-from idp.epcs import service as epcs
 from idp.extensions import csrf, db
-from idp.mfa import flow as mfa_flow
-from idp.oidc import authorize as rules
 from idp.oidc import logout as logout_service
 from idp.oidc import tokens
 from idp.oidc.claims import user_claims
 from idp.oidc.discovery import metadata
+from idp.oidc.interaction import respond as interaction
+from idp.oidc.interaction.respond import error_page
 from idp.oidc.server import server
-from idp.policy import Scope
 from idp.sessions import service as sessions
-from idp.smart import scopes as smart_scopes
-from idp.smart import service as smart
-from idp.smart import views as smart_views
 from idp.web import public_documents
 
 bp = Blueprint("oidc", __name__)
@@ -80,136 +62,12 @@ def jwks() -> Response:
                         public_documents.jwks_state(current_app))
 
 
-def _error_page(error: str, description: str, status: int = 400) -> tuple[str, int]:
-    return render_template("oidc/error.html", error=error, description=description), status
-
-
-def _authorization_error(error: OAuth2Error) -> Response | tuple[str, int]:
-    """Errors go back to the client only once its redirect_uri is known to be registered;
-    before that (unknown client, bad redirect_uri) the IdP shows its own page."""
-    if not error.redirect_uri:
-        return _error_page(error.error, error.get_error_description() or error.error)
-    params = [("error", error.error)]
-    if error.description:
-        params.append(("error_description", error.description))
-    state = request.args.get("state")
-    if state:
-        params.append(("state", state))
-    params.append(("iss", settings().issuer))
-    return redirect(add_params_to_uri(error.redirect_uri, params))
-
-
 @bp.route("/authorize", methods=["GET", "POST"])
-def authorize() -> Response | tuple[str, int]:
+def authorize() -> Response | tuple[str, int] | str:
+    """Authorization endpoint: the checks of idp.oidc.interaction decide."""
     if request.method == "POST" and request.form.get("decision") is None:
-        return _error_page("invalid_request", "The authorization request must use GET.")
-    sso = sessions.current()
-    user = sso.user if sso else None
-    try:
-        grant = server.get_consent_grant(end_user=user)
-    except OAuth2Error as error:
-        return _authorization_error(error)
-    params = grant.request.payload.data
-    redirect_uri = grant.redirect_uri
-    prompts = set((params.get("prompt") or "").split())
-    key = rules.request_key(request.query_string.decode("latin-1"))
-    markers: dict = session.get("login_markers", {})
-    try:
-        if epcs.requested(params) or "binding_message" in params:
-            decision = _epcs_step(sso, params, key, grant, redirect_uri, markers.get(key))
-            if isinstance(decision, Response):
-                return decision
-        else:
-            decision = rules.login_decision(sso, params, markers.get(key))
-        if decision.reason == "unmet":
-            raise rules.AuthorizationRequestError(
-                "the requested assurance (acr_values) needs a sign-in method this account "
-                "has not set up", redirect_uri, "unmet_authentication_requirements")
-        if decision.reason == "stepup":
-            if "none" in prompts:
-                raise InteractionRequiredError(redirect_uri=redirect_uri)
-            mfa_flow.begin(user, request.full_path, purpose="stepup",
-                           target_acr=rules.requested_acr(params))
-            db.session.commit()
-            return redirect(url_for("mfa.challenge"))
-        if decision.required:
-            if "none" in prompts:
-                raise LoginRequiredError(redirect_uri=redirect_uri)
-            if ("login" in prompts or decision.reason == "max_age") and key not in markers:
-                markers = {**dict(list(markers.items())[-4:]), key: _now_ts()}
-                session["login_markers"] = markers
-            return redirect(url_for("accounts.login", next=request.full_path,
-                                    login_hint=params.get("login_hint") or None))
-        step = gates.pending(user)
-        if step:
-            if "none" in prompts:
-                raise InteractionRequiredError(redirect_uri=redirect_uri)
-            return redirect(url_for(step, next=request.full_path))
-        client = grant.client
-        scope = grant.request.scope or ""
-        consenting = request.method == "POST"
-        if consenting or "consent" in prompts or not (
-                client.first_party or rules.has_consent(user, client, scope)):
-            if "none" in prompts:
-                raise ConsentRequiredError(redirect_uri=redirect_uri)
-            if not consenting:
-                return _consent_page(client, scope, user)
-            choice = request.form.get("decision")
-            if choice == "deny":
-                audit.record("consent.denied", user_id=user.id, client_id=client.client_id)
-                db.session.commit()
-                return server.create_authorization_response(grant=grant, grant_user=None)
-            if choice != "allow":
-                return _error_page("invalid_request", "Choose Allow or Deny.")
-            rules.remember_consent(user, client, scope)
-            db.session.commit()
-        if smart.needs_patient_pick(grant.request):  # SMART standalone launch
-            picked = smart_views.picked_patient(key, user.subject)
-            if picked is None:
-                if "none" in prompts:
-                    raise InteractionRequiredError(redirect_uri=redirect_uri)
-                return redirect(url_for("smart.pick_patient", next=request.full_path))
-            grant.request.smart_patient = picked
-    except OAuth2Error as error:
-        return _authorization_error(error)
-    markers.pop(key, None)
-    session["login_markers"] = markers
-    return server.create_authorization_response(grant=grant, grant_user=user)
-
-
-def _epcs_step(sso: object, params: dict, key: str, grant: object, redirect_uri: str,
-               marker: float | None) -> rules.LoginDecision | Response:
-    """EPCS signing (acr_values names the EPCS acr): a fresh ceremony every time, whatever
-    the session holds; its result, not the session's, goes into the code (g.auth_override)."""
-    if not epcs.requested(params):
-        problem = epcs.binding_message_problem(params.get("binding_message"))
-        if problem:
-            raise rules.AuthorizationRequestError(problem, redirect_uri)
-        return rules.login_decision(sso, params, marker)
-    step = epcs.authorize_step(sso, params, key, grant.client.client_id, request.full_path)
-    db.session.commit()
-    if step.kind == "refuse":
-        raise rules.AuthorizationRequestError(step.description, redirect_uri, step.error)
-    if step.kind == "ceremony":
-        return redirect(url_for("epcs.ceremony", ceremony_id=step.ceremony.id))
-    if step.kind == "done":
-        c = step.ceremony
-        g.auth_override = tokens.AuthContext(sid=sso.id, auth_time=c.completed_at, acr=c.acr,
-                                             amr=list(c.amr))
-    return rules.LoginDecision(step.kind == "login", "epcs")
-
-
-def _now_ts() -> float:
-    from idp import clock
-
-    return clock.now().timestamp()
-
-
-def _consent_page(client: object, scope: str, user: User) -> str:
-    scopes = [policy().scopes[s] if s in policy().scopes else
-              Scope(s, smart_scopes.describe(s), (), None) for s in scope_to_list(scope) or []
-              if s in policy().scopes or smart_scopes.parse(s)]
-    return render_template("oidc/consent.html", client=client, scopes=scopes, user=user)
+        return error_page("invalid_request", "The authorization request must use GET.")
+    return interaction.authorize()
 
 
 @bp.post("/token")
@@ -297,7 +155,7 @@ def logout() -> Response | tuple[str, int] | str:
             post_logout_redirect_uri=values.get("post_logout_redirect_uri"),
             state=values.get("state"), sso=sessions.current())
     except logout_service.LogoutError as exc:
-        return _error_page("invalid_request", str(exc))
+        return error_page("invalid_request", str(exc))
     if plan.needs_confirmation:
         if request.method != "POST" or request.form.get("confirm") != "yes":
             return render_template("oidc/logout_confirm.html", plan=plan, values=values)

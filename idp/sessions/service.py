@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, select, update
 from idp import clock
 from idp.accounts.models import User
 from idp.context import policy, settings
+from idp.core import events
 from idp.core.crypto import digest
 from idp.extensions import db
 from idp.sessions.models import SsoSession
@@ -118,17 +119,16 @@ def end_where(*conditions: ColumnElement[bool], reason: str) -> list[str]:
     """End every live session matching `conditions`: the one place an SSO session ends
     (logout, idle or absolute timeout, sign-out everywhere, password change or reset, account
     disabled, helpdesk, replaced by a new sign-in). One UPDATE ... RETURNING, so a session
-    ended twice at once is ended (and announced) once. Every relying party that received
-    tokens in an ended session is owed a back-channel logout token (sent after the response,
-    or by `idp sessions deliver`). In the caller's transaction; returns the ended sids."""
-    from idp.oidc import backchannel
-
+    ended twice at once is ended (and announced) once. The ended sessions are announced as
+    the session_ended event (idp.core.events), in this transaction: back-channel logout
+    (idp.oidc.backchannel) owes a logout token to every relying party that received tokens in
+    one. In the caller's transaction; returns the ended sids."""
     sids = list(db.session.execute(
         update(SsoSession).where(SsoSession.ended_at.is_(None), *conditions)
         .values(ended_at=clock.now(), end_reason=reason)
         .returning(SsoSession.id)
         .execution_options(synchronize_session="fetch")).scalars())
-    backchannel.enqueue(sids)
+    events.emit(events.SESSION_ENDED, sids=sids, reason=reason)
     return sids
 
 

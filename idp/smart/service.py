@@ -34,16 +34,19 @@ from idp.context import policy, settings
 from idp.core import bounded_json, outbound
 from idp.core.crypto import digest
 from idp.extensions import db
+from idp.oidc import tokens
 from idp.oidc.models import Client
+from idp.oidc.registry import BindingRefused
 from idp.policy import SmartPolicy
 from idp.smart import scopes as smart_scopes
 from idp.smart.models import SmartContext, SmartLaunch
 
 PICKER_CLIENT_ID = "idp-patient-picker"  # client_id of the IdP's own directory token
+PATIENT = "smart.patient"  # interaction value: the patient picked for a standalone launch
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR id datatype
 
 
-class LaunchError(ValueError):
+class LaunchError(BindingRefused):
     """A launch registration or launch value is not acceptable; str() is safe to show."""
 
 
@@ -208,10 +211,12 @@ def needs_patient_pick(oauth_request: object) -> bool:
     return "launch/patient" in scopes and "launch" not in scopes
 
 
-def bind_code(oauth_request: object, family_id: str, user: User) -> None:
-    """At code issuance: consume the EHR launch (or take the picked patient) and keep the
-    context for the grant. Raises LaunchError when the launch was consumed meanwhile or
-    belongs to another user."""
+def bind_code(oauth_request: object, family_id: str, user: User,
+              values: dict[str, Any] | None = None) -> None:
+    """At code issuance (an idp.oidc.registry code binder): consume the EHR launch (or take
+    the patient picked in the interaction, values[PATIENT]) and keep the context for the
+    grant. Raises LaunchError when the launch was consumed meanwhile or belongs to another
+    user."""
     scopes = requested(oauth_request)
     client_id = oauth_request.client.client_id
     now = clock.now()
@@ -230,7 +235,7 @@ def bind_code(oauth_request: object, family_id: str, user: User) -> None:
         audit.record("smart.launch_used", user_id=user.id, client_id=client_id,
                      patient=item.patient, encounter=item.encounter)
         return
-    picked = getattr(oauth_request, "smart_patient", None)
+    picked = (values or {}).get(PATIENT)
     if picked and needs_patient_pick(oauth_request):
         db.session.add(SmartContext(family_id=family_id, client_id=client_id, patient=picked,
                                     encounter=None, fhir_context=[], created_at=now))
@@ -284,8 +289,6 @@ def patient_directory(user: User, http_get: Callable[..., Any] | None = None
 
     The IdP asks as the user (an access token of its own for the user, scope user/Patient.rs
     with the user's roles, revoked right after the call), so the EHR applies its own rules."""
-    from idp.oidc import tokens
-
     http_get = http_get or current_app.extensions.get("smart.http_get") or outbound.client().get
     picker = SimpleNamespace(client_id=PICKER_CLIENT_ID)
     token, jti = tokens.issue_access_token(picker, user, "user/Patient.rs roles", None)

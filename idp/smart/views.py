@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import (
     Blueprint,
-    Flask,
     Response,
     jsonify,
     redirect,
@@ -20,18 +19,12 @@ from flask import (
 
 from idp.extensions import csrf, db
 from idp.oidc import authorize as rules
-from idp.policy import load_smart_policy
+from idp.oidc.server import CONFIDENTIAL_AUTH_METHODS, server
 from idp.sessions import service as sessions
 from idp.smart import service
+from idp.smart.interaction import PICKS
 
 bp = Blueprint("smart", __name__)
-PICKS = "smart_picks"  # flow-session key: authorization request key -> chosen patient
-
-
-def init_smart(app: Flask) -> None:
-    """Load policies/smart.toml (a bad one refuses to start) and register the endpoints."""
-    app.extensions["idp.smart"] = load_smart_policy(app.extensions["idp"].settings.policy_dir)
-    app.register_blueprint(bp)
 
 
 def _public_json(body: dict) -> Response:
@@ -67,8 +60,6 @@ def _json_error(status: int, error: str, description: str) -> Response:
 def register_launch() -> Response:
     """The EHR registers a launch context, authenticated as itself (any confidential method).
     Form: app_client_id, patient, [encounter], [sub]. Answers {launch, expires_in}."""
-    from idp.oidc.server import CONFIDENTIAL_AUTH_METHODS, server
-
     try:
         oauth_request = server.create_oauth2_request(request)
         registrar = server.authenticate_client(oauth_request, CONFIDENTIAL_AUTH_METHODS,
@@ -98,16 +89,6 @@ def _authorize_path(value: str | None) -> str | None:
             or len(value) > 4096:
         return None
     return value
-
-
-def picked_patient(request_key: str, subject: str) -> str | None:
-    """The patient this browser chose for this authorization request (single use)."""
-    picks = session.get(PICKS) or {}
-    pick = picks.get(request_key)
-    if not isinstance(pick, dict) or pick.get("sub") != subject:
-        return None
-    session[PICKS] = {k: v for k, v in picks.items() if k != request_key}
-    return pick.get("patient")
 
 
 @bp.route("/smart/patient", methods=["GET", "POST"])

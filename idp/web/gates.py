@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, redirect, request, url_for
+from flask import Flask, current_app, redirect, request, url_for
+from werkzeug.wrappers import Response
 
 from idp import clock
 from idp.accounts import gates

@@ -12,8 +12,6 @@ from __future__ import annotations
 import grimp
 
 KNOWN: set[frozenset[str]] = {
-    frozenset({"idp.oidc.claims", "idp.oidc.tokens", "idp.smart.service"}),
-    frozenset({"idp.oidc.endpoints", "idp.oidc.server"}),
     frozenset({"idp.cli", "idp.demo", "idp.notify.cli", "idp.ops.cli", "idp.reports.cli"}),
 }
 

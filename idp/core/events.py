@@ -1,0 +1,38 @@
+"""In-process domain events: a lower layer announces, a higher one subscribes (the way the
+core hears of features without importing them).
+
+Synchronous and in the caller's transaction: `emit` runs every handler before it returns, so
+what a handler writes commits (or rolls back) with the change that caused the event. One
+subscriber list per application (`app.extensions["idp.events"]`), filled at start by the
+installs of the packages that listen.
+
+Events:
+- SESSION_ENDED (sids: list[str], reason: str): SSO sessions just ended (idp.sessions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, current_app, has_app_context
+
+SESSION_ENDED = "session_ended"
+EXTENSION = "idp.events"
+
+Handler = Callable[..., Any]
+
+
+def subscribe(app: Flask, event: str, handler: Handler) -> None:
+    """Call `handler(**payload)` on every `emit(event, ...)` in this app (once per handler)."""
+    handlers = app.extensions.setdefault(EXTENSION, {}).setdefault(event, [])
+    if handler not in handlers:
+        handlers.append(handler)
+
+
+def emit(event: str, **payload: Any) -> None:
+    """Run the current app's handlers of `event`, in subscription order."""
+    if not has_app_context():
+        return
+    for handler in current_app.extensions.get(EXTENSION, {}).get(event, ()):
+        handler(**payload)

@@ -1,0 +1,74 @@
+"""EPCS plugs into the OpenID provider (idp.oidc.registry): its /authorize check (the signing
+ceremony), the `entitlements` claim and its endpoints; and into the MFA flow: the signing
+ceremony's purpose (idp.epcs.purpose)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from idp.accounts.models import User
+from idp.epcs import purpose, service
+from idp.epcs.views import bp
+from idp.extensions import db
+from idp.oidc.auth_context import AuthContext
+from idp.oidc.authorize import AuthorizationRequestError
+from idp.oidc.interaction.checks import sign_in
+from idp.oidc.interaction.pipeline import Check, Interaction, Outcome
+from idp.oidc.registry import add_feature
+
+
+def ceremony(ix: Interaction) -> Outcome | None:
+    """EPCS signing (acr_values names the EPCS acr): a fresh ceremony every time, whatever
+    the session holds; its result, not the session's, goes into the code. A binding_message
+    without the EPCS acr must still be a well-formed prescription reference."""
+    if not service.requested(ix.params):
+        if "binding_message" not in ix.params:
+            return None
+        problem = service.binding_message_problem(ix.params.get("binding_message"))
+        if problem:
+            return Outcome.fail("epcs_binding_message",
+                                AuthorizationRequestError(problem, ix.redirect_uri))
+        return None
+    step = service.authorize_step(ix.sso, ix.params, ix.key, ix.client.client_id,
+                                  ix.return_to)
+    db.session.commit()
+    return step_outcome(ix, step)
+
+
+def step_outcome(ix: Interaction, step: service.Step) -> Outcome | None:
+    """epcs_refused (the client's error), epcs_ceremony (the ceremony page), epcs_login (sign
+    in first); a finished ceremony settles the sign-in questions with its own acr and amr."""
+    if step.kind == "refuse":
+        return Outcome.fail("epcs_refused", AuthorizationRequestError(
+            step.description, ix.redirect_uri, step.error))
+    if step.kind == "ceremony":
+        return Outcome.go("epcs_ceremony", "epcs.ceremony", ceremony_id=step.ceremony.id)
+    if step.kind == "login":
+        return sign_in(ix, "epcs_login")
+    done = step.ceremony
+    ix.auth = AuthContext(sid=ix.sso.id, auth_time=done.completed_at, acr=done.acr,
+                          amr=list(done.amr))
+    ix.login_settled = True
+    return None
+
+
+def claims(user: User, allowed: set[str]) -> dict[str, Any]:
+    """`entitlements` (released with the roles scope): ["epcs"] when granted."""
+    return {"entitlements": service.entitlements(user)} if "entitlements" in allowed else {}
+
+
+def token_claims(user: User, granted: list[str], ctx: AuthContext | None) -> dict[str, Any]:
+    """The access token's `entitlements` beside its `roles` (the two-admin EPCS permission)."""
+    if "roles" not in granted:
+        return {}
+    entitled = service.entitlements(user)
+    return {"entitlements": entitled} if entitled else {}
+
+
+def install(app: Flask) -> None:
+    add_feature(app, "epcs", claims=[claims], token_claims=[token_claims],
+                checks=[Check("epcs", ceremony, before="session")])
+    purpose.install(app)
+    app.register_blueprint(bp)

@@ -1,0 +1,124 @@
+"""/authorize over HTTP: the Flask request made into an Interaction, the pipeline run, and its
+Outcome answered (a redirect, a page, the client's error or the authorization response)."""
+
+from __future__ import annotations
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from authlib.oauth2.rfc6749.util import scope_to_list
+from flask import Response, redirect, render_template, request, session, url_for
+
+from idp import clock
+from idp.accounts import gates
+from idp.audit import service as audit
+from idp.context import policy, settings
+from idp.extensions import db
+from idp.mfa import flow as mfa_flow
+from idp.oidc import authorize as rules
+from idp.oidc.interaction import pipeline
+from idp.oidc.interaction.checks import BUILTIN
+from idp.oidc.interaction.pipeline import Interaction, Outcome, Services
+from idp.oidc.registry import registry
+from idp.oidc.server import carry, server
+from idp.policy import Scope
+from idp.sessions import service as sessions
+
+MARKERS = "login_markers"  # flow-session key: request key -> when its sign-in was asked for
+Answer = Response | tuple[str, int] | str
+
+
+def _remember_consent(user: object, client: object, scope: str) -> None:
+    rules.remember_consent(user, client, scope)
+    db.session.commit()
+
+
+SERVICES = Services(pending_gate=gates.pending, has_consent=rules.has_consent,
+                    achievable_acr=mfa_flow.achievable_acr, remember_consent=_remember_consent)
+
+
+def error_page(error: str, description: str, status: int = 400) -> tuple[str, int]:
+    return render_template("oidc/error.html", error=error, description=description), status
+
+
+def authorization_error(error: OAuth2Error) -> Answer:
+    """Errors go back to the client only once its redirect_uri is known to be registered;
+    before that (unknown client, bad redirect_uri) the IdP shows its own page."""
+    if not error.redirect_uri:
+        return error_page(error.error, error.get_error_description() or error.error)
+    params = [("error", error.error)]
+    if error.description:
+        params.append(("error_description", error.description))
+    state = request.args.get("state")
+    if state:
+        params.append(("state", state))
+    params.append(("iss", settings().issuer))
+    return redirect(add_params_to_uri(error.redirect_uri, params))
+
+
+def checks() -> list[pipeline.Check]:
+    """The built-in checks with the installed features' checks in their places."""
+    return pipeline.arrange(BUILTIN, registry().checks)
+
+
+def authorize() -> Answer:
+    """GET (or the consent form's POST to) /authorize."""
+    sso = sessions.current()
+    try:
+        grant = server.get_consent_grant(end_user=sso.user if sso else None)
+    except OAuth2Error as error:
+        return authorization_error(error)
+    key = rules.request_key(request.query_string.decode("latin-1"))
+    markers: dict = session.get(MARKERS, {})
+    ix = Interaction(
+        grant=grant, sso=sso, params=grant.request.payload.data, key=key,
+        return_to=request.full_path, now=clock.now().timestamp(),
+        assurance=policy().assurance, services=SERVICES, marker=markers.get(key),
+        decision=request.form.get("decision") if request.method == "POST" else None)
+    try:
+        outcome = pipeline.run(ix, checks())
+    except OAuth2Error as error:  # a feature's check may refuse by raising
+        return authorization_error(error)
+    return respond(ix, outcome, markers)
+
+
+def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
+    kind = outcome.kind
+    if kind == pipeline.ERROR:
+        return authorization_error(outcome.error)
+    if kind == pipeline.PAGE:
+        return error_page("invalid_request", outcome.description or "")
+    if kind == pipeline.LOGIN:
+        if outcome.mark and ix.key not in markers:
+            session[MARKERS] = {**dict(list(markers.items())[-4:]), ix.key: ix.now}
+        return redirect(url_for("accounts.login", next=ix.return_to,
+                                login_hint=ix.params.get("login_hint") or None))
+    if kind == pipeline.STEP_UP:
+        mfa_flow.begin(ix.user, ix.return_to, purpose="stepup", target_acr=outcome.acr)
+        db.session.commit()
+        return redirect(url_for("mfa.challenge"))
+    if kind == pipeline.REDIRECT:
+        return redirect(url_for(outcome.endpoint, **outcome.args))
+    if kind == pipeline.CONSENT:
+        return consent_page(ix.client, ix.scope, ix.user)
+    if kind == pipeline.DENY:
+        audit.record("consent.denied", user_id=ix.user.id, client_id=ix.client.client_id)
+        db.session.commit()
+        return server.create_authorization_response(grant=ix.grant, grant_user=None)
+    markers.pop(ix.key, None)
+    session[MARKERS] = markers
+    carry(ix.grant.request, outcome.auth, dict(outcome.values))
+    return server.create_authorization_response(grant=ix.grant, grant_user=ix.user)
+
+
+def consent_page(client: object, scope: str, user: object) -> str:
+    """The scopes as the consent page lists them: the policy's, and features' open scope
+    families (SMART clinical scopes) in a sentence."""
+    pol, reg = policy(), registry()
+    supported = reg.supported_scopes(pol)
+    shown = []
+    for name in scope_to_list(scope) or []:
+        if name in supported:
+            shown.append(pol.scopes[name])
+        elif (text := reg.describe(name)) is not None:
+            shown.append(Scope(name, text, (), None))
+    return render_template("oidc/consent.html", client=client, scopes=shown, user=user)

@@ -1,0 +1,139 @@
+"""Extension points of the OpenID provider: what features (SMART, EPCS, ...) contribute.
+
+The core learns about a feature only through this registry, filled by the feature's
+`install(app)` at start (the way node oidc-provider takes `findAccount().claims`, `audiences`
+and `extraTokenClaims` hooks). One registry per application (`app.extensions["idp.oidc"]`), so
+an app built with a feature switched off carries none of its contributions. Lookups happen at
+request time through `registry()`; the lists are filled once and never change afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, current_app
+
+if TYPE_CHECKING:
+    from idp.accounts.models import User
+    from idp.oidc.auth_context import AuthContext
+    from idp.policy import Policy
+
+EXTENSION = "idp.oidc"
+
+# (user, claim names the granted scopes release) -> claims (the core keeps only those names)
+ClaimsSource = Callable[["User", "set[str]"], Mapping[str, Any]]
+# granted scopes -> resource identifiers (access token `aud`)
+AudienceSource = Callable[[list[str]], list[str]]
+# (user, granted scopes, how the user authenticated or None) -> extra access-token claims
+TokenClaimsSource = Callable[["User", list[str], "AuthContext | None"], Mapping[str, Any]]
+# (granted scopes, how the user authenticated) -> parameters beside the tokens of a response
+TokenResponseSource = Callable[[list[str], "AuthContext"], Mapping[str, Any]]
+# Authlib grant hook after_validate_authorization_request_payload: (grant, redirect_uri)
+RequestRule = Callable[[Any, str], None]
+# At code issuance: (oauth request, grant family id, user, values the interaction settled);
+# raises BindingRefused when the grant cannot be made (nothing is stored then)
+CodeBinder = Callable[[Any, str, "User", Mapping[str, Any]], None]
+
+
+class BindingRefused(ValueError):
+    """A feature refuses to bind its context to a code (e.g. a SMART launch consumed
+    meanwhile); str() is safe to send as error_description."""
+
+
+@dataclass(frozen=True)
+class ScopeFamily:
+    """An open set of scopes a feature defines by syntax (SMART clinical scopes), beside the
+    closed list of policies/scopes.toml."""
+
+    recognizes: Callable[[str], bool]            # a well-formed member of the family?
+    covered: Callable[[str, set[str]], bool]     # granted through a wider registered one?
+    describe: Callable[[str], str]               # the consent page's sentence
+
+
+@dataclass
+class Registry:
+    features: set[str] = field(default_factory=set)  # installed (scopes.toml `feature` tags)
+    claims: list[ClaimsSource] = field(default_factory=list)
+    audiences: list[AudienceSource] = field(default_factory=list)
+    token_claims: list[TokenClaimsSource] = field(default_factory=list)
+    token_response: list[TokenResponseSource] = field(default_factory=list)
+    request_rules: list[RequestRule] = field(default_factory=list)
+    code_binders: list[CodeBinder] = field(default_factory=list)
+    scope_families: list[ScopeFamily] = field(default_factory=list)
+    # /authorize interaction checks (idp.oidc.interaction.Check), placed by their `before`
+    checks: list[Any] = field(default_factory=list)
+    _scopes: frozenset[str] | None = None
+
+    # -- scopes ------------------------------------------------------------------------------
+    def supported_scopes(self, policy: Policy) -> frozenset[str]:
+        """The scopes of policies/scopes.toml this app offers: those of no feature, and those
+        of installed features (policy and features are fixed once the app is built)."""
+        if self._scopes is None:
+            self._scopes = frozenset(name for name, scope in policy.scopes.items()
+                                     if scope.feature is None or scope.feature in self.features)
+        return self._scopes
+
+    def in_family(self, scope: str) -> bool:
+        return any(family.recognizes(scope) for family in self.scope_families)
+
+    def covered(self, scope: str, registered: set[str]) -> bool:
+        return any(family.covered(scope, registered) for family in self.scope_families)
+
+    def describe(self, scope: str) -> str | None:
+        for family in self.scope_families:
+            if family.recognizes(scope):
+                return family.describe(scope)
+        return None
+
+    # -- contributions -----------------------------------------------------------------------
+    def extra_claims(self, user: User, allowed: set[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for source in self.claims:
+            found.update(source(user, allowed))
+        return found
+
+    def extra_audiences(self, scopes: list[str]) -> list[str]:
+        return [a for source in self.audiences for a in source(scopes)]
+
+    def extra_token_claims(self, user: User, scopes: list[str], ctx: AuthContext | None
+                           ) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for source in self.token_claims:
+            found.update(source(user, scopes, ctx))
+        return found
+
+    def extra_token_response(self, scopes: list[str], ctx: AuthContext) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for source in self.token_response:
+            found.update(source(scopes, ctx))
+        return found
+
+
+def install(app: Flask) -> Registry:
+    """An empty registry for `app` (before any feature installs)."""
+    app.extensions[EXTENSION] = Registry()
+    return app.extensions[EXTENSION]
+
+
+def of(app: Flask) -> Registry:
+    return app.extensions[EXTENSION]
+
+
+def registry() -> Registry:
+    """The registry of the application handling this request (or CLI command)."""
+    return current_app.extensions[EXTENSION]
+
+
+def add_feature(app: Flask, name: str, **contributions: Iterable[Any]) -> None:
+    """Register a feature and its contributions: add_feature(app, "smart", claims=[...], ...).
+    Each keyword names a list of the registry."""
+    reg = of(app)
+    reg.features.add(name)
+    reg._scopes = None
+    for kind, items in contributions.items():
+        if kind not in Registry.__dataclass_fields__ or kind.startswith("_") or \
+                kind == "features":
+            raise TypeError(f"no extension point {kind!r}")
+        getattr(reg, kind).extend(items)
