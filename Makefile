@@ -10,7 +10,7 @@ NODE_DIR := tests/e2e/node
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg setup.py
+$(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

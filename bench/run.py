@@ -214,7 +214,7 @@ class Seeded:
 
 def policy_dir(tmp: Path) -> str:
     """The policies in use; with BENCH_AT_ALG a copy whose access tokens use that algorithm."""
-    source = Path(os.environ.get("IDP_POLICY_DIR", str(REPO / "policies")))
+    source = Path(os.environ.get("IDP_POLICY_DIR", str(REPO / "idp" / "policies")))
     if AT_ALG == "RS256":
         return str(source)
     if AT_ALG not in ("ES256",):
@@ -510,7 +510,7 @@ def _argon2_main() -> None:
 
     from idp.policy import load_policy
 
-    a = load_policy(Path(os.environ.get("IDP_POLICY_DIR", REPO / "policies"))).argon2
+    a = load_policy(Path(os.environ.get("IDP_POLICY_DIR", REPO / "idp" / "policies"))).argon2
     hasher = PasswordHasher(time_cost=a.time_cost, memory_cost=a.memory_cost,
                             parallelism=a.parallelism, hash_len=a.hash_len,
                             salt_len=a.salt_len, type=Type.ID)

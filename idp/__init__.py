@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from idp.config import PROJECT_ROOT, Settings
+from idp.config import MIGRATIONS_DIR, Settings
 from idp.context import Runtime
 from idp.extensions import csrf, db, limiter, migrate
 from idp.keys.store import KeyStore
@@ -20,9 +20,8 @@ def create_app(settings: Settings | None = None, *,
     settings = settings or Settings.from_env()
     settings.instance_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     policy = load_policy(settings.policy_dir, policy_overrides)
-    app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"),
-                static_folder=str(PROJECT_ROOT / "static"), instance_path=str(
-                    settings.instance_dir))
+    # templates/ and static/ are package data beside this file (Flask's defaults).
+    app = Flask(__name__, instance_path=str(settings.instance_dir))
     app.config.update(
         SECRET_KEY=settings.secret_key,
         # Key rotation: cookies and CSRF tokens signed with an earlier key still verify.
@@ -57,7 +56,7 @@ def create_app(settings: Settings | None = None, *,
 
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_wal)
-    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "idp" / "migrations"))
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
     limiter.init_app(app)
     from idp.web import public_documents

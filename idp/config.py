@@ -15,7 +15,19 @@ from urllib.parse import urlsplit
 from idp.core.outbound import parse_allow
 from idp.core.trusted_publishers import load_issuers
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Package data (templates, static files, policies, migrations) lives inside the package, so
+# a wheel installed anywhere carries it; IDP_POLICY_DIR replaces the packaged policies.
+PACKAGE_DIR = Path(__file__).resolve().parent
+POLICY_DIR = PACKAGE_DIR / "policies"
+MIGRATIONS_DIR = PACKAGE_DIR / "migrations"
+# The checkout, when the code runs from one (an editable install, the tests).
+PROJECT_ROOT = PACKAGE_DIR.parent
+
+
+def _state_root() -> Path:
+    """Where instance/ and keys/ go unless IDP_INSTANCE_DIR/IDP_KEYS_DIR say: the checkout
+    when run from one, else (an installed wheel) the working directory, never site-packages."""
+    return PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").is_file() else Path.cwd()
 
 
 class ConfigError(Exception):
@@ -122,7 +134,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
-        instance = Path(env.get("IDP_INSTANCE_DIR", PROJECT_ROOT / "instance"))
+        state_root = _state_root()
+        instance = Path(env.get("IDP_INSTANCE_DIR", state_root / "instance"))
         issuer = _url("IDP_ISSUER", env.get("IDP_ISSUER", "http://127.0.0.1:8000"))
         db = env.get("DATABASE_URL") or f"sqlite:///{instance / 'idp.sqlite3'}"
         sms = env.get("SMS_BACKEND", "outbox")
@@ -136,7 +149,7 @@ class Settings:
         redis_url = env.get("REDIS_URL") or None
         if redis_url is not None:
             _url("REDIS_URL", redis_url, ("redis", "rediss", "unix"))
-        policy_dir = Path(env.get("IDP_POLICY_DIR", PROJECT_ROOT / "policies"))
+        policy_dir = Path(env.get("IDP_POLICY_DIR", POLICY_DIR))
         if not policy_dir.is_dir():
             raise ConfigError(f"IDP_POLICY_DIR={str(policy_dir)!r} is not a directory")
         secret = env.get("IDP_SECRET_KEY")
@@ -184,7 +197,7 @@ class Settings:
         return cls(
             issuer=issuer,
             database_url=_database_url(db),
-            keys_dir=Path(env.get("IDP_KEYS_DIR", PROJECT_ROOT / "keys")),
+            keys_dir=Path(env.get("IDP_KEYS_DIR", state_root / "keys")),
             policy_dir=policy_dir,
             instance_dir=instance,
             secret_key=secret or _secret_key(instance),

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from idp import clock, create_app
-from idp.config import PROJECT_ROOT, Settings
+from idp.config import POLICY_DIR, Settings
 from idp.extensions import db, limiter
 
 pytest_plugins = ("tests.log_scan",)  # every log line of the run is scanned for secrets
@@ -118,7 +118,7 @@ def env(workdir: Path, database: str, smtp_server) -> dict[str, str]:
         "DATABASE_URL": database,
         "IDP_KEYS_DIR": str(workdir / "keys"),
         "IDP_INSTANCE_DIR": str(workdir / "instance"),
-        "IDP_POLICY_DIR": str(PROJECT_ROOT / "policies"),
+        "IDP_POLICY_DIR": str(POLICY_DIR),
         "IDP_SECRET_KEY": "test-secret-key-0123456789-abcdefghijklmnop",
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_server.port),

@@ -29,9 +29,9 @@ def run(env, app):
 def test_db_upgrade_is_idempotent(run):
     from alembic.script import ScriptDirectory
 
-    from idp.config import PROJECT_ROOT
+    from idp.config import MIGRATIONS_DIR
 
-    head = ",".join(sorted(ScriptDirectory(str(PROJECT_ROOT / "idp" / "migrations")).get_heads()))
+    head = ",".join(sorted(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads()))
     assert json.loads(run("db", "upgrade", "--json").stdout)["revision"] == head
 
 

@@ -899,9 +899,9 @@ def s_account(world: World) -> list[Req]:
 
 def s_static(world: World) -> list[Req]:
     return [Req("GET", p) for p in (
-        "/static/../setup.cfg", "/static/%2e%2e/setup.cfg", "/static/..%2fsetup.cfg",
+        "/static/../config.py", "/static/%2e%2e/config.py", "/static/..%2fconfig.py",
         "/static/%2e%2e%2f%2e%2e%2fetc/passwd", "/static/x%00", "/static/" + "a" * 5000,
-        "/static/..\\setup.cfg", "/static//etc/passwd", "/static/%ff")]
+        "/static/..\\config.py", "/static//etc/passwd", "/static/%ff")]
 
 
 def s_discovery(world: World) -> list[Req]:

@@ -321,3 +321,14 @@ def test_form_action_sources_ignore_what_could_break_the_header():
                         "https://c.example/x;script-src *", "https://d.example/'x'",
                         "not a uri", "http://localhost:5000/cb"], False) == {
         "https://a.example", "https://b.example", "http://localhost:5000"}
+
+
+@pytest.mark.parametrize("path", [
+    "/static/../config.py", "/static/%2e%2e/config.py", "/static/..%2fconfig.py",
+    "/static/..%5cconfig.py", "/static/css/..%2f..%2fconfig.py", "/static/%2e%2e%2f__init__.py"])
+def test_static_files_never_reach_the_package_code_beside_them(client, path):
+    """static/ is package data inside idp/, next to the code: no spelling of ../ serves it."""
+    response = client.get(path)
+    assert response.status_code == 404, path
+    assert b"import" not in response.data and b"PACKAGE_DIR" not in response.data
+    assert client.get("/static/css/app.css").status_code == 200

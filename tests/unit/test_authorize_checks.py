@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from flask import Flask
 
-from idp.config import PROJECT_ROOT
+from idp.config import POLICY_DIR
 from idp.epcs import install as epcs
 from idp.epcs.service import Step
 from idp.oidc.interaction import checks, pipeline
@@ -17,7 +17,7 @@ from idp.oidc.interaction.pipeline import Check, Interaction, Outcome, Services
 from idp.policy import load_policy
 from idp.smart import interaction as smart
 
-POLICY = load_policy(PROJECT_ROOT / "policies")
+POLICY = load_policy(POLICY_DIR)
 AAL1, AAL2, AAL2_PHR, EPCS = POLICY.assurance.acr_values
 NOW = 1_900_000_000.0
 REDIRECT = "https://rp.example/cb"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from idp.config import PROJECT_ROOT, ConfigError, Settings
+from idp.config import POLICY_DIR, PROJECT_ROOT, ConfigError, Settings
 
 SECRET = "s" * 40
 
@@ -28,7 +28,7 @@ def test_defaults(base: dict[str, str], tmp_path: Path):
     assert settings.issuer == "http://127.0.0.1:8000"
     assert settings.database_url == f"sqlite:///{instance / 'idp.sqlite3'}"
     assert settings.keys_dir == PROJECT_ROOT / "keys"
-    assert settings.policy_dir == PROJECT_ROOT / "policies"
+    assert settings.policy_dir == POLICY_DIR
     assert settings.instance_dir == instance
     assert settings.redis_url is None
     assert (settings.smtp_host, settings.smtp_port) == ("127.0.0.1", 25)

@@ -18,11 +18,11 @@ STRONG = {"acr": ACR_AAL2_PHR, "scope": f"openid {PRESCRIPTIONS_WRITE}", "roles"
 
 
 def test_the_acr_order_is_the_idps():
-    from idp.config import PROJECT_ROOT
+    from idp.config import POLICY_DIR
     from idp.policy import load_policy
 
     assert ACR_ORDER == (ACR_AAL1, ACR_AAL2, ACR_AAL2_PHR, ACR_EPCS)
-    assert ACR_ORDER == load_policy(PROJECT_ROOT / "policies").assurance.acr_values
+    assert ACR_ORDER == load_policy(POLICY_DIR).assurance.acr_values
     assert SIGN_PRESCRIPTION_ACR == "urn:healthidp:acr:aal2-phr"
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from idp.config import PROJECT_ROOT
+from idp.config import POLICY_DIR
 from idp.core import events
 from idp.oidc import registry
 from idp.oidc.registry import Registry, ScopeFamily
 from idp.policy import load_policy
 
-POLICY = load_policy(PROJECT_ROOT / "policies")
+POLICY = load_policy(POLICY_DIR)
 SMART_SCOPES = {"fhirUser", "launch", "launch/patient", "launch/encounter"}
 
 

@@ -6,7 +6,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from idp.config import PROJECT_ROOT
+from idp.config import POLICY_DIR
 from idp.onboarding import licenses
 from idp.onboarding.npi import is_valid_npi, npi_with_check_digit
 from idp.policy import load_policy
@@ -48,7 +48,7 @@ def test_npi_base_must_be_nine_digits():
             npi_with_check_digit(bad)
 
 
-STATES = load_policy(PROJECT_ROOT / "policies").onboarding.license_states
+STATES = load_policy(POLICY_DIR).onboarding.license_states
 TODAY = date(2026, 11, 25)
 NEXT_YEAR = TODAY + timedelta(days=365)
 

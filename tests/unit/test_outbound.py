@@ -419,9 +419,9 @@ def test_a_bad_allow_list_stops_the_start(value, tmp_path):
                                       {"require_https": "never"}, {"connect_timeout": 0},
                                       {"max_response_bytes": 10}])
 def test_a_bad_outbound_policy_stops_the_start(override):
-    from idp.config import PROJECT_ROOT
+    from idp.config import POLICY_DIR
     from idp.policy import PolicyError, load_policy
 
-    assert load_policy(PROJECT_ROOT / "policies").outbound.allow == ()
+    assert load_policy(POLICY_DIR).outbound.allow == ()
     with pytest.raises(PolicyError, match="outbound.toml"):
-        load_policy(PROJECT_ROOT / "policies", {"outbound": override})
+        load_policy(POLICY_DIR, {"outbound": override})

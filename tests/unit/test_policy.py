@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from idp.config import PROJECT_ROOT
+from idp.config import POLICY_DIR
 from idp.policy import PolicyError, load_policy
 
-POLICIES = PROJECT_ROOT / "policies"
+POLICIES = POLICY_DIR
 
 
 @pytest.fixture
