@@ -16,7 +16,6 @@ KNOWN: set[frozenset[str]] = {
     frozenset({"idp.oidc.claims", "idp.oidc.tokens", "idp.smart.service"}),
     frozenset({"idp.mfa.manage_views", "idp.mfa.views", "idp.mfa.webauthn_views"}),
     frozenset({"idp.oidc.endpoints", "idp.oidc.server"}),
-    frozenset({"idp.cli", "idp.demo", "idp.notify.cli", "idp.ops.cli", "idp.reports.cli"}),
 }
 
 
