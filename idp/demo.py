@@ -1,4 +1,5 @@
-"""`idp demo seed`: the demo relying parties and accounts of the development stack.
+"""The demo relying parties and accounts of the development stack (`idp demo seed`, in
+idp/cli/demo.py, runs `seed`).
 
 Idempotent: a second run changes nothing that is already right. Client secrets, account
 passwords and the seeds of the accounts' authenticator apps (every login needs a second factor)
@@ -19,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 from cryptography.fernet import InvalidToken
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from idp import clock
 from idp.accounts.models import User
@@ -37,6 +36,7 @@ from idp.mfa import totp
 from idp.mfa.models import Factor
 from idp.oidc.clients import create_client, validate_uri
 from idp.oidc.models import Client
+from idp.onboarding.models import Department, Facility
 from idp.onboarding.npi import npi_with_check_digit
 
 CLIENTS_FILE = "demo-clients.json"
@@ -296,8 +296,6 @@ FACILITIES = {
 def ensure_facilities() -> None:
     """Create the demo facilities and departments that are missing (never renames or deletes
     what an admin changed)."""
-    from idp.onboarding.models import Department, Facility
-
     for name, departments in FACILITIES.items():
         facility = db.session.execute(select(Facility).where(Facility.name == name)
                                       ).scalar_one_or_none()
@@ -329,12 +327,12 @@ def seed(*, instance_dir: Path | None = None, portal_url: str = DEFAULT_PORTAL_U
     saved_clients, saved_accounts = read_secrets(clients_file), read_secrets(accounts_file)
 
     client_rows, client_secrets = [], {}
-    for key, spec in CLIENTS.items():
-        known = saved_clients.get(spec.client_id, {}).get("client_secret")
-        status, secret = ensure_client(spec, base_urls[key], known)
-        client_secrets[spec.client_id] = {"client_secret": secret}
-        client_rows.append({"client_id": spec.client_id, "name": spec.name, "status": status,
-                            "redirect_uri": f"{base_urls[key]}/callback"})
+    for key, demo_client in CLIENTS.items():
+        known = saved_clients.get(demo_client.client_id, {}).get("client_secret")
+        status, secret = ensure_client(demo_client, base_urls[key], known)
+        client_secrets[demo_client.client_id] = {"client_secret": secret}
+        client_rows.append({"client_id": demo_client.client_id, "name": demo_client.name,
+                            "status": status, "redirect_uri": f"{base_urls[key]}/callback"})
 
     ensure_native_client()
     ensure_facilities()
@@ -365,56 +363,3 @@ def seed(*, instance_dir: Path | None = None, portal_url: str = DEFAULT_PORTAL_U
         os.chmod(path, 0o600)
     db.session.commit()
     return SeedResult(client_rows, account_rows, clients_file, accounts_file)
-
-
-# -- the command -----------------------------------------------------------------------------
-@click.group()
-def demo() -> None:
-    """Demo relying parties and accounts for local development (never in production)."""
-
-
-@demo.command("seed")
-@click.option("--portal-url", envvar="PORTAL_URL", default=DEFAULT_PORTAL_URL, show_default=True,
-              help="base URL of the provider portal (its redirect URIs derive from it)")
-@click.option("--ehr-url", envvar="EHR_URL", default=DEFAULT_EHR_URL, show_default=True,
-              help="base URL of the EHR")
-@click.option("--smart-app-url", envvar="SMART_APP_URL", default=DEFAULT_SMART_APP_URL,
-              show_default=True, help="base URL of the demo SMART app")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def seed_command(portal_url: str, ehr_url: str, smart_app_url: str, as_json: bool) -> None:
-    """Register the portal and EHR clients and the demo accounts; safe to run again."""
-    # Imported here: idp.cli imports this module at its end.
-    from idp.accounts.service import AccountError
-    from idp.cli import emit, with_app
-    from idp.oidc.clients import ClientError
-
-    @with_app()
-    def run() -> SeedResult:
-        return seed(portal_url=portal_url, ehr_url=ehr_url, smart_app_url=smart_app_url)
-
-    try:
-        result = run()
-    except (ClientError, AccountError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(2) from None
-    except SQLAlchemyError as exc:
-        click.echo(f"error: the database is not ready ({type(exc).__name__}); "
-                   "run `idp db upgrade` first", err=True)
-        raise SystemExit(2) from None
-    emit(as_json, result.as_dict(), _text(result))
-
-
-def _text(result: SeedResult) -> str:
-    lines = ["Demo clients:"]
-    lines += [f"  {c['client_id']:8} {c['name']:16} {c['status']:15} {c['redirect_uri']}"
-              for c in result.clients]
-    lines.append(f"  secrets saved in {result.clients_file} (mode 0600)")
-    lines.append("Demo accounts (local demo credentials; add each authenticator key or "
-                 "otpauth:// link to an authenticator app: every sign-in asks for its code):")
-    for a in result.accounts:
-        lines.append(f"  {a['username']:13} {a['role']:19} {a['password']}  ({a['status']})")
-        lines.append(f"  {'':13} authenticator key {a['totp_secret']}  ({a['totp_status']})")
-        lines.append(f"  {'':13} {a['totp_uri']}")
-    lines.append(f"  passwords and authenticator keys saved in {result.accounts_file} "
-                 "(mode 0600)")
-    return "\n".join(lines)

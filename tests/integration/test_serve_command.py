@@ -21,6 +21,7 @@ import requests
 from click.testing import CliRunner
 
 from idp import cli
+from idp.cli import serve as serve_cli
 from tests.conftest import free_port
 from tests.helpers import make_client, wait_ready
 from tests.log_scan import register as register_secret
@@ -62,7 +63,7 @@ def test_granian_with_workers_and_threads(serve):
     assert _opt(argv, "--workers") == "2" and _opt(argv, "--blocking-threads") == "4"
     assert "--respawn-failed-workers" in argv and "--no-access-log" in argv
     assert _opt(argv, "--log-level") == "warning"
-    assert _opt(argv, "--backpressure") == str(cli.GRANIAN_CONNECTIONS)
+    assert _opt(argv, "--backpressure") == str(serve_cli.GRANIAN_CONNECTIONS)
     assert _opt(argv, "--workers-kill-timeout") == "20"
     assert serve.environ()["IDP_LOG_FORMAT"] == "json"  # granian's workers inherit it
     assert "IDP_LOG_FORMAT" not in os.environ

@@ -3,17 +3,12 @@
 grimp (the graph library under import-linter, which `make lint` runs for the layer rule) reads
 every import statement of every module, those inside functions too, so an import moved into a
 function to dodge a cycle is still seen. Imports under `if TYPE_CHECKING:` are left out: they
-never run. KNOWN is the debt still being paid: a new cycle fails, and so does a known one that
-is gone (take it off the list), so the list only shrinks.
+never run.
 """
 
 from __future__ import annotations
 
 import grimp
-
-KNOWN: set[frozenset[str]] = {
-    frozenset({"idp.cli", "idp.demo", "idp.notify.cli", "idp.ops.cli", "idp.reports.cli"}),
-}
 
 
 def cycles(package: str = "idp") -> set[frozenset[str]]:
@@ -60,12 +55,8 @@ def cycles(package: str = "idp") -> set[frozenset[str]]:
     return found
 
 
-def test_no_import_cycle_beyond_the_known_debt():
-    found = cycles()
-    new = [sorted(c) for c in found - KNOWN]
-    gone = [sorted(c) for c in KNOWN - found]
-    assert not new, f"new import cycle(s): {new}"
-    assert not gone, f"cycle(s) no longer there: take them off KNOWN: {gone}"
+def test_no_import_cycle():
+    assert sorted(sorted(c) for c in cycles()) == []
 
 
 def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path,

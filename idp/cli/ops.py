@@ -7,7 +7,11 @@ from pathlib import Path
 
 import click
 
-from idp.cli import emit, json_option, with_app
+from idp.audit.service import verify
+from idp.cli.common import emit, json_option, with_app
+from idp.context import settings
+from idp.extensions import db
+from idp.ops.backup import BackupError, backup, restore
 
 
 @click.command("backup")
@@ -17,10 +21,6 @@ from idp.cli import emit, json_option, with_app
 @with_app(ensure_keys=False)
 def backup_command(target: Path, as_json: bool) -> None:
     """Back up the database and the key directory together, with a manifest."""
-    from idp.context import settings
-    from idp.extensions import db
-    from idp.ops.backup import BackupError, backup
-
     try:
         manifest = backup(settings(), db.engine, target)
     except BackupError as exc:
@@ -40,11 +40,6 @@ def backup_command(target: Path, as_json: bool) -> None:
 def restore_command(source: Path, as_json: bool) -> None:
     """Restore a backup into an empty database and key directory (keys first), then check
     the audit chain. Run `idp audit verify` again before starting the IdP on it."""
-    from idp.audit.service import verify
-    from idp.context import settings
-    from idp.extensions import db
-    from idp.ops.backup import BackupError, restore
-
     try:
         manifest = restore(settings(), db.engine, source)
     except BackupError as exc:

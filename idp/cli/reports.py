@@ -7,7 +7,10 @@ import sys
 
 import click
 
-from idp.cli import with_app
+from idp.audit import service as audit
+from idp.cli.common import with_app
+from idp.extensions import db
+from idp.reports import service
 
 
 @click.command("reports")
@@ -18,13 +21,9 @@ from idp.cli import with_app
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="same as --format json")
 @with_app(ensure_keys=False)
-def reports(name: str | None, start: str | None, end: str | None, fmt: str,
-            as_json: bool) -> None:
+def reports_command(name: str | None, start: str | None, end: str | None, fmt: str,
+                    as_json: bool) -> None:
     """Compliance reports; without NAME, list them. Each run is audited (actor cli)."""
-    from idp.audit import service as audit
-    from idp.extensions import db
-    from idp.reports import service
-
     service.load_extensions()
     if not name:
         listing = {s.name: s.title for s in service.REPORTS.values()}

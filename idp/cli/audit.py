@@ -1,0 +1,83 @@
+"""`idp audit`: the audit trail."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from idp.audit.grants import statements
+from idp.audit.service import anchor, check_anchor, verify
+from idp.cli.common import emit, json_option, with_app
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """Audit trail."""
+
+
+@audit_group.command("verify")
+@click.option("--anchor", "anchor_file", type=click.Path(dir_okay=False), default=None,
+              help="also check an anchor written by `idp audit anchor` (JSON)")
+@json_option
+@with_app(ensure_keys=False)
+def audit_verify(anchor_file: str | None, as_json: bool) -> None:
+    """Check the hash chain; exit 1 on a break (or when the anchored event changed)."""
+    kept, problem = None, None
+    if anchor_file:
+        try:
+            with open(anchor_file) as handle:
+                kept = json.load(handle)
+        except (OSError, ValueError) as exc:
+            click.echo(f"error: cannot read the anchor {anchor_file}: {exc}", err=True)
+            sys.exit(2)
+        if not isinstance(kept, dict):
+            click.echo(f"error: {anchor_file} is not an anchor (a JSON object)", err=True)
+            sys.exit(2)
+    intact, count, broken = verify()
+    if kept is not None:
+        problem = check_anchor(kept)
+    text = (f"audit chain intact ({count} events)" if intact
+            else f"audit chain BROKEN at event {broken}")
+    if kept is not None:
+        text += "\n" + (f"anchor event {kept.get('seq')} matches" if problem is None
+                        else f"anchor MISMATCH: {problem}")
+    data: dict[str, Any] = {"intact": intact, "events": count, "first_broken_seq": broken}
+    if kept is not None:
+        data["anchor"] = {"seq": kept.get("seq"), "matches": problem is None,
+                          "problem": problem}
+    emit(as_json, data, text)
+    sys.exit(0 if intact and problem is None else 1)
+
+
+@audit_group.command("anchor")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="also write the anchor (JSON) to this file")
+@json_option
+@with_app(ensure_keys=False)
+def audit_anchor(output: str | None, as_json: bool) -> None:
+    """Print the latest event's seq, hash and time, to store outside the database; later
+    `idp audit verify --anchor FILE` proves that event and everything before it unchanged."""
+    found = anchor()
+    if found is None:
+        click.echo("error: the audit trail is empty", err=True)
+        sys.exit(1)
+    if output:
+        with open(output, "w") as handle:
+            json.dump(found, handle)
+            handle.write("\n")
+    emit(as_json, found, f"seq {found['seq']}  hash {found['hash']}  at {found['at']}")
+
+
+@audit_group.command("grants")
+@click.option("--role", required=True, help="the application's database role")
+@click.option("--schema", default="public", show_default=True)
+def audit_grants(role: str, schema: str) -> None:
+    """Print the PostgreSQL grants that make the audit trail INSERT-only for the role."""
+    try:
+        click.echo(";\n".join(statements(role, schema)) + ";")
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,128 @@
+"""`idp clients`: the OIDC relying parties."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from sqlalchemy import select
+
+from idp.admin import approval
+from idp.admin.service import issue_initial_token
+from idp.cli.common import emit, json_option, with_app
+from idp.extensions import db as sqla
+from idp.oidc.clients import ClientError, Lifetimes, create_client
+from idp.oidc.models import Client
+
+
+@click.group("clients")
+def clients_group() -> None:
+    """OIDC relying parties."""
+
+
+@clients_group.command("create")
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True)
+@click.option("--public", is_flag=True, help="no secret (native or browser app); PKCE required")
+@click.option("--grant-type", "grant_types", multiple=True)
+@click.option("--scope", default=None, help='space-separated, one argument: "openid profile"')
+@click.option("--post-logout-redirect-uri", "logout_uris", multiple=True)
+@click.option("--backchannel-logout-uri", default=None)
+@click.option("--first-party", is_flag=True, help="skip the consent page")
+@click.option("--auth-method", type=click.Choice(
+    ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]), default=None)
+@click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="public JWK set for private_key_jwt")
+@click.option("--loopback-any-port", is_flag=True, help="RFC 8252 native-app redirect rule")
+@click.option("--require-pkce", is_flag=True, help="require PKCE from a confidential client")
+@click.option("--id-token-alg", type=click.Choice(["RS256", "ES256"]), default=None)
+@click.option("--introspect-any", is_flag=True, help="resource server: may introspect any token")
+@click.option("--client-id", default=None, help="choose the client_id (default: random)")
+@click.option("--access-token-lifetime", type=int, default=None,
+              help="seconds (default and maximum: policies/tokens.toml)")
+@click.option("--id-token-lifetime", type=int, default=None, help="seconds")
+@click.option("--refresh-token-lifetime", type=int, default=None, help="seconds")
+@json_option
+@with_app()
+def clients_create(name: str, redirect_uris: tuple[str, ...], public: bool,
+                   grant_types: tuple[str, ...], scope: str | None, logout_uris: tuple[str, ...],
+                   backchannel_logout_uri: str | None, first_party: bool,
+                   auth_method: str | None, jwks_file: str | None, loopback_any_port: bool,
+                   require_pkce: bool, id_token_alg: str | None, introspect_any: bool,
+                   client_id: str | None, access_token_lifetime: int | None,
+                   id_token_lifetime: int | None, refresh_token_lifetime: int | None,
+                   as_json: bool) -> None:
+    """Register a client; prints client_id, and client_secret once."""
+    jwks = None
+    if jwks_file:
+        with open(jwks_file) as handle:
+            jwks = json.load(handle)
+    try:
+        new = create_client(
+            name=name, redirect_uris=list(redirect_uris), public=public,
+            grant_types=list(grant_types) or None, scope=scope,
+            post_logout_redirect_uris=list(logout_uris),
+            backchannel_logout_uri=backchannel_logout_uri, first_party=first_party,
+            auth_method=auth_method, jwks=jwks, loopback_any_port=loopback_any_port,
+            id_token_alg=id_token_alg, introspect_any=introspect_any, client_id=client_id,
+            require_pkce=require_pkce, lifetimes=Lifetimes(
+                access_token_lifetime, id_token_lifetime, refresh_token_lifetime))
+    except ClientError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    sqla.session.commit()
+    data = {"client_id": new.client.client_id, "client_secret": new.client_secret,
+            "token_endpoint_auth_method": new.client.token_endpoint_auth_method}
+    text = f"client_id: {new.client.client_id}"
+    if new.client_secret:
+        text += f"\nclient_secret: {new.client_secret}  (shown once; store it now)"
+    emit(as_json, data, text)
+
+
+@clients_group.command("issue-registration-token")
+@click.option("--expires-in", "expires_in", type=click.IntRange(60, 30 * 86400), default=86400,
+              show_default=True, help="seconds the token stays valid")
+@click.option("--uses", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="registrations it allows")
+@click.option("--note", default=None, help="who it is for (kept with the token)")
+@json_option
+@with_app()
+def clients_issue_registration_token(expires_in: int, uses: int, note: str | None,
+                                     as_json: bool) -> None:
+    """An initial access token for dynamic registration at /register (RFC 7591), printed
+    once and stored hashed."""
+    issued = issue_initial_token(actor="cli", lifetime=expires_in, uses=uses, note=note)
+    sqla.session.commit()
+    emit(as_json, {"initial_access_token": issued.token, "expires_at": issued.expires_at,
+                   "uses": issued.uses},
+         f"initial access token: {issued.token}  (shown once)\nvalid until "
+         f"{issued.expires_at:%Y-%m-%d %H:%M} UTC for {issued.uses} registration(s)")
+
+
+@clients_group.command("approve")
+@click.argument("client_id")
+@click.option("--reject", is_flag=True, help="refuse the pending request instead")
+@json_option
+@with_app()
+def clients_approve(client_id: str, reject: bool, as_json: bool) -> None:
+    """Grant (or, with --reject, refuse) what a self-registered client's pending request asks
+    for: scopes, grant types, introspect-any. Audited as the console's buttons are."""
+    client = sqla.session.execute(select(Client).where(Client.client_id == client_id[:64])
+                                  ).scalar_one_or_none()
+    if client is None:
+        click.echo(f"error: no client {client_id!r}", err=True)
+        sys.exit(2)
+    decide = approval.reject if reject else approval.approve
+    try:
+        what = decide(client, actor="cli")
+    except approval.NothingPending as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    sqla.session.commit()
+    verb = "rejected" if reject else "approved"
+    emit(as_json, {"client_id": client.client_id, "decision": verb, **what,
+                   "scope_granted": client.scope, "grant_types_granted": client.grant_types},
+         f"{verb} for {client.client_id}: scope {what['scope'] or '-'}, grant types "
+         f"{' '.join(what['grant_types']) or '-'}"
+         f"{', introspect-any' if what['introspect_any'] else ''}")
