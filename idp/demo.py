@@ -32,7 +32,7 @@ from idp.context import settings
 from idp.core import crypto
 from idp.core.crypto import digest
 from idp.extensions import db
-from idp.mfa import totp
+from idp.mfa.factors import totp
 from idp.mfa.models import Factor
 from idp.oidc.clients import create_client, validate_uri
 from idp.oidc.models import Client

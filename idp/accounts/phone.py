@@ -1,6 +1,6 @@
 """Change the account's phone number, re-verified by a code sent to the NEW number.
 
-The codes are those of idp.mfa.codes: random, stored hashed, single use, bound to one
+The codes are those of idp.mfa.factors.otp_code: random, stored hashed, single use, bound to one
 LoginAttempt, living `code_lifetime` seconds with `code_attempts` guesses each, and the resend
 cool-down and cap of policies/mfa.toml (counted per account, shared with sign-in codes).
 
@@ -37,7 +37,7 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db
-from idp.mfa import codes
+from idp.mfa.factors import otp_code as codes
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode
 from idp.notify.mailer import send_mail
 

@@ -25,7 +25,7 @@ from idp.accounts.views import safe_next
 from idp.admin.service import recent_logins
 from idp.context import policy
 from idp.extensions import db, limiter
-from idp.mfa.codes import mask
+from idp.mfa.factors.otp_code import mask
 from idp.notify import outbox
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession

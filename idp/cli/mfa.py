@@ -12,7 +12,7 @@ from idp.audit import service as audit
 from idp.cli.common import emit, json_option, with_app
 from idp.core import crypto
 from idp.extensions import db as sqla
-from idp.mfa import totp
+from idp.mfa.factors import totp
 from idp.mfa.manage import reset
 from idp.mfa.models import Factor
 

@@ -19,7 +19,7 @@ from idp.cli import main
 from idp.core import crypto
 from idp.demo import ACCOUNTS_FILE, CLIENTS_FILE, TOTP_LABEL, npi_with_check_digit, seed
 from idp.extensions import db
-from idp.mfa import totp
+from idp.mfa.factors import totp
 from idp.mfa.models import Factor
 from idp.oidc.models import Client
 
