@@ -27,7 +27,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from io import BytesIO
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -127,7 +127,10 @@ class WsgiBridge:
         finally:
             close = getattr(result, "close", None)
             if close is not None:
-                await loop.run_in_executor(self.executor, close)
+                # Queued, not awaited: the answer has gone, and waking the loop once more when
+                # close() returns cost a fifth of the throughput on cheap requests (measured).
+                # The pool runs it in turn; lifespan shutdown waits for it.
+                self.executor.submit(close).add_done_callback(_log_close_error)
 
     async def _body(self, environ: dict, receive: Receive) -> bytes | int | None:
         """The whole body; or the status refusing it (413 at once when Content-Length already
@@ -138,6 +141,9 @@ class WsgiBridge:
                 return 400
             if int(declared) > self.max_body:
                 return 413
+        elif "HTTP_TRANSFER_ENCODING" not in environ \
+                and environ["SERVER_PROTOCOL"] in ("HTTP/1.1", "HTTP/1.0"):
+            return b""  # HTTP/1: no length, not chunked, no body (RFC 9112 §6.3)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -243,6 +249,13 @@ class _Exchange:
 
     def _send_now(self, message: Message) -> None:
         asyncio.run_coroutine_threadsafe(self.send(message), self.loop).result()
+
+
+def _log_close_error(future: Future) -> None:
+    error = future.exception()
+    if error is not None:
+        log.error("unhandled %s in a response's close()", type(error).__name__,
+                  exc_info=error)
 
 
 def _close(result: Iterable[bytes]) -> None:

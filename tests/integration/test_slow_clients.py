@@ -12,15 +12,21 @@ request. The gunicorn case is shown too, so that the test proves it measures som
 
 from __future__ import annotations
 
+import json
+import re
+import select
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import requests
 
+from idp.config import PROJECT_ROOT
 from tests.helpers import make_client
 from tests.integration.test_serve_command import Node, idp_serve
 from tests.log_scan import register as register_secret
@@ -120,3 +126,93 @@ def test_gunicorn_threads_are_held_by_slow_clients(env, service, tmp_path):
         with trickling(node, 32):
             stalled = _timed(lambda: node.call("GET", "/healthz", timeout=BOUND * 3))
     assert stalled == float("inf")  # no answer within 3 s
+
+
+# -- the bounds on a body: read timeout and size, answered before the application ---------------
+def _policies(tmp_path: Path, timeout: int) -> str:
+    """A copy of the shipped policies with web.toml's body_read_timeout_seconds set."""
+    target = tmp_path / "policies"
+    shutil.copytree(PROJECT_ROOT / "policies", target)
+    web = target / "web.toml"
+    text, count = re.subn(r"(?m)^body_read_timeout_seconds\s*=\s*\d+",
+                          f"body_read_timeout_seconds = {timeout}", web.read_text())
+    assert count == 1
+    web.write_text(text)
+    return str(target)
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """The answer the server sends: status line, headers and a body of its Content-Length."""
+    data = b""
+    while True:
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        if _ and length and len(body) >= int(length[1]):
+            return data
+        try:
+            chunk = sock.recv(4096)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _request_lines(node: Node, rid: str) -> list[dict]:
+    node.request_line(rid)  # waits for the first
+    return [json.loads(line) for line in node.stderr().splitlines()
+            if line.startswith("{") and f'"request_id":"{rid}"' in line]
+
+
+def test_a_body_trickled_past_the_read_timeout_gets_408_and_never_reaches_the_app(
+        env, tmp_path):
+    with idp_serve(env, tmp_path / "node",
+                   IDP_POLICY_DIR=_policies(tmp_path, timeout=2)) as node:
+        port = int(node.base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            sock.sendall(b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: slow-408\r\n"
+                         b"Content-Type: application/x-www-form-urlencoded\r\n"
+                         b"Content-Length: %d\r\n\r\ngrant_type=" % ANNOUNCED)
+            # a byte every 0.25 s, through the 2 s timeout (it bounds the whole body, not
+            # the pause between two bytes), until the answer comes
+            answer, deadline = b"", time.monotonic() + 15
+            while not answer and time.monotonic() < deadline:
+                if select.select([sock], [], [], 0.25)[0]:
+                    answer = _answer(sock)
+                else:
+                    try:
+                        sock.sendall(b"a")
+                    except OSError:  # closed after its answer
+                        answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+        assert b'"error":"invalid_request"' in answer.replace(b" ", b"")
+        lines = _request_lines(node, "slow-408")
+    # one line, the refusal's: Flask never saw the request (its line names the route /token)
+    assert [(line["route"], line["status"]) for line in lines] == [("<body refused>", 408)]
+
+
+def test_an_over_limit_body_gets_413_without_being_read_whole(env, tmp_path):
+    """Announced too large: refused before a byte of it is read. Sent chunked, without a
+    length: refused as soon as it passes the limit, the rest never sent (were the server
+    waiting for it, the answer would be the 408 of the read timeout)."""
+    with idp_serve(env, tmp_path / "node") as node:
+        port = int(node.base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: big-413\r\n"
+                         b"Content-Type: application/x-www-form-urlencoded\r\n"
+                         b"Content-Length: 10000000\r\n\r\ngrant_type=")
+            announced = _answer(sock)
+        assert announced.startswith(b"HTTP/1.1 413"), announced[:300]
+
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: chunk-413\r\n"
+                         b"Content-Type: application/x-www-form-urlencoded\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            for _ in range(10):  # 80 kB, over the 64 kB of web.toml; no last chunk
+                sock.sendall(b"2000\r\n" + b"a" * 0x2000 + b"\r\n")
+            chunked = _answer(sock)
+        assert chunked.startswith(b"HTTP/1.1 413"), chunked[:300]
+        assert b"text/plain" in chunked
+        assert [(line["route"], line["status"]) for line in _request_lines(node, "big-413")] \
+            == [("<body refused>", 413)]
+        assert [line["status"] for line in _request_lines(node, "chunk-413")] == [413]
