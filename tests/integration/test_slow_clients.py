@@ -1,13 +1,15 @@
-"""Slow clients cannot stall the service: `idp serve` as deployed by default (granian, two
-workers, four Python threads each) with connections that announce a 60 kB body and trickle
-a byte a second; meanwhile /healthz and a token request from another client each answer
-within 1 s, five times over.
+"""Slow clients cannot stall the service: `idp serve` as deployed by default (granian on
+idp.asgi, two workers, four Python threads each) with connections that announce a 60 kB body
+and trickle a byte a second; meanwhile /healthz and a token request from another client each
+answer within 1 s, five times over.
 
 gunicorn's gthread worker hands a connection to a Python thread once its first bytes arrive,
 and the thread then blocks reading the body: 8 such connections held every thread of
-`idp serve --server gunicorn` and other users waited (measured 15 s and more; README,
-Operations, Serving). granian reads the request in Rust and gives a Python thread only a whole
-request. The gunicorn case is shown too, so that the test proves it measures something.
+`idp serve --server gunicorn` and other users waited (10 s and more). granian's WSGI interface
+does the same. idp.asgi (idp.web.asgi_bridge) reads the whole body in the event loop, bounded
+by web.toml's max_body_bytes (413) and body_read_timeout_seconds (408), and only then gives a
+thread the request. The gunicorn case is shown too, so that the test proves it measures
+something.
 """
 
 from __future__ import annotations
