@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from idp.config import PROJECT_ROOT
+from idp.config import POLICY_DIR
 from tests.helpers import make_client
 from tests.integration.test_serve_command import Node, idp_serve
 from tests.log_scan import register as register_secret
@@ -134,7 +134,7 @@ def test_gunicorn_threads_are_held_by_slow_clients(env, service, tmp_path):
 def _policies(tmp_path: Path, timeout: int) -> str:
     """A copy of the shipped policies with web.toml's body_read_timeout_seconds set."""
     target = tmp_path / "policies"
-    shutil.copytree(PROJECT_ROOT / "policies", target)
+    shutil.copytree(POLICY_DIR, target)
     web = target / "web.toml"
     text, count = re.subn(r"(?m)^body_read_timeout_seconds\s*=\s*\d+",
                           f"body_read_timeout_seconds = {timeout}", web.read_text())
