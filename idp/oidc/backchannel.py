@@ -12,7 +12,8 @@ session has gone out (a web request) or when the CLI command ends, and retried w
 back-off by `idp sessions deliver` (cron) and opportunistically after later logouts. Each
 attempt is claimed with one compare-and-set UPDATE that also schedules the next one, so two
 nodes (or a node and cron) never post the same attempt twice, and a node that dies mid-attempt
-leaves the row due again later.
+leaves the row due again later (idp.core.delivery, shared with the mail outbox; "after the
+response" is idp.core.after_response).
 
 The POST goes through the outbound client (idp/core/outbound.py), which checks the address the
 URI resolves to when it connects: registration checked it too, but DNS answers change. A

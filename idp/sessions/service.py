@@ -1,6 +1,11 @@
 """SSO sessions: start at login, checked (idle and absolute timeout) on every request, ended
 by logout. The cookie carries an opaque 256-bit value; the database keeps its SHA-256.
 
+Reading the session (`current`) writes nothing: the upkeep it finds owed (ending a session
+found expired, refreshing last_seen at most every `touch_every`) is `settle`'s, an
+after_request step with a transaction of its own. Starting and ending sessions are writes in
+the caller's transaction, which the caller commits.
+
 The device cookie (`idp_device`, `__Host-idp_device` under an https issuer) marks the browser:
 a random 128-bit id given at its first sign-in and kept for 400 days (renewed at each sign-in;
 policies/session.toml `device_cookie_max_age`).
