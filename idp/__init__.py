@@ -81,10 +81,11 @@ def create_app(settings: Settings | None = None, *,
     from idp.admin import console, views  # noqa: F401  (their routes, on the admin blueprint)
     from idp.admin.blueprint import bp as admin_bp
     from idp.admin.registration import bp as registration_bp
+    from idp.core import after_response
     from idp.oidc.install import install as install_oidc
     from idp.onboarding.views import admin_bp as onboarding_admin_bp
     from idp.onboarding.views import bp as onboarding_bp
-    from idp.sessions.service import apply_cookie
+    from idp.sessions.service import apply_cookie, settle
     from idp.web import security
 
     install_oidc(app)  # before the features: they fill its registry
@@ -112,6 +113,8 @@ def create_app(settings: Settings | None = None, *,
 
     app.register_blueprint(openapi_bp)
     app.after_request(apply_cookie)
+    app.after_request(settle)  # the session upkeep current() found owed, its own commit
+    after_response.install(app)  # runs last: every hook before it may queue work
     security.install(app)
     from idp.core import metrics
 

@@ -42,6 +42,8 @@ class SessionPolicy:
     idle_timeout: int
     absolute_timeout: int
     cookie_name: str
+    touch_every: int            # seconds between writes of a live session's last_seen
+    device_cookie_max_age: int  # seconds the device cookie is kept (browsers cap: 400 days)
 
 
 @dataclass(frozen=True)
@@ -397,6 +399,11 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
         raise PolicyError("assurance.toml password_acr is not one of acr_values")
     if session.idle_timeout <= 0 or session.absolute_timeout < session.idle_timeout:
         raise PolicyError("session.toml: need 0 < idle_timeout <= absolute_timeout")
+    if not 0 < session.touch_every < session.idle_timeout:
+        raise PolicyError("session.toml: need 0 < touch_every < idle_timeout")
+    if not 0 < session.device_cookie_max_age <= 400 * 86400:
+        raise PolicyError("session.toml: need 0 < device_cookie_max_age <= 34560000 (400 days, "
+                          "the longest a browser keeps a cookie)")
 
     raw_mfa = section("mfa.toml")
     factors = {}

@@ -4,6 +4,7 @@ and must not lose the mail."""
 
 from __future__ import annotations
 
+from idp.core.after_response import run_after_response
 from idp.notify import outbox
 from idp.notify.smtp import smtp_send
 
@@ -24,15 +25,4 @@ def send_mail(to: str, subject: str, body: str, *, queue: bool = True) -> bool:
 def send_after_response(to: str, subject: str, body: str) -> None:
     """Send once the response has gone out, so how long the mail server takes cannot tell a
     caller whether an account exists (the forgot-password page answers in constant time)."""
-    from flask import after_this_request, current_app
-
-    app = current_app._get_current_object()
-
-    @after_this_request
-    def _defer(response):  # noqa: ANN001, ANN202
-        def _send() -> None:
-            with app.app_context():
-                send_mail(to, subject, body)
-
-        response.call_on_close(_send)
-        return response
+    run_after_response(lambda: send_mail(to, subject, body))

@@ -15,27 +15,35 @@ from __future__ import annotations
 
 import logging
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import delete, func, insert, or_, select, update
 
 from idp import clock
 from idp.audit import service as audit
 from idp.context import policy, settings
-from idp.core import crypto
+from idp.core import crypto, delivery
+from idp.core.after_response import run_after_response
 from idp.extensions import db
 from idp.notify.models import MailOutbox
 from idp.notify.smtp import smtp_send
+from idp.policy import MailPolicy
 
 log = logging.getLogger("idp.notify")
 
 
 def backoff(attempts: int) -> timedelta:
-    """Wait after the n-th failed attempt: retry_delay, doubling, capped."""
+    """Wait after the n-th failed attempt (policies/mail.toml; idp.core.delivery)."""
+    return delivery.backoff(_rules(), attempts)
+
+
+def _rules() -> MailPolicy:
     rules = policy().mail
-    return timedelta(seconds=min(rules.retry_delay * 2 ** max(attempts - 1, 0),
-                                 rules.retry_max_delay))
+    if rules is None:  # load_policy always reads policies/mail.toml
+        raise RuntimeError("no mail policy loaded")
+    return rules
 
 
 def enqueue(to: str, subject: str, body: str) -> MailOutbox:
@@ -83,16 +91,12 @@ def attempt(row_id: int) -> bool | None:
         db.session.commit()
         return None
     seen, to, subject, sealed = row.attempts, row.recipient, row.subject, row.body
-    tries = seen + 1
-    last = tries >= policy().mail.max_attempts
-    claimed = db.session.execute(
-        update(MailOutbox).where(MailOutbox.id == row_id, MailOutbox.attempts == seen,
-                                 MailOutbox.sent_at.is_(None))
-        .values(attempts=tries, next_attempt_at=None if last else now + backoff(tries))
-        .execution_options(synchronize_session=False)).rowcount
+    claim = delivery.claim(MailOutbox, row_id, seen, open_=MailOutbox.sent_at.is_(None),
+                           rules=_rules(), now=now, delay=backoff(seen + 1))
     db.session.commit()
-    if claimed != 1:
+    if claim is None:
         return None
+    tries, last = claim.attempts, claim.last
     error = smtp_send(to, subject, crypto.decrypt(sealed))
     if error is None:
         db.session.execute(update(MailOutbox).where(MailOutbox.id == row_id).values(
@@ -116,26 +120,17 @@ def attempt(row_id: int) -> bool | None:
 def deliver_after_response(row_ids: list[int]) -> None:
     """Attempt these (committed) rows once the response has gone out, so how long the mail
     server takes tells a caller nothing (the forgot-password page answers in constant time)."""
-    from flask import after_this_request, current_app
+    for row_id in row_ids:
+        # One job per mail: a failed attempt is logged and rolled back, cron retries the row.
+        run_after_response(partial(_attempt_quietly, row_id))
 
-    if not row_ids:
-        return
-    app = current_app._get_current_object()
 
-    @after_this_request
-    def _defer(response):  # noqa: ANN001, ANN202
-        def _send() -> None:
-            with app.app_context():
-                for row_id in row_ids:
-                    try:
-                        attempt(row_id)
-                    except Exception as exc:  # noqa: BLE001 - cron retries the row
-                        db.session.rollback()
-                        log.error("mail delivery after response failed: %s",
-                                  type(exc).__name__)
-
-        response.call_on_close(_send)
-        return response
+def _attempt_quietly(row_id: int) -> None:
+    try:
+        attempt(row_id)
+    except Exception as exc:  # noqa: BLE001 - cron retries the row; no mail content in logs
+        db.session.rollback()
+        log.error("mail delivery after response failed: %s", type(exc).__name__)
 
 
 def deliver_now(row_ids: list[int]) -> bool:
@@ -144,16 +139,10 @@ def deliver_now(row_ids: list[int]) -> bool:
 
 
 @dataclass
-class DeliveryReport:
-    attempted: int = 0
-    delivered: int = 0
-    failed: int = 0
-    abandoned: int = 0
-    purged: int = 0
-    pending: int = 0
+class DeliveryReport(delivery.DeliveryReport):
+    """The queue's report (idp.core.delivery) and the rows purged past the retention."""
 
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+    purged: int = 0
 
 
 def _pending():  # noqa: ANN202
@@ -190,7 +179,7 @@ def deliver_due(limit: int = 1000) -> DeliveryReport:
 
 def purge() -> int:
     """Delete delivered and abandoned rows older than the retention period."""
-    cutoff = clock.now() - timedelta(seconds=policy().mail.retention)
+    cutoff = clock.now() - timedelta(seconds=_rules().retention)
     removed = db.session.execute(delete(MailOutbox).where(
         or_(MailOutbox.sent_at < cutoff, MailOutbox.abandoned_at < cutoff))
         .execution_options(synchronize_session=False)).rowcount
@@ -203,7 +192,7 @@ def smtp_reachable() -> bool:
     conf = settings()
     try:
         with socket.create_connection((conf.smtp_host, conf.smtp_port),
-                                      timeout=policy().mail.smtp_probe_timeout):
+                                      timeout=_rules().smtp_probe_timeout):
             return True
     except OSError:
         return False

@@ -12,7 +12,8 @@ session has gone out (a web request) or when the CLI command ends, and retried w
 back-off by `idp sessions deliver` (cron) and opportunistically after later logouts. Each
 attempt is claimed with one compare-and-set UPDATE that also schedules the next one, so two
 nodes (or a node and cron) never post the same attempt twice, and a node that dies mid-attempt
-leaves the row due again later.
+leaves the row due again later (idp.core.delivery, shared with the mail outbox; "after the
+response" is idp.core.after_response).
 
 The POST goes through the outbound client (idp/core/outbound.py), which checks the address the
 URI resolves to when it connects: registration checked it too, but DNS answers change. A
@@ -31,18 +32,19 @@ import re
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 import requests
-from flask import Flask, current_app, g, has_app_context, has_request_context
+from flask import Flask, g, has_app_context, has_request_context
 from sqlalchemy import select, update
 
 from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
-from idp.core import events, outbound
+from idp.core import delivery, events, outbound
+from idp.core.after_response import run_after_response
+from idp.core.delivery import DeliveryReport
 from idp.extensions import db
 from idp.keys.jwt import sign
 from idp.oidc.models import AuthorizationCode, BackchannelLogout, Client
@@ -107,35 +109,17 @@ def _deliver_later(sids: list[str]) -> None:
     pending = g.setdefault(PENDING_FLAG, [])
     first = not pending
     pending.extend(sids)
-    if not has_request_context() or not first:
-        return
-    from flask import after_this_request
-
-    app = current_app._get_current_object()
-
-    @after_this_request
-    def _defer(response):  # noqa: ANN001, ANN202
-        wanted = list(g.get(PENDING_FLAG) or [])
-        g.pop(PENDING_FLAG, None)
-
-        def _send() -> None:
-            _deliver_in(app, wanted)
-
-        response.call_on_close(_send)
-        return response
+    if has_request_context() and first:
+        # One job per request; it sends every sid this request queues (the same list).
+        run_after_response(lambda: _deliver(pending))
 
 
-def _deliver_in(app: Flask, sids: list[str]) -> None:
-    """In a fresh app context (its own database session): this request's deliveries first,
-    then whatever else is due, within the after-response time budget."""
-    with app.app_context():
-        try:
-            budget = time.monotonic() + policy().backchannel.after_response_budget
-            deliver_due(sids=sids, deadline=budget)
-            deliver_due(limit=20, deadline=budget)
-        except Exception:  # noqa: BLE001 - after the response: log, cron retries
-            db.session.rollback()
-            log.exception("back-channel logout delivery failed")
+def _deliver(sids: list[str]) -> None:
+    """After the response (a fresh app context, its own database session): this request's
+    deliveries first, then whatever else is due, within the after-response time budget."""
+    budget = time.monotonic() + policy().backchannel.after_response_budget
+    deliver_due(sids=sids, deadline=budget)
+    deliver_due(limit=20, deadline=budget)
 
 
 def deliver_pending() -> DeliveryReport | None:
@@ -164,23 +148,9 @@ def logout_token(client_id: str, sid: str, subject: str) -> str:
 
 
 # -- delivery ----------------------------------------------------------------------------------
-@dataclass
-class DeliveryReport:
-    attempted: int = 0
-    delivered: int = 0
-    failed: int = 0
-    abandoned: int = 0
-    pending: int = 0   # still owed after this run (due later)
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
 def backoff(attempts: int) -> timedelta:
-    """Wait after the n-th failed attempt: retry_delay, doubling, capped."""
-    rules = policy().backchannel
-    return timedelta(seconds=min(rules.retry_delay * 2 ** max(attempts - 1, 0),
-                                 rules.retry_max_delay))
+    """Wait after the n-th failed attempt (policies/backchannel.toml; idp.core.delivery)."""
+    return delivery.backoff(policy().backchannel, attempts)
 
 
 def deliver_due(*, sids: list[str] | None = None, limit: int = 200,
@@ -217,20 +187,15 @@ def _attempt(row_id: int, report: DeliveryReport) -> None:
         db.session.commit()
         return
     seen, client_id, sid, subject = row.attempts, row.client_id, row.sid, row.subject
-    attempts = seen + 1
-    last = attempts >= policy().backchannel.max_attempts
-    # Claim this attempt and schedule the next, in one compare-and-set statement.
-    claimed = db.session.execute(
-        update(BackchannelLogout).where(
-            BackchannelLogout.id == row_id, BackchannelLogout.attempts == seen,
-            BackchannelLogout.delivered_at.is_(None))
-        .values(attempts=attempts, next_attempt_at=None if last else now + backoff(attempts))
-        .execution_options(synchronize_session=False)).rowcount
+    claim = delivery.claim(BackchannelLogout, row_id, seen,
+                           open_=BackchannelLogout.delivered_at.is_(None),
+                           rules=policy().backchannel, now=now, delay=backoff(seen + 1))
     uri = db.session.execute(select(Client.backchannel_logout_uri).where(
         Client.client_id == client_id)).scalar_one_or_none()
     db.session.commit()
-    if claimed != 1:
+    if claim is None:
         return  # another node or cron took this attempt
+    attempts, last = claim.attempts, claim.last
     report.attempted += 1
     final = True  # no point retrying: nothing to POST to, or the policy refuses the address
     if not uri:

@@ -1,20 +1,28 @@
 """SSO sessions: start at login, checked (idle and absolute timeout) on every request, ended
 by logout. The cookie carries an opaque 256-bit value; the database keeps its SHA-256.
 
+Reading the session (`current`) writes nothing: the upkeep it finds owed (ending a session
+found expired, refreshing last_seen at most every `touch_every`) is `settle`'s, an
+after_request step with a transaction of its own. Starting and ending sessions are writes in
+the caller's transaction, which the caller commits.
+
 The device cookie (`idp_device`, `__Host-idp_device` under an https issuer) marks the browser:
-a random 128-bit id given at its first sign-in and kept for 400 days (renewed at each sign-in).
+a random 128-bit id given at its first sign-in and kept for 400 days (renewed at each sign-in;
+policies/session.toml `device_cookie_max_age`).
 It is not a credential and signs nobody in; each session stores only its SHA-256
 (`device_hash`), which the "new device" alert compares (idp.security.alerts). The raw id is never
 logged or audited."""
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from datetime import datetime, timedelta
 
 from flask import Response, g, request
 from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from idp import clock
 from idp.accounts.models import User
@@ -24,11 +32,9 @@ from idp.core.crypto import digest
 from idp.extensions import db
 from idp.sessions.models import SsoSession
 
-# Refresh last_seen at most this often: an idle timeout of minutes needs no per-request write.
-TOUCH_EVERY = timedelta(seconds=30)
+log = logging.getLogger("idp.sessions")
 
 DEVICE_COOKIE = "idp_device"
-DEVICE_COOKIE_MAX_AGE = 400 * 86400  # the longest lifetime browsers allow a cookie
 # secrets.token_urlsafe(16): 22 base64url characters; anything else is ignored (a new device).
 DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
@@ -73,7 +79,11 @@ def device_id() -> str | None:
 
 
 def current() -> SsoSession | None:
-    """The live session of this request, or None. Expired sessions are ended on sight."""
+    """The live session of this request, or None. A read: it writes and commits nothing.
+
+    A session past its idle or absolute timeout, or of a disabled account, counts as none
+    from here on (its cookie is cleared) and is ended by `settle` once the view has run; a
+    live one last seen more than `touch_every` ago has its last_seen refreshed there."""
     if "sso_session" in g:
         return g.sso_session
     g.sso_session = None
@@ -87,24 +97,54 @@ def current() -> SsoSession | None:
         return None
     now = clock.now()
     rules = policy().session
-    if now - sso.last_seen_at > timedelta(seconds=rules.idle_timeout):
-        end(sso, "idle")
-        db.session.commit()
+    reason = _expired(sso, now)
+    if reason is not None:
+        g.sso_upkeep = (sso, sso.id, reason)  # ended on sight: by settle, after the view
+        g.sso_cookie = None
         return None
-    if now - sso.created_at > timedelta(seconds=rules.absolute_timeout):
-        end(sso, "absolute")
-        db.session.commit()
-        return None
-    if sso.user.disabled:
-        end(sso, "disabled")
-        db.session.commit()
-        return None
-    if now - sso.last_seen_at > TOUCH_EVERY:
-        db.session.execute(update(SsoSession).where(SsoSession.id == sso.id)
-                           .values(last_seen_at=now))
-        db.session.commit()
+    if now - sso.last_seen_at > timedelta(seconds=rules.touch_every):
+        g.sso_upkeep = (sso, sso.id, None)
     g.sso_session = sso
     return sso
+
+
+def _expired(sso: SsoSession, now: datetime) -> str | None:
+    """Why this session may not be used any more (its end reason), or None."""
+    rules = policy().session
+    if now - sso.last_seen_at > timedelta(seconds=rules.idle_timeout):
+        return "idle"
+    if now - sso.created_at > timedelta(seconds=rules.absolute_timeout):
+        return "absolute"
+    if sso.user.disabled:
+        return "disabled"
+    return None
+
+
+def settle(response: Response) -> Response:
+    """after_request: the session upkeep `current()` found owed, in a transaction of its own:
+    end the session it found expired (announcing it: back-channel logouts are owed), or
+    refresh the last_seen of the live one. What the view left uncommitted is rolled back
+    first; it did not mean to keep it. A failure is logged: the answer stands, the upkeep
+    comes again at the next request (or from `idp sessions expire`)."""
+    owed = g.pop("sso_upkeep", None)
+    if owed is None:
+        return response
+    sso, sid, reason = owed
+    if reason is None and g.get("sso_session") is not sso:
+        return response  # the view ended or replaced the session it touched: nothing to do
+    try:
+        db.session.rollback()
+        if reason is None:
+            db.session.execute(update(SsoSession).where(
+                SsoSession.id == sid, SsoSession.ended_at.is_(None))
+                .values(last_seen_at=clock.now()).execution_options(synchronize_session=False))
+        else:
+            end_where(SsoSession.id == sid, reason=reason)
+        db.session.commit()
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        log.warning("session upkeep failed: %s", type(exc).__name__)
+    return response
 
 
 def end(sso: SsoSession, reason: str) -> None:
@@ -150,7 +190,8 @@ def apply_cookie(response: Response) -> Response:
     """after_request: set or clear the SSO cookie as the request decided, and set the device
     cookie at a sign-in."""
     if g.get("device_cookie"):
-        response.set_cookie(device_cookie_name(), g.device_cookie, max_age=DEVICE_COOKIE_MAX_AGE,
+        response.set_cookie(device_cookie_name(), g.device_cookie,
+                            max_age=policy().session.device_cookie_max_age,
                             httponly=True, samesite="Lax", secure=settings().secure_cookies,
                             path="/")
     if "sso_cookie" not in g:

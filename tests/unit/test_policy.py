@@ -152,6 +152,26 @@ def test_session_timeouts_must_make_sense(policies: Path, old: str, new: str):
         load_policy(policies)
 
 
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("touch_every = 30", "touch_every = 0", "0 < touch_every < idle_timeout"),
+    ("touch_every = 30", "touch_every = 1800", "0 < touch_every < idle_timeout"),
+    ("device_cookie_max_age = 34560000", "device_cookie_max_age = 34560001",
+     "device_cookie_max_age <= 34560000"),
+    ("device_cookie_max_age = 34560000", "device_cookie_max_age = 0",
+     "device_cookie_max_age <= 34560000"),
+])
+def test_session_upkeep_and_device_cookie_must_make_sense(policies: Path, old: str, new: str,
+                                                          message: str):
+    edit(policies, "session.toml", old, new)
+    with pytest.raises(PolicyError, match=message):
+        load_policy(policies)
+
+
+def test_session_upkeep_and_device_cookie_come_from_the_policy(policies: Path):
+    session = load_policy(policies, {"session": {"touch_every": 5}}).session
+    assert session.touch_every == 5 and session.device_cookie_max_age == 400 * 86400
+
+
 def test_scope_naming_an_unknown_resource(policies: Path):
     edit(policies, "scopes.toml", 'description = "Read lab results in the EHR"\nresource = "ehr"',
          'description = "Read lab results in the EHR"\nresource = "lab"')
