@@ -11,7 +11,7 @@ from idp.config import MIGRATIONS_DIR, Settings
 from idp.context import Runtime
 from idp.extensions import csrf, db, limiter, migrate
 from idp.keys.store import KeyStore
-from idp.policy import load_policy, load_smart_policy
+from idp.policy import load_policy
 
 
 def create_app(settings: Settings | None = None, *,
@@ -98,11 +98,10 @@ def create_app(settings: Settings | None = None, *,
     app.register_blueprint(settings_bp)
     app.register_blueprint(onboarding_bp)
     app.register_blueprint(onboarding_admin_bp)
-    smart_policy = load_smart_policy(settings.policy_dir, policy_overrides)
-    if smart_policy.enabled:  # SMART App Launch; off: no trace of it
+    if policy.smart.enabled:  # SMART App Launch; off: no trace of it
         from idp.smart.install import install as install_smart
 
-        install_smart(app, smart_policy)
+        install_smart(app)
     from idp.epcs.install import install as install_epcs
     from idp.reports.views import bp as reports_bp
 

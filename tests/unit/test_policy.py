@@ -197,12 +197,10 @@ def test_openid_scope_is_required(policies: Path):
     ('color_text = "#1b2733"', "color_text = 12"),
 ])
 def test_a_bad_smart_style_or_banner_refuses_to_load(policies: Path, old: str, new: str):
-    from idp.policy import load_smart_policy
-
-    assert load_smart_policy(policies).need_patient_banner is True
+    assert load_policy(policies).smart.need_patient_banner is True
     edit(policies, "smart.toml", old, new)
     with pytest.raises(PolicyError):
-        load_smart_policy(policies)
+        load_policy(policies)
 
 
 def test_mfa_order_limits_and_enrollment_lifetime_are_policy():
