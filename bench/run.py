@@ -22,9 +22,11 @@ peer), BENCH_AT_ALG (RS256 or ES256: access tokens of both, ours and the peer's,
 RS256), BENCH_PEER_DIR (where the peer is copied and npm-installed; default under /tmp),
 DATABASE_URL (PostgreSQL instead of SQLite), BENCH_DB_DIR (where the SQLite file goes, e.g.
 /dev/shm to leave out the disk's fsync), SERVER_CPU / GEN_CPU, BENCH_GRANIAN ((1)-(4) also
-run under granian's WSGI interface, 1 worker, as `idp serve` runs by default: the `granian`
-beside this Python unless BENCH_GRANIAN names another executable; BENCH_GRANIAN=0 leaves those
-rows out).
+run under granian's ASGI interface on idp.asgi, 1 worker, as `idp serve` runs by default: the
+`granian` beside this Python unless BENCH_GRANIAN names another executable; BENCH_GRANIAN=0
+leaves those rows out), BENCH_GRANIAN_THREADS (idp.asgi's threads there, default 1),
+BENCH_GRANIAN_WSGI=1 ((1)-(4) under granian's WSGI interface too, 1 blocking thread: what the
+body-reading bridge costs; that interface lets slow clients hold its threads).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ WITH_PEER = os.environ.get("BENCH_PEER", "1") != "0"
 GRANIAN = os.environ.get("BENCH_GRANIAN") or str(Path(PYTHON).parent / "granian")
 if GRANIAN == "0":
     GRANIAN = ""
+GRANIAN_THREADS = int(os.environ.get("BENCH_GRANIAN_THREADS", "1"))
+GRANIAN_WSGI = os.environ.get("BENCH_GRANIAN_WSGI", "0") == "1"
 AT_ALG = os.environ.get("BENCH_AT_ALG", "RS256")  # access tokens, ours and the peer's
 PEER_DIR = Path(os.environ.get("BENCH_PEER_DIR",
                                Path(tempfile.gettempdir()) / "idp-bench-peer"))
@@ -336,18 +340,25 @@ def start_idp(env: dict[str, str], port: int, worker_class: str, threads: int,
     return proc, argv
 
 
-def start_granian(env: dict[str, str], port: int, tmp: Path) -> tuple[Process, list[str]]:
-    """granian (Rust HTTP server) with its WSGI interface, one worker, pinned like gunicorn;
-    a BENCH_GRANIAN may live in another virtualenv, so this one's packages go on its
-    PYTHONPATH."""
+def start_granian(env: dict[str, str], port: int, tmp: Path,
+                  interface: str = "asgi") -> tuple[Process, list[str]]:
+    """granian (Rust HTTP server), one worker, pinned like gunicorn: its ASGI interface on
+    idp.asgi (as `idp serve` runs it) or its WSGI interface on idp.wsgi; a BENCH_GRANIAN may
+    live in another virtualenv, so this one's packages go on its PYTHONPATH."""
     import sysconfig
 
     path = os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]])
-    argv = ["taskset", "-c", SERVER_CPU, GRANIAN, "--interface", "wsgi", "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1", "--blocking-threads", "1",
-            "--log-level", "warning", "idp.wsgi:app"]
-    proc = Process(argv, {**env, "PYTHONPATH": path}, REPO, tmp / "granian.log")
+    argv = ["taskset", "-c", SERVER_CPU, GRANIAN, "--interface", interface,
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    if interface == "asgi":
+        argv += ["--no-ws", "--log-level", "warning", "idp.asgi:app"]
+        env = {**env, "IDP_THREADS": str(GRANIAN_THREADS)}
+    else:
+        argv += ["--blocking-threads", "1", "--log-level", "warning", "idp.wsgi:app"]
+    proc = Process(argv, {**env, "PYTHONPATH": path}, REPO, tmp / f"granian-{interface}.log")
     wait_http(f"http://127.0.0.1:{port}/.well-known/openid-configuration", proc.proc)
+    if interface == "asgi":
+        argv = [f"IDP_THREADS={GRANIAN_THREADS}", *argv]
     return proc, argv
 
 
@@ -723,12 +734,22 @@ def main() -> None:
             server.stop()
 
         ours_granian, argv_granian = {}, []
+        ours_granian_wsgi, argv_granian_wsgi = {}, []
         if GRANIAN:
-            say("IdP under granian (WSGI, 1 worker): load.sh")
+            say(f"IdP under granian (ASGI, idp.asgi, 1 worker x {GRANIAN_THREADS} threads): "
+                "load.sh")
             server, argv_granian = start_granian(env, port, tmp)
             try:
                 ours_granian = load_sh(issuer, seeded.cc_id, seeded.cc_secret,
                                        "system/Patient.rs")
+            finally:
+                server.stop()
+        if GRANIAN and GRANIAN_WSGI:
+            say("IdP under granian (WSGI, 1 worker): load.sh")
+            server, argv_granian_wsgi = start_granian(env, port, tmp, "wsgi")
+            try:
+                ours_granian_wsgi = load_sh(issuer, seeded.cc_id, seeded.cc_secret,
+                                            "ehr.patients.read")
             finally:
                 server.stop()
 
@@ -759,7 +780,8 @@ def main() -> None:
         for key, label in labels.items():
             peer_src = peer_opaque if key == "introspect" else peer_jwt
             for name, results in ((sync_name, ours_sync), (gth_name, ours_gthread),
-                                  ("granian", ours_granian)):
+                                  (f"granian asgi x{GRANIAN_THREADS}", ours_granian),
+                                  ("granian wsgi", ours_granian_wsgi)):
                 if key in results:
                     table.append(row(f"{label} [{name}]", results[key], peer_src.get(key)))
         if "token_cc" in peer_opaque:
@@ -793,6 +815,8 @@ def main() -> None:
         print("  ours (gthread): " + " ".join(_short(argv_gthread)))
         if argv_granian:
             print("  ours (granian): " + " ".join(_short(argv_granian)))
+        if argv_granian_wsgi:
+            print("  ours (granian wsgi): " + " ".join(_short(argv_granian_wsgi)))
         if peer_argv:
             print(f"  peer:           PEER_AT_FORMAT=jwt|opaque PEER_ALG={AT_ALG} "
                   + " ".join(peer_argv))

@@ -1,8 +1,9 @@
 """`python -m clients.devstack` (`make run`): the IdP, the provider portal and the EHR, locally.
 
-Applies migrations, seeds the demo clients and accounts (`idp demo seed`), starts the three apps
-under gunicorn as child processes, waits until each answers, prints the URLs and the demo
-sign-in credentials (password, and the key of the authenticator app each login asks a code of),
+Applies migrations, seeds the demo clients and accounts (`idp demo seed`), starts the IdP as
+deployed by default (`idp serve`: granian on idp.asgi) and the demo apps under gunicorn as child
+processes, waits until each answers, prints the URLs and the demo sign-in credentials
+(password, and the key of the authenticator app each login asks a code of),
 runs the IdP's cron jobs (`idp sessions expire`, `idp sessions deliver`) every minute, and stops
 every child on Ctrl-C or SIGTERM.
 

@@ -1,4 +1,4 @@
-"""WSGI entry point for gunicorn: `gunicorn idp.wsgi:app`."""
+"""WSGI entry point: `gunicorn idp.wsgi:app`; idp.asgi serves it under granian (`idp serve`)."""
 
 import sys
 

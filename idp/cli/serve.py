@@ -13,23 +13,24 @@ from idp.cli.common import json_option, load_app
 # Each granian worker accepts at most this many connections at once (granian's --backpressure
 # gates connections, an idle keep-alive one included, not requests in flight): the bound of
 # gunicorn's gthread worker (its default --worker-connections). Requests beyond --threads wait
-# for a blocking thread inside the worker.
+# for a thread of idp.asgi's pool inside the worker, their bodies already read.
 GRANIAN_CONNECTIONS = 1000
 
 
 @click.command("serve")
-@click.option("--server", type=click.Choice(["gunicorn", "granian"]), default="gunicorn",
+@click.option("--server", type=click.Choice(["gunicorn", "granian"]), default="granian",
               envvar="IDP_SERVER", show_envvar=True, show_default=True,
-              help="gunicorn: per-request timeouts and reloads that drop no connection; "
-                   "granian: 2-3x faster on discovery and JWKS, within the noise elsewhere "
-                   "(see README, Performance, for the figures and granian's caveats)")
+              help="granian: reads each request, body included, before a Python thread is "
+                   "given it, so clients that trickle their request cannot stall the service; "
+                   "gunicorn: per-request timeouts, but its threads wait on slow clients "
+                   "(README, Operations, Serving)")
 @click.option("--bind", default="127.0.0.1:8000", show_default=True,
               help="HOST:PORT ([V6]:PORT for IPv6), or unix:PATH")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, envvar="IDP_WORKERS",
               show_envvar=True, help="worker processes (one per core)")
 @click.option("--threads", type=click.IntRange(1, 64), default=4, envvar="IDP_THREADS",
               show_envvar=True,
-              help="threads per worker that run requests (granian's blocking threads; "
+              help="threads per worker that run requests (idp.asgi's pool under granian; "
                    "gunicorn gthread)")
 @click.option("--worker-class", type=click.Choice(["sync", "gthread"]), default="gthread",
               show_default=True,
@@ -43,7 +44,7 @@ GRANIAN_CONNECTIONS = 1000
 @click.pass_context
 def serve_command(ctx: click.Context, server: str, bind: str, workers: int, threads: int,
                   worker_class: str, graceful_timeout: int, as_json: bool) -> None:
-    """Run the IdP under gunicorn (default) or granian. SIGHUP to this process (it becomes
+    """Run the IdP under granian (default) or gunicorn. SIGHUP to this process (it becomes
     the server's master) replaces the workers gracefully; SIGTERM stops."""
     import os
 
@@ -64,19 +65,22 @@ def serve_command(ctx: click.Context, server: str, bind: str, workers: int, thre
                                "worker_class": worker_class if server == "gunicorn" else None,
                                "graceful_timeout": graceful_timeout}))
     if server == "granian":
-        # No per-request timeout exists in granian (README, Operations); the header read
-        # timeout (30 s, granian's default) bounds slow clients and idle keep-alive
+        # granian's ASGI interface on idp.asgi: each request's body is read in the event loop
+        # (bounded by web.toml's max_body_bytes and body_read_timeout_seconds) before one of
+        # the --threads threads runs the WSGI application, so slow clients hold no thread
+        # (idp.web.asgi_bridge; granian's WSGI interface hands a thread the request before its
+        # body has arrived). No per-request timeout exists (README, Operations); the header
+        # read timeout (30 s, granian's default) bounds slow headers and idle keep-alive
         # connections. Without a kill timeout granian's master waits for ever for a worker
         # that does not stop (2.8.7 now and then leaves one hanging after SIGTERM).
-        os.execvpe(sys.executable, [sys.executable, "-m", "granian", "--interface", "wsgi",
-                                    *address, "--workers", str(workers),
-                                    "--blocking-threads", str(threads),
+        os.execvpe(sys.executable, [sys.executable, "-m", "granian", "--interface", "asgi",
+                                    *address, "--workers", str(workers), "--no-ws",
                                     "--backpressure", str(GRANIAN_CONNECTIONS),
                                     "--workers-kill-timeout", str(graceful_timeout),
                                     "--respawn-failed-workers",
                                     "--no-access-log", "--log-level", "warning",
-                                    "idp.wsgi:app"],
-                   {**os.environ, "IDP_LOG_FORMAT": log_format})
+                                    "idp.asgi:app"],
+                   {**os.environ, "IDP_LOG_FORMAT": log_format, "IDP_THREADS": str(threads)})
         return  # only when execvpe is stubbed (tests)
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", bind,
                                "--workers", str(workers), "--threads", str(threads),

@@ -1,4 +1,4 @@
-"""`idp serve`: gunicorn (the default) or granian, workers and threads from options or
+"""`idp serve`: granian (the default, on idp.asgi) or gunicorn, workers and threads from options or
 IDP_WORKERS / IDP_THREADS; then the real thing: `idp serve` as a process with two workers on
 the test database, behind a proxy (IDP_PROXY_HOPS) or not, reloaded by SIGHUP, with
 multiprocess metrics summed over every worker, the dead ones included."""
@@ -57,10 +57,12 @@ def _opt(argv: list[str], name: str) -> str:
 
 def test_granian_with_workers_and_threads(serve):
     argv, shown = serve("--server", "granian")
-    assert argv[1:3] == ["-m", "granian"] and argv[-1] == "idp.wsgi:app"
-    assert _opt(argv, "--interface") == "wsgi"
+    # the ASGI interface on the bridge that reads bodies before a thread runs the app
+    assert argv[1:3] == ["-m", "granian"] and argv[-1] == "idp.asgi:app"
+    assert _opt(argv, "--interface") == "asgi"
     assert _opt(argv, "--host") == "127.0.0.1" and _opt(argv, "--port") == "8000"
-    assert _opt(argv, "--workers") == "2" and _opt(argv, "--blocking-threads") == "4"
+    assert _opt(argv, "--workers") == "2" and "--blocking-threads" not in argv
+    assert serve.environ()["IDP_THREADS"] == "4"  # idp.asgi's pool
     assert "--respawn-failed-workers" in argv and "--no-access-log" in argv
     assert _opt(argv, "--log-level") == "warning"
     assert _opt(argv, "--backpressure") == str(serve_cli.GRANIAN_CONNECTIONS)
@@ -75,23 +77,35 @@ def test_granian_with_workers_and_threads(serve):
                      "threads": 4, "worker_class": None, "graceful_timeout": 20}
 
 
-def test_defaults_are_gunicorn_gthread_with_workers_and_threads(serve):
+def test_defaults_are_granian_with_workers_and_threads(serve):
+    """granian by default: slow clients cannot stall it (tests/integration/test_slow_clients)."""
     argv, shown = serve()
+    assert argv[1:3] == ["-m", "granian"] and argv[-1] == "idp.asgi:app"
+    assert shown["server"] == "granian" and shown["workers"] == 2 and shown["threads"] == 4
+
+
+def test_gunicorn_is_gthread_with_workers_and_threads(serve):
+    argv, shown = serve("--server", "gunicorn")
     assert argv[1:3] == ["-m", "gunicorn"] and argv[-1] == "idp.wsgi:app"
     assert _opt(argv, "--worker-class") == "gthread"
     assert _opt(argv, "--env") == "IDP_LOG_FORMAT=json"
     assert _opt(argv, "--timeout") == "30" and _opt(argv, "--graceful-timeout") == "20"
     assert shown == {"server": "gunicorn", "bind": "127.0.0.1:8000", "workers": 2,
                      "threads": 4, "worker_class": "gthread", "graceful_timeout": 20}
-    argv, shown = serve("--server", "gunicorn")
+    argv, shown = serve(IDP_SERVER="gunicorn")
     assert argv[1:3] == ["-m", "gunicorn"] and shown["server"] == "gunicorn"
 
 
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])
 def test_workers_and_threads_come_from_the_environment(serve, server):
-    threads = "--blocking-threads" if server == "granian" else "--threads"
     argv, _ = serve("--server", server, IDP_WORKERS="3", IDP_THREADS="8")
-    assert _opt(argv, "--workers") == "3" and _opt(argv, threads) == "8"
+    assert _opt(argv, "--workers") == "3"
+    if server == "granian":
+        assert serve.environ()["IDP_THREADS"] == "8"
+        serve("--server", server, "--threads", "2", IDP_THREADS="8")  # the option wins
+        assert serve.environ()["IDP_THREADS"] == "2"
+    else:
+        assert _opt(argv, "--threads") == "8"
     argv, _ = serve("--server", server, "--workers", "5", IDP_WORKERS="3")  # the option wins
     assert _opt(argv, "--workers") == "5"
     kill = "--workers-kill-timeout" if server == "granian" else "--graceful-timeout"
