@@ -11,7 +11,7 @@ from idp.config import MIGRATIONS_DIR, Settings
 from idp.context import Runtime
 from idp.extensions import csrf, db, limiter, migrate
 from idp.keys.store import KeyStore
-from idp.policy import load_policy, load_smart_policy
+from idp.policy import load_policy
 
 
 def create_app(settings: Settings | None = None, *,
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, *,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
         PERMANENT_SESSION_LIFETIME=policy.session.idle_timeout,
-        MAX_CONTENT_LENGTH=64 * 1024,
+        MAX_CONTENT_LENGTH=policy.web.max_body_bytes,  # web.toml (idp.web.security)
         WTF_CSRF_TIME_LIMIT=3600,
         PREFERRED_URL_SCHEME="https" if settings.secure_cookies else "http",
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
@@ -99,11 +99,10 @@ def create_app(settings: Settings | None = None, *,
     app.register_blueprint(settings_bp)
     app.register_blueprint(onboarding_bp)
     app.register_blueprint(onboarding_admin_bp)
-    smart_policy = load_smart_policy(settings.policy_dir, policy_overrides)
-    if smart_policy.enabled:  # SMART App Launch; off: no trace of it
+    if policy.smart.enabled:  # SMART App Launch; off: no trace of it
         from idp.smart.install import install as install_smart
 
-        install_smart(app, smart_policy)
+        install_smart(app)
     from idp.epcs.install import install as install_epcs
     from idp.reports.views import bp as reports_bp
 

@@ -20,7 +20,7 @@ def _refused(environ: dict, status: int, started: float) -> str:
     return rid
 
 
-_rules = wsgi_app.extensions["idp_web"]
+_rules = wsgi_app.extensions["idp"].policy.web  # web.toml
 app = WsgiBridge(wsgi_app, threads=int(os.environ.get("IDP_THREADS") or 4),
                  max_body=_rules.max_body_bytes, body_timeout=_rules.body_read_timeout_seconds,
                  json_paths=PROTOCOL_PATHS, refused=_refused)

@@ -24,6 +24,7 @@ class TokenPolicy:
     access_token_alg: str
     id_token_default_alg: str
     client_assertion_max_lifetime: int
+    client_assertion_jti_retention: int
     client_min_lifetime: int
     max_access_token_lifetime: int
     max_id_token_lifetime: int
@@ -198,7 +199,11 @@ class GrantPolicy:
         return any(fnmatchcase(scope, pattern) for pattern in self.user_level_scopes)
 
 
+# The one list of each (discovery, the SMART configuration, client validation, the CLI's
+# choices and the admin form derive theirs from these).
 GRANT_TYPE_NAMES = ("authorization_code", "refresh_token", "client_credentials")
+# Asymmetric only: never `none`, never HS* (an HS256 token "signed" with a public key).
+SIGNING_ALGORITHMS = ("RS256", "ES256")
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,7 @@ class OnboardingPolicy:
     four_eyes: bool
     four_eyes_roles: tuple[str, ...]
     license_warning_days: int
+    license_expiry_buckets: tuple[int, ...]
     registry_timeout: int
     nppes_url: str
     license_states: dict[str, LicenseState]
@@ -248,6 +254,7 @@ class AlertPolicy:
     lockouts_per_account: int
     lockouts_per_ip: int
     lockout_window: int
+    recipient_roles: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -290,6 +297,54 @@ class ReportPolicy:
 
 
 @dataclass(frozen=True)
+class ConsolePolicy:
+    """roles.toml [console]: who may use which part of the admin console (idp/admin/access.py)
+    and the weakest sign-in it accepts."""
+
+    admin_roles: tuple[str, ...]
+    console_roles: tuple[str, ...]
+    security_roles: tuple[str, ...]
+    min_acr: str
+
+
+@dataclass(frozen=True)
+class SmartPolicy:
+    """policies/smart.toml: SMART App Launch (idp/smart)."""
+
+    enabled: bool  # off: create_app installs nothing of SMART (routes, scopes, claims)
+    resource: str
+    fhir_path: str
+    fhir_user_type: str
+    launch_lifetime: int
+    launch_registrars: tuple[str, ...]
+    directory_timeout: int
+    need_patient_banner: bool
+    style: dict[str, Any]
+
+
+# SMART App Launch 2.x, "Styling": the members a style document may carry.
+SMART_STYLE_KEYS = frozenset({
+    "color_background", "color_error", "color_highlight", "color_modal_backdrop",
+    "color_success", "color_text", "dim_border_radius", "dim_font_size", "dim_spacing_size",
+    "font_family_body", "font_family_heading"})
+
+
+@dataclass(frozen=True)
+class WebPolicy:
+    """policies/web.toml: input bounds and HSTS (idp/web/security.py)."""
+
+    max_body_bytes: int
+    body_read_timeout_seconds: int
+    max_form_parts: int
+    max_param_length: int
+    single_value_paths: tuple[str, ...]
+    bounded_paths: tuple[str, ...]
+    hsts_max_age: int
+    max_json_depth: int
+    max_json_values: int
+
+
+@dataclass(frozen=True)
 class Policy:
     tokens: TokenPolicy
     keys: KeyPolicy
@@ -304,13 +359,16 @@ class Policy:
     resources: dict[str, str]
     roles: dict[str, Role]
     backchannel: BackchannelPolicy
-    onboarding: OnboardingPolicy | None = None
-    alerts: AlertPolicy | None = None
-    epcs: EpcsPolicy | None = None
-    reports: ReportPolicy | None = None
-    mail: MailPolicy | None = None
-    grants: GrantPolicy | None = None
-    outbound: OutboundPolicy | None = None
+    onboarding: OnboardingPolicy
+    alerts: AlertPolicy
+    epcs: EpcsPolicy
+    reports: ReportPolicy
+    mail: MailPolicy
+    grants: GrantPolicy
+    outbound: OutboundPolicy
+    console: ConsolePolicy
+    smart: SmartPolicy
+    web: WebPolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -352,8 +410,9 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Policy:
-    """Read every policy file. `overrides` patch single values (tests, operators' experiments),
-    keyed by file stem and table: {"password.argon2": {"time_cost": 1}, "lockout": {...}}."""
+    """Read every policy file into one Policy: the only loader. `overrides` patch single values
+    (tests, operators' experiments), keyed by file stem and table: {"password.argon2":
+    {"time_cost": 1}, "lockout": {...}, "smart": {"enabled": False}, "web": {...}}."""
     overrides = overrides or {}
 
     def section(file: str, key: str | None = None) -> dict[str, Any]:
@@ -391,7 +450,7 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
         raise PolicyError(f"acknowledgment.toml: unknown timezone {ack.timezone!r}") from None
     assurance = _build(AssurancePolicy, section("assurance.toml"), "assurance.toml")
     for alg in (*keys.algorithms, tokens.access_token_alg, tokens.id_token_default_alg):
-        if alg not in ("RS256", "ES256"):
+        if alg not in SIGNING_ALGORITHMS:
             raise PolicyError(f"unsupported signing algorithm {alg!r}")
     if tokens.access_token_alg not in keys.algorithms:
         raise PolicyError("tokens.toml access_token_alg has no key in keys.toml algorithms")
@@ -457,13 +516,14 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
                    bool(spec.get("applicable", False)))
         for name, spec in _read(directory, "roles.toml").get("roles", {}).items()
     }
+    console = _console(section("roles.toml", "console"), roles, assurance)
     backchannel = _build(BackchannelPolicy, section("backchannel.toml"), "backchannel.toml")
     if backchannel.request_timeout < 1 or backchannel.max_attempts < 1 or \
             backchannel.logout_token_lifetime < 1:
         raise PolicyError("backchannel.toml: request_timeout, max_attempts and "
                           "logout_token_lifetime must be positive")
     onboarding = _onboarding(directory, section("onboarding.toml"), roles)
-    alerts = _alerts(section("alerts.toml"))
+    alerts = _alerts(section("alerts.toml"), roles)
     _check_client_lifetimes(tokens)
     epcs = _load_epcs(section("epcs.toml"), assurance, factors)
     reports = _build(ReportPolicy, section("reports.toml"), "reports.toml")
@@ -476,7 +536,55 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
     grants = _grants(section("scopes.toml", "grants"), scopes)
     return Policy(tokens, keys, session, argon2, password, lockout, ack, mfa, assurance, scopes,
                   resources, roles, backchannel, onboarding, alerts, epcs, reports, mail,
-                  grants, outbound=_outbound(section("outbound.toml")))
+                  grants, outbound=_outbound(section("outbound.toml")), console=console,
+                  smart=_smart(section("smart.toml"), resources), web=_web(section("web.toml")))
+
+
+def _console(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePolicy
+             ) -> ConsolePolicy:
+    """roles.toml [console], checked: every group names defined roles, min_acr a known acr."""
+    console = _build(ConsolePolicy, data, "roles.toml [console]")
+    for key in ("admin_roles", "console_roles", "security_roles"):
+        names = getattr(console, key)
+        unknown = [n for n in names if n not in roles]
+        if not names or unknown:
+            raise PolicyError(f"roles.toml [console] {key}: defined roles, at least one "
+                              f"(unknown: {unknown})")
+    if console.min_acr not in assurance.acr_values:
+        raise PolicyError(f"roles.toml [console] min_acr: {console.min_acr!r} is not one of "
+                          "assurance.toml acr_values")
+    return console
+
+
+def _smart(data: dict[str, Any], resources: dict[str, str]) -> SmartPolicy:
+    """smart.toml, checked; its resource must be one scopes.toml names."""
+    smart = _build(SmartPolicy, data, "smart.toml")
+    if not isinstance(smart.need_patient_banner, bool) or not isinstance(smart.enabled, bool):
+        raise PolicyError("smart.toml: enabled and need_patient_banner are true or false")
+    unknown = set(smart.style) - SMART_STYLE_KEYS
+    if unknown or not all(isinstance(v, str) and 0 < len(v) <= 200
+                          for v in smart.style.values()):
+        raise PolicyError(f"smart.toml [style]: SMART style members as strings "
+                          f"(unknown: {sorted(unknown)})")
+    if smart.resource not in resources:
+        raise PolicyError(f"smart.toml: resource {smart.resource!r} is not in scopes.toml")
+    if smart.launch_lifetime < 1 or not smart.fhir_path.startswith("/"):
+        raise PolicyError("smart.toml: launch_lifetime >= 1 and fhir_path starting with /")
+    return smart
+
+
+def _web(data: dict[str, Any]) -> WebPolicy:
+    """web.toml, checked (a bad file refuses to start like any other policy file)."""
+    rules = _build(WebPolicy, data, "web.toml")
+    if not (1024 <= rules.max_body_bytes and 1 <= rules.max_form_parts
+            and 1 <= rules.body_read_timeout_seconds <= 300
+            and 64 <= rules.max_param_length <= rules.max_body_bytes
+            and 4 <= rules.max_json_depth <= 256 and 1 <= rules.max_json_values):
+        raise PolicyError("web.toml: need max_body_bytes >= 1024, "
+                          "1 <= body_read_timeout_seconds <= 300, max_form_parts >= 1, "
+                          "64 <= max_param_length <= max_body_bytes, 4 <= max_json_depth <= 256, "
+                          "max_json_values >= 1")
+    return rules
 
 
 def _outbound(data: dict[str, Any]) -> OutboundPolicy:
@@ -532,12 +640,21 @@ def _onboarding(directory: Path, data: dict[str, Any], roles: dict[str, Role]
     if result.email_link_lifetime < 60 or result.sla < 1 or result.registry_timeout < 1:
         raise PolicyError("onboarding.toml: email_link_lifetime >= 60, sla and "
                           "registry_timeout positive")
+    buckets = result.license_expiry_buckets
+    if not buckets or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1
+                              for b in buckets) or list(buckets) != sorted(set(buckets)):
+        raise PolicyError("onboarding.toml license_expiry_buckets: positive whole days, "
+                          "ascending, at least one")
     return result
 
 
-def _alerts(data: dict[str, Any]) -> AlertPolicy:
-    """policies/alerts.toml, checked."""
+def _alerts(data: dict[str, Any], roles: dict[str, Role]) -> AlertPolicy:
+    """policies/alerts.toml, checked (recipient_roles: defined roles, at least one)."""
     alerts = _build(AlertPolicy, data, "alerts.toml")
+    unknown = [n for n in alerts.recipient_roles if n not in roles]
+    if not alerts.recipient_roles or unknown:
+        raise PolicyError(f"alerts.toml recipient_roles: defined roles, at least one "
+                          f"(unknown: {unknown})")
     if not (8 <= alerts.ipv4_prefix <= 32 and 16 <= alerts.ipv6_prefix <= 128):
         raise PolicyError("alerts.toml: ipv4_prefix 8-32, ipv6_prefix 16-128")
     if min(alerts.new_device_window, alerts.new_network_window, alerts.lockout_window,
@@ -549,60 +666,16 @@ def _alerts(data: dict[str, Any]) -> AlertPolicy:
 
 
 def _check_client_lifetimes(tokens: TokenPolicy) -> None:
-    """The default may not exceed the maximum a client may be given."""
+    """The default may not exceed the maximum a client may be given; a used assertion's jti is
+    remembered for a positive time."""
+    if tokens.client_assertion_jti_retention < 1:
+        raise PolicyError("tokens.toml: client_assertion_jti_retention must be positive")
     for kind in ("access_token", "id_token", "refresh_token"):
         default = getattr(tokens, f"{kind}_lifetime")
         highest = getattr(tokens, f"max_{kind}_lifetime")
         if not (1 <= default <= highest and 1 <= tokens.client_min_lifetime <= highest):
             raise PolicyError(f"tokens.toml: need 1 <= {kind}_lifetime <= max_{kind}_lifetime "
                               f"and client_min_lifetime <= max_{kind}_lifetime")
-
-
-@dataclass(frozen=True)
-class SmartPolicy:
-    """policies/smart.toml: SMART App Launch (idp/smart)."""
-
-    enabled: bool  # off: create_app installs nothing of SMART (routes, scopes, claims)
-    resource: str
-    fhir_path: str
-    fhir_user_type: str
-    launch_lifetime: int
-    launch_registrars: tuple[str, ...]
-    directory_timeout: int
-    need_patient_banner: bool
-    style: dict[str, Any]
-
-
-# SMART App Launch 2.x, "Styling": the members a style document may carry.
-SMART_STYLE_KEYS = frozenset({
-    "color_background", "color_error", "color_highlight", "color_modal_backdrop",
-    "color_success", "color_text", "dim_border_radius", "dim_font_size", "dim_spacing_size",
-    "font_family_body", "font_family_heading"})
-
-
-def load_smart_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = None
-                      ) -> SmartPolicy:
-    """Read smart.toml (patched by overrides["smart"], as load_policy's); its resource must
-    be one scopes.toml names."""
-    data = {**_read(directory, "smart.toml"), **(overrides or {}).get("smart", {})}
-    smart = _build(SmartPolicy, data, "smart.toml")
-    if not isinstance(smart.need_patient_banner, bool) or not isinstance(smart.enabled, bool):
-        raise PolicyError("smart.toml: enabled and need_patient_banner are true or false")
-    unknown = set(smart.style) - SMART_STYLE_KEYS
-    if unknown or not all(isinstance(v, str) and 0 < len(v) <= 200
-                          for v in smart.style.values()):
-        raise PolicyError(f"smart.toml [style]: SMART style members as strings "
-                          f"(unknown: {sorted(unknown)})")
-    if smart.resource not in load_policy_resources(directory):
-        raise PolicyError(f"smart.toml: resource {smart.resource!r} is not in scopes.toml")
-    if smart.launch_lifetime < 1 or not smart.fhir_path.startswith("/"):
-        raise PolicyError("smart.toml: launch_lifetime >= 1 and fhir_path starting with /")
-    return smart
-
-
-def load_policy_resources(directory: Path) -> dict[str, str]:
-    return {name: str(spec["audience"])
-            for name, spec in _read(directory, "scopes.toml").get("resources", {}).items()}
 
 
 def _load_epcs(raw: dict[str, Any], assurance: AssurancePolicy,

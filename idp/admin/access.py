@@ -1,10 +1,15 @@
 """Who may use admin pages: a signed-in holder of an allowed console role whose session reached
-aal2 or better and authenticated recently (policies/mfa.toml reauth_window).
+policies/roles.toml [console] min_acr or better and authenticated recently (policies/mfa.toml
+reauth_window).
 
-Roles (policies/roles.toml): `admin` may do everything; `security` views the audit trail and
-alerts, looks up users and terminates sessions; `verifier` works the verification queue."""
+The role groups are policy (roles.toml [console]): by default `admin` may do everything;
+`security` views the audit trail and alerts, looks up users and terminates sessions; `verifier`
+works the verification queue."""
 
 from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import dataclass
 
 from flask import Response, abort, redirect, request, url_for
 
@@ -13,13 +18,27 @@ from idp.context import policy
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
-ADMIN_ROLES = ("admin",)
-CONSOLE_ROLES = ("admin", "security", "verifier")
-SECURITY_ROLES = ("admin", "security")
-MIN_ACR = "urn:healthidp:acr:aal2"
+
+@dataclass(frozen=True)
+class RoleGroup:
+    """A role group of roles.toml [console] (`<name>_roles`), read from the policy whenever
+    asked: `role in ADMIN_ROLES`."""
+
+    name: str
+
+    def roles(self) -> tuple[str, ...]:
+        return getattr(policy().console, f"{self.name}_roles")
+
+    def __contains__(self, role: object) -> bool:
+        return role in self.roles()
 
 
-def require_admin(roles: tuple[str, ...] = ADMIN_ROLES) -> SsoSession | Response:
+ADMIN_ROLES = RoleGroup("admin")
+CONSOLE_ROLES = RoleGroup("console")
+SECURITY_ROLES = RoleGroup("security")
+
+
+def require_admin(roles: Container[str] = ADMIN_ROLES) -> SsoSession | Response:
     """The session of an allowed console user, or the response to send instead: sign in
     (none), 403 (wrong role or too weak a sign-in), sign in again (authentication too old)."""
     sso = sessions.current()
@@ -28,7 +47,7 @@ def require_admin(roles: tuple[str, ...] = ADMIN_ROLES) -> SsoSession | Response
     if sso.user.role not in roles:
         abort(403)
     assurance = policy().assurance
-    if assurance.rank(sso.acr) < assurance.rank(MIN_ACR):
+    if assurance.rank(sso.acr) < assurance.rank(policy().console.min_acr):
         abort(403)
     if (clock.now() - sso.auth_time).total_seconds() > policy().mfa.reauth_window:
         return redirect(url_for("accounts.login", next=request.full_path, reauth=1))

@@ -28,6 +28,7 @@ from idp.admin.access import (
     ADMIN_ROLES,
     CONSOLE_ROLES,
     SECURITY_ROLES,
+    RoleGroup,
     actor,
     require_admin,
 )
@@ -311,7 +312,7 @@ def _render_user(sso: SsoSession, user: User, *, done: str | None = None,
         place=geoip.lookup if geoip.enabled() else None)
 
 
-def _user_action(user_id: int, roles: tuple[str, ...] = ADMIN_ROLES):
+def _user_action(user_id: int, roles: RoleGroup = ADMIN_ROLES):
     sso = require_admin(roles)
     if isinstance(sso, Response):
         return sso, None

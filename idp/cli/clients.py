@@ -12,7 +12,8 @@ from idp.admin import approval
 from idp.admin.service import issue_initial_token
 from idp.cli.common import emit, json_option, with_app
 from idp.extensions import db as sqla
-from idp.oidc.clients import ClientError, Lifetimes, create_client
+from idp.keys import jwt
+from idp.oidc.clients import AUTH_METHODS, ClientError, Lifetimes, create_client
 from idp.oidc.models import Client
 
 
@@ -30,13 +31,12 @@ def clients_group() -> None:
 @click.option("--post-logout-redirect-uri", "logout_uris", multiple=True)
 @click.option("--backchannel-logout-uri", default=None)
 @click.option("--first-party", is_flag=True, help="skip the consent page")
-@click.option("--auth-method", type=click.Choice(
-    ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]), default=None)
+@click.option("--auth-method", type=click.Choice(AUTH_METHODS), default=None)
 @click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="public JWK set for private_key_jwt")
 @click.option("--loopback-any-port", is_flag=True, help="RFC 8252 native-app redirect rule")
 @click.option("--require-pkce", is_flag=True, help="require PKCE from a confidential client")
-@click.option("--id-token-alg", type=click.Choice(["RS256", "ES256"]), default=None)
+@click.option("--id-token-alg", type=click.Choice(jwt.ALGORITHMS), default=None)
 @click.option("--introspect-any", is_flag=True, help="resource server: may introspect any token")
 @click.option("--client-id", default=None, help="choose the client_id (default: random)")
 @click.option("--access-token-lifetime", type=int, default=None,

@@ -6,6 +6,7 @@ import click
 
 from idp.cli.common import emit, json_option, with_app
 from idp.context import keystore, policy
+from idp.keys import jwt
 
 
 @click.group("keys")
@@ -27,7 +28,7 @@ def keys_list(as_json: bool) -> None:
 @keys_group.command("rotate")
 @click.option("--delay", type=click.IntRange(0, 30 * 86400), default=None,
               help="seconds before the new key signs (default: policies/keys.toml)")
-@click.option("--alg", "algs", multiple=True, type=click.Choice(["RS256", "ES256"]))
+@click.option("--alg", "algs", multiple=True, type=click.Choice(jwt.ALGORITHMS))
 @json_option
 @with_app()
 def keys_rotate(delay: int | None, algs: tuple[str, ...], as_json: bool) -> None:

@@ -29,9 +29,9 @@ from joserfc.util import urlsafe_b64decode
 from idp import clock
 from idp.context import keystore, settings
 from idp.core import bounded_json
+from idp.policy import SIGNING_ALGORITHMS
 
-# Asymmetric only: never `none`, never HS* (an HS256 token "signed" with a public key).
-ALGORITHMS = ("RS256", "ES256")
+ALGORITHMS = SIGNING_ALGORITHMS  # asymmetric only (idp.policy)
 ID_TOKEN_TYP = "JWT"
 ACCESS_TOKEN_TYP = "at+jwt"
 LOGOUT_TOKEN_TYP = "logout+jwt"

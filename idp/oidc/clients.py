@@ -20,8 +20,11 @@ from idp.extensions import db
 from idp.oidc.models import LOOPBACK_HOSTS, AuthorizationCode, Client, Consent
 from idp.oidc.registry import registry
 from idp.oidc.tokens import revoke_where
+from idp.policy import GRANT_TYPE_NAMES
 
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+GRANT_TYPES = GRANT_TYPE_NAMES
+# The one list of client authentication methods: discovery, the SMART configuration, the
+# endpoints, the CLI's --auth-method and the admin form derive theirs from it.
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 CONFIDENTIAL_METHODS = tuple(m for m in AUTH_METHODS if m != "none")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from idp.context import policy, settings
 from idp.keys import jwt
-from idp.oidc.clients import AUTH_METHODS
+from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES
 from idp.oidc.registry import registry
 
 ALL_AUTH_METHODS = list(AUTH_METHODS)
@@ -31,7 +31,7 @@ def metadata() -> dict:
         "scopes_supported": sorted(scopes),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": list(GRANT_TYPES),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(pol.keys.algorithms),
         "userinfo_signing_alg_values_supported": [],

@@ -184,7 +184,7 @@ class FastLane:
         started = time.perf_counter()
         body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
         environ["wsgi.input"] = BytesIO(body)  # for Flask, should the request go on to it
-        form = _form(body, self.app.extensions["idp_web"].max_param_length)
+        form = _form(body, self.app.extensions["idp"].policy.web.max_param_length)
         if form is None:
             return self.wsgi_app(environ, start_response)
         host = (environ.get("wsgi.url_scheme", ""), environ.get("HTTP_HOST", ""))

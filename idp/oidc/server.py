@@ -479,7 +479,8 @@ class ClientAssertion(JWTBearerClientAssertion):
         if db.session.get(UsedAssertion, key) is not None:
             return False
         exp = claims.get("exp")  # at most client_assertion_max_lifetime ahead (idp.keys.jwt)
-        expires = clock.now() + timedelta(seconds=300)
+        expires = clock.now() + timedelta(
+            seconds=policy().tokens.client_assertion_jti_retention)
         if isinstance(exp, int):
             try:
                 expires = max(expires, clock.from_timestamp(exp))

@@ -1,5 +1,6 @@
 """Onboarding's compliance reports, registered with idp.reports.service's @report extension
-point: licenses expiring within 30/60/90 days, and applications past the verification SLA."""
+point: licenses expiring within 30/60/90 days (onboarding.toml license_expiry_buckets), and
+applications past the verification SLA."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ from sqlalchemy import select
 
 from idp import clock
 from idp.accounts.models import User
+from idp.context import policy
 from idp.extensions import db
 from idp.onboarding import service as onboarding
 from idp.reports.service import Range, report
-
-# The buckets the report sorts licenses into (days until expiry, inclusive upper bounds).
-EXPIRY_BUCKETS = (30, 60, 90)
 
 
 @report("licenses_expiring", "Licenses expiring in 30/60/90 days",
@@ -24,14 +23,16 @@ EXPIRY_BUCKETS = (30, 60, 90)
         "and is suspended), soonest first; within_days is 30, 60 or 90 (0: expired).")
 def licenses_expiring(span: Range | None) -> list[dict[str, Any]]:
     today = clock.now().date()
+    # days until expiry, inclusive upper bounds (onboarding.toml license_expiry_buckets)
+    buckets = policy().onboarding.license_expiry_buckets
     rows = []
     for user in db.session.execute(
             select(User).where(User.disabled.is_(False), User.license_expires.is_not(None))
             .order_by(User.license_expires, User.username)).scalars():
         days_left = (user.license_expires - today).days
-        if days_left > EXPIRY_BUCKETS[-1]:
+        if days_left > buckets[-1]:
             continue
-        within = 0 if days_left < 0 else next(b for b in EXPIRY_BUCKETS if days_left <= b)
+        within = 0 if days_left < 0 else next(b for b in buckets if days_left <= b)
         rows.append({"user_id": user.id, "username": user.username, "role": user.role,
                      "license_state": user.license_state, "license_number": user.license_number,
                      "license_expires": user.license_expires, "days_left": days_left,

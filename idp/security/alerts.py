@@ -22,7 +22,8 @@ transaction, and sends the user one email naming the reasons, after the response
 At a lockout (idp.accounts.lockout.register_failure, in the lockout's transaction): an account
 locked `lockouts_per_account` times within `lockout_window`, or `lockouts_per_ip` different
 accounts locked from one IP address within it, raise one alert each (not again for the same
-account or address within the window) and an email to security staff (role `security`).
+account or address within the window) and an email to security staff (alerts.toml
+recipient_roles).
 
 "This wasn't me" (idp.accounts.compromise) raises an alert through raise_alert() too.
 Emails name no secret; they tell the user what to do if it was not them. Neither the device id
@@ -44,6 +45,7 @@ from idp.audit.models import AuditEvent
 from idp.context import policy
 from idp.extensions import db
 from idp.notify.mailer import send_after_response
+from idp.policy import AlertPolicy
 from idp.security import geoip
 from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
@@ -55,7 +57,7 @@ REASONS = {
 }
 
 
-def _rules() -> Any:
+def _rules() -> AlertPolicy:
     return policy().alerts
 
 
@@ -136,9 +138,11 @@ def raise_alert(kind: str, *, user_id: int | None, detail: dict[str, Any],
 
 
 def security_staff() -> list[User]:
-    """Accounts that get security alerts: role `security`, enabled, with an email address."""
+    """Accounts that get security alerts: a role of alerts.toml recipient_roles, enabled, with
+    an email address."""
     return list(db.session.execute(select(User).where(
-        User.role == "security", User.disabled.is_(False), User.email.is_not(None))
+        User.role.in_(_rules().recipient_roles), User.disabled.is_(False),
+        User.email.is_not(None))
         .order_by(User.id)).scalars())
 
 

@@ -1,6 +1,6 @@
 """SMART App Launch plugs into the OpenID provider: its scopes, claims, audiences, token
 context, request rules, code binding, /authorize check and endpoints (idp.oidc.registry).
-create_app calls install() only when policies/smart.toml has `enabled = true`."""
+create_app calls install() only when policies/smart.toml has `enabled = true` (policy().smart)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from flask import Flask
 from idp.accounts.models import User
 from idp.oidc.auth_context import AuthContext
 from idp.oidc.registry import ScopeFamily, add_feature
-from idp.policy import SmartPolicy
 from idp.smart import scopes, service
 from idp.smart.interaction import CHECK
 from idp.smart.views import bp
@@ -39,8 +38,7 @@ def token_response(granted: list[str], ctx: AuthContext) -> dict[str, Any]:
     return service.token_response_context(ctx.family_id)
 
 
-def install(app: Flask, policy: SmartPolicy) -> None:
-    app.extensions["idp.smart"] = policy
+def install(app: Flask) -> None:
     add_feature(app, "smart", claims=[claims], audiences=[service.audiences],
                 token_claims=[token_claims], token_response=[token_response],
                 request_rules=[service.validate_request], code_binders=[service.bind_code],

@@ -34,7 +34,9 @@ from idp.context import policy, settings
 from idp.core import bounded_json, outbound
 from idp.core.crypto import digest
 from idp.extensions import db
+from idp.keys import jwt
 from idp.oidc import tokens
+from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES
 from idp.oidc.models import Client
 from idp.oidc.registry import BindingRefused
 from idp.policy import SmartPolicy
@@ -51,7 +53,7 @@ class LaunchError(BindingRefused):
 
 
 def smart_policy() -> SmartPolicy:
-    return current_app.extensions["idp.smart"]
+    return policy().smart
 
 
 def resource_audience() -> str:
@@ -92,10 +94,9 @@ def configuration() -> dict[str, Any]:
         "introspection_endpoint": f"{issuer}/introspect",
         "revocation_endpoint": f"{issuer}/revoke",
         "registration_endpoint": f"{issuer}/register",
-        "token_endpoint_auth_methods_supported": [
-            "client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
-        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "token_endpoint_auth_signing_alg_values_supported": list(jwt.ALGORITHMS),
+        "grant_types_supported": list(GRANT_TYPES),
         "response_types_supported": ["code"],
         "scopes_supported": scopes,
         "code_challenge_methods_supported": ["S256"],

@@ -10,8 +10,9 @@ from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, SecurityError
 
+from idp.context import policy
 from idp.core import bounded_json
-from idp.web.web_policy import WebPolicy, load_web_policy
+from idp.policy import WebPolicy
 
 PROTOCOL_PATHS = ("/token", "/revoke", "/introspect", "/userinfo", "/register",
                   "/.well-known/", "/jwks.json", "/healthz", "/readyz", "/openapi.json")
@@ -62,7 +63,7 @@ def _error(status: int, code: str, message: str) -> tuple[Response | str, int]:
 
 
 def web_policy() -> WebPolicy:
-    return current_app.extensions["idp_web"]
+    return policy().web
 
 
 def reject_unusable_input() -> tuple[Response | str, int] | None:
@@ -118,7 +119,7 @@ class BoundedJSONProvider(DefaultJSONProvider):
     ValueError like any malformed body (get_json(silent=True) gives None, else a 400)."""
 
     def loads(self, s: str | bytes, **kwargs: object) -> object:
-        rules: WebPolicy = self._app.extensions["idp_web"]
+        rules: WebPolicy = self._app.extensions["idp"].policy.web
         return bounded_json.loads(s, max_depth=rules.max_json_depth,
                                   max_values=rules.max_json_values, **kwargs)
 
@@ -127,8 +128,7 @@ def install(app: Flask) -> None:
     from idp.core import request_log
 
     settings = app.extensions["idp"].settings
-    rules = load_web_policy(settings.policy_dir)
-    app.extensions["idp_web"] = rules
+    rules: WebPolicy = app.extensions["idp"].policy.web
     app.json = BoundedJSONProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=rules.max_body_bytes,

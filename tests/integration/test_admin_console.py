@@ -127,6 +127,44 @@ def test_security_and_verifier_roles(ctx, client):
     assert other.get("/admin/audit").status_code == 403
 
 
+def test_the_console_role_groups_and_minimum_acr_are_policy(ctx, client, monkeypatch):
+    """roles.toml [console]: a role left out of a group loses its pages at the next request;
+    a lower min_acr lets a password-only administrator in."""
+    import dataclasses
+
+    from idp.context import runtime
+
+    rt = runtime()
+    _admin(client, "sec.officer", role="security")
+    assert client.get("/admin/audit").status_code == 200
+    assert client.get("/admin/").status_code == 200
+    narrow = dataclasses.replace(rt.policy.console, security_roles=("admin",),
+                                 console_roles=("admin", "verifier"))
+    monkeypatch.setattr(rt, "policy", dataclasses.replace(rt.policy, console=narrow))
+    assert client.get("/admin/audit").status_code == 403
+    assert client.get("/admin/").status_code == 403
+    wide = dataclasses.replace(rt.policy.console, admin_roles=("admin", "security"))
+    monkeypatch.setattr(rt, "policy", dataclasses.replace(rt.policy, console=wide))
+    assert client.get("/admin/clients").status_code == 200
+
+    make_user("weak.admin", npi=None, role="admin", totp=False)
+    from idp.accounts.service import find_by_login
+    from idp.sessions import service as sessions
+
+    weak = client.application.test_client()
+    with client.application.test_request_context("/"):
+        sessions.start(find_by_login("weak.admin"), acr="urn:healthidp:acr:aal1", amr=["pwd"])
+        from flask import g
+
+        cookie = g.sso_cookie
+        db.session.commit()
+    weak.set_cookie(policy().session.cookie_name, cookie)
+    assert weak.get("/admin/").status_code == 403
+    lenient = dataclasses.replace(rt.policy.console, min_acr="urn:healthidp:acr:aal1")
+    monkeypatch.setattr(rt, "policy", dataclasses.replace(rt.policy, console=lenient))
+    assert weak.get("/admin/").status_code == 200
+
+
 def test_posts_need_the_csrf_token(ctx, client):
     rp = make_client()
     doc = make_user()

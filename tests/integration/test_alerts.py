@@ -208,3 +208,21 @@ def test_sessions_without_a_device_hash_never_match(ctx, mailbox):
     _signed_in(laptop, "10.1.2.3", LAPTOP)
     assert [e.detail["reasons"] for e in _alerts()] == [["new_device"]]
     assert len(mailbox.to(user.email)) == 1
+
+
+def test_alert_emails_go_to_the_policy_recipient_roles(ctx, monkeypatch):
+    """alerts.toml recipient_roles: security staff by default; another role when the policy
+    says so."""
+    import dataclasses
+
+    from idp.context import runtime
+    from idp.security.alerts import security_staff
+
+    officer = make_user("sec.officer", npi=None, role="security")
+    root = make_user("root.admin", npi=None, role="admin")
+    db.session.commit()
+    assert [u.id for u in security_staff()] == [officer.id]
+    rt = runtime()
+    rules = dataclasses.replace(rt.policy.alerts, recipient_roles=("admin",))
+    monkeypatch.setattr(rt, "policy", dataclasses.replace(rt.policy, alerts=rules))
+    assert [u.id for u in security_staff()] == [root.id]

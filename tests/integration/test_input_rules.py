@@ -48,3 +48,46 @@ def test_client_assertion_living_too_long_is_refused(ctx, client):
     assert token(120).status_code == 200
     refused = token(86400 * 365)
     assert refused.status_code == 401 and refused.get_json()["error"] == "invalid_client"
+
+
+
+def test_a_used_assertion_is_remembered_for_the_policy_retention(ctx, client, monkeypatch):
+    """tokens.toml client_assertion_jti_retention: a used jti is kept that long, or until the
+    assertion's exp if that is later (its replay window)."""
+    import dataclasses
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from idp import clock
+    from idp.context import policy, runtime
+    from idp.extensions import db
+    from idp.oidc.models import UsedAssertion
+
+    fixed = clock.now().replace(microsecond=0)
+    monkeypatch.setattr(clock, "now", lambda: fixed)
+    key = RSAKey.generate_key(2048, private=True)
+    public = {**key.as_dict(private=False), "kid": "k1", "use": "sig", "alg": "RS256"}
+    rp = make_client(auth_method="private_key_jwt", jwks={"keys": [public]},
+                     grant_types=["client_credentials"], scope="system/Patient.rs",
+                     redirect_uri="https://svc.example/cb")
+    assert policy().tokens.client_assertion_jti_retention == 300  # shipped
+    retention = 450  # another value, so the test sees the policy's rather than a literal
+    rt = runtime()
+    tokens = dataclasses.replace(rt.policy.tokens, client_assertion_jti_retention=retention)
+    monkeypatch.setattr(rt, "policy", dataclasses.replace(rt.policy, tokens=tokens))
+    now = int(fixed.timestamp())
+    for lifetime, kept_for in ((30, retention), (retention + 100, retention + 100)):
+        jti = secrets.token_urlsafe(12)
+        assertion = jwt.encode({"alg": "RS256", "kid": "k1"}, {
+            "iss": rp.client_id, "sub": rp.client_id, "aud": "http://idp.test/token",
+            "jti": jti, "iat": now, "exp": now + lifetime}, key)
+        assert client.post("/token", data={
+            "grant_type": "client_credentials", "client_assertion": assertion,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        }).status_code == 200
+        db.session.expire_all()
+        [used] = db.session.execute(select(UsedAssertion).where(
+            UsedAssertion.expires_at > fixed + timedelta(seconds=kept_for - 1),
+            UsedAssertion.expires_at < fixed + timedelta(seconds=kept_for + 1))).scalars()
+        assert clock.aware(used.expires_at) == fixed + timedelta(seconds=kept_for)

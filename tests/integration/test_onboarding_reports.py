@@ -62,3 +62,23 @@ def test_applications_past_the_verification_sla(ctx, frozen):
     assert [(r["name"], r["status"], r["age_hours"]) for r in rows] == [
         ("asked Applicant", "info_requested", 72), ("late Applicant", "pending", 50)]
     assert {r["facility"] for r in rows} == {"General Hospital"}
+
+
+def test_the_expiry_buckets_are_policy(ctx, monkeypatch):
+    """onboarding.toml license_expiry_buckets: other buckets sort the same licenses anew, and
+    the last bucket is the report's horizon."""
+    import dataclasses
+
+    from idp.context import runtime
+
+    rt = runtime()
+    rules = dataclasses.replace(rt.policy.onboarding, license_expiry_buckets=(14, 120))
+    monkeypatch.setattr(rt, "policy", dataclasses.replace(rt.policy, onboarding=rules))
+    _licensed("dr.soon", "1234567893", 10)
+    _licensed("dr.month", "1245319599", 45)
+    _licensed("dr.later", "1003000134", 100)
+    _licensed("dr.beyond", "1003000126", 121)
+    db.session.commit()
+    assert [(r["username"], r["within_days"])
+            for r in reports.build("licenses_expiring").rows] == [
+        ("dr.soon", 14), ("dr.month", 120), ("dr.later", 120)]

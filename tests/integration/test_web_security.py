@@ -149,10 +149,10 @@ def test_repeated_parameter_at_token_is_invalid_request(ctx, client, name):
 # -- sizes --------------------------------------------------------------------------------------
 def test_body_over_the_limit_is_413_and_too_many_fields_refused(app, ctx, client):
     limit = app.config["MAX_CONTENT_LENGTH"]
-    assert limit == app.extensions["idp_web"].max_body_bytes
+    assert limit == app.extensions["idp"].policy.web.max_body_bytes
     big = client.post("/token", data={"grant_type": "x" * (limit + 1)})
     assert big.status_code == 413 and big.get_json()["error"] == "invalid_request"
-    parts = app.extensions["idp_web"].max_form_parts
+    parts = app.extensions["idp"].policy.web.max_form_parts
     many = "&".join(f"f{i}=1" for i in range(parts + 1))
     answer = client.post("/token", data=many, content_type="application/x-www-form-urlencoded")
     assert answer.status_code == 413 and answer.get_json()["error"] == "invalid_request"
@@ -170,7 +170,7 @@ def test_body_over_the_limit_is_413_and_too_many_fields_refused(app, ctx, client
 def test_protocol_parameter_over_max_length_is_invalid_request(app, ctx, client):
     make_user()
     rp = make_client()
-    limit = app.extensions["idp_web"].max_param_length
+    limit = app.extensions["idp"].policy.web.max_param_length
     _, challenge = pkce()
     params = auth_params(rp, challenge, state="s" * (limit + 1))
     page = client.get("/authorize", query_string=params)

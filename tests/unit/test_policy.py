@@ -217,12 +217,10 @@ def test_openid_scope_is_required(policies: Path):
     ('color_text = "#1b2733"', "color_text = 12"),
 ])
 def test_a_bad_smart_style_or_banner_refuses_to_load(policies: Path, old: str, new: str):
-    from idp.policy import load_smart_policy
-
-    assert load_smart_policy(policies).need_patient_banner is True
+    assert load_policy(policies).smart.need_patient_banner is True
     edit(policies, "smart.toml", old, new)
     with pytest.raises(PolicyError):
-        load_smart_policy(policies)
+        load_policy(policies)
 
 
 def test_mfa_order_limits_and_enrollment_lifetime_are_policy():
@@ -250,3 +248,62 @@ def test_a_factor_and_its_roles_can_be_added_by_override():
     assert mfa.allowed("physician") == ("webauthn", "totp", "sms", "email")
     with pytest.raises(PolicyError, match="unknown factors"):
         load_policy(POLICIES, {"mfa.roles": {"physician": ["pin"]}})
+
+
+# -- one Policy, one loader (issue 19) ----------------------------------------------------------
+def test_every_section_is_in_the_one_policy_and_required():
+    policy = load_policy(POLICIES)
+    assert policy.smart.enabled is True and policy.smart.resource == "ehr"
+    assert policy.web.max_body_bytes == 65536 and policy.web.max_json_depth == 32
+    assert policy.console.admin_roles == ("admin",)
+    assert policy.console.console_roles == ("admin", "security", "verifier")
+    assert policy.console.security_roles == ("admin", "security")
+    assert policy.console.min_acr == "urn:healthidp:acr:aal2"
+    assert policy.alerts.recipient_roles == ("security",)
+    assert policy.onboarding.license_expiry_buckets == (30, 60, 90)
+    assert policy.tokens.client_assertion_jti_retention == 300
+    # no section is optional: a Policy cannot be made without any of them
+    assert not [f.name for f in dataclasses.fields(policy)
+                if f.default is not dataclasses.MISSING]
+
+
+def test_overrides_reach_the_smart_web_and_console_sections(policies: Path):
+    policy = load_policy(policies, {"smart": {"enabled": False}, "web": {"max_form_parts": 7},
+                                    "roles.console": {"security_roles": ["security"]},
+                                    "alerts": {"recipient_roles": ["admin", "security"]}})
+    assert policy.smart.enabled is False and policy.web.max_form_parts == 7
+    assert policy.console.security_roles == ("security",)
+    assert policy.alerts.recipient_roles == ("admin", "security")
+    with pytest.raises(PolicyError, match="web.toml"):
+        load_policy(policies, {"web": {"max_param_length": 10}})
+    with pytest.raises(PolicyError, match="smart.toml"):
+        load_policy(policies, {"smart": {"fhir_path": "fhir"}})
+
+
+@pytest.mark.parametrize(("name", "old", "new", "message"), [
+    ("roles.toml", 'admin_roles = ["admin"]', 'admin_roles = ["root"]',
+     r"roles.toml \[console\] admin_roles"),
+    ("roles.toml", 'security_roles = ["admin", "security"]', "security_roles = []",
+     r"roles.toml \[console\] security_roles"),
+    ("roles.toml", 'min_acr = "urn:healthidp:acr:aal2"', 'min_acr = "aal9"',
+     r"roles.toml \[console\] min_acr"),
+    ("roles.toml", 'min_acr = "urn:healthidp:acr:aal2"', "", r"roles.toml \[console\].*min_acr"),
+    ("alerts.toml", 'recipient_roles = ["security"]', 'recipient_roles = ["secuirty"]',
+     "alerts.toml recipient_roles"),
+    ("alerts.toml", 'recipient_roles = ["security"]', "recipient_roles = []",
+     "alerts.toml recipient_roles"),
+    ("onboarding.toml", "license_expiry_buckets = [30, 60, 90]",
+     "license_expiry_buckets = [60, 30, 90]", "onboarding.toml license_expiry_buckets"),
+    ("onboarding.toml", "license_expiry_buckets = [30, 60, 90]",
+     "license_expiry_buckets = [0, 30]", "onboarding.toml license_expiry_buckets"),
+    ("onboarding.toml", "license_expiry_buckets = [30, 60, 90]",
+     "license_expiry_buckets = []", "onboarding.toml license_expiry_buckets"),
+    ("tokens.toml", "client_assertion_jti_retention = 300", "client_assertion_jti_retention = 0",
+     "tokens.toml: client_assertion_jti_retention"),
+    ("tokens.toml", "client_assertion_jti_retention = 300", "", "tokens.toml.*missing"),
+])
+def test_rules_moved_from_code_are_checked_at_load(policies: Path, name: str, old: str,
+                                                   new: str, message: str):
+    edit(policies, name, old, new)
+    with pytest.raises(PolicyError, match=message):
+        load_policy(policies)
