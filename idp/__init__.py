@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, *,
         WTF_CSRF_TIME_LIMIT=3600,
         PREFERRED_URL_SCHEME="https" if settings.secure_cookies else "http",
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
-        RATELIMIT_KEY_PREFIX="idp-limits",
+        RATELIMIT_KEY_PREFIX=settings.ratelimit_prefix,
         RATELIMIT_SWALLOW_ERRORS=True,  # a Redis outage must not stop sign-in (lockout holds)
         # Redis down: count in process memory meanwhile (logged by flask-limiter), back to
         # Redis when it answers again; a dead Redis must not hold a request for long.

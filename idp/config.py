@@ -78,6 +78,14 @@ def _secret_key(instance: Path) -> str:
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
 
 
+def _ratelimit_prefix(value: str | None) -> str:
+    if not value:
+        return "idp-limits"
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+        raise ConfigError("IDP_RATELIMIT_PREFIX: 1-64 letters, digits, '.', '_' or '-'")
+    return value
+
+
 def _trusted_hosts(value: str | None, issuer: str) -> tuple[str, ...]:
     """Host names a request may name (Flask TRUSTED_HOSTS): a forged Host header gets a 400
     instead of building URLs (redirects, discovery) on the attacker's name. Default: the
@@ -122,6 +130,9 @@ class Settings:
     secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
     trusted_hosts: tuple[str, ...] = ()
     log_format: str = "text"
+    # IDP_RATELIMIT_PREFIX: the rate limits' key prefix in Redis, so that deployments (or
+    # concurrent test runs) sharing one Redis count apart.
+    ratelimit_prefix: str = "idp-limits"
     fast_lane: bool = True  # IDP_FAST_LANE=0: every token/introspection request through Flask
     # IDP_OUTBOUND_ALLOW: networks and host names outbound calls may reach although internal,
     # added to policies/outbound.toml `allow` (idp/core/outbound.py).
@@ -210,6 +221,7 @@ class Settings:
             sms_backend=sms,
             ehr_audience=_url("EHR_AUDIENCE", ehr) if ehr else None,
             proxy_hops=_int("IDP_PROXY_HOPS", env.get("IDP_PROXY_HOPS", "0"), 0, 5),
+            ratelimit_prefix=_ratelimit_prefix(env.get("IDP_RATELIMIT_PREFIX")),
             data_key=data_key,
             sms_gateway_url=gateway,
             sms_gateway_token=env.get("SMS_GATEWAY_TOKEN") or None,

@@ -21,6 +21,7 @@ pytest_plugins = ("tests.log_scan",)  # every log line of the run is scanned for
 # Cheap argon2 for speed; the production parameters are exercised in tests/unit.
 TEST_POLICY = {"password.argon2": {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}}
 TEST_ISSUER = "http://idp.test"
+RATELIMIT_PREFIX = f"idp-limits-test-{uuid.uuid4().hex[:12]}"
 
 
 def _database(tmp: Path) -> tuple[str, str | None]:
@@ -122,6 +123,10 @@ def env(workdir: Path, database: str, smtp_server) -> dict[str, str]:
         "IDP_SECRET_KEY": "test-secret-key-0123456789-abcdefghijklmnop",
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_server.port),
+        # Rate limits in the shared Redis under a key prefix of this run's own: two suites
+        # running at once (SQLite and PostgreSQL, two developers) neither count nor flush
+        # each other's limits.
+        "IDP_RATELIMIT_PREFIX": RATELIMIT_PREFIX,
         # The relying parties, SMS gateway and registry fakes of the tests listen on loopback:
         # the outbound allow-list (idp/core/outbound.py) lets the IdP reach them, no code path.
         "IDP_OUTBOUND_ALLOW": "127.0.0.0/8 ::1",

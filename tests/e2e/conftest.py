@@ -27,6 +27,7 @@ import requests
 
 from idp.config import PROJECT_ROOT
 from idp.extensions import db
+from tests.conftest import RATELIMIT_PREFIX
 from tests.helpers import (
     PASSWORD,
     TOTP_SECRETS,
@@ -211,12 +212,20 @@ REDIS_URL = "redis://127.0.0.1:6379/15"  # a database of its own, flushed by the
 
 
 class RedisLimits:
-    """The rate-limit store the nodes share."""
+    """The rate-limit store the nodes share: this run's keys only (IDP_RATELIMIT_PREFIX), so a
+    run at the same time on the same Redis keeps its counts."""
 
     def flush(self) -> None:
-        import redis
+        flush_limits(REDIS_URL)
 
-        redis.Redis.from_url(REDIS_URL).flushdb()
+
+def flush_limits(url: str) -> None:
+    """Delete this test run's rate-limit keys (and nobody else's) from the Redis at `url`."""
+    import redis
+
+    store = redis.Redis.from_url(url)
+    for key in store.scan_iter(match=f"*{RATELIMIT_PREFIX}*", count=1000):
+        store.delete(key)
 
 
 @pytest.fixture

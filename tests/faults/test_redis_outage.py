@@ -11,12 +11,15 @@ import redis
 import requests
 
 from idp.context import policy
-from tests.e2e.conftest import Server
+from tests.conftest import RATELIMIT_PREFIX
+from tests.e2e.conftest import Server, flush_limits
 from tests.faults.conftest import gunicorn_node
 from tests.faults.tcp_proxy import TcpProxy
 from tests.helpers import PASSWORD, TOTP_SECRETS, csrf_from, make_user
 
-REDIS_DB = 14  # 15 is test_two_nodes'; other engineers' runs may share this server
+REDIS_DB = 14  # 15 is test_two_nodes'; other runs may share this server: keys under this
+# run's prefix only (tests.conftest.RATELIMIT_PREFIX)
+REDIS = f"redis://127.0.0.1:6379/{REDIS_DB}"
 
 
 def _password_step(node: Server, http: requests.Session, username: str, password: str
@@ -40,8 +43,8 @@ def test_rate_limits_fall_back_to_memory_when_redis_is_down(ctx, env, workdir: P
     make_user("np.one", npi=None)
     make_user("np.two", npi="1245319599")
     make_user("np.three", npi=None)
-    store = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    store.flushdb()
+    store = redis.Redis.from_url(REDIS)
+    flush_limits(REDIS)
     proxy = TcpProxy(6379)
     limit = int(policy().lockout.per_account_limit.split()[0])
     try:
@@ -50,10 +53,10 @@ def test_rate_limits_fall_back_to_memory_when_redis_is_down(ctx, env, workdir: P
             # Redis up: the limits are counted there
             assert _password_step(node, requests.Session(), "np.one", "wrong-x").status_code \
                 == 401
-            assert store.keys("*idp-limits*"), "limits were not counted in Redis"
+            assert store.keys(f"*{RATELIMIT_PREFIX}*"), "limits were not counted in Redis"
 
             proxy.close()  # Redis is gone
-            store.flushdb()
+            flush_limits(REDIS)
             started = time.monotonic()
             assert _sign_in(node, "np.one").status_code == 302  # sign-in keeps working
             assert time.monotonic() - started < 15
@@ -61,7 +64,7 @@ def test_rate_limits_fall_back_to_memory_when_redis_is_down(ctx, env, workdir: P
             statuses = [_password_step(node, requests.Session(), "np.two", "wrong-x")
                         .status_code for _ in range(limit + 1)]
             assert statuses[:limit] == [401] * limit and statuses[limit] == 429, statuses
-            assert not store.keys("*idp-limits*")  # nothing reached Redis meanwhile
+            assert not store.keys(f"*{RATELIMIT_PREFIX}*")  # nothing reached Redis meanwhile
             log = node.full_log()
             assert "rate limits: Rate limit storage unreachable - falling back to in-memory " \
                 "storage" in log, node.stderr()
@@ -69,13 +72,13 @@ def test_rate_limits_fall_back_to_memory_when_redis_is_down(ctx, env, workdir: P
 
             proxy.open()  # Redis is back: the limiter checks it now and then and returns to it
             deadline = time.monotonic() + 40  # it re-checks after 1, 2, 4, ... seconds
-            while not store.keys("*idp-limits*") and time.monotonic() < deadline:
+            while not store.keys(f"*{RATELIMIT_PREFIX}*") and time.monotonic() < deadline:
                 _password_step(node, requests.Session(), "np.three", "wrong-x")
                 time.sleep(0.5)
-            assert store.keys("*idp-limits*"), "the limiter did not return to Redis"
+            assert store.keys(f"*{RATELIMIT_PREFIX}*"), "the limiter did not return to Redis"
             assert "rate limits: Rate limit storage recovered" in node.full_log()
     finally:
         proxy.close()
-        store.flushdb()
+        flush_limits(REDIS)
 
 

@@ -131,3 +131,14 @@ def test_cli_reports_a_bad_variable_in_one_line(tmp_path: Path, variable: str, v
     assert variable in lines[0] and lines[0].startswith("error:")
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert not (tmp_path / "keys").exists()         # refused before doing anything
+
+
+def test_ratelimit_prefix_is_checked(tmp_path):
+    """IDP_RATELIMIT_PREFIX keeps deployments (or test runs) sharing one Redis apart."""
+    base = {"IDP_INSTANCE_DIR": str(tmp_path), "IDP_SECRET_KEY": "k" * 40}
+    assert Settings.from_env(base).ratelimit_prefix == "idp-limits"
+    assert Settings.from_env({**base, "IDP_RATELIMIT_PREFIX": "staging-1"}).ratelimit_prefix \
+        == "staging-1"
+    for bad in ("has space", "x" * 65, "a*b", "a/b"):
+        with pytest.raises(ConfigError):
+            Settings.from_env({**base, "IDP_RATELIMIT_PREFIX": bad})
