@@ -17,6 +17,8 @@ from idp.accounts import settings as account_settings
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
+from idp.extensions import db
+from idp.notify.mailer import send_after_response
 from idp.security import alerts
 from idp.sessions.models import SsoSession
 
@@ -36,7 +38,6 @@ def _reported_event(user: User, seq: str | None) -> AuditEvent | None:
     """The account's own sign-in event the report names; None for anything else."""
     if not seq or not seq.isdigit() or len(seq) > 12:
         return None
-    from idp.extensions import db
 
     return db.session.execute(select(AuditEvent).where(
         AuditEvent.seq == int(seq), AuditEvent.user_id == user.id,
@@ -45,7 +46,6 @@ def _reported_event(user: User, seq: str | None) -> AuditEvent | None:
 
 def report(user: User, current: SsoSession | None, *, event_seq: str | None = None) -> Report:
     """End everything, force a password change, audit, raise the alert (caller commits)."""
-    from idp.extensions import db
 
     event = _reported_event(user, event_seq)
     ended = account_settings.sign_out_everywhere(user, "reported_not_me", current)
@@ -65,7 +65,6 @@ def report(user: User, current: SsoSession | None, *, event_seq: str | None = No
 
 def send_notices(done: Report) -> None:
     """After commit: tell the user what happened and what to do; tell security staff."""
-    from idp.notify.mailer import send_after_response
 
     user = done.user
     seen = ""

@@ -13,8 +13,10 @@ from sqlalchemy import and_, case, or_, update
 
 from idp import clock
 from idp.accounts.models import User
+from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db
+from idp.security import alerts
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,6 @@ def _record_lockout(user: User, failures: int, until: datetime) -> None:
     completes (policies/alerts.toml)."""
     from flask import has_request_context, request
 
-    from idp.audit import service as audit
-    from idp.security import alerts
 
     ip = request.remote_addr if has_request_context() else None
     audit.record("account.locked", user_id=user.id, failures=failures,

@@ -19,6 +19,7 @@ from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.core.crypto import digest
 from idp.extensions import db
+from idp.notify import outbox
 
 MAX_TOKEN_LENGTH = 128
 # Temporary passwords: characters a helpdesk can read out without confusion (no 0/O, 1/l/I).
@@ -99,7 +100,6 @@ def link_mail(link: ResetLink, *, helpdesk: bool = False) -> tuple[str, str, str
 def send_link(link: ResetLink, *, helpdesk: bool = False) -> bool:
     """Email the link now (after commit) through the outbox: False when the mail server refused
     it (the outbox retries it: `idp notify deliver`)."""
-    from idp.notify import outbox
 
     row = outbox.enqueue(*link_mail(link, helpdesk=helpdesk))
     db.session.commit()

@@ -20,6 +20,7 @@ from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.core.crypto import digest
 from idp.extensions import db
+from idp.notify import outbox
 from idp.oidc.tokens import revoke_session_tokens
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
@@ -152,7 +153,6 @@ def request_email_change(user: User, new_email: str) -> EmailChangeRequest:
 def queue_email_change(change: EmailChangeRequest) -> list[int]:
     """In the change's transaction: the link to the new address and a heads-up to the old one
     go to the mail outbox (sent after the commit: outbox.deliver_now); their row ids."""
-    from idp.notify import outbox
 
     hours = policy().password.reset_link_lifetime // 3600
     name = change.user.name or change.user.username

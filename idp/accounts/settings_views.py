@@ -18,7 +18,7 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField, TelField
 from wtforms.validators import DataRequired, EqualTo, Length
 
-from idp.accounts import gates, notices, passwords
+from idp.accounts import compromise, gates, notices, passwords
 from idp.accounts import phone as phones
 from idp.accounts import settings as service
 from idp.accounts.views import safe_next
@@ -27,6 +27,7 @@ from idp.context import policy
 from idp.extensions import db, limiter
 from idp.mfa.factors.otp_code import mask
 from idp.notify import outbox
+from idp.security import geoip
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
@@ -153,7 +154,6 @@ def activity() -> Page:
     sso, away = _signed_in()
     if away:
         return away
-    from idp.security import geoip
 
     return render_template("accounts/activity.html", sso=sso,
                            sessions=service.live_sessions(sso.user),
@@ -169,7 +169,6 @@ def not_me() -> Page:
     sso, away = _signed_in(url_for("settings.activity"))
     if away:
         return away
-    from idp.accounts import compromise
 
     done = compromise.report(sso.user, sso, event_seq=request.form.get("event"))
     db.session.commit()

@@ -34,6 +34,7 @@ from idp.admin.access import (
 )
 from idp.admin.blueprint import bp
 from idp.admin.forms import ClientForm, RegistrationTokenForm, lines
+from idp.admin.models import RegistrationAccessToken
 from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db
@@ -62,7 +63,6 @@ def index() -> Page:
 @bp.app_template_global("token_policy")
 def token_policy() -> object:
     """tokens.toml for the client form: defaults and bounds of per-client lifetimes."""
-    from idp.context import policy
 
     return policy().tokens
 
@@ -224,7 +224,6 @@ def client_delete(client_id: str) -> Response:
     if isinstance(sso, Response):
         return sso
     client = _client(client_id)
-    from idp.admin.models import RegistrationAccessToken
 
     db.session.query(RegistrationAccessToken).filter_by(client_id=client.client_id).delete()
     client_service.delete_client(client, actor=actor(sso))

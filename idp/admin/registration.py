@@ -23,8 +23,9 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 
 from idp import clock
-from idp.admin import approval, service
+from idp.admin import approval, service, software_statement
 from idp.admin.models import RegistrationAccessToken
+from idp.audit import service as audit
 from idp.context import settings
 from idp.core.crypto import digest
 from idp.extensions import csrf, db
@@ -70,7 +71,6 @@ class MetadataError(ValueError):
 def _statement_body() -> tuple[dict[str, Any] | None, str | None]:
     """The request's JSON metadata with an accepted software statement's values applied over
     it (RFC 7591 §2.3), and the statement; MetadataError for a refused statement."""
-    from idp.admin import software_statement
 
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or body.get("software_statement") is None:
@@ -80,7 +80,6 @@ def _statement_body() -> tuple[dict[str, Any] | None, str | None]:
         issuer, asserted = software_statement.verify(statement)
     except software_statement.StatementError as exc:
         raise MetadataError("invalid_software_statement", str(exc)) from None
-    from idp.audit import service as audit
 
     audit.record("registration.software_statement_accepted", actor="registration",
                  issuer=issuer, software_id=str(asserted.get("software_id", ""))[:200])

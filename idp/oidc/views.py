@@ -16,7 +16,7 @@ from flask import (
 )
 
 from idp.accounts.models import User
-from idp.context import policy, settings
+from idp.context import keystore, policy, settings
 from idp.core import request_log
 from idp.extensions import csrf, db
 from idp.oidc import logout as logout_service
@@ -56,7 +56,6 @@ def discovery() -> Response:
 
 @bp.get("/jwks.json")
 def jwks() -> Response:
-    from idp.context import keystore
 
     return _cached_json("jwks", keystore().public_jwks, 300,
                         public_documents.jwks_state(current_app))
@@ -178,7 +177,6 @@ def readyz() -> tuple[Response, int]:
 
     try:
         db.session.execute(text("SELECT 1"))
-        from idp.context import keystore
 
         for alg in policy().keys.algorithms:
             keystore().signing_key(alg)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from idp.extensions import db
+from idp.web.security import _error
 
 RETRY_AFTER_SECONDS = 5
 log = logging.getLogger("idp.outage")
@@ -48,7 +49,6 @@ def _forget_request_state() -> None:
 
 
 def _unavailable(exc: Exception) -> tuple[Response | str, int, dict[str, str]]:
-    from idp.web.security import _error
 
     try:
         db.session.rollback()
@@ -78,7 +78,6 @@ def install(app: Flask) -> None:
             return _unavailable(exc)
         from flask import request
 
-        from idp.web.security import _error
 
         db.session.rollback()
         # As idp.web.security's handler of every other exception: type and where, no data.

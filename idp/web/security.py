@@ -11,8 +11,9 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, SecurityError
 
 from idp.context import policy
-from idp.core import bounded_json
+from idp.core import bounded_json, request_log
 from idp.policy import WebPolicy
+from idp.web.form_action import directive
 
 PROTOCOL_PATHS = ("/token", "/revoke", "/introspect", "/userinfo", "/register",
                   "/.well-known/", "/jwks.json", "/healthz", "/readyz", "/openapi.json")
@@ -35,7 +36,6 @@ def add_headers(response: Response) -> Response:
     if "Content-Security-Policy" not in headers:
         csp = CSP
         if response.mimetype == "text/html":
-            from idp.web.form_action import directive
 
             extra = directive()
             csp = f"{CSP}; {extra}" if extra else CSP
@@ -125,7 +125,6 @@ class BoundedJSONProvider(DefaultJSONProvider):
 
 
 def install(app: Flask) -> None:
-    from idp.core import request_log
 
     settings = app.extensions["idp"].settings
     rules: WebPolicy = app.extensions["idp"].policy.web
