@@ -18,7 +18,7 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField, TelField
 from wtforms.validators import DataRequired, EqualTo, Length
 
-from idp.accounts import compromise, gates, notices, passwords
+from idp.accounts import compromise, notices, passwords
 from idp.accounts import phone as phones
 from idp.accounts import settings as service
 from idp.accounts.views import safe_next
@@ -28,8 +28,8 @@ from idp.extensions import db, limiter
 from idp.mfa.factors.otp_code import mask
 from idp.notify import outbox
 from idp.security import geoip
-from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
+from idp.web.guards import signed_in
 
 bp = Blueprint("settings", __name__, url_prefix="/account")
 
@@ -63,28 +63,13 @@ def masked_phone(number: str | None) -> str:
     return mask(number) if number else ""
 
 
-def _signed_in(back: str | None = None) -> tuple[SsoSession | None, Response | None]:
-    """The live session, or the redirect to sign in (or to a step owed) and back."""
-    back = back or (request.full_path.rstrip("?") if request.method == "GET"
-                    else url_for("settings.overview"))
-    sso = sessions.current()
-    if sso is None:
-        return None, redirect(url_for("accounts.login", next=back))
-    step = gates.pending(sso.user)
-    if step:
-        return None, redirect(url_for(step, next=back))
-    return sso, None
-
-
 def _per_ip() -> str:
     return policy().lockout.per_ip_limit
 
 
 @bp.get("/settings")
-def overview() -> Page:
-    sso, away = _signed_in()
-    if away:
-        return away
+@signed_in(back="settings.overview")
+def overview(sso: SsoSession) -> Page:
     return render_template("accounts/settings.html", user=sso.user, sso=sso,
                            sessions=service.live_sessions(sso.user),
                            expires=passwords.expires_at(sso.user),
@@ -93,10 +78,8 @@ def overview() -> Page:
 
 @bp.route("/password", methods=["GET", "POST"])
 @limiter.limit(_per_ip, methods=["POST"])
-def password() -> Page:
-    sso, away = _signed_in()
-    if away:
-        return away
+@signed_in(back="settings.overview")
+def password(sso: SsoSession) -> Page:
     user = sso.user
     form = PasswordChangeForm()
     errors: list[str] = []
@@ -122,20 +105,16 @@ def password() -> Page:
 
 
 @bp.get("/sessions")
-def session_list() -> Page:
-    sso, away = _signed_in()
-    if away:
-        return away
+@signed_in(back="settings.overview")
+def session_list(sso: SsoSession) -> Page:
     return render_template("accounts/settings_sessions.html", sso=sso,
                            sessions=service.live_sessions(sso.user),
                            messages=get_flashed_messages())
 
 
 @bp.post("/sessions/<string(maxlength=64):sid>/end")
-def end_session(sid: str) -> Page:
-    sso, away = _signed_in(url_for("settings.session_list"))
-    if away:
-        return away
+@signed_in(back="settings.session_list")
+def end_session(sso: SsoSession, sid: str) -> Page:
     ended_here = sid == sso.id
     if not service.end_own_session(sso.user, sid, sso):
         db.session.rollback()
@@ -149,12 +128,9 @@ def end_session(sid: str) -> Page:
 
 
 @bp.get("/activity")
-def activity() -> Page:
+@signed_in(back="settings.overview")
+def activity(sso: SsoSession) -> Page:
     """Live sessions (each can be ended) and the account's recent sign-in events."""
-    sso, away = _signed_in()
-    if away:
-        return away
-
     return render_template("accounts/activity.html", sso=sso,
                            sessions=service.live_sessions(sso.user),
                            events=recent_logins(sso.user.id, limit=20),
@@ -163,13 +139,10 @@ def activity() -> Page:
 
 
 @bp.post("/activity/not-me")
-def not_me() -> Page:
+@signed_in(back="settings.activity")
+def not_me(sso: SsoSession) -> Page:
     """"This wasn't me": end every session and token, force a new password, tell security
     staff (idp.accounts.compromise). `event` optionally names the sign-in row reported."""
-    sso, away = _signed_in(url_for("settings.activity"))
-    if away:
-        return away
-
     done = compromise.report(sso.user, sso, event_seq=request.form.get("event"))
     db.session.commit()
     compromise.send_notices(done)
@@ -177,10 +150,8 @@ def not_me() -> Page:
 
 
 @bp.post("/sessions/end-all")
-def end_all_sessions() -> Response:
-    sso, away = _signed_in(url_for("settings.session_list"))
-    if away:
-        return away
+@signed_in(back="settings.session_list")
+def end_all_sessions(sso: SsoSession) -> Response:
     service.sign_out_everywhere(sso.user, "signed_out_everywhere", sso)
     db.session.commit()
     return redirect(url_for("accounts.login"))
@@ -188,11 +159,9 @@ def end_all_sessions() -> Response:
 
 @bp.route("/email", methods=["GET", "POST"])
 @limiter.limit(_per_ip, methods=["POST"])
-def email() -> Page:
+@signed_in(back="settings.overview")
+def email(sso: SsoSession) -> Page:
     """A new address: re-authenticate, then a link to the new address confirms it."""
-    sso, away = _signed_in()
-    if away:
-        return away
     user = sso.user
     form = EmailChangeForm()
     errors: list[str] = []
@@ -228,10 +197,8 @@ def email() -> Page:
 
 
 @bp.get("/email/verify/<token>")
-def verify_email(token: str) -> Page:
-    sso, away = _signed_in()
-    if away:
-        return away
+@signed_in(back="settings.overview")
+def verify_email(sso: SsoSession, token: str) -> Page:
     if not service.confirm_email_change(sso.user, token):
         db.session.rollback()
         return render_template("accounts/settings_email_invalid.html"), 400
@@ -259,12 +226,10 @@ def _phone_page(user: object, *, errors: list[str] | None = None, message: str |
 
 @bp.route("/phone", methods=["GET", "POST"])
 @limiter.limit(_per_ip, methods=["POST"])
-def phone() -> Page:
+@signed_in(back="settings.overview")
+def phone(sso: SsoSession) -> Page:
     """A new mobile number: re-authenticate, then a code texted to the new number confirms
     it (accounts.phone)."""
-    sso, away = _signed_in()
-    if away:
-        return away
     user = sso.user
     if request.method == "GET":
         if phones.expire_stale(user):

@@ -7,14 +7,15 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from idp.accounts import acknowledgment, gates, notices, passwords, service
+from idp.accounts import acknowledgment, notices, passwords, service
 from idp.accounts.forms import AcknowledgmentForm, LoginForm, NewPasswordForm
 from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db, limiter
 from idp.mfa import flow
 from idp.oidc import authorize as consents
-from idp.sessions import service as sessions
+from idp.sessions.models import SsoSession
+from idp.web.guards import signed_in
 
 bp = Blueprint("accounts", __name__)
 
@@ -82,17 +83,11 @@ def login() -> Response | tuple[str, int] | str:
     return redirect(url_for("mfa.challenge"))
 
 
-def _signed_in() -> object | None:
-    return sessions.current()
-
-
 @bp.route("/account/password/required", methods=["GET", "POST"])
-def required_password_change() -> Response | tuple[str, int] | str:
+@signed_in()
+def required_password_change(sso: SsoSession) -> Response | tuple[str, int] | str:
     """A temporary or expired password must be replaced before anything else."""
-    sso = _signed_in()
     next_url = safe_next(request.values.get("next"))
-    if sso is None:
-        return redirect(url_for("accounts.login", next=request.full_path))
     user = sso.user
     reason = passwords.change_required(user)
     if reason is None:
@@ -117,11 +112,9 @@ def required_password_change() -> Response | tuple[str, int] | str:
 
 
 @bp.route("/account/acknowledge", methods=["GET", "POST"])
-def acknowledge() -> Response | tuple[str, int] | str:
-    sso = _signed_in()
+@signed_in()
+def acknowledge(sso: SsoSession) -> Response | tuple[str, int] | str:
     next_url = safe_next(request.values.get("next"))
-    if sso is None:
-        return redirect(url_for("accounts.login", next=request.full_path))
     form = AcknowledgmentForm()
     if request.method == "POST" and form.validate_on_submit():
         acknowledgment.accept(sso.user)
@@ -134,23 +127,16 @@ def acknowledge() -> Response | tuple[str, int] | str:
 
 
 @bp.get("/account")
-def account() -> Response | str:
-    sso = sessions.current()
-    if sso is None:
-        return redirect(url_for("accounts.login", next=url_for("accounts.account")))
-    step = gates.pending(sso.user)
-    if step:
-        return redirect(url_for(step, next=url_for("accounts.account")))
+@signed_in()
+def account(sso: SsoSession) -> Response | str:
     return render_template("accounts/account.html", user=sso.user, sso=sso,
                            consents=consents.active_consents(sso.user),
                            days_left=passwords.days_left(sso.user))
 
 
 @bp.post("/account/consents/<int(max=2147483647):consent_id>/revoke")  # fits the id column
-def revoke_consent(consent_id: int) -> Response:
-    sso = sessions.current()
-    if sso is None:
-        return redirect(url_for("accounts.login"))
+@signed_in()
+def revoke_consent(sso: SsoSession, consent_id: int) -> Response:
     consents.revoke_consent(sso.user, consent_id)
     db.session.commit()
     return redirect(url_for("accounts.account"))

@@ -8,8 +8,10 @@ works the verification queue."""
 
 from __future__ import annotations
 
-from collections.abc import Container
+import functools
+from collections.abc import Callable, Container
 from dataclasses import dataclass
+from typing import Concatenate, ParamSpec, TypeVar
 
 from flask import Response, abort, redirect, request, url_for
 
@@ -17,6 +19,9 @@ from idp import clock
 from idp.context import policy
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,26 @@ def require_admin(roles: Container[str] = ADMIN_ROLES) -> SsoSession | Response:
     if (clock.now() - sso.auth_time).total_seconds() > policy().mfa.reauth_window:
         return redirect(url_for("accounts.login", next=request.full_path, reauth=1))
     return sso
+
+
+def require_role(roles: Container[str] | Callable[[], Container[str]] = ADMIN_ROLES
+                 ) -> Callable[[Callable[Concatenate[SsoSession, P], R]],
+                               Callable[P, R | Response]]:
+    """Run the view as `view(sso, **url_values)` for an allowed console user; anyone else gets
+    require_admin's answer. `roles` is a role group, or a function returning the roles (read
+    at each request: policy can change them)."""
+
+    def decorate(view: Callable[Concatenate[SsoSession, P], R]) -> Callable[P, R | Response]:
+        @functools.wraps(view)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+            sso = require_admin(roles() if callable(roles) else roles)
+            if isinstance(sso, Response):
+                return sso
+            return view(sso, *args, **kwargs)
+
+        return guarded
+
+    return decorate
 
 
 def actor(sso: SsoSession) -> str:

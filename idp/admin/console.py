@@ -1,11 +1,12 @@
 """Admin console pages (registered on the admin blueprint): clients, users, audit, alerts.
 
-Every route checks the role it needs and a recent authentication (require_admin); every POST
+Every route checks the role it needs and a recent authentication (require_role); every POST
 carries a CSRF token (CSRFProtect); every change is audited as "admin:<user id>" in the same
 transaction as the change."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from flask import (
@@ -18,6 +19,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy import select
+from werkzeug.wrappers import Response as AnyResponse
 
 from idp import clock
 from idp.accounts import lockout, reset
@@ -30,7 +32,7 @@ from idp.admin.access import (
     SECURITY_ROLES,
     RoleGroup,
     actor,
-    require_admin,
+    require_role,
 )
 from idp.admin.blueprint import bp
 from idp.admin.forms import ClientForm, RegistrationTokenForm, lines
@@ -48,14 +50,12 @@ from idp.security.models import SecurityAlert
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
-Page = Response | str | tuple[str, int]
+Page = AnyResponse | str | tuple[str, int]
 
 
 @bp.get("/")
-def index() -> Page:
-    sso = require_admin(CONSOLE_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(CONSOLE_ROLES)
+def index(sso: SsoSession) -> Page:
     return render_template("admin/index.html", role=sso.user.role)
 
 
@@ -76,10 +76,8 @@ def _client(client_id: str) -> Client:
 
 
 @bp.get("/clients")
-def clients() -> Page:
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(ADMIN_ROLES)
+def clients(sso: SsoSession) -> Page:
     rows = db.session.execute(select(Client).order_by(Client.client_name)).scalars().all()
     return render_template("admin/clients.html", clients=rows, token_form=RegistrationTokenForm())
 
@@ -108,10 +106,8 @@ def _form_values(form: ClientForm) -> dict:
 
 
 @bp.route("/clients/new", methods=["GET", "POST"])
-def client_new() -> Page:
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(ADMIN_ROLES)
+def client_new(sso: SsoSession) -> Page:
     form = ClientForm()
     if request.method == "GET":
         return render_template("admin/client_form.html", form=form, client=None)
@@ -141,10 +137,8 @@ def client_new() -> Page:
 
 
 @bp.route("/clients/<client_id>", methods=["GET", "POST"])
-def client_edit(client_id: str) -> Page:
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(ADMIN_ROLES)
+def client_edit(sso: SsoSession, client_id: str) -> Page:
     client = _client(client_id)
     if request.method == "GET":
         form = ClientForm(data={
@@ -184,10 +178,8 @@ def client_edit(client_id: str) -> Page:
 
 
 @bp.post("/clients/<client_id>/rotate-secret")
-def client_rotate(client_id: str) -> Page:
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(ADMIN_ROLES)
+def client_rotate(sso: SsoSession, client_id: str) -> Page:
     client = _client(client_id)
     try:
         secret = client_service.rotate_secret(client, actor=actor(sso))
@@ -200,29 +192,25 @@ def client_rotate(client_id: str) -> Page:
 
 
 @bp.post("/clients/<client_id>/disable")
-def client_disable(client_id: str) -> Response:
+def client_disable(client_id: str) -> AnyResponse:
     return _client_disabled(client_id, True)
 
 
 @bp.post("/clients/<client_id>/enable")
-def client_enable(client_id: str) -> Response:
+def client_enable(client_id: str) -> AnyResponse:
     return _client_disabled(client_id, False)
 
 
-def _client_disabled(client_id: str, disabled: bool) -> Response:
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(ADMIN_ROLES)
+def _client_disabled(sso: SsoSession, client_id: str, disabled: bool) -> AnyResponse:
     client_service.set_client_disabled(_client(client_id), disabled, actor=actor(sso))
     db.session.commit()
     return redirect(url_for("admin.client_edit", client_id=client_id))
 
 
 @bp.post("/clients/<client_id>/delete")
-def client_delete(client_id: str) -> Response:
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(ADMIN_ROLES)
+def client_delete(sso: SsoSession, client_id: str) -> AnyResponse:
     client = _client(client_id)
 
     db.session.query(RegistrationAccessToken).filter_by(client_id=client.client_id).delete()
@@ -243,10 +231,8 @@ def client_reject(client_id: str) -> Page:
     return _decide(client_id, approval.reject, "rejected")
 
 
-def _decide(client_id: str, decision: Callable[..., dict], done: str) -> Page:
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(ADMIN_ROLES)
+def _decide(sso: SsoSession, client_id: str, decision: Callable[..., dict], done: str) -> Page:
     client = _client(client_id)
     try:
         decision(client, actor=actor(sso))
@@ -259,11 +245,9 @@ def _decide(client_id: str, decision: Callable[..., dict], done: str) -> Page:
 
 
 @bp.post("/registration-tokens")
-def registration_token() -> Page:
+@require_role(ADMIN_ROLES)
+def registration_token(sso: SsoSession) -> Page:
     """An initial access token for RFC 7591 registration at /register, shown once."""
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
     form = RegistrationTokenForm()
     if not form.validate_on_submit():
         return render_template("admin/message.html", title="No token issued",
@@ -283,19 +267,15 @@ def _user(user_id: int) -> User:
 
 
 @bp.get("/users")
-def users() -> Page:
-    sso = require_admin(SECURITY_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(SECURITY_ROLES)
+def users(sso: SsoSession) -> Page:
     text = request.args.get("q", "")
     return render_template("admin/users.html", q=text[:100], users=service.search_users(text))
 
 
 @bp.get("/users/<int(max=2147483647):user_id>")
-def user_page(user_id: int) -> Page:
-    sso = require_admin(SECURITY_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(SECURITY_ROLES)
+def user_page(sso: SsoSession, user_id: int) -> Page:
     return _render_user(sso, _user(user_id), done=DONE.get(request.args.get("done", "")))
 
 
@@ -311,11 +291,27 @@ def _render_user(sso: SsoSession, user: User, *, done: str | None = None,
         place=geoip.lookup if geoip.enabled() else None)
 
 
-def _user_action(user_id: int, roles: RoleGroup = ADMIN_ROLES):
-    sso = require_admin(roles)
-    if isinstance(sso, Response):
-        return sso, None
-    return sso, _user(user_id)
+def _user_action(roles: RoleGroup = ADMIN_ROLES
+                 ) -> Callable[[Callable[..., str | tuple[str, int]]], Callable[..., Page]]:
+    """One admin action on one user (POST /admin/users/<user_id>/...), run as
+    `action(sso, user, **url_values)` for a holder of `roles` (404 for no such user). An
+    action returns a DONE key: its change is committed and the browser goes back to the user
+    page saying so; anything else it returns (an error page) is sent as it is."""
+
+    def decorate(action: Callable[..., str | tuple[str, int]]) -> Callable[..., Page]:
+        @require_role(roles)
+        @functools.wraps(action)
+        def run(sso: SsoSession, user_id: int, **values: str) -> Page:
+            user = _user(user_id)
+            done = action(sso, user, **values)
+            if not isinstance(done, str):
+                return done
+            db.session.commit()
+            return redirect(url_for("admin.user_page", user_id=user.id, done=done))
+
+        return run
+
+    return decorate
 
 
 # What the user page says after an action (the query names a key, never free text).
@@ -340,119 +336,90 @@ DONE = {
 }
 
 
-def _back(user: User, done: str) -> Response:
-    return redirect(url_for("admin.user_page", user_id=user.id, done=done))
-
-
 @bp.post("/users/<int(max=2147483647):user_id>/unlock")
-def user_unlock(user_id: int) -> Response:
-    sso, user = _user_action(user_id)
-    if user is None:
-        return sso
+@_user_action()
+def user_unlock(sso: SsoSession, user: User) -> str:
     lockout.unlock(user)
     audit.record("user.unlocked", user_id=user.id, actor=actor(sso))
-    db.session.commit()
-    return _back(user, "unlocked")
+    return "unlocked"
 
 
 @bp.post("/users/<int(max=2147483647):user_id>/disable")
-def user_disable(user_id: int) -> Response:
-    sso, user = _user_action(user_id)
-    if user is None:
-        return sso
+@_user_action()
+def user_disable(sso: SsoSession, user: User) -> str:
     if user.id == sso.user_id:
-        return _back(user, "self_disable")
+        return "self_disable"
     account_settings.set_disabled(user, True, actor=actor(sso))
-    db.session.commit()
-    return _back(user, "disabled")
+    return "disabled"
 
 
 @bp.post("/users/<int(max=2147483647):user_id>/enable")
-def user_enable(user_id: int) -> Response:
-    sso, user = _user_action(user_id)
-    if user is None:
-        return sso
+@_user_action()
+def user_enable(sso: SsoSession, user: User) -> str:
     account_settings.set_disabled(user, False, actor=actor(sso))
-    db.session.commit()
-    return _back(user, "enabled")
+    return "enabled"
 
 
 @bp.post("/users/<int(max=2147483647):user_id>/reset-mfa")
-def user_reset_mfa(user_id: int) -> Response:
+@_user_action()
+def user_reset_mfa(sso: SsoSession, user: User) -> str:
     """Every factor removed and every session ended: the next sign-in enrolls again."""
-    sso, user = _user_action(user_id)
-    if user is None:
-        return sso
     mfa_manage.reset(user, actor=actor(sso))
     account_settings.sign_out_everywhere(user, "mfa_reset", actor=actor(sso))
-    db.session.commit()
-    return _back(user, "mfa_reset")
+    return "mfa_reset"
 
 
 @bp.post("/users/<int(max=2147483647):user_id>/role")
-def user_change_role(user_id: int) -> Page:
+@_user_action()
+def user_change_role(sso: SsoSession, user: User) -> str | tuple[str, int]:
     """Another role from policies/roles.toml; the account is signed out everywhere."""
-    sso, user = _user_action(user_id)
-    if user is None:
-        return sso
     if user.id == sso.user_id:
-        return _back(user, "self_role")
+        return "self_role"
     error = service.change_role(user, request.form.get("role", "")[:64], sso.user)
     if error:
         db.session.rollback()
         return _render_user(sso, user, error=error), 400
-    db.session.commit()
-    return _back(user, "role_changed")
+    return "role_changed"
 
 
 @bp.post("/users/<int(max=2147483647):user_id>/send-reset")
-def user_send_reset(user_id: int) -> Response:
-    sso, user = _user_action(user_id)
-    if user is None:
-        return sso
+@_user_action()
+def user_send_reset(sso: SsoSession, user: User) -> str:
     if user.disabled:
-        return _back(user, "reset_disabled")
+        return "reset_disabled"
     link = reset.issue_link(user)
     audit.record("password.reset_link_sent", user_id=user.id, actor=actor(sso))
-    db.session.commit()
+    db.session.commit()  # the link is stored before the mail that carries it is sent
     sent = reset.send_link(link, helpdesk=True)
-    return _back(user, "reset_sent" if sent else "reset_failed")
+    return "reset_sent" if sent else "reset_failed"
 
 
 @bp.post("/users/<int(max=2147483647):user_id>/sessions/<sid>/end")
-def user_end_session(user_id: int, sid: str) -> Response:
-    sso, user = _user_action(user_id, SECURITY_ROLES)
-    if user is None:
-        return sso
+@_user_action(SECURITY_ROLES)
+def user_end_session(sso: SsoSession, user: User, sid: str) -> str:
     sid = sid[:64]
     # sessions.end_where: the one place a session ends (its RPs get back-channel logout tokens)
     ended = sessions.end_where(SsoSession.id == sid, SsoSession.user_id == user.id,
                                reason="admin")
     if not ended:
-        return _back(user, "session_gone")
+        return "session_gone"
     revoke_session_tokens(sid)
     audit.record("session.ended", user_id=user.id, actor=actor(sso), sid=sid)
-    db.session.commit()
-    return _back(user, "session_ended")
+    return "session_ended"
 
 
 @bp.post("/users/<int(max=2147483647):user_id>/sessions/end-all")
-def user_end_all(user_id: int) -> Response:
-    sso, user = _user_action(user_id, SECURITY_ROLES)
-    if user is None:
-        return sso
+@_user_action(SECURITY_ROLES)
+def user_end_all(sso: SsoSession, user: User) -> str:
     current = sso if sso.user_id == user.id else None
     account_settings.sign_out_everywhere(user, "admin", current, actor=actor(sso))
-    db.session.commit()
-    return _back(user, "sessions_ended")
+    return "sessions_ended"
 
 
 # -- audit ---------------------------------------------------------------------------------
 @bp.get("/audit")
-def audit_log() -> Page:
-    sso = require_admin(SECURITY_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(SECURITY_ROLES)
+def audit_log(sso: SsoSession) -> Page:
     flt = service.AuditFilter.from_args(request.args)
     before = request.args.get("before", "")
     try:
@@ -465,12 +432,10 @@ def audit_log() -> Page:
 
 
 @bp.get("/audit/export.jsonl")
-def audit_export() -> Page:
+@require_role(SECURITY_ROLES)
+def audit_export(sso: SsoSession) -> Page:
     """The filtered events as JSON Lines, oldest first, with prev_hash and hash: anyone can
     re-hash each line (and the links between consecutive events) offline."""
-    sso = require_admin(SECURITY_ROLES)
-    if isinstance(sso, Response):
-        return sso
     flt = service.AuditFilter.from_args(request.args)
     try:
         service.audit_query(flt)
@@ -489,20 +454,16 @@ def audit_export() -> Page:
 
 # -- alerts --------------------------------------------------------------------------------
 @bp.get("/alerts")
-def alerts() -> Page:
-    sso = require_admin(SECURITY_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(SECURITY_ROLES)
+def alerts(sso: SsoSession) -> Page:
     state = request.args.get("state", "")
     return render_template("admin/alerts.html", alerts=service.alerts(state or None),
                            state=state, states=service.ALERT_STATES)
 
 
 @bp.post("/alerts/<int(max=2147483647):alert_id>/state")
-def alert_state(alert_id: int) -> Page:
-    sso = require_admin(SECURITY_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(SECURITY_ROLES)
+def alert_state(sso: SsoSession, alert_id: int) -> Page:
     alert = db.session.get(SecurityAlert, alert_id)
     if alert is None:
         abort(404)

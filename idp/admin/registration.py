@@ -15,8 +15,10 @@ rest of what it asks for waits for an admin (idp.admin.approval). The response's
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -207,7 +209,7 @@ def register() -> Response:
                            registration_access_token=access), 201)
 
 
-def _managed(client_id: str) -> Client | Response:
+def _managed_client(client_id: str) -> Client | Response:
     """The client the registration access token manages, or a 401."""
     token = _bearer()
     if token is None:
@@ -225,19 +227,27 @@ def _managed(client_id: str) -> Client | Response:
     return client
 
 
+def _managed(view: Callable[[Client], Response]) -> Callable[[str], Response]:
+    """Run the view as `view(client)` for the client the bearer's registration access token
+    manages; anyone else gets the 401."""
+
+    @functools.wraps(view)
+    def guarded(client_id: str) -> Response:
+        client = _managed_client(client_id)
+        return client if isinstance(client, Response) else view(client)
+
+    return guarded
+
+
 @bp.get("/register/<client_id>")
-def read(client_id: str) -> Response:
-    client = _managed(client_id)
-    if isinstance(client, Response):
-        return client
+@_managed
+def read(client: Client) -> Response:
     return _json(_document(client))
 
 
 @bp.put("/register/<client_id>")
-def replace(client_id: str) -> Response:
-    client = _managed(client_id)
-    if isinstance(client, Response):
-        return client
+@_managed
+def replace(client: Client) -> Response:
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or body.get("client_id") != client.client_id:
         return _error("invalid_client_metadata", "client_id must be the client's own")
@@ -264,16 +274,14 @@ def replace(client_id: str) -> Response:
         return _error(exc.code, str(exc))
     except client_service.ClientError as exc:
         db.session.rollback()
-        return _client_error(exc, f"client:{client_id}")
+        return _client_error(exc, f"client:{client.client_id}")
     db.session.commit()
     return _json(_document(client, client_secret=new_secret))
 
 
 @bp.delete("/register/<client_id>")
-def remove(client_id: str) -> Response:
-    client = _managed(client_id)
-    if isinstance(client, Response):
-        return client
+@_managed
+def remove(client: Client) -> Response:
     db.session.query(RegistrationAccessToken).filter_by(client_id=client.client_id).delete()
     client_service.delete_client(client, actor=f"client:{client.client_id}")
     db.session.commit()

@@ -11,7 +11,7 @@ from idp.accounts import lockout, notices
 from idp.accounts import service as accounts
 from idp.accounts.models import User
 from idp.accounts.views import login_failed_message
-from idp.admin.access import ADMIN_ROLES, require_admin
+from idp.admin.access import ADMIN_ROLES, require_role
 from idp.audit import service as audit
 from idp.context import policy
 from idp.epcs import service
@@ -20,6 +20,7 @@ from idp.epcs.models import EpcsPermission
 from idp.extensions import db, limiter
 from idp.oidc import client_cache
 from idp.sessions import service as sessions
+from idp.sessions.models import SsoSession
 
 bp = Blueprint("epcs", __name__)
 Page = Response | str | tuple[str, int]
@@ -71,7 +72,7 @@ MESSAGES = {"proposed": "Proposed. A different administrator must approve it.",
             "revoked": "Revoked."}
 
 
-def _console(sso: object, error: str | None = None, status: int = 200,
+def _console(sso: SsoSession, error: str | None = None, status: int = 200,
              done: str | None = None) -> tuple[str, int]:
     return render_template("epcs/admin.html", rows=service.permissions(),
                            form=ProposeForm(), action=ActionForm(), me=sso.user_id,
@@ -79,18 +80,14 @@ def _console(sso: object, error: str | None = None, status: int = 200,
 
 
 @bp.get("/admin/epcs")
-def admin_epcs() -> Page:
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(ADMIN_ROLES)
+def admin_epcs(sso: SsoSession) -> Page:
     return _console(sso, done=MESSAGES.get(request.args.get("done", "")))
 
 
 @bp.post("/admin/epcs/propose")
-def admin_epcs_propose() -> Page:
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(ADMIN_ROLES)
+def admin_epcs_propose(sso: SsoSession) -> Page:
     form = ProposeForm()
     if not form.validate_on_submit():
         return _console(sso, "Enter the username or NPI of the prescriber.", 400)
@@ -113,14 +110,13 @@ def _permission(permission_id: int) -> EpcsPermission:
     return item
 
 
-def _decide(permission_id: int, act: Callable[[EpcsPermission, User], object], done: str,
-            refused: int, keep_refusal: bool) -> Page:
+@require_role(ADMIN_ROLES)
+def _decide(sso: SsoSession, permission_id: int,
+            act: Callable[[EpcsPermission, User], object], done: str, refused: int,
+            keep_refusal: bool) -> Page:
     """Approve or revoke one permission as the signed-in admin. A refusal answers `refused`;
     `keep_refusal` commits its audit event (a refused approval is evidence) instead of
     rolling back."""
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
     if not ActionForm().validate_on_submit():
         return _console(sso, "This form has expired; reload the page.", 400)
     item = _permission(permission_id)

@@ -9,24 +9,21 @@ from idp.mfa import enrollment, flow, manage
 from idp.mfa.blueprint import bp
 from idp.mfa.factors.recovery import remaining
 from idp.mfa.factors.registry import registry
-from idp.sessions import service as sessions
-from idp.web.gates import recent_sign_in
+from idp.sessions.models import SsoSession
+from idp.web.guards import signed_in
 
 
 @bp.get("/factors")
-def factors() -> Response | str:
-    sso = sessions.current()
-    if sso is None:
-        return redirect(url_for("accounts.login", next=request.full_path))
+@signed_in()
+def factors(sso: SsoSession) -> Response | str:
     return render_template("mfa/factors.html", factors=flow.factors(sso.user),
                            remaining=remaining(sso.user),
                            specs=registry().describe(), error=request.args.get("error"))
 
 
 @bp.post("/factors/<int(max=2147483647):factor_id>/rename")
-@recent_sign_in
-def rename(factor_id: int) -> Response:
-    sso = sessions.current()  # live and recent: idp.web.gates saw to it
+@signed_in(recent=True)
+def rename(sso: SsoSession, factor_id: int) -> Response:
     try:
         manage.rename(sso.user, factor_id, request.form.get("label", ""))
     except manage.FactorError as exc:
@@ -36,9 +33,8 @@ def rename(factor_id: int) -> Response:
 
 
 @bp.post("/factors/<int(max=2147483647):factor_id>/remove")
-@recent_sign_in
-def remove(factor_id: int) -> Response:
-    sso = sessions.current()  # live and recent: idp.web.gates saw to it
+@signed_in(recent=True)
+def remove(sso: SsoSession, factor_id: int) -> Response:
     try:
         manage.remove(sso.user, factor_id)
     except manage.FactorError as exc:
@@ -49,9 +45,8 @@ def remove(factor_id: int) -> Response:
 
 
 @bp.post("/recovery-codes/new")
-@recent_sign_in
-def regenerate_recovery_codes() -> Response:
-    sso = sessions.current()  # live and recent: idp.web.gates saw to it
+@signed_in(recent=True)
+def regenerate_recovery_codes(sso: SsoSession) -> Response:
     codes = manage.new_recovery_codes(sso.user)
     db.session.commit()
     session[enrollment.CODES_KEY] = codes

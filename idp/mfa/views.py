@@ -3,7 +3,11 @@ and the enroll choices. Every factor is reached through the registry (idp.mfa.fa
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from flask import Response, abort, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response as AnyResponse
 
 from idp.accounts import lockout, notices
 from idp.accounts.forms import LoginForm
@@ -20,14 +24,21 @@ from idp.mfa.factors.otp_code import mask
 from idp.mfa.factors.registry import registry
 from idp.mfa.models import Factor, LoginAttempt
 
-Page = Response | tuple[str, int] | str
+Page = AnyResponse | tuple[str, int] | str
 
 
-def _attempt_or_login() -> tuple[LoginAttempt, User, str] | Response:
-    found = flow.current()
-    if found is None:
-        return redirect(url_for("accounts.login"))
-    return found
+def _in_sign_in(view: Callable[[LoginAttempt, User, str], Page]) -> Callable[[], Page]:
+    """Run the view as `view(attempt, user, next_url)` for the sign-in under way in this
+    browser (idp.mfa.flow); without one, back to the login page."""
+
+    @functools.wraps(view)
+    def guarded() -> Page:
+        found = flow.current()
+        if found is None:
+            return redirect(url_for("accounts.login"))
+        return view(*found)
+
+    return guarded
 
 
 def _choose(user: User, attempt: LoginAttempt) -> tuple[Factor | None, list[Factor]]:
@@ -39,11 +50,8 @@ def _choose(user: User, attempt: LoginAttempt) -> tuple[Factor | None, list[Fact
 
 @bp.route("/challenge", methods=["GET", "POST"])
 @limiter.limit(lambda: policy().mfa.limits.challenge, methods=["POST"])
-def challenge() -> Page:
-    found = _attempt_or_login()
-    if isinstance(found, Response):
-        return found
-    attempt, user, next_url = found
+@_in_sign_in
+def challenge(attempt: LoginAttempt, user: User, next_url: str) -> Page:
     if flow.needs_enrollment(user) and attempt.purpose == "login":
         return redirect(url_for("mfa.enroll"))
     factor, usable = _choose(user, attempt)
@@ -102,11 +110,8 @@ def _failed(attempt: LoginAttempt, user: User, factor: Factor, kind: FactorType,
 
 @bp.route("/recovery", methods=["GET", "POST"])
 @limiter.limit(lambda: policy().mfa.limits.recovery, methods=["POST"])
-def use_recovery() -> Page:
-    found = _attempt_or_login()
-    if isinstance(found, Response):
-        return found
-    attempt, user, next_url = found
+@_in_sign_in
+def use_recovery(attempt: LoginAttempt, user: User, next_url: str) -> Page:
     kind = registry().get(recovery.KIND)
     if kind is None:
         abort(404)

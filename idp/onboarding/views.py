@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from idp import clock
 from idp.accounts.models import User
-from idp.admin.access import actor, require_admin
+from idp.admin.access import actor, require_role
 from idp.context import policy
 from idp.extensions import db, limiter
 from idp.notify.mailer import send_mail
@@ -127,8 +127,7 @@ def reply(token: str) -> Page:
 
 
 # -- admin: the verification queue -----------------------------------------------------------
-def _reviewer() -> SsoSession | Response:
-    return require_admin(service.rules().reviewer_roles)
+_reviewer = require_role(lambda: service.rules().reviewer_roles)
 
 
 def _application(application_id: int) -> Application:
@@ -139,10 +138,8 @@ def _application(application_id: int) -> Application:
 
 
 @admin_bp.get("/verifications")
-def verifications() -> Page:
-    sso = _reviewer()
-    if isinstance(sso, Response):
-        return sso
+@_reviewer
+def verifications(sso: SsoSession) -> Page:
     status = request.args.get("status", "open")
     if status not in ("open", "", "pending", "info_requested", "approved", "rejected"):
         status = "open"
@@ -184,18 +181,14 @@ def _detail(item: Application, sso: SsoSession, status: int = 200, error: str | 
 
 
 @admin_bp.get("/verifications/<int(max=2147483647):application_id>")
-def verification(application_id: int) -> Page:
-    sso = _reviewer()
-    if isinstance(sso, Response):
-        return sso
+@_reviewer
+def verification(sso: SsoSession, application_id: int) -> Page:
     return _detail(_application(application_id), sso)
 
 
 @admin_bp.post("/verifications/<int(max=2147483647):application_id>/approve")
-def approve(application_id: int) -> Page:
-    sso = _reviewer()
-    if isinstance(sso, Response):
-        return sso
+@_reviewer
+def approve(sso: SsoSession, application_id: int) -> Page:
     item = _application(application_id)
     form = forms.ApproveForm()
     if not form.validate_on_submit():
@@ -218,10 +211,8 @@ def approve(application_id: int) -> Page:
 
 
 @admin_bp.post("/verifications/<int(max=2147483647):application_id>/reject")
-def reject(application_id: int) -> Page:
-    sso = _reviewer()
-    if isinstance(sso, Response):
-        return sso
+@_reviewer
+def reject(sso: SsoSession, application_id: int) -> Page:
     item = _application(application_id)
     form = forms.RejectForm()
     if not form.validate_on_submit():
@@ -237,10 +228,8 @@ def reject(application_id: int) -> Page:
 
 
 @admin_bp.post("/verifications/<int(max=2147483647):application_id>/request-info")
-def request_info(application_id: int) -> Page:
-    sso = _reviewer()
-    if isinstance(sso, Response):
-        return sso
+@_reviewer
+def request_info(sso: SsoSession, application_id: int) -> Page:
     item = _application(application_id)
     form = forms.InfoRequestForm()
     if not form.validate_on_submit():
@@ -256,10 +245,8 @@ def request_info(application_id: int) -> Page:
 
 
 @admin_bp.post("/verifications/<int(max=2147483647):application_id>/registry")
-def recheck_registry(application_id: int) -> Page:
-    sso = _reviewer()
-    if isinstance(sso, Response):
-        return sso
+@_reviewer
+def recheck_registry(sso: SsoSession, application_id: int) -> Page:
     item = _application(application_id)
     if not forms.EmptyForm().validate_on_submit():
         return _detail(item, sso, 400, "The form has expired: reload the page.")
@@ -269,8 +256,7 @@ def recheck_registry(application_id: int) -> Page:
 
 
 # -- admin: facilities and departments -------------------------------------------------------
-def _facility_admin() -> SsoSession | Response:
-    return require_admin(service.rules().facility_admin_roles)
+_facility_admin = require_role(lambda: service.rules().facility_admin_roles)
 
 
 def _facilities_page(status: int = 200, error: str | None = None) -> Page:
@@ -281,10 +267,8 @@ def _facilities_page(status: int = 200, error: str | None = None) -> Page:
 
 
 @admin_bp.route("/facilities", methods=["GET", "POST"])
-def facilities() -> Page:
-    sso = _facility_admin()
-    if isinstance(sso, Response):
-        return sso
+@_facility_admin
+def facilities(sso: SsoSession) -> Page:
     if request.method == "GET":
         return _facilities_page()
     form = forms.FacilityForm()
@@ -300,10 +284,8 @@ def facilities() -> Page:
 
 
 @admin_bp.post("/facilities/<int(max=2147483647):facility_id>/<action>")
-def facility_action(facility_id: int, action: str) -> Page:
-    sso = _facility_admin()
-    if isinstance(sso, Response):
-        return sso
+@_facility_admin
+def facility_action(sso: SsoSession, facility_id: int, action: str) -> Page:
     item = db.session.get(Facility, facility_id)
     if item is None or action not in ("rename", "deactivate", "activate", "departments"):
         abort(404)

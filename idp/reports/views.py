@@ -6,31 +6,28 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, url_for
 
 from idp import clock
-from idp.admin.access import ADMIN_ROLES, SECURITY_ROLES, actor, require_admin
+from idp.admin.access import ADMIN_ROLES, SECURITY_ROLES, actor, require_role
 from idp.audit import service as audit
 from idp.epcs.forms import ActionForm
 from idp.extensions import db
 from idp.reports import service
+from idp.sessions.models import SsoSession
 
 bp = Blueprint("reports", __name__, url_prefix="/admin/reports")
 FORMATS = ("html", "csv", "json")
 
 
 @bp.get("/")
-def index() -> Response | str:
-    sso = require_admin(SECURITY_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(SECURITY_ROLES)
+def index(sso: SsoSession) -> Response | str:
     service.load_extensions()
     return render_template("reports/index.html", reports=sorted(
         service.REPORTS.values(), key=lambda s: s.title))
 
 
 @bp.get("/<name>")
-def show(name: str) -> Response | str | tuple[str, int]:
-    sso = require_admin(SECURITY_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(SECURITY_ROLES)
+def show(sso: SsoSession, name: str) -> Response | str | tuple[str, int]:
     fmt = request.args.get("format", "html")
     if fmt not in FORMATS:
         return render_template("admin/message.html", title="Report refused",
@@ -62,10 +59,8 @@ def show(name: str) -> Response | str | tuple[str, int]:
 
 
 @bp.post("/dormant_accounts/<int(max=2147483647):user_id>/disable")
-def disable_dormant(user_id: int) -> Response | tuple[str, int]:
-    sso = require_admin(ADMIN_ROLES)
-    if isinstance(sso, Response):
-        return sso
+@require_role(ADMIN_ROLES)
+def disable_dormant(sso: SsoSession, user_id: int) -> Response | tuple[str, int]:
     if not ActionForm().validate_on_submit():
         abort(400)
     if user_id == sso.user_id:
