@@ -83,8 +83,7 @@ def create_app(settings: Settings | None = None, *,
     from idp.admin.registration import bp as registration_bp
     from idp.core import after_response
     from idp.oidc.install import install as install_oidc
-    from idp.onboarding.views import admin_bp as onboarding_admin_bp
-    from idp.onboarding.views import bp as onboarding_bp
+    from idp.onboarding.install import install as install_onboarding
     from idp.sessions.service import apply_cookie, settle
     from idp.web import security
 
@@ -97,8 +96,7 @@ def create_app(settings: Settings | None = None, *,
     app.register_blueprint(registration_bp)
     app.register_blueprint(reset_bp)
     app.register_blueprint(settings_bp)
-    app.register_blueprint(onboarding_bp)
-    app.register_blueprint(onboarding_admin_bp)
+    install_onboarding(app)
     if policy.smart.enabled:  # SMART App Launch; off: no trace of it
         from idp.smart.install import install as install_smart
 

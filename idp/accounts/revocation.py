@@ -1,11 +1,11 @@
 """Ending an account's sessions and revoking its tokens: what a password change or reset, a
-disabled account and "sign out everywhere" share."""
+disabled account and "sign out everywhere" share. The tokens belong to the OpenID provider, a
+layer above: revoking them is asked for with the TOKENS_WITHDRAWN event (idp.core.events),
+which it handles in the same transaction."""
 
 from __future__ import annotations
 
-from sqlalchemy import and_, or_
-
-from idp.oidc.tokens import revoke_where
+from idp.core import events
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
@@ -21,9 +21,9 @@ def end_sessions(user_id: int, reason: str, *, keep_sid: str | None = None) -> i
 def revoke_tokens(user_id: int, *, keep_sid: str | None = None) -> None:
     """Revoke the account's refresh and access tokens: all of them, or all but those issued
     in the session kept (`keep_sid`)."""
-    def condition(model: type) -> object:
-        if keep_sid is None:
-            return model.user_id == user_id
-        return and_(model.user_id == user_id, or_(model.sid.is_(None), model.sid != keep_sid))
+    events.demand(events.TOKENS_WITHDRAWN, user_id=user_id, sid=None, keep_sid=keep_sid)
 
-    revoke_where(condition)
+
+def revoke_session_tokens(user_id: int, sid: str) -> None:
+    """Revoke the tokens issued in one session of the account (it has just ended)."""
+    events.demand(events.TOKENS_WITHDRAWN, user_id=user_id, sid=sid, keep_sid=None)

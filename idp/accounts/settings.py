@@ -14,14 +14,13 @@ from sqlalchemy import select, update
 from idp import clock
 from idp.accounts import lockout, passwords, reset
 from idp.accounts.models import EmailChange, User
-from idp.accounts.revocation import end_sessions, revoke_tokens
+from idp.accounts.revocation import end_sessions, revoke_session_tokens, revoke_tokens
 from idp.accounts.service import verify_password
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.core.crypto import digest
 from idp.extensions import db
 from idp.notify import outbox
-from idp.oidc.tokens import revoke_session_tokens
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
@@ -71,7 +70,7 @@ def end_own_session(user: User, sid: str, current: SsoSession | None) -> bool:
                                        reason="user"))
     if not ended:
         return False
-    revoke_session_tokens(sid)
+    revoke_session_tokens(user.id, sid)
     audit.record("session.ended", user_id=user.id, sid=sid)
     return True
 

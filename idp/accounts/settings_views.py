@@ -19,12 +19,12 @@ from wtforms import EmailField, PasswordField, StringField, TelField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from idp.accounts import compromise, notices, passwords
-from idp.accounts import phone as phones
 from idp.accounts import settings as service
 from idp.accounts.views import safe_next
 from idp.admin.service import recent_logins
 from idp.context import policy
 from idp.extensions import db, limiter
+from idp.mfa import phone_change as phones
 from idp.mfa.factors.otp_code import mask
 from idp.notify import outbox
 from idp.security import geoip
@@ -229,7 +229,7 @@ def _phone_page(user: object, *, errors: list[str] | None = None, message: str |
 @signed_in(back="settings.overview")
 def phone(sso: SsoSession) -> Page:
     """A new mobile number: re-authenticate, then a code texted to the new number confirms
-    it (accounts.phone)."""
+    it (mfa.phone_change)."""
     user = sso.user
     if request.method == "GET":
         if phones.expire_stale(user):

@@ -24,7 +24,6 @@ from idp.reports import service
 def reports_command(name: str | None, start: str | None, end: str | None, fmt: str,
                     as_json: bool) -> None:
     """Compliance reports; without NAME, list them. Each run is audited (actor cli)."""
-    service.load_extensions()
     if not name:
         listing = {s.name: s.title for s in service.REPORTS.values()}
         click.echo(json.dumps(listing, indent=2) if as_json or fmt == "json" else

@@ -8,6 +8,10 @@ installs of the packages that listen.
 
 Events:
 - SESSION_ENDED (sids: list[str], reason: str): SSO sessions just ended (idp.sessions).
+- TOKENS_WITHDRAWN (user_id: int, sid: str | None, keep_sid: str | None): an account's tokens
+  must stop working (idp.accounts: a password change or reset, a disabled account, signing out
+  everywhere or one session): those issued in session `sid`, or else all of them but those
+  issued in session `keep_sid` (None: all). The OpenID provider revokes them (idp.oidc).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 
 SESSION_ENDED = "session_ended"
+TOKENS_WITHDRAWN = "tokens_withdrawn"
 EXTENSION = "idp.events"
 
 Handler = Callable[..., Any]
@@ -36,3 +41,11 @@ def emit(event: str, **payload: Any) -> None:
         return
     for handler in current_app.extensions.get(EXTENSION, {}).get(event, ()):
         handler(**payload)
+
+
+def demand(event: str, **payload: Any) -> None:
+    """emit() an event whose handling is not optional (a revocation that nobody carried out
+    would fail open): without an app or without a handler, raise instead of doing nothing."""
+    if not has_app_context() or not current_app.extensions.get(EXTENSION, {}).get(event):
+        raise RuntimeError(f"no handler for the {event} event")
+    emit(event, **payload)

@@ -1,4 +1,4 @@
-"""Onboarding's compliance reports, registered with idp.reports.service's @report extension
+"""Onboarding's compliance reports, registered with idp.reports.registry's @report extension
 point: licenses expiring within 30/60/90 days (onboarding.toml license_expiry_buckets), and
 applications past the verification SLA."""
 
@@ -13,7 +13,7 @@ from idp.accounts.models import User
 from idp.context import policy
 from idp.extensions import db
 from idp.onboarding import service as onboarding
-from idp.reports.service import Range, report
+from idp.reports.registry import Range, report
 
 
 @report("licenses_expiring", "Licenses expiring in 30/60/90 days",

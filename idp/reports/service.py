@@ -3,20 +3,16 @@ holdings over a date range, failed logins and lockouts by user and IP, MFA cover
 factor type, dormant accounts. No Flask request objects: the console, the CLI and tests call
 build() alike.
 
-Extension point: a report is a function registered with @report(name, title, columns,
-ranged=...). It gets a Range (or None for point-in-time reports) and returns rows (dicts keyed
-by the columns). Reports that need tables this module does not know (licenses expiring in
-30/60/90 days, applications past the 48 h verification SLA: the onboarding work) register
-themselves the same way from their own module, imported by `load_extensions()`.
+Extension point: idp.reports.registry (@report). Reports that need tables this module does
+not know (licenses expiring in 30/60/90 days, applications past the 48 h verification SLA: the
+onboarding work) register themselves there when their feature installs.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -33,35 +29,15 @@ from idp.epcs.models import EpcsPermission
 from idp.extensions import db
 from idp.mfa.factors.registry import registry as factor_registry
 from idp.mfa.models import Factor
+from idp.reports.registry import REPORTS, Range, report
 
 FAILED_LOGIN_EVENTS = ("login.failure", "mfa.failure")
 LOCKOUT_EVENT = "account.locked"
 LOGIN_EVENT = "login.success"
-# Modules that register further reports (see the module docstring); missing ones are skipped.
-EXTENSION_MODULES = ("idp.onboarding.reports",)
 
 
 class ReportError(ValueError):
     """Bad report name or parameters; str() is the readable reason."""
-
-
-@dataclass(frozen=True)
-class Range:
-    start: datetime
-    end: datetime
-
-    def as_dict(self) -> dict[str, str]:
-        return {"from": self.start.isoformat(), "to": self.end.isoformat()}
-
-
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    title: str
-    columns: tuple[str, ...] | Callable[[], tuple[str, ...]]  # a callable: known when run
-    ranged: bool
-    build: Callable[[Range | None], list[dict[str, Any]]]
-    description: str = ""
 
 
 @dataclass
@@ -87,28 +63,6 @@ class Report:
         for row in self.rows:
             writer.writerow([_cell(row.get(c)) for c in self.columns])
         return out.getvalue()
-
-
-REPORTS: dict[str, Spec] = {}
-
-
-def report(name: str, title: str, columns: tuple[str, ...] | Callable[[], tuple[str, ...]], *,
-           ranged: bool,
-           description: str = "") -> Callable:
-    """Register a report builder under `name` (the extension point)."""
-    def decorator(func: Callable[[Range | None], list[dict[str, Any]]]) -> Callable:
-        REPORTS[name] = Spec(name, title, columns, ranged, func, description)
-        return func
-    return decorator
-
-
-def load_extensions() -> None:
-    for module in EXTENSION_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
-                raise
 
 
 def _plain(value: Any) -> Any:
@@ -150,7 +104,6 @@ def parse_range(start: str | None, end: str | None) -> Range:
 
 
 def build(name: str, start: str | None = None, end: str | None = None) -> Report:
-    load_extensions()
     spec = REPORTS.get(name)
     if spec is None:
         raise ReportError(f"unknown report {name[:40]!r}; known: {', '.join(sorted(REPORTS))}")

@@ -20,7 +20,6 @@ FORMATS = ("html", "csv", "json")
 @bp.get("/")
 @require_role(SECURITY_ROLES)
 def index(sso: SsoSession) -> Response | str:
-    service.load_extensions()
     return render_template("reports/index.html", reports=sorted(
         service.REPORTS.values(), key=lambda s: s.title))
 

@@ -1,5 +1,5 @@
 """The extension points the core exposes to features: idp.oidc.registry (scopes, claims,
-audiences, token context) and idp.core.events (session_ended)."""
+audiences, token context) and idp.core.events (session_ended, tokens_withdrawn)."""
 
 from __future__ import annotations
 
@@ -83,3 +83,18 @@ def test_events_run_each_subscriber_of_the_current_app_in_order():
         events.emit(events.SESSION_ENDED, sids=["s2"], reason="idle")
     events.emit(events.SESSION_ENDED, sids=["s3"], reason="idle")  # no app: nobody listens
     assert heard == [("first", ("s1",), "logout"), ("second", ("s1",), "logout")]
+
+
+def test_a_demanded_event_without_a_handler_fails_instead_of_doing_nothing():
+    """Token revocation is asked for with events.demand: an app where nobody revokes must not
+    report a revocation that did not happen."""
+    app = Flask(__name__)
+    heard: list[dict] = []
+    with pytest.raises(RuntimeError, match="tokens_withdrawn"):
+        events.demand(events.TOKENS_WITHDRAWN, user_id=1, sid=None, keep_sid=None)
+    with app.app_context(), pytest.raises(RuntimeError, match="tokens_withdrawn"):
+        events.demand(events.TOKENS_WITHDRAWN, user_id=1, sid=None, keep_sid=None)
+    events.subscribe(app, events.TOKENS_WITHDRAWN, lambda **payload: heard.append(payload))
+    with app.app_context():
+        events.demand(events.TOKENS_WITHDRAWN, user_id=1, sid="s1", keep_sid=None)
+    assert heard == [{"user_id": 1, "sid": "s1", "keep_sid": None}]

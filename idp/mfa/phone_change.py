@@ -189,7 +189,7 @@ def confirm_change(user: User, attempt: LoginAttempt | None, code: str) -> Confi
     factor = pending(user)
     if factor is None:
         return Confirmed(False, NO_PENDING)
-    if not has_live_code(factor, attempt):
+    if attempt is None or not has_live_code(factor, attempt):
         return Confirmed(False, EXPIRED)
     if not codes.verify(factor, attempt, code):
         return Confirmed(False, WRONG)
