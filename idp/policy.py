@@ -32,6 +32,14 @@ class TokenPolicy:
 
 
 @dataclass(frozen=True)
+class RefreshPolicy:
+    """refresh.toml: which refresh tokens exist besides offline ones (docs/refresh-tokens.md)."""
+
+    session_bound: bool
+    refresh_keeps_session_alive: bool
+
+
+@dataclass(frozen=True)
 class KeyPolicy:
     algorithms: tuple[str, ...]
     rsa_key_size: int
@@ -369,6 +377,7 @@ class Policy:
     console: ConsolePolicy
     smart: SmartPolicy
     web: WebPolicy
+    refresh: RefreshPolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -537,7 +546,8 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
     return Policy(tokens, keys, session, argon2, password, lockout, ack, mfa, assurance, scopes,
                   resources, roles, backchannel, onboarding, alerts, epcs, reports, mail,
                   grants, outbound=_outbound(section("outbound.toml")), console=console,
-                  smart=_smart(section("smart.toml"), resources), web=_web(section("web.toml")))
+                  smart=_smart(section("smart.toml"), resources), web=_web(section("web.toml")),
+                  refresh=_build(RefreshPolicy, section("refresh.toml"), "refresh.toml"))
 
 
 def _console(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePolicy

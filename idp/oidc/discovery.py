@@ -6,6 +6,7 @@ from idp.context import policy, settings
 from idp.keys import jwt
 from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES
 from idp.oidc.registry import registry
+from idp.policy import Policy
 
 ALL_AUTH_METHODS = list(AUTH_METHODS)
 
@@ -53,4 +54,16 @@ def metadata() -> dict:
         "authorization_response_iss_parameter_supported": True,
         "claim_types_supported": ["normal"],
         "ui_locales_supported": ["en-US"],
+        # Not registered metadata: which refresh tokens this provider issues to a client
+        # registered for refresh_token (docs/refresh-tokens.md).
+        "refresh_token_kinds_supported": refresh_kinds(pol),
     }
+
+
+def refresh_kinds(pol: Policy) -> dict[str, str]:
+    """offline_access gives an offline token; without it, a token bound to the SSO session
+    (policies/refresh.toml session_bound)."""
+    kinds = {"offline_access": "offline"}
+    if pol.refresh.session_bound:
+        kinds["default"] = "session_bound"
+    return kinds

@@ -73,6 +73,6 @@ def end(logout_plan: LogoutPlan, sso: SsoSession | None) -> None:
     if sso is None:
         return
     sessions.end(sso, "logout")
-    revoke_session_tokens(sso.id)
+    revoke_session_tokens(sso.id, keep_offline=True)  # offline_access outlives a logout
     audit.record("logout", user_id=sso.user_id,
                  client_id=logout_plan.client.client_id if logout_plan.client else None)

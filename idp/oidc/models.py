@@ -198,7 +198,9 @@ class AccessTokenRecord(db.Model):
 
 
 class RefreshToken(db.Model):
-    """Opaque refresh token, stored hashed. Tokens rotated from one grant share a family."""
+    """Opaque refresh token, stored hashed. Tokens rotated from one grant share a family.
+    `session_bound`: issued without offline_access, valid only while the SSO session `sid`
+    lives (docs/refresh-tokens.md); an offline token outlives its session."""
 
     __tablename__ = "oauth_refresh_tokens"
 
@@ -216,6 +218,7 @@ class RefreshToken(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    session_bound: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # loaded with the token in one statement: the refresh grant needs both
     user: Mapped[User] = relationship("User", lazy="joined")
 

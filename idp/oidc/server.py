@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
@@ -51,8 +52,9 @@ from idp.oidc.authorize import RequestRules
 from idp.oidc.claims import user_claims
 from idp.oidc.clients import AUTH_METHODS, CONFIDENTIAL_METHODS
 from idp.oidc.endpoints import Introspection, Revocation
-from idp.oidc.models import AuthorizationCode, Client, UsedAssertion
+from idp.oidc.models import AuthorizationCode, Client, RefreshToken, UsedAssertion
 from idp.oidc.registry import BindingRefused, registry
+from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
 ALL_AUTH_METHODS = list(AUTH_METHODS)
@@ -155,16 +157,38 @@ class TokenGenerator:
 
     def __call__(self, grant_type: str, client: Client, user: User | None = None,
                  scope: str | None = None, expires_in: int | None = None,
-                 include_refresh_token: bool = True, *, ctx: AuthContext | None = None
-                 ) -> dict:
+                 include_refresh_token: bool = True, *, ctx: AuthContext | None = None,
+                 previous: RefreshToken | None = None) -> dict:
         scope = scope or ""
         access, _ = tokens.issue_access_token(client, user, scope, ctx)
         token = {"token_type": "Bearer", "access_token": access,
                  "expires_in": tokens.lifetime(client, "access_token"), "scope": scope}
-        offline = "offline_access" in (scope_to_list(scope) or [])
-        if include_refresh_token and offline and user is not None and ctx is not None:
-            token["refresh_token"] = tokens.issue_refresh_token(client, user, scope, ctx)
+        if include_refresh_token and user is not None and ctx is not None:
+            refresh = _new_refresh_token(client, user, scope, ctx, previous)
+            if refresh:
+                token["refresh_token"] = refresh
         return token
+
+
+def _new_refresh_token(client: Client, user: User, scope: str, ctx: AuthContext,
+                       previous: RefreshToken | None) -> str | None:
+    """The refresh token of a grant for a client registered for refresh_token (Authlib asks
+    only then), or None (docs/refresh-tokens.md). A rotation keeps the kind of the token it
+    replaces; otherwise offline_access gives an offline token, and policies/refresh.toml
+    `session_bound` a token bound to the SSO session behind the grant (never past the
+    session's absolute end)."""
+    offline = previous is not None and not previous.session_bound or \
+        previous is None and "offline_access" in (scope_to_list(scope) or [])
+    if offline:
+        return tokens.issue_refresh_token(client, user, scope, ctx)
+    if previous is None and not policy().refresh.session_bound:
+        return None
+    sso = db.session.get(SsoSession, ctx.sid) if ctx.sid else None
+    if sso is None or sessions.unusable(sso) is not None:
+        return None  # no live sign-in to bind to (a grant without a session)
+    end = sso.created_at + timedelta(seconds=policy().session.absolute_timeout)
+    return tokens.issue_refresh_token(client, user, scope, ctx, session_bound=True,
+                                      not_after=end)
 
 
 token_generator = TokenGenerator()
@@ -174,12 +198,15 @@ class UserGrant:
     """Mixin of the grants that issue for a signed-in user: their tokens carry the
     AuthContext authenticate_user put on the request."""
 
+    request: Any  # Authlib's OAuth2Request, set by the grant
+
     def generate_token(self, user: User | None = None, scope: str | None = None,
                        grant_type: str | None = None, expires_in: int | None = None,
                        include_refresh_token: bool = True) -> dict:
         return token_generator(grant_type or self.GRANT_TYPE, self.request.client, user,
                                scope, expires_in, include_refresh_token,
-                               ctx=carried_context(self.request))
+                               ctx=carried_context(self.request),
+                               previous=getattr(self.request, "refresh_token", None))
 
 
 class Pkce(CodeChallenge):
@@ -295,7 +322,11 @@ class RefreshGrant(UserGrant, grants.RefreshTokenGrant):
         client: Client | None = getattr(self.request, "client", None)
         if item is None or client is None or item.client_id != client.client_id:
             return None
-        if item.revoked_at is not None or item.expires_at <= clock.now():
+        if item.revoked_at is not None:
+            return None
+        if item.session_bound and not _session_stands(item, client):
+            return None  # checked before expiry: a token at its session's absolute end too
+        if item.expires_at <= clock.now():
             return None
         owner = db.session.get(User, item.user_id)
         if owner is None or owner.disabled or gates.pending(owner):
@@ -310,6 +341,8 @@ class RefreshGrant(UserGrant, grants.RefreshTokenGrant):
                          client_id=client.client_id, ip=_ip())
             db.session.commit()
             return None
+        if item.session_bound and item.sid and policy().refresh.refresh_keeps_session_alive:
+            sessions.keep_alive(item.sid)  # the clinician is at work in the relying party
         # No commit here: the claim commits with the new tokens and their audit event in
         # save_token (one transaction, one fsync). Until then the claimed row stays locked, so
         # a concurrent use of the same token waits and then finds it rotated (reuse).
@@ -326,6 +359,23 @@ class RefreshGrant(UserGrant, grants.RefreshTokenGrant):
 
     def revoke_old_credential(self, refresh_token: tokens.RefreshToken) -> None:
         """Already marked rotated in authenticate_refresh_token."""
+
+
+def _session_stands(item: RefreshToken, client: Client) -> bool:
+    """A session-bound refresh token is good only while its SSO session lives. One whose
+    session is over is refused and its family revoked; a session found past a timeout but not
+    yet ended is ended here (announced: back-channel logouts, the event's revocations)."""
+    sso = db.session.get(SsoSession, item.sid) if item.sid else None
+    reason = sessions.unusable(sso)
+    if reason is None:
+        return True
+    if sso is not None and sso.ended_at is None:
+        sessions.end_where(SsoSession.id == sso.id, reason=reason)
+    tokens.revoke_family(item.family_id)
+    audit.record("token.refresh_session_over", user_id=item.user_id,
+                 client_id=client.client_id, ip=_ip(), reason=reason)
+    db.session.commit()
+    return False
 
 
 _REFRESH = tokens.RefreshToken.__table__
@@ -413,6 +463,29 @@ class IdToken(OpenIDCode):
 
     def generate_user_info(self, user: User, scope: str) -> dict:
         return user_claims(user, scope)
+
+
+class RefreshIdToken(IdToken):
+    """A fresh ID token in every refresh response of a grant with `openid` (OIDC Core §12.2):
+    the same iss, sub, aud, azp and sid, the auth_time, acr and amr of the original
+    authentication (the refresh token's), a new iat and exp, at_hash of the new access token,
+    and no nonce."""
+
+    def __call__(self, grant: grants.BaseGrant) -> None:
+        grant.register_hook("after_create_token_response", self.process_token)
+
+    def get_compatible_claims(self, oauth_request: object) -> dict:
+        claims = super().get_compatible_claims(oauth_request)
+        ctx = carried_context(oauth_request)
+        if ctx is not None:
+            claims["auth_time"] = int(ctx.auth_time.timestamp())
+            if ctx.acr:
+                claims["acr"] = ctx.acr
+            if ctx.amr:
+                claims["amr"] = list(ctx.amr)
+            if ctx.sid:
+                claims["sid"] = ctx.sid
+        return claims
 
 
 class ClientAssertion(JWTBearerClientAssertion):
@@ -538,7 +611,7 @@ def init_oauth(app: Flask) -> None:
     server.register_client_auth_method(ClientAssertion.CLIENT_AUTH_METHOD, ClientAssertion())
     server.register_grant(CodeGrant, [RequestRules(), Pkce(required=True),
                                       IdToken(require_nonce=False), FeatureHooks()])
-    server.register_grant(RefreshGrant, [FeatureHooks()])
+    server.register_grant(RefreshGrant, [FeatureHooks(), RefreshIdToken()])
     server.register_grant(ClientCredentialsGrant)
     server.register_extension(Issuer())
     server.register_endpoint(Revocation)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749.util import scope_to_list
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 
 from idp import clock
 from idp.accounts.models import User
@@ -90,9 +90,15 @@ def issue_access_token(client: Client, user: User | None, scope: str,
 _INSERT_RECORD = insert(AccessTokenRecord.__table__)
 
 
-def issue_refresh_token(client: Client, user: User, scope: str, ctx: AuthContext) -> str:
+def issue_refresh_token(client: Client, user: User, scope: str, ctx: AuthContext, *,
+                        session_bound: bool = False, not_after: datetime | None = None) -> str:
+    """A new opaque refresh token. `session_bound`: valid only while the SSO session ctx.sid
+    lives; `not_after` caps its expiry (the session's absolute end)."""
     token = secrets.token_urlsafe(32)
     now = clock.now()
+    expires = now + timedelta(seconds=lifetime(client, "refresh_token"))
+    if not_after is not None:
+        expires = min(expires, not_after)
     if db.session.new:
         db.session.flush()  # the row's user first, should it be pending
     # A Core INSERT in the session's transaction, like the access-token record: the row is
@@ -101,8 +107,8 @@ def issue_refresh_token(client: Client, user: User, scope: str, ctx: AuthContext
         "token_hash": digest(token), "family_id": ctx.family_id or secrets.token_urlsafe(16),
         "client_id": client.client_id, "user_id": user.id, "sid": ctx.sid, "scope": scope,
         "auth_time": ctx.auth_time, "acr": ctx.acr, "amr": list(ctx.amr), "issued_at": now,
-        "revoked_at": None, "rotated_at": None,
-        "expires_at": now + timedelta(seconds=lifetime(client, "refresh_token"))})
+        "revoked_at": None, "rotated_at": None, "expires_at": expires,
+        "session_bound": session_bound})
     return token
 
 
@@ -152,7 +158,7 @@ def find_refresh_token(token: str) -> RefreshToken | None:
 _FIND_REFRESH = select(RefreshToken).where(RefreshToken.token_hash == bindparam("hash"))
 
 
-def revoke_where(condition: Callable[[type], Any]) -> None:
+def revoke_where(condition: Callable[[Any], Any]) -> None:
     """Revoke every live refresh token and access-token record for which `condition(model)`
     holds: the one mechanism behind family, session, account and client revocation."""
     now = clock.now()
@@ -173,6 +179,23 @@ def revoke_access_token(jti: str) -> None:
         .values(revoked_at=clock.now()))
 
 
-def revoke_session_tokens(sid: str) -> None:
-    """Logout: every token issued in this SSO session stops working."""
-    revoke_where(lambda model: model.sid == sid)
+def revoke_session_tokens(sid: str, *, keep_offline: bool = False) -> None:
+    """Every token issued in this SSO session stops working (a session ended from the account
+    page or the console). `keep_offline`: but for offline refresh tokens (logout: offline_access
+    outlives the session by design, docs/refresh-tokens.md)."""
+    if not keep_offline:
+        revoke_where(lambda model: model.sid == sid)
+        return
+    revoke_where(lambda model: and_(model.sid == sid, model.session_bound.is_(True))
+                 if model is RefreshToken else model.sid == sid)
+
+
+def revoke_session_bound(sids: list[str]) -> None:
+    """The SSO sessions `sids` ended (idp.core.events SESSION_ENDED: logout, idle or absolute
+    timeout, sign-out everywhere, a disabled account): the families of their session-bound
+    refresh tokens, access tokens included, are revoked."""
+    if not sids:
+        return
+    families = select(RefreshToken.family_id).where(
+        RefreshToken.sid.in_(sids), RefreshToken.session_bound.is_(True))
+    revoke_where(lambda model: model.family_id.in_(families))

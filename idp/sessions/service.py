@@ -120,6 +120,27 @@ def _expired(sso: SsoSession, now: datetime) -> str | None:
     return None
 
 
+def unusable(sso: SsoSession | None, now: datetime | None = None) -> str | None:
+    """Why this session no longer stands behind what it issued (a session-bound refresh token,
+    idp.oidc.server): gone, ended (its reason), past a timeout or of a disabled account; None
+    while it lives. A read, like `current`."""
+    if sso is None:
+        return "gone"
+    if sso.ended_at is not None:
+        return sso.end_reason or "ended"
+    return _expired(sso, now or clock.now())
+
+
+def keep_alive(sid: str) -> None:
+    """Activity in the session away from the IdP (a refresh at a relying party): its last_seen
+    moves on, at most every `touch_every`. In the caller's transaction."""
+    now = clock.now()
+    db.session.execute(update(SsoSession).where(
+        SsoSession.id == sid, SsoSession.ended_at.is_(None),
+        SsoSession.last_seen_at < now - timedelta(seconds=policy().session.touch_every))
+        .values(last_seen_at=now).execution_options(synchronize_session=False))
+
+
 def settle(response: Response) -> Response:
     """after_request: the session upkeep `current()` found owed, in a transaction of its own:
     end the session it found expired (announcing it: back-channel logouts are owed), or

@@ -164,7 +164,7 @@ def seed_client(**kwargs) -> Rp:
 
 def browser_sign_in(server: Server, authorization_url: str, username: str, password: str,
                     redirect_uri: str, *, totp_secret: str | None = None,
-                    forget: bool = True) -> str:
+                    forget: bool = True, http: requests.Session | None = None) -> str:
     """The browser's part of the code flow, over plain HTTP: follow /authorize to /login, fill
     the form (csrf_token, next), then the second step at /mfa/challenge with the code of the
     authenticator app (seed `totp_secret`, by default the one make_user() enrolled), come back
@@ -173,9 +173,10 @@ def browser_sign_in(server: Server, authorization_url: str, username: str, passw
 
     `forget` clears the factor's used time step afterwards (helpers.forget_totp_use, test
     set-up only) so that a test may sign the same person in again within the same 30 s; it
-    needs the app context the `person` fixture holds."""
+    needs the app context the `person` fixture holds. `http`: the browser (its cookies: the
+    IdP's SSO session, for a later RP-initiated logout); a new one by default."""
     secret = totp_secret or TOTP_SECRETS[username]
-    http = requests.Session()
+    http = http if http is not None else requests.Session()
     first = http.get(authorization_url, allow_redirects=False, timeout=10)
     assert first.status_code == 302, first.text[:500]
     login_url = requests.compat.urljoin(authorization_url, first.headers["Location"])

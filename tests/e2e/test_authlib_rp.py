@@ -1,7 +1,8 @@
 """Authlib's own OAuth 2.0 client (requests integration) against the IdP under gunicorn:
 client_secret_basic, client_secret_post and private_key_jwt, PKCE S256, ID token verified with
 joserfc against the published JWKS, userinfo, refresh token rotation and reuse detection, and
-single-use client assertions."""
+single-use client assertions; the default configuration (openid profile email) refreshing
+twice and logging out with the refreshed ID token."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from joserfc.jwk import KeySet, RSAKey
 from idp.extensions import db
 from idp.oidc.clients import create_client
 from tests.e2e.conftest import Person, Server, browser_sign_in, free_port, seed_client
+from tests.e2e.refresh_checks import check_refreshed, logout, refused
 from tests.helpers import Rp
 
 pytestmark = pytest.mark.e2e
@@ -257,3 +259,37 @@ def test_private_key_jwt_and_assertion_replay(idp_server, person, ctx):
     assert rotated["refresh_token"] and rotated["refresh_token"] != token["refresh_token"]
     userinfo = authlib_session.get(meta["userinfo_endpoint"], timeout=10)
     assert userinfo.status_code == 200 and userinfo.json()["sub"] == person.subject
+
+
+def test_authlib_client_as_configured_by_default_refreshes_twice_and_logs_out(idp_server,
+                                                                              person):
+    """Scope `openid profile email`, registered for refresh_token: a session-bound refresh
+    token; each of two refreshes answers a new ID token of the same authentication; logout
+    with the newest as id_token_hint ends the session and the refresh token with it."""
+    meta = _discover(idp_server)
+    port = free_port()
+    rp = seed_client(redirect_uri=f"http://127.0.0.1:{port}/cb", name="Authlib portal",
+                     scope="openid profile email",
+                     post_logout_redirect_uris=[f"http://127.0.0.1:{port}/bye"])
+    session = OAuth2Session(rp.client_id, rp.client_secret, scope="openid profile email",
+                            redirect_uri=rp.redirect_uri, code_challenge_method="S256")
+    verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+    url, _ = session.create_authorization_url(meta["authorization_endpoint"],
+                                              code_verifier=verifier, nonce=nonce)
+    browser = requests.Session()
+    callback = browser_sign_in(idp_server, url, person.username, person.password,
+                               rp.redirect_uri, http=browser)
+    token = session.fetch_token(meta["token_endpoint"], authorization_response=callback,
+                                code_verifier=verifier)
+    assert token["scope"] == "openid profile email" and token["refresh_token"]
+    original = _verify_id_token(meta, token["id_token"], rp.client_id, nonce,
+                                token["access_token"])
+    for _ in range(2):
+        before = session.token["refresh_token"]
+        rotated = session.refresh_token(meta["token_endpoint"])
+        assert rotated["refresh_token"] != before
+        check_refreshed(idp_server, original, rotated["id_token"], rotated["access_token"])
+        assert session.get(meta["userinfo_endpoint"], timeout=10).json()["sub"] == \
+            person.subject
+    logout(idp_server, browser, rotated["id_token"], f"http://127.0.0.1:{port}/bye")
+    refused(idp_server, rp.client_id, rp.client_secret, rotated["refresh_token"])

@@ -15,8 +15,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from tests.e2e.conftest import browser_sign_in, free_port, seed_client
+from tests.e2e.refresh_checks import check_refreshed, verified_claims
 
 NODE_DIR = Path(__file__).parent / "node"
 
@@ -86,3 +88,44 @@ def test_openid_client_code_flow_userinfo_refresh_revoke(idp_server, person, tmp
     assert result["userinfo_after_refresh"]["sub"] == person.subject
     # After revocation (RFC 7009) the refresh token no longer works.
     assert result["refresh_after_revoke"]["error"] == "invalid_grant"
+
+
+def test_openid_client_as_configured_by_default_refreshes_twice_and_logs_out(
+        idp_server, person, tmp_path):
+    """The portal's default configuration: scope `openid profile email`, the client registered
+    for refresh_token. It gets a session-bound refresh token, a new ID token of the same
+    authentication at each refresh, and logs out with the newest one as id_token_hint; the
+    refresh token ends with the session."""
+    port = free_port()
+    rp = seed_client(redirect_uri=f"http://127.0.0.1:{port}/cb", name="Node portal",
+                     scope="openid profile email",
+                     post_logout_redirect_uris=[f"http://127.0.0.1:{port}/bye"])
+    state_file = tmp_path / "rp-state.json"
+    started = _node("start", f"--issuer={idp_server.base}", f"--client-id={rp.client_id}",
+                    f"--client-secret={rp.client_secret}", f"--redirect-uri={rp.redirect_uri}",
+                    "--scope", "openid profile email", "--state-file", str(state_file))
+    browser = requests.Session()
+    callback = browser_sign_in(idp_server, started["authorization_url"], person.username,
+                               person.password, rp.redirect_uri, http=browser)
+    result = _node("session", "--state-file", str(state_file), "--callback", callback,
+                   f"--post-logout-redirect-uri=http://127.0.0.1:{port}/bye")
+    assert result["scope"] == "openid profile email" and result["refresh_token"]
+    original = verified_claims(idp_server, result["id_token"]["id_token"])
+    assert original["sub"] == person.subject and original["nonce"]
+    seen = {result["refresh_token"]}
+    for refresh in result["refreshes"]:
+        assert refresh["id_token"], "a refresh of an openid grant answers an ID token"
+        claims = check_refreshed(idp_server, original, refresh["id_token"]["id_token"],
+                                 refresh["access_token"])
+        assert refresh["id_token"]["claims"]["sub"] == claims["sub"]  # openid-client's view
+        assert refresh["refresh_token"] not in seen
+        seen.add(refresh["refresh_token"])
+    newest = result["refreshes"][-1]["id_token"]["id_token"]
+    asked = {k: v[0] for k, v in parse_qs(urlsplit(result["logout_url"]).query).items()}
+    assert result["logout_url"].startswith(idp_server.url("/logout?"))
+    assert asked["id_token_hint"] == newest and asked["client_id"] == rp.client_id
+    bye = browser.get(result["logout_url"], allow_redirects=False, timeout=10)
+    assert bye.status_code == 302 and bye.headers["Location"] == \
+        f"http://127.0.0.1:{port}/bye?state=bye", bye.text[:300]
+    after = _node("refresh", "--state-file", str(state_file))
+    assert after["error"] == "invalid_grant", after

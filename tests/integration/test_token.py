@@ -156,11 +156,13 @@ def test_refresh_cannot_widen_scope(client, rp_and_code):
         "Authorization": f"Bearer {again.get_json()['access_token']}"}).status_code == 200
 
 
-def test_no_refresh_token_without_offline_access(ctx, client):
+def test_no_refresh_token_for_a_client_not_registered_for_the_grant(ctx, client):
+    """Without offline_access a client registered for refresh_token gets a session-bound
+    token (tests/integration/test_session_bound_refresh.py); one not registered gets none."""
     make_user()
-    rp = make_client()
+    rp = make_client(grant_types=["authorization_code"])
     login(client)
-    code, verifier, _ = get_code(client, rp, scope="openid profile")
+    code, verifier, _ = get_code(client, rp, scope="openid profile offline_access")
     body = exchange(client, rp, code, verifier).get_json()
     assert "refresh_token" not in body and body["access_token"]
 

@@ -12,6 +12,14 @@
 //       against the JWKS, aud, azp, nonce, exp), calls userinfo, refreshes twice, revokes the
 //       newest refresh token and tries it again; prints what it got as JSON.
 //
+//   node rp.mjs session --state-file PATH --callback URL --post-logout-redirect-uri URI
+//       a portal's session as configured by default: exchanges the code, refreshes twice
+//       (keeping each refresh's ID token), and builds the RP-initiated logout URL with the
+//       newest ID token as id_token_hint; saves the newest refresh token to PATH.
+//
+//   node rp.mjs refresh --state-file PATH
+//       one more refresh with the saved refresh token (after the logout: it must fail).
+//
 // Any failure prints {"error": ..., "code": ...} on stderr and exits 1.
 
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -28,6 +36,7 @@ const { positionals, values } = parseArgs({
     scope: { type: 'string', default: 'openid profile email offline_access' },
     'state-file': { type: 'string' },
     callback: { type: 'string' },
+    'post-logout-redirect-uri': { type: 'string' },
   },
 });
 
@@ -131,12 +140,65 @@ async function finish() {
   };
 }
 
+function idToken(response) {
+  return response.id_token ? { id_token: response.id_token, claims: response.claims() } : null;
+}
+
+async function session() {
+  const saved = JSON.parse(readFileSync(need('state-file'), 'utf8'));
+  const config = await configure(saved);
+  const tokens = await client.authorizationCodeGrant(config, new URL(need('callback')), {
+    pkceCodeVerifier: saved.codeVerifier,
+    expectedState: saved.state,
+    expectedNonce: saved.nonce,
+    idTokenExpected: true,
+  });
+  const refreshes = [];
+  let current = tokens;
+  for (let i = 0; i < 2; i += 1) {
+    current = await client.refreshTokenGrant(config, current.refresh_token);
+    refreshes.push({
+      access_token: current.access_token,
+      refresh_token: current.refresh_token,
+      id_token: idToken(current),
+    });
+  }
+  const logoutUrl = client.buildEndSessionUrl(config, {
+    id_token_hint: current.id_token,
+    post_logout_redirect_uri: need('post-logout-redirect-uri'),
+    state: 'bye',
+  });
+  writeFileSync(need('state-file'), JSON.stringify({ ...saved, refreshToken: current.refresh_token }),
+    { mode: 0o600 });
+  return {
+    scope: tokens.scope,
+    access_token: tokens.access_token,
+    refresh_token: tokens.refresh_token,
+    id_token: idToken(tokens),
+    refreshes,
+    logout_url: logoutUrl.href,
+  };
+}
+
+async function refresh() {
+  const saved = JSON.parse(readFileSync(need('state-file'), 'utf8'));
+  const config = await configure(saved);
+  try {
+    const again = await client.refreshTokenGrant(config, saved.refreshToken);
+    return { error: null, access_token: again.access_token };
+  } catch (err) {
+    return { error: err.error ?? err.code ?? String(err), status: err.status ?? null };
+  }
+}
+
 try {
   const command = positionals[0];
   let result;
   if (command === 'start') result = await start();
   else if (command === 'finish') result = await finish();
-  else throw new Error('usage: node rp.mjs start|finish [options]');
+  else if (command === 'session') result = await session();
+  else if (command === 'refresh') result = await refresh();
+  else throw new Error('usage: node rp.mjs start|finish|session|refresh [options]');
   process.stdout.write(JSON.stringify(result) + '\n');
 } catch (err) {
   process.stderr.write(JSON.stringify({
