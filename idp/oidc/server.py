@@ -23,6 +23,7 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidScopeError,
     UnsupportedResponseTypeError,
 )
+from authlib.oauth2.rfc6749.requests import OAuth2Request
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7523.client import ASSERTION_TYPE
@@ -31,6 +32,7 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from authlib.oidc.core.grants.util import validate_nonce
 from flask import Flask, request
+from flask import request as flask_request
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, select, update
@@ -45,7 +47,7 @@ from idp.core import request_log
 from idp.core.crypto import digest
 from idp.extensions import db
 from idp.keys import jwt
-from idp.oidc import client_cache, tokens
+from idp.oidc import client_cache, client_profile, par, tokens
 from idp.oidc.auth_context import AuthContext
 from idp.oidc.authorize import RequestRules
 from idp.oidc.claims import user_claims
@@ -105,6 +107,16 @@ class Server(AuthorizationServer):
             raise InvalidClientError(status_code=401,
                                      description="malformed Authorization header") from None
         return super().authenticate_client(request, methods, endpoint)
+
+    def create_oauth2_request(self, request: object) -> OAuth2Request:
+        """An OAuth2Request already made is kept (with what was put on it); at /authorize a
+        request by reference or value is read in (idp.oidc.par)."""
+        if isinstance(request, OAuth2Request):
+            return request
+        oauth_request = super().create_oauth2_request(request)
+        if flask_request.endpoint == "oidc.authorize":
+            par.expand(oauth_request, self.query_client)
+        return oauth_request
 
     def validate_requested_scope(self, scope: str | None) -> None:
         """The app's scopes (features' included), plus the open scope families features
@@ -192,7 +204,8 @@ class Pkce(CodeChallenge):
         data = grant.request.payload.data
         client: Client = grant.request.client
         challenge, method = data.get("code_challenge"), data.get("code_challenge_method")
-        if not challenge and (client.is_public or client.require_pkce):
+        if not challenge and (client.is_public or client.require_pkce
+                              or client_profile.requires_pkce(client)):
             raise InvalidRequestError("PKCE is required: send code_challenge with method S256",
                                       redirect_uri=redirect_uri)
         if challenge and method != "S256":
@@ -236,7 +249,7 @@ class CodeGrant(UserGrant, grants.AuthorizationCodeGrant):
             auth_time=ctx.auth_time if ctx else clock.now(), acr=ctx.acr if ctx else None,
             amr=list(ctx.amr) if ctx else [],
             expires_at=clock.now() + timedelta(
-                seconds=policy().tokens.authorization_code_lifetime))
+                seconds=client_profile.code_lifetime(oauth_request.client)))
         db.session.add(item)
         audit.record("authorization.code_issued", user_id=oauth_request.user.id,
                      client_id=oauth_request.client.client_id, ip=_ip(),

@@ -20,7 +20,7 @@ from idp.context import keystore, policy, settings
 from idp.core import request_log
 from idp.extensions import csrf, db
 from idp.oidc import logout as logout_service
-from idp.oidc import tokens
+from idp.oidc import par_endpoint, tokens
 from idp.oidc.claims import user_claims
 from idp.oidc.discovery import metadata
 from idp.oidc.interaction import respond as interaction
@@ -67,6 +67,13 @@ def authorize() -> Response | tuple[str, int] | str:
     if request.method == "POST" and request.form.get("decision") is None:
         return error_page("invalid_request", "The authorization request must use GET.")
     return interaction.authorize()
+
+
+@bp.post("/par")
+@csrf.exempt
+def pushed_authorization_request() -> Response:
+    """RFC 9126 pushed authorization requests (idp.oidc.par_endpoint)."""
+    return par_endpoint.push()
 
 
 @bp.post("/token")
