@@ -55,6 +55,7 @@ def metadata() -> dict:
         "require_request_uri_registration": False,
         "pushed_authorization_request_endpoint": f"{issuer}/par",
         "require_pushed_authorization_requests": pol.fapi.par.require_for_all,
+        "dpop_signing_alg_values_supported": list(pol.fapi.dpop.algorithms),
         "authorization_response_iss_parameter_supported": True,
         "claim_types_supported": ["normal"],
         "ui_locales_supported": ["en-US"],

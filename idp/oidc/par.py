@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, delete, update
 
 from idp import clock
 from idp.context import policy
@@ -29,6 +29,7 @@ from idp.oidc import client_profile, request_object
 from idp.oidc.models import Client, PushedRequest
 
 URN = "urn:ietf:params:oauth:request_uri:"
+PURGE_EVERY = 200
 # Client authentication travels with the pushed request; it is not one of its parameters.
 CLIENT_AUTH_PARAMS = frozenset({"client_secret", "client_assertion", "client_assertion_type"})
 
@@ -66,6 +67,8 @@ def store(client: Client, params: dict[str, str]) -> tuple[str, int]:
     """Keep a validated pushed request; its request_uri and seconds to use it."""
     lifetime = policy().fapi.par.request_uri_lifetime
     uri = URN + secrets.token_urlsafe(32)
+    if secrets.randbelow(PURGE_EVERY) == 0:  # requests past their lifetime, used or not
+        db.session.execute(delete(PushedRequest).where(PushedRequest.expires_at <= clock.now()))
     db.session.add(PushedRequest(uri_hash=digest(uri), client_id=client.client_id,
                                  params=params,
                                  expires_at=clock.now() + timedelta(seconds=lifetime)))
