@@ -18,8 +18,10 @@ from idp.oidc.models import (
            BackchannelLogout,
            Client,
            Consent,
+           PushedRequest,
            RefreshToken,
            UsedAssertion,
+           UsedDpopProof,
 )
 from idp.onboarding.models import Application, ApplicationLink, Department, Facility
 from idp.security.models import SecurityAlert
@@ -36,3 +38,4 @@ __all__ = ["Factor", "LoginAttempt", "OneTimeCode", "RecoveryCode", "SmsOutbox",
 __all__ += ["SmartContext", "SmartLaunch"]
 __all__ += ["EpcsCeremony", "EpcsPermission"]
 __all__ += ["MailOutbox"]
+__all__ += ["PushedRequest", "UsedDpopProof"]

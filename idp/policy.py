@@ -353,6 +353,52 @@ class WebPolicy:
 
 
 @dataclass(frozen=True)
+class ParPolicy:
+    request_uri_lifetime: int
+    interaction_lifetime: int
+    require_for_all: bool
+    max_body: int
+
+
+@dataclass(frozen=True)
+class RequestObjectPolicy:
+    max_lifetime: int
+    require_exp: bool
+
+
+@dataclass(frozen=True)
+class DpopPolicy:
+    algorithms: tuple[str, ...]
+    iat_window: int
+    require_nonce: bool
+    nonce_lifetime: int
+
+
+@dataclass(frozen=True)
+class ClientProfile:
+    """A set of rules a client registered with the profile is held to (fapi.toml)."""
+
+    name: str
+    description: str
+    require_par: bool
+    require_pkce_s256: bool
+    confidential_only: bool
+    auth_methods: tuple[str, ...]
+    require_dpop: bool
+    max_code_lifetime: int
+
+
+@dataclass(frozen=True)
+class FapiPolicy:
+    """policies/fapi.toml: PAR, request objects, DPoP and the client profiles."""
+
+    par: ParPolicy
+    request_object: RequestObjectPolicy
+    dpop: DpopPolicy
+    profiles: dict[str, ClientProfile]
+
+
+@dataclass(frozen=True)
 class Policy:
     tokens: TokenPolicy
     keys: KeyPolicy
@@ -378,6 +424,7 @@ class Policy:
     smart: SmartPolicy
     web: WebPolicy
     refresh: RefreshPolicy
+    fapi: FapiPolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -547,7 +594,8 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
                   resources, roles, backchannel, onboarding, alerts, epcs, reports, mail,
                   grants, outbound=_outbound(section("outbound.toml")), console=console,
                   smart=_smart(section("smart.toml"), resources), web=_web(section("web.toml")),
-                  refresh=_build(RefreshPolicy, section("refresh.toml"), "refresh.toml"))
+                  refresh=_build(RefreshPolicy, section("refresh.toml"), "refresh.toml"),
+                  fapi=_fapi(section("fapi.toml")))
 
 
 def _console(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePolicy
@@ -581,6 +629,27 @@ def _smart(data: dict[str, Any], resources: dict[str, str]) -> SmartPolicy:
     if smart.launch_lifetime < 1 or not smart.fhir_path.startswith("/"):
         raise PolicyError("smart.toml: launch_lifetime >= 1 and fhir_path starting with /")
     return smart
+
+
+def _fapi(data: dict[str, Any]) -> FapiPolicy:
+    """fapi.toml, checked: positive lifetimes, asymmetric DPoP algorithms, known methods."""
+    par = _build(ParPolicy, data.get("par", {}), "fapi.toml [par]")
+    ro = _build(RequestObjectPolicy, data.get("request_object", {}), "fapi.toml [request_object]")
+    dpop = _build(DpopPolicy, data.get("dpop", {}), "fapi.toml [dpop]")
+    if min(par.request_uri_lifetime, par.interaction_lifetime, par.max_body,
+           ro.max_lifetime, dpop.iat_window, dpop.nonce_lifetime) < 1:
+        raise PolicyError("fapi.toml: lifetimes, windows and max_body must be positive")
+    bad = set(dpop.algorithms) - {*SIGNING_ALGORITHMS, "PS256"}
+    if bad or not dpop.algorithms:
+        raise PolicyError(f"fapi.toml [dpop] algorithms: asymmetric ones (unknown: {sorted(bad)})")
+    profiles = {}
+    for name, spec in data.get("profiles", {}).items():
+        profile = _build(ClientProfile, {"name": name, **spec}, f"fapi.toml [profiles.{name}]")
+        if not profile.auth_methods or set(profile.auth_methods) - {
+                "client_secret_basic", "client_secret_post", "private_key_jwt", "none"}:
+            raise PolicyError(f"fapi.toml [profiles.{name}] auth_methods: known methods")
+        profiles[name] = profile
+    return FapiPolicy(par, ro, dpop, profiles)
 
 
 def _web(data: dict[str, Any]) -> WebPolicy:

@@ -1,4 +1,5 @@
-"""The EHR's JSON API: a resource server accepting the IdP's JWT access tokens (Bearer).
+"""The EHR's JSON API: a resource server accepting the IdP's JWT access tokens (Bearer, and
+DPoP-bound ones only with the DPoP scheme and a proof by their key: clients.ehr.dpop).
 
 401 + `WWW-Authenticate: Bearer error="invalid_token"` for a token that fails validation,
 401 without an error code when no token is sent (RFC 6750 §3.1), 403 `insufficient_scope`
@@ -13,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from clients.ehr import data
+from clients.ehr import data, dpop
 from clients.ehr.scopes import RULES, Rule
 from clients.ehr.tokens import (
     AccessTokenVerifier,
@@ -41,7 +42,7 @@ def denial(claims: dict[str, Any], rule: Rule) -> str | None:
 
 
 def _challenge(status: int, error: str | None = None, description: str | None = None,
-               scope: str | None = None) -> Response:
+               scope: str | None = None, scheme: str = "Bearer") -> Response:
     parts = [f'realm="{REALM}"']
     if error:
         parts.append(f'error="{error}"')
@@ -52,7 +53,10 @@ def _challenge(status: int, error: str | None = None, description: str | None = 
     response = jsonify({"error": error, "error_description": description} if error else
                        {"error": "unauthorized"})
     response.status_code = status
-    response.headers["WWW-Authenticate"] = "Bearer " + ", ".join(parts)
+    response.headers["WWW-Authenticate"] = f"{scheme} " + ", ".join(parts)
+    if scheme == "DPoP":
+        response.headers["WWW-Authenticate"] += f', algs="{" ".join(dpop.ALGORITHMS)}"'
+
     return response
 
 
@@ -64,7 +68,8 @@ def protected(name: str) -> Callable:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer":
+            scheme = scheme.lower()
+            if scheme not in ("bearer", "dpop"):
                 return _challenge(401)
             try:
                 claims = verifier().verify(value.strip())
@@ -76,6 +81,9 @@ def protected(name: str) -> Callable:
                 response.status_code = 503
                 response.headers["Retry-After"] = "5"
                 return response
+            refusal = _proof_refusal(scheme, value.strip(), claims)
+            if refusal is not None:
+                return refusal
             reason = denial(claims, rule)
             if reason:
                 return _challenge(403, "insufficient_scope", reason, rule.scope)
@@ -83,6 +91,29 @@ def protected(name: str) -> Callable:
             return view(*args, **kwargs)
         return wrapper
     return decorator
+
+
+def _proof_refusal(scheme: str, token: str, claims: dict[str, Any]) -> Response | None:
+    """RFC 9449 §7.1: a DPoP-bound token needs the DPoP scheme and a valid proof by its key;
+    a bearer token is not accepted under the DPoP scheme."""
+    jkt = dpop.bound_key(claims)
+    if jkt is None:
+        if scheme == "dpop":
+            return _challenge(401, "invalid_token", "the token is not DPoP-bound",
+                              scheme="DPoP")
+        return None
+    if scheme != "dpop":
+        return _challenge(401, "invalid_token", "a DPoP-bound token needs the DPoP scheme "
+                          "and a proof", scheme="DPoP")
+    proofs = request.headers.getlist("DPoP")
+    try:
+        dpop.verify(proofs[0] if len(proofs) == 1 else None, method=request.method,
+                    url=request.base_url, token=token, jkt=jkt)
+    except dpop.KeyMismatch as exc:
+        return _challenge(401, "invalid_token", str(exc), scheme="DPoP")
+    except dpop.ProofError as exc:
+        return _challenge(401, "invalid_dpop_proof", str(exc), scheme="DPoP")
+    return None
 
 
 @bp.get("/patients")

@@ -31,6 +31,7 @@ from idp.audit import service as audit
 from idp.context import settings
 from idp.core.crypto import digest
 from idp.extensions import csrf, db
+from idp.oidc import client_profile
 from idp.oidc import clients as client_service
 from idp.oidc.models import Client
 
@@ -39,6 +40,8 @@ csrf.exempt(bp)
 
 URI_FIELDS = ("redirect-uri", "post-logout-redirect-uri", "backchannel-logout-uri")
 LIST_FIELDS = ("redirect_uris", "post_logout_redirect_uris", "grant_types", "response_types")
+# RFC 9126 §6 and RFC 9449 §5.2 client metadata
+PROTOCOL_FLAGS = ("require_pushed_authorization_requests", "dpop_bound_access_tokens")
 STRING_FIELDS = ("client_name", "scope", "token_endpoint_auth_method", "backchannel_logout_uri")
 
 
@@ -106,8 +109,11 @@ def _metadata(body: Any = None) -> dict[str, Any]:
         raise MetadataError("invalid_client_metadata", "jwks_uri is not supported; send jwks")
     if body.get("jwks") is not None and not isinstance(body["jwks"], dict):
         raise MetadataError("invalid_client_metadata", "jwks must be a JWK set object")
-    if body.get("introspect_any") is not None and not isinstance(body["introspect_any"], bool):
-        raise MetadataError("invalid_client_metadata", "introspect_any must be a boolean")
+    for flag in ("introspect_any", *PROTOCOL_FLAGS):
+        if body.get(flag) is not None and not isinstance(body[flag], bool):
+            raise MetadataError("invalid_client_metadata", f"{flag} must be a boolean")
+    if body.get("client_profile") is not None and not isinstance(body["client_profile"], str):
+        raise MetadataError("invalid_client_metadata", "client_profile must be a string")
     grants = body.get("grant_types") or ["authorization_code"]
     responses = body.get("response_types")
     if responses is not None:
@@ -122,7 +128,10 @@ def _metadata(body: Any = None) -> dict[str, Any]:
             "backchannel_logout_uri": body.get("backchannel_logout_uri") or None,
             "grant_types": grants, "scope": body.get("scope") or None,
             "auth_method": body.get("token_endpoint_auth_method") or "client_secret_basic",
-            "jwks": body.get("jwks"), "introspect_any": bool(body.get("introspect_any"))}
+            "jwks": body.get("jwks"), "introspect_any": bool(body.get("introspect_any")),
+            "profile": body.get("client_profile") or None,
+            "require_par": bool(body.get("require_pushed_authorization_requests")),
+            "dpop_bound": bool(body.get("dpop_bound_access_tokens"))}
 
 
 def _client_error(exc: client_service.ClientError, actor: str) -> Response:
@@ -157,6 +166,11 @@ def _document(client: Client, **extra: Any) -> dict[str, Any]:
         doc["client_secret_expires_at"] = 0
     if client.introspect_any:
         doc["introspect_any"] = True
+    if client.profile:
+        doc["client_profile"] = client.profile
+    for flag in PROTOCOL_FLAGS:
+        if getattr(client, flag, False):
+            doc[flag] = True
     if client.pending:
         doc.update({"approval_status": "pending", "pending_scope": client.pending_scope or "",
                     "pending_grant_types": list(client.pending_grant_types or []),
@@ -191,7 +205,8 @@ def register() -> Response:
             scope=meta["scope"], post_logout_redirect_uris=meta["post_logout_redirect_uris"],
             backchannel_logout_uri=meta["backchannel_logout_uri"], first_party=False,
             auth_method=meta["auth_method"], jwks=meta["jwks"], require_pkce=True,
-            actor=f"registration:{token_id}")
+            actor=f"registration:{token_id}", profile=meta["profile"],
+            require_par=meta["require_par"], dpop_bound=meta["dpop_bound"])
         approval.hold_back(new.client, introspect_any=meta["introspect_any"],
                            actor=f"registration:{token_id}")
     except MetadataError as exc:
@@ -265,6 +280,11 @@ def replace(client: Client) -> Response:
             backchannel_logout_uri=meta["backchannel_logout_uri"],
             auth_method=meta["auth_method"], first_party=False, require_pkce=True,
             jwks=meta["jwks"], actor=f"client:{client.client_id}")
+        try:  # RFC 9126 / RFC 9449 metadata and the client profile (fapi.toml)
+            client_profile.apply(client, profile=meta["profile"],
+                                 require_par=meta["require_par"], dpop_bound=meta["dpop_bound"])
+        except client_profile.ProfileError as exc:
+            raise client_service.ClientError(str(exc)) from None
         # no escalation: what an admin approved stays only while still asked for
         approval.hold_back(client, introspect_any=meta["introspect_any"], before=before,
                            actor=f"client:{client.client_id}")

@@ -10,9 +10,11 @@ from sqlalchemy import select
 
 from idp.admin import approval
 from idp.admin.service import issue_initial_token
+from idp.audit import service as audit
 from idp.cli.common import emit, json_option, with_app
 from idp.extensions import db as sqla
 from idp.keys import jwt
+from idp.oidc import client_profile
 from idp.oidc.clients import AUTH_METHODS, ClientError, Lifetimes, create_client
 from idp.oidc.models import Client
 
@@ -43,6 +45,12 @@ def clients_group() -> None:
               help="seconds (default and maximum: policies/tokens.toml)")
 @click.option("--id-token-lifetime", type=int, default=None, help="seconds")
 @click.option("--refresh-token-lifetime", type=int, default=None, help="seconds")
+@click.option("--profile", default=None,
+              help="client profile of policies/fapi.toml it is held to (fapi2: FAPI 2.0)")
+@click.option("--require-par", is_flag=True,
+              help="only pushed authorization requests (RFC 9126)")
+@click.option("--dpop", "dpop_bound", is_flag=True,
+              help="DPoP-bound access tokens only (RFC 9449 dpop_bound_access_tokens)")
 @json_option
 @with_app()
 def clients_create(name: str, redirect_uris: tuple[str, ...], public: bool,
@@ -52,6 +60,7 @@ def clients_create(name: str, redirect_uris: tuple[str, ...], public: bool,
                    require_pkce: bool, id_token_alg: str | None, introspect_any: bool,
                    client_id: str | None, access_token_lifetime: int | None,
                    id_token_lifetime: int | None, refresh_token_lifetime: int | None,
+                   profile: str | None, require_par: bool, dpop_bound: bool,
                    as_json: bool) -> None:
     """Register a client; prints client_id, and client_secret once."""
     jwks = None
@@ -67,7 +76,8 @@ def clients_create(name: str, redirect_uris: tuple[str, ...], public: bool,
             auth_method=auth_method, jwks=jwks, loopback_any_port=loopback_any_port,
             id_token_alg=id_token_alg, introspect_any=introspect_any, client_id=client_id,
             require_pkce=require_pkce, lifetimes=Lifetimes(
-                access_token_lifetime, id_token_lifetime, refresh_token_lifetime))
+                access_token_lifetime, id_token_lifetime, refresh_token_lifetime),
+            profile=profile, require_par=require_par, dpop_bound=dpop_bound)
     except ClientError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -126,3 +136,45 @@ def clients_approve(client_id: str, reject: bool, as_json: bool) -> None:
          f"{verb} for {client.client_id}: scope {what['scope'] or '-'}, grant types "
          f"{' '.join(what['grant_types']) or '-'}"
          f"{', introspect-any' if what['introspect_any'] else ''}")
+
+
+@clients_group.command("update")
+@click.argument("client_id")
+@click.option("--profile", default=None,
+              help="client profile of policies/fapi.toml (fapi2); 'none' removes it")
+@click.option("--require-par/--no-require-par", default=None,
+              help="only pushed authorization requests (RFC 9126)")
+@click.option("--dpop/--no-dpop", "dpop_bound", default=None,
+              help="DPoP-bound access tokens only (RFC 9449)")
+@json_option
+@with_app()
+def clients_update(client_id: str, profile: str | None, require_par: bool | None,
+                   dpop_bound: bool | None, as_json: bool) -> None:
+    """Change a client's protocol options: its profile, PAR and DPoP requirements. Options
+    not given keep their value; a profile turns on what it requires."""
+    client = sqla.session.execute(select(Client).where(Client.client_id == client_id[:64])
+                                  ).scalar_one_or_none()
+    if client is None:
+        click.echo(f"error: no client {client_id!r}", err=True)
+        sys.exit(2)
+    chosen = client.profile if profile is None else (None if profile == "none" else profile)
+    try:
+        client_profile.apply(
+            client, profile=chosen,
+            require_par=client.require_pushed_authorization_requests
+            if require_par is None else require_par,
+            dpop_bound=client.dpop_bound_access_tokens if dpop_bound is None else dpop_bound)
+    except client_profile.ProfileError as exc:
+        sqla.session.rollback()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    audit.record("client.updated", client_id=client.client_id, actor="cli",
+                 profile=client.profile, require_par=client.require_pushed_authorization_requests,
+                 dpop_bound=client.dpop_bound_access_tokens)
+    sqla.session.commit()
+    data = {"client_id": client.client_id, "profile": client.profile,
+            "require_pushed_authorization_requests": client.require_pushed_authorization_requests,
+            "dpop_bound_access_tokens": client.dpop_bound_access_tokens}
+    emit(as_json, data, f"{client.client_id}: profile {client.profile or '-'}, PAR required "
+         f"{client.require_pushed_authorization_requests}, DPoP required "
+         f"{client.dpop_bound_access_tokens}")

@@ -7,7 +7,9 @@ tokens (`typ: JWT`), access tokens (`typ: at+jwt`, RFC 9068) and logout tokens
 (`typ: logout+jwt`, Back-Channel Logout 1.0), so a signature alone says nothing about the
 role: an access token is not an ID token hint, a logout token is not a client assertion even
 for a client that registered the IdP's own JWKS as its keys, and a token carrying `events` (a
-Security Event Token, RFC 8417) is accepted only as a logout token.
+Security Event Token, RFC 8417) is accepted only as a logout token. Clients' request objects
+(RFC 9101, `typ: oauth-authz-req+jwt`) and DPoP proofs (RFC 9449, `typ: dpop+jwt`, verified
+with the public key in their own header: verify_dpop_proof) are kinds of their own too.
 
 Every refusal is one exception, InvalidJWT, whose message is safe to show (no token data).
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 from joserfc import jws, jwt
 from joserfc.errors import ExpiredTokenError, JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import JWKRegistry, KeySet
 from joserfc.jwt import JWTClaimsRegistry
 from joserfc.util import urlsafe_b64decode
 
@@ -35,6 +37,8 @@ ALGORITHMS = SIGNING_ALGORITHMS  # asymmetric only (idp.policy)
 ID_TOKEN_TYP = "JWT"
 ACCESS_TOKEN_TYP = "at+jwt"
 LOGOUT_TOKEN_TYP = "logout+jwt"
+REQUEST_OBJECT_TYP = "oauth-authz-req+jwt"
+DPOP_TYP = "dpop+jwt"
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 MAX_LENGTH = 8192                 # our tokens and client assertions
 MAX_STATEMENT_LENGTH = 16384      # software statements carry client metadata
@@ -49,6 +53,8 @@ class Kind(Enum):
     LOGOUT_TOKEN = "a logout token"
     CLIENT_ASSERTION = "a client assertion"
     SOFTWARE_STATEMENT = "a software statement"
+    REQUEST_OBJECT = "a request object"
+    DPOP_PROOF = "a DPoP proof"  # its key is in its header: verify(..., algorithms=)
 
 
 # Accepted `typ` values, compared case-insensitively with any "application/" prefix removed
@@ -60,6 +66,9 @@ _TYPS: dict[Kind, frozenset[str]] = {
     # RFC 7523 sets no typ; draft-ietf-oauth-rfc7523bis names client-authentication+jwt.
     Kind.CLIENT_ASSERTION: frozenset({"", "jwt", "client-authentication+jwt"}),
     Kind.SOFTWARE_STATEMENT: frozenset({"", "jwt"}),
+    # RFC 9101 §10.8 explicit typing, required here (FAPI 2.0 clients send it).
+    Kind.REQUEST_OBJECT: frozenset({REQUEST_OBJECT_TYP}),
+    Kind.DPOP_PROOF: frozenset({DPOP_TYP}),
 }
 _OURS = frozenset({Kind.ID_TOKEN_HINT, Kind.ACCESS_TOKEN, Kind.LOGOUT_TOKEN})
 
@@ -72,6 +81,7 @@ class InvalidJWT(ValueError):
 class Verified:
     header: dict[str, Any]
     claims: dict[str, Any]
+    jkt: str | None = None  # a DPoP proof's key: its RFC 7638 thumbprint
 
 
 # -- signing -----------------------------------------------------------------------------------
@@ -124,7 +134,8 @@ def unverified_claims(token: Any, kind: Kind) -> dict[str, Any]:
 def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
            is_client: Callable[[str], bool] | None = None, client_id: str | None = None,
            audiences: Collection[str] = (), issuer: str | None = None,
-           max_lifetime: int | None = None) -> Verified:
+           max_lifetime: int | None = None, algorithms: Collection[str] | None = None
+           ) -> Verified:
     """Verify `token` as `kind`, or raise InvalidJWT.
 
     keys: the signer's keys (default: ours; required for a client assertion, the client's
@@ -135,7 +146,14 @@ def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
     CLIENT_ASSERTION: `client_id` (iss == sub == it), `audiences` (one must be in `aud`),
     `max_lifetime` (exp at most this far ahead). `jti` single use is the caller's.
     SOFTWARE_STATEMENT: `issuer` (the trusted publisher whose keys are given).
+    REQUEST_OBJECT: `client_id` (iss and client_id claims), `audiences` (our issuer),
+    `max_lifetime` (exp at most this far ahead, iat/nbf at most this far back; negative:
+    exp may be absent).
+    DPOP_PROOF: `algorithms` (the policy's); the key is the proof's own header `jwk`, its
+    thumbprint is Verified.jkt.
     """
+    if kind is Kind.DPOP_PROOF:
+        return _dpop_proof(token, algorithms or (*ALGORITHMS, "PS256"))
     if not isinstance(token, str) or not token or len(token) > _limit(kind) \
             or token.count(".") != 2:
         raise InvalidJWT("malformed token")
@@ -163,8 +181,56 @@ def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
     return Verified(head, claims)
 
 
+# A proof's header carries its public key: an RSA key's is longer than joserfc's default 512.
+_DPOP_REGISTRY = jws.JWSRegistry()
+_DPOP_REGISTRY.max_header_length = 2048
+
+# Members of a JWK that only a private key has (RFC 7518 §6): a DPoP proof carrying one is
+# refused, its holder has published the key it proves possession of.
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+def _dpop_proof(token: Any, algorithms: Collection[str]) -> Verified:
+    """A DPoP proof (RFC 9449 §4.3 steps 1-7: one well-formed JWT, typ dpop+jwt, an
+    asymmetric `alg` of `algorithms`, a public `jwk` in the header that verifies the
+    signature, jti/htm/htu/iat present) with the RFC 7638 thumbprint of its key. Matching
+    htm, htu, iat, ath, nonce and jti single use are the caller's (idp.oidc.dpop)."""
+    if not isinstance(token, str) or not token or len(token) > MAX_LENGTH \
+            or token.count(".") != 2:
+        raise InvalidJWT("malformed proof")
+    _bounded(token)
+    try:
+        head = jws.extract_compact(token.encode(), registry=_DPOP_REGISTRY).headers()
+    except (JoseError, ValueError, TypeError, UnicodeError):
+        raise InvalidJWT("malformed proof") from None
+    typ, alg, jwk = head.get("typ"), head.get("alg"), head.get("jwk")
+    if not isinstance(typ, str) or _normal(typ) != DPOP_TYP:
+        raise InvalidJWT(f"not {Kind.DPOP_PROOF.value} (typ)")
+    if not isinstance(alg, str) or alg not in algorithms:
+        raise InvalidJWT("signature or format invalid (alg)")
+    if not isinstance(jwk, dict) or _PRIVATE_MEMBERS & set(jwk):
+        raise InvalidJWT("the proof's jwk must be a public key")
+    try:
+        key = JWKRegistry.import_key(jwk)
+        decoded = jwt.decode(token, key, algorithms=[alg], registry=_DPOP_REGISTRY)
+        thumbprint = key.thumbprint()
+    except (JoseError, ValueError, TypeError, KeyError, UnicodeError):
+        raise InvalidJWT("signature or format invalid") from None
+    claims = decoded.claims
+    if not isinstance(claims.get("jti"), str) or not claims["jti"] or len(claims["jti"]) > 256:
+        raise InvalidJWT("the proof needs a jti")
+    for name in ("htm", "htu"):
+        if not isinstance(claims.get(name), str):
+            raise InvalidJWT(f"the proof needs {name}")
+    iat = claims.get("iat")
+    if not isinstance(iat, int | float) or isinstance(iat, bool):
+        raise InvalidJWT("the proof needs iat")
+    return Verified(dict(decoded.header), claims, thumbprint)
+
+
 def _limit(kind: Kind) -> int:
-    return MAX_STATEMENT_LENGTH if kind is Kind.SOFTWARE_STATEMENT else MAX_LENGTH
+    return MAX_STATEMENT_LENGTH if kind in (Kind.SOFTWARE_STATEMENT, Kind.REQUEST_OBJECT) \
+        else MAX_LENGTH
 
 
 def _normal(typ: str) -> str:
@@ -228,6 +294,28 @@ def _software_statement(claims: dict, *, issuer: str | None, **_: Any) -> None:
     _registry(claims, LEEWAY, {"iss": {"essential": True, "value": issuer}})
 
 
+def _request_object(claims: dict, *, client_id: str | None, audiences: Collection[str],
+                    max_lifetime: int | None, **_: Any) -> None:
+    """RFC 9101 §4, §6.3: issued by the client, for us, within the policy's lifetime. A
+    negative max_lifetime means exp may be absent (policy require_exp = false)."""
+    if not client_id or not audiences or max_lifetime is None:
+        raise TypeError("REQUEST_OBJECT needs client_id, audiences and max_lifetime")
+    if claims.get("iss") != client_id or claims.get("client_id") != client_id:
+        raise InvalidJWT("iss and client_id must both be the client_id")
+    limit = abs(max_lifetime)
+    options: dict[str, Any] = {"aud": {"essential": True, "values": list(audiences)}}
+    if max_lifetime >= 0:
+        options["exp"] = {"essential": True}
+    _registry(claims, LEEWAY, options)
+    now = clock.timestamp()
+    if isinstance(claims.get("exp"), int) and claims["exp"] - now > limit:
+        raise InvalidJWT(f"the request object must expire within {limit} seconds")
+    for name in ("iat", "nbf"):
+        value = claims.get(name)
+        if isinstance(value, int) and now - value > limit:
+            raise InvalidJWT(f"the request object's {name} is too old")
+
+
 def _registry(claims: dict, leeway: int, options: dict[str, Any]) -> None:
     """Registered claims: types, exp/nbf/iat against now (with leeway), options."""
     try:
@@ -245,4 +333,5 @@ _CHECKS: dict[Kind, Callable[..., None]] = {
     Kind.LOGOUT_TOKEN: _logout_token,
     Kind.CLIENT_ASSERTION: _client_assertion,
     Kind.SOFTWARE_STATEMENT: _software_statement,
+    Kind.REQUEST_OBJECT: _request_object,
 }

@@ -18,9 +18,11 @@ from idp.extensions import db
 from idp.oidc.models import Client, Consent
 
 PROMPTS = {"none", "login", "consent"}
+# request and request_uri are read in before (idp.oidc.par): a parameter of that name left
+# here came inside a request object or a pushed request, where it may not be.
 UNSUPPORTED = {
-    "request": "request_not_supported",
-    "request_uri": "request_uri_not_supported",
+    "request": "invalid_request_object",
+    "request_uri": "invalid_request_object",
     "registration": "registration_not_supported",
 }
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",

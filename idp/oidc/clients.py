@@ -17,6 +17,7 @@ from idp.context import policy
 from idp.core import outbound
 from idp.core.crypto import digest
 from idp.extensions import db
+from idp.oidc import client_profile
 from idp.oidc.models import LOOPBACK_HOSTS, AuthorizationCode, Client, Consent
 from idp.oidc.registry import registry
 from idp.oidc.tokens import revoke_where
@@ -221,7 +222,11 @@ def create_client(*, name: str, redirect_uris: list[str], public: bool = False,
                   loopback_any_port: bool = False, id_token_alg: str | None = None,
                   introspect_any: bool = False, client_id: str | None = None,
                   require_pkce: bool = False, actor: str | None = None,
-                  lifetimes: Lifetimes | None = None) -> NewClient:
+                  lifetimes: Lifetimes | None = None, profile: str | None = None,
+                  require_par: bool = False, dpop_bound: bool = False) -> NewClient:
+    """Register a client. `profile` (policies/fapi.toml [profiles], e.g. fapi2), `require_par`
+    (RFC 9126 require_pushed_authorization_requests) and `dpop_bound` (RFC 9449
+    dpop_bound_access_tokens): idp.oidc.client_profile."""
     lifetimes = validate_lifetimes(lifetimes or Lifetimes())
     meta = validate_metadata(name=name, redirect_uris=redirect_uris, public=public,
                              grant_types=grant_types, scope=scope,
@@ -244,10 +249,17 @@ def create_client(*, name: str, redirect_uris: list[str], public: bool = False,
         require_pkce=public or require_pkce, loopback_any_port=loopback_any_port,
         id_token_signed_response_alg=id_token_alg, introspect_any=introspect_any)
     _apply_lifetimes(client, lifetimes)
+    try:
+        client_profile.apply(client, profile=profile, require_par=require_par,
+                             dpop_bound=dpop_bound)
+    except client_profile.ProfileError as exc:
+        raise ClientError(str(exc)) from None
     db.session.add(client)
     db.session.flush()
     audit.record("client.created", client_id=client_id, actor=actor, name=name,
-                 first_party=first_party, lifetimes=lifetimes.__dict__)
+                 first_party=first_party, lifetimes=lifetimes.__dict__, profile=profile,
+                 require_par=client.require_pushed_authorization_requests,
+                 dpop_bound=client.dpop_bound_access_tokens)
     return NewClient(client, secret)
 
 
@@ -271,6 +283,10 @@ def update_client(client: Client, *, name: str, redirect_uris: list[str],
                              auth_method=auth_method,
                              jwks=jwks if jwks is not None else client.jwks,
                              id_token_alg=client.id_token_signed_response_alg)
+    try:  # a profiled client stays within its profile's authentication methods
+        client_profile.validate(client.profile, method=meta.method)
+    except client_profile.ProfileError as exc:
+        raise ClientError(str(exc)) from None
     secret = None
     if meta.method.startswith("client_secret"):
         if not client.client_secret_hash:

@@ -48,9 +48,15 @@ def metadata() -> dict:
         "acr_values_supported": list(pol.assurance.acr_values),
         "prompt_values_supported": ["none", "login", "consent"],
         "claims_parameter_supported": False,
-        "request_parameter_supported": False,
+        # RFC 9101 request objects by value (and pushed); by reference only the request_uri
+        # the PAR endpoint issues (never a URL fetched: request_uri_parameter_supported false).
+        "request_parameter_supported": True,
+        "request_object_signing_alg_values_supported": list(jwt.ALGORITHMS),
         "request_uri_parameter_supported": False,
         "require_request_uri_registration": False,
+        "pushed_authorization_request_endpoint": f"{issuer}/par",
+        "require_pushed_authorization_requests": pol.fapi.par.require_for_all,
+        "dpop_signing_alg_values_supported": list(pol.fapi.dpop.algorithms),
         "authorization_response_iss_parameter_supported": True,
         "claim_types_supported": ["normal"],
         "ui_locales_supported": ["en-US"],

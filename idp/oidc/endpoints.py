@@ -131,11 +131,13 @@ def introspection_body(token: AccessToken | RefreshToken) -> dict:
             "username": user.username if user else None, "iss": settings().issuer,
             "exp": int(token.expires_at.timestamp()),
             "iat": int(token.issued_at.timestamp()),
+            **({"cnf": {"jkt": token.jkt}} if token.jkt else {}),
         }
     claims = token.claims
-    body = {"active": True, "token_type": "Bearer"}
+    # RFC 9449 §6.2: a DPoP-bound token's key (cnf) and token_type
+    body = {"active": True, "token_type": "DPoP" if "cnf" in claims else "Bearer"}
     for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti",
-                 "auth_time", "acr", "amr", "sid"):
+                 "auth_time", "acr", "amr", "sid", "cnf"):
         if name in claims:
             body[name] = claims[name]
     if token.record.username is not None:  # the record's row carries its user's username

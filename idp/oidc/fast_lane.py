@@ -41,7 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from idp.core import request_log
 from idp.extensions import db
-from idp.oidc import tokens
+from idp.oidc import client_profile, tokens
 from idp.oidc.endpoints import AccessToken, introspection_body
 from idp.oidc.models import Client
 from idp.oidc.server import check_userless_scope, record_issue, server, token_generator
@@ -89,10 +89,11 @@ def _basic_client(environ: dict, endpoint: str) -> Client | None:
 def client_credentials(environ: dict, form: dict[str, str]) -> Answer | None:
     """POST /token, grant_type=client_credentials: what ClientCredentialsGrant does."""
     if form.get("grant_type") != "client_credentials" or \
-            not set(form) <= {"grant_type", "scope"}:
-        return None
+            not set(form) <= {"grant_type", "scope"} or "HTTP_DPOP" in environ:
+        return None  # a DPoP proof is checked by Flask's token endpoint (idp.oidc.dpop)
     client = _basic_client(environ, "token")
-    if client is None or not client.check_grant_type("client_credentials"):
+    if client is None or not client.check_grant_type("client_credentials") or \
+            client_profile.requires_dpop(client):
         return None
     scope = form.get("scope")
     try:

@@ -71,6 +71,12 @@ class Client(db.Model, ClientMixin):
     pending_introspect_any: Mapped[bool] = mapped_column(Boolean, default=False,
                                                          server_default="0")
     pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # RFC 9126, RFC 9449 and the client profile of policies/fapi.toml (idp.oidc.client_profile)
+    profile: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    require_pushed_authorization_requests: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default="0")
+    dpop_bound_access_tokens: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                           server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=lambda: clock.now())
 
     @property
@@ -219,6 +225,8 @@ class RefreshToken(db.Model):
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     session_bound: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # The DPoP key (RFC 7638 thumbprint) a public client's refresh token is bound to (RFC 9449)
+    jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # loaded with the token in one statement: the refresh grant needs both
     user: Mapped[User] = relationship("User", lazy="joined")
 
@@ -277,3 +285,26 @@ class BackchannelLogout(db.Model):
                                                              index=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class PushedRequest(db.Model):  # type: ignore[name-defined]
+    """A pushed authorization request (RFC 9126): its parameters until the authorization
+    response that uses them (single use, short-lived)."""
+
+    __tablename__ = "oauth_pushed_requests"
+
+    uri_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict] = mapped_column(JSON)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class UsedDpopProof(db.Model):  # type: ignore[name-defined]
+    """jti of DPoP proofs already seen (RFC 9449 §11.1 replay), kept past the iat window."""
+
+    __tablename__ = "oauth_dpop_proofs"
+
+    jti_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -22,8 +22,10 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
     InvalidRequestError,
     InvalidScopeError,
+    OAuth2Error,
     UnsupportedResponseTypeError,
 )
+from authlib.oauth2.rfc6749.requests import OAuth2Request
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7523.client import ASSERTION_TYPE
@@ -31,7 +33,8 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from authlib.oidc.core.grants.util import validate_nonce
-from flask import Flask, request
+from flask import Flask, Response, request
+from flask import request as flask_request
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, select, update
@@ -46,7 +49,7 @@ from idp.core import request_log
 from idp.core.crypto import digest
 from idp.extensions import db
 from idp.keys import jwt
-from idp.oidc import client_cache, tokens
+from idp.oidc import client_cache, client_profile, dpop, par, tokens
 from idp.oidc.auth_context import AuthContext
 from idp.oidc.authorize import RequestRules
 from idp.oidc.claims import user_claims
@@ -106,7 +109,32 @@ class Server(AuthorizationServer):
         except (IndexError, ValueError):  # binascii.Error, UnicodeDecodeError are ValueErrors
             raise InvalidClientError(status_code=401,
                                      description="malformed Authorization header") from None
-        return super().authenticate_client(request, methods, endpoint)
+        client = super().authenticate_client(request, methods, endpoint)
+        if endpoint == "token" and client_profile.requires_dpop(client) and \
+                not getattr(request, "dpop_jkt", None):
+            raise dpop.InvalidDpopProof("this client's tokens are DPoP-bound: send a DPoP proof")
+        return client
+
+    def create_oauth2_request(self, request: object) -> OAuth2Request:
+        """An OAuth2Request already made is kept (with what was put on it); at /authorize a
+        request by reference or value is read in (idp.oidc.par)."""
+        if isinstance(request, OAuth2Request):
+            return request
+        oauth_request = super().create_oauth2_request(request)
+        if flask_request.endpoint == "oidc.authorize":
+            par.expand(oauth_request, self.query_client)
+        return oauth_request
+
+    def create_token_response(self, request: object = None) -> Response:
+        """The DPoP proof (RFC 9449) is checked before any grant runs, so a refused proof
+        uses up no code or refresh token; its key is then on the request (dpop_jkt)."""
+        oauth_request = self.create_oauth2_request(request)
+        try:
+            oauth_request.dpop_jkt = dpop.token_request_key(flask_request.headers, "POST",
+                                                            "/token")
+        except OAuth2Error as error:
+            return self.handle_error_response(oauth_request, error)
+        return super().create_token_response(oauth_request)
 
     def validate_requested_scope(self, scope: str | None) -> None:
         """The app's scopes (features' included), plus the open scope families features
@@ -158,20 +186,23 @@ class TokenGenerator:
     def __call__(self, grant_type: str, client: Client, user: User | None = None,
                  scope: str | None = None, expires_in: int | None = None,
                  include_refresh_token: bool = True, *, ctx: AuthContext | None = None,
-                 previous: RefreshToken | None = None) -> dict:
+                 previous: RefreshToken | None = None, jkt: str | None = None) -> dict:
+        """`jkt`: the DPoP key the tokens are bound to (access tokens always; a public
+        client's refresh token too, RFC 9449 §5)."""
         scope = scope or ""
-        access, _ = tokens.issue_access_token(client, user, scope, ctx)
-        token = {"token_type": "Bearer", "access_token": access,
+        access, _ = tokens.issue_access_token(client, user, scope, ctx, jkt=jkt)
+        token = {"token_type": "DPoP" if jkt else "Bearer", "access_token": access,
                  "expires_in": tokens.lifetime(client, "access_token"), "scope": scope}
         if include_refresh_token and user is not None and ctx is not None:
-            refresh = _new_refresh_token(client, user, scope, ctx, previous)
+            refresh = _new_refresh_token(client, user, scope, ctx, previous,
+                                         jkt if client.is_public else None)
             if refresh:
                 token["refresh_token"] = refresh
         return token
 
 
 def _new_refresh_token(client: Client, user: User, scope: str, ctx: AuthContext,
-                       previous: RefreshToken | None) -> str | None:
+                       previous: RefreshToken | None, jkt: str | None = None) -> str | None:
     """The refresh token of a grant for a client registered for refresh_token (Authlib asks
     only then), or None (docs/refresh-tokens.md). A rotation keeps the kind of the token it
     replaces; otherwise offline_access gives an offline token, and policies/refresh.toml
@@ -180,7 +211,7 @@ def _new_refresh_token(client: Client, user: User, scope: str, ctx: AuthContext,
     offline = previous is not None and not previous.session_bound or \
         previous is None and "offline_access" in (scope_to_list(scope) or [])
     if offline:
-        return tokens.issue_refresh_token(client, user, scope, ctx)
+        return tokens.issue_refresh_token(client, user, scope, ctx, jkt=jkt)
     if previous is None and not policy().refresh.session_bound:
         return None
     sso = db.session.get(SsoSession, ctx.sid) if ctx.sid else None
@@ -188,7 +219,7 @@ def _new_refresh_token(client: Client, user: User, scope: str, ctx: AuthContext,
         return None  # no live sign-in to bind to (a grant without a session)
     end = sso.created_at + timedelta(seconds=policy().session.absolute_timeout)
     return tokens.issue_refresh_token(client, user, scope, ctx, session_bound=True,
-                                      not_after=end)
+                                      not_after=end, jkt=jkt)
 
 
 token_generator = TokenGenerator()
@@ -206,7 +237,13 @@ class UserGrant:
         return token_generator(grant_type or self.GRANT_TYPE, self.request.client, user,
                                scope, expires_in, include_refresh_token,
                                ctx=carried_context(self.request),
-                               previous=getattr(self.request, "refresh_token", None))
+                               previous=getattr(self.request, "refresh_token", None),
+                               jkt=_dpop_key(self))
+
+
+def _dpop_key(grant: Any) -> str | None:
+    """The DPoP key the token request proved (Server.create_token_response), if any."""
+    return getattr(grant.request, "dpop_jkt", None)
 
 
 class Pkce(CodeChallenge):
@@ -219,7 +256,8 @@ class Pkce(CodeChallenge):
         data = grant.request.payload.data
         client: Client = grant.request.client
         challenge, method = data.get("code_challenge"), data.get("code_challenge_method")
-        if not challenge and (client.is_public or client.require_pkce):
+        if not challenge and (client.is_public or client.require_pkce
+                              or client_profile.requires_pkce(client)):
             raise InvalidRequestError("PKCE is required: send code_challenge with method S256",
                                       redirect_uri=redirect_uri)
         if challenge and method != "S256":
@@ -263,7 +301,7 @@ class CodeGrant(UserGrant, grants.AuthorizationCodeGrant):
             auth_time=ctx.auth_time if ctx else clock.now(), acr=ctx.acr if ctx else None,
             amr=list(ctx.amr) if ctx else [],
             expires_at=clock.now() + timedelta(
-                seconds=policy().tokens.authorization_code_lifetime))
+                seconds=client_profile.code_lifetime(self.request.client)))
         db.session.add(item)
         audit.record("authorization.code_issued", user_id=oauth_request.user.id,
                      client_id=oauth_request.client.client_id, ip=_ip(),
@@ -328,6 +366,8 @@ class RefreshGrant(UserGrant, grants.RefreshTokenGrant):
             return None  # checked before expiry: a token at its session's absolute end too
         if item.expires_at <= clock.now():
             return None
+        if item.jkt and item.jkt != _dpop_key(self):
+            raise dpop.InvalidDpopProof("the refresh token is bound to another DPoP key")
         owner = db.session.get(User, item.user_id)
         if owner is None or owner.disabled or gates.pending(owner):
             # A forced password change or today's acknowledgment needs the user at the
@@ -395,6 +435,12 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         have asked for any scope (SMART system/ scopes included) and got it."""
         super().validate_token_request()
         check_userless_scope(self.request.client, self.request.payload.scope)
+
+    def generate_token(self, user: User | None = None, scope: str | None = None,
+                       grant_type: str | None = None, expires_in: int | None = None,
+                       include_refresh_token: bool = True) -> dict:
+        return token_generator(grant_type or self.GRANT_TYPE, self.request.client, user,
+                               scope, expires_in, False, jkt=_dpop_key(self))
 
 
 def check_userless_scope(client: Client, scope: str | None) -> None:

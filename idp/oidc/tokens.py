@@ -44,14 +44,15 @@ def lifetime(client: Client, kind: str) -> int:
 
 
 def issue_access_token(client: Client, user: User | None, scope: str,
-                       ctx: AuthContext | None) -> tuple[str, str]:
-    """The signed JWT access token and its jti; its record is written in this transaction."""
+                       ctx: AuthContext | None, *, jkt: str | None = None) -> tuple[str, str]:
+    """The signed JWT access token and its jti; its record is written in this transaction.
+    `jkt`: the DPoP key it is bound to (cnf, RFC 9449 §6.1)."""
     now = clock.now()
     lifetime_ = lifetime(client, "access_token")
     jti = secrets.token_urlsafe(18)
     scopes = scope_to_list(scope) or []
     aud = audiences(scopes)
-    claims = {
+    claims: dict[str, Any] = {
         "iss": settings().issuer,
         "sub": user.subject if user else client.client_id,
         "aud": aud[0] if len(aud) == 1 else aud,
@@ -61,6 +62,8 @@ def issue_access_token(client: Client, user: User | None, scope: str,
         "client_id": client.client_id,
         "scope": scope or "",
     }
+    if jkt:
+        claims["cnf"] = {"jkt": jkt}
     if user is not None and ctx is not None:
         claims["auth_time"] = int(ctx.auth_time.timestamp())
         if ctx.acr:
@@ -91,9 +94,11 @@ _INSERT_RECORD = insert(AccessTokenRecord.__table__)
 
 
 def issue_refresh_token(client: Client, user: User, scope: str, ctx: AuthContext, *,
-                        session_bound: bool = False, not_after: datetime | None = None) -> str:
+                        session_bound: bool = False, not_after: datetime | None = None,
+                        jkt: str | None = None) -> str:
     """A new opaque refresh token. `session_bound`: valid only while the SSO session ctx.sid
-    lives; `not_after` caps its expiry (the session's absolute end)."""
+    lives; `not_after` caps its expiry (the session's absolute end); `jkt`: the DPoP key it is
+    bound to (RFC 9449 §5)."""
     token = secrets.token_urlsafe(32)
     now = clock.now()
     expires = now + timedelta(seconds=lifetime(client, "refresh_token"))
@@ -108,7 +113,7 @@ def issue_refresh_token(client: Client, user: User, scope: str, ctx: AuthContext
         "client_id": client.client_id, "user_id": user.id, "sid": ctx.sid, "scope": scope,
         "auth_time": ctx.auth_time, "acr": ctx.acr, "amr": list(ctx.amr), "issued_at": now,
         "revoked_at": None, "rotated_at": None, "expires_at": expires,
-        "session_bound": session_bound})
+        "session_bound": session_bound, "jkt": jkt})
     return token
 
 

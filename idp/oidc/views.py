@@ -19,8 +19,8 @@ from idp.accounts.models import User
 from idp.context import keystore, policy, settings
 from idp.core import request_log
 from idp.extensions import csrf, db
+from idp.oidc import dpop, par_endpoint, tokens
 from idp.oidc import logout as logout_service
-from idp.oidc import tokens
 from idp.oidc.claims import user_claims
 from idp.oidc.discovery import metadata
 from idp.oidc.interaction import respond as interaction
@@ -69,6 +69,13 @@ def authorize() -> Response | tuple[str, int] | str:
     return interaction.authorize()
 
 
+@bp.post("/par")
+@csrf.exempt
+def pushed_authorization_request() -> Response:
+    """RFC 9126 pushed authorization requests (idp.oidc.par_endpoint)."""
+    return par_endpoint.push()
+
+
 @bp.post("/token")
 @csrf.exempt
 def token() -> Response:
@@ -101,9 +108,9 @@ def introspect() -> Response:
     return server.create_endpoint_response("introspection")
 
 
-def _bearer_error(status: int, error: str | None = None, description: str | None = None
-                  ) -> Response:
-    challenge = f'Bearer realm="{settings().issuer}"'
+def _bearer_error(status: int, error: str | None = None, description: str | None = None,
+                  scheme: str = "Bearer") -> Response:
+    challenge = f'{scheme} realm="{settings().issuer}"'
     if error:
         challenge += f', error="{error}"'
     if description:
@@ -122,10 +129,12 @@ def userinfo() -> Response:
     form_token = request.form.get("access_token") if request.method == "POST" else None
     if header and form_token:
         return _bearer_error(400, "invalid_request", "more than one way of sending the token")
+    scheme = "bearer"
     if header:
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            return _bearer_error(401, "invalid_token", "expected a Bearer token")
+        scheme = scheme.lower()
+        if scheme not in ("bearer", "dpop") or not value.strip():
+            return _bearer_error(401, "invalid_token", "expected a Bearer or DPoP token")
         raw = value.strip()
     elif form_token:
         raw = form_token
@@ -135,6 +144,15 @@ def userinfo() -> Response:
         claims, record = tokens.verify_access_token(raw)
     except tokens.InvalidToken as exc:
         return _bearer_error(401, "invalid_token", str(exc))
+    try:  # RFC 9449 §7: a DPoP-bound token only with a proof by its key
+        dpop.check_resource_request(request.headers, method=request.method,
+                                    url=dpop.endpoint_url("/userinfo"), scheme=scheme,
+                                    token=raw, claims=claims)
+    except dpop.ResourceRefused as exc:
+        response = _bearer_error(401, exc.error, exc.description, scheme="DPoP")
+        if exc.nonce:
+            response.headers[dpop.NONCE_HEADER] = dpop.new_nonce()
+        return response
     if "openid" not in record.scope.split():
         return _bearer_error(403, "insufficient_scope", "the token lacks the openid scope")
     user = db.session.get(User, record.user_id) if record.user_id else None

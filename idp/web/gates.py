@@ -59,6 +59,8 @@ ALLOW: dict[str, str] = {
     "oidc.userinfo": _PROTOCOL,
     "oidc.introspect": _PROTOCOL,
     "oidc.revoke": _PROTOCOL,
+    "oidc.pushed_authorization_request": _PROTOCOL + " (RFC 9126: the client pushes its "
+                                         "request before any user is involved)",
     "registration.register": _PROTOCOL,
     "registration.read": _PROTOCOL,
     "registration.replace": _PROTOCOL,

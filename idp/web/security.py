@@ -15,7 +15,7 @@ from idp.core import bounded_json, request_log
 from idp.policy import WebPolicy
 from idp.web.form_action import directive
 
-PROTOCOL_PATHS = ("/token", "/revoke", "/introspect", "/userinfo", "/register",
+PROTOCOL_PATHS = ("/token", "/par", "/revoke", "/introspect", "/userinfo", "/register",
                   "/.well-known/", "/jwks.json", "/healthz", "/readyz", "/openapi.json")
 # Public, cacheable answers (they set their own Cache-Control); every other response is
 # no-store: pages of a signed-in user, token, userinfo and introspection answers, error pages.

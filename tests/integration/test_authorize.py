@@ -101,15 +101,22 @@ def test_plain_pkce_is_refused(ctx, signed_in):
     assert got["error"] == "invalid_request" and "S256" in got["error_description"]
 
 
-@pytest.mark.parametrize("param,error", [
-    ("request", "request_not_supported"),
-    ("request_uri", "request_uri_not_supported"),
-    ("registration", "registration_not_supported"),
-])
-def test_unadvertised_request_objects_are_refused(ctx, signed_in, param, error):
+def test_registration_parameter_is_refused(ctx, signed_in):
     rp = make_client()
-    response, _ = authorize(signed_in, rp, pkce()[1], **{param: "x"})
-    assert query(response.headers["Location"])["error"] == error
+    response, _ = authorize(signed_in, rp, pkce()[1], registration="x")
+    assert query(response.headers["Location"])["error"] == "registration_not_supported"
+
+
+@pytest.mark.parametrize("param,error", [
+    ("request", "invalid_request_object"),       # not a signed request object (RFC 9101)
+    ("request_uri", "invalid_request_uri"),      # not one our PAR endpoint issued
+])
+def test_request_objects_and_uris_not_ours_are_refused_without_redirect(ctx, signed_in, param,
+                                                                        error):
+    rp = make_client()
+    response, _ = authorize(signed_in, rp, pkce()[1], **{param: "https://evil.example/r"})
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert error in response.text
 
 
 @pytest.mark.parametrize("extra", [

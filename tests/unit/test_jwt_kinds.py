@@ -74,6 +74,20 @@ def statement(key: RSAKey, **changes) -> str:
                        {k: v for k, v in claims.items() if v is not None}, key)
 
 
+def request_object(key: RSAKey, typ: str | None = jwt.REQUEST_OBJECT_TYP, **changes) -> str:
+    claims = {"iss": CLIENT, "client_id": CLIENT, "aud": settings().issuer, "iat": _now(),
+              "exp": _now() + 120, "response_type": "code", "scope": "openid", **changes}
+    header = {"alg": "RS256", "kid": key.kid, **({"typ": typ} if typ else {})}
+    return jose.encode(header, {k: v for k, v in claims.items() if v is not None}, key)
+
+
+def dpop_proof(key: RSAKey, typ: str = jwt.DPOP_TYP, **changes) -> str:
+    claims = {"jti": f"d-{time.perf_counter_ns()}", "htm": "POST",
+              "htu": f"{settings().issuer}/token", "iat": _now(), **changes}
+    header = {"alg": "RS256", "typ": typ, "kid": key.kid, "jwk": key.as_dict(private=False)}
+    return jose.encode(header, {k: v for k, v in claims.items() if v is not None}, key)
+
+
 def check(token: str, kind: Kind, keys: KeySet | None = None, **options) -> jwt.Verified:
     """verify() with the arguments each kind needs (overridable)."""
     base = {
@@ -84,6 +98,9 @@ def check(token: str, kind: Kind, keys: KeySet | None = None, **options) -> jwt.
                                 "audiences": [settings().issuer,
                                               f"{settings().issuer}/token"]},
         Kind.SOFTWARE_STATEMENT: {"issuer": PUBLISHER},
+        Kind.REQUEST_OBJECT: {"client_id": CLIENT, "max_lifetime": 600,
+                              "audiences": [settings().issuer]},
+        Kind.DPOP_PROOF: {},
     }[kind]
     if keys is not None:
         base = {**base, "keys": keys}
@@ -94,7 +111,9 @@ def genuine(kind: Kind, key: RSAKey) -> str:
     return {Kind.ID_TOKEN_HINT: id_token, Kind.ACCESS_TOKEN: access_token,
             Kind.LOGOUT_TOKEN: logout_token,
             Kind.CLIENT_ASSERTION: lambda: assertion(key),
-            Kind.SOFTWARE_STATEMENT: lambda: statement(key)}[kind]()
+            Kind.SOFTWARE_STATEMENT: lambda: statement(key),
+            Kind.REQUEST_OBJECT: lambda: request_object(key),
+            Kind.DPOP_PROOF: lambda: dpop_proof(key)}[kind]()
 
 
 @pytest.mark.parametrize("made_as", list(Kind), ids=lambda k: k.name)
@@ -270,7 +289,9 @@ def _hs256(secret: bytes, header: dict, claims: dict) -> str:
 
 @pytest.mark.parametrize("kind", list(Kind), ids=lambda k: k.name)
 def test_alg_none_and_hs256_with_a_public_key_are_refused(every_key, client_key, kind):
-    real = jose.decode(genuine(kind, client_key), every_key)
+    big_header = jose.JWSRegistry()
+    big_header.max_header_length = 2048  # a DPoP proof's header holds its RSA key
+    real = jose.decode(genuine(kind, client_key), every_key, registry=big_header)
     header = dict(real.header)
     public = keystore().signing_key("RS256").key
     secrets_ = (public.as_pem(private=False), json.dumps(public.as_dict(private=False)).encode(),

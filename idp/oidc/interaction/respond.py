@@ -15,6 +15,7 @@ from idp.context import policy, settings
 from idp.extensions import db
 from idp.mfa import flow as mfa_flow
 from idp.oidc import authorize as rules
+from idp.oidc import par
 from idp.oidc.interaction import pipeline
 from idp.oidc.interaction.checks import BUILTIN
 from idp.oidc.interaction.pipeline import Interaction, Outcome, Services
@@ -40,15 +41,16 @@ def error_page(error: str, description: str, status: int = 400) -> tuple[str, in
     return render_template("oidc/error.html", error=error, description=description), status
 
 
-def authorization_error(error: OAuth2Error) -> Answer:
+def authorization_error(error: OAuth2Error, state: str | None = None) -> Answer:
     """Errors go back to the client only once its redirect_uri is known to be registered;
-    before that (unknown client, bad redirect_uri) the IdP shows its own page."""
+    before that (unknown client, bad redirect_uri, a bad request_uri) the IdP shows its own
+    page. `state`: the request's (a pushed request's is not in the query)."""
     if not error.redirect_uri:
         return error_page(error.error, error.get_error_description() or error.error)
     params = [("error", error.error)]
     if error.description:
         params.append(("error_description", error.description))
-    state = request.args.get("state")
+    state = state or error.state or request.args.get("state")
     if state:
         params.append(("state", state))
     params.append(("iss", settings().issuer))
@@ -77,14 +79,14 @@ def authorize() -> Answer:
     try:
         outcome = pipeline.run(ix, checks())
     except OAuth2Error as error:  # a feature's check may refuse by raising
-        return authorization_error(error)
+        return authorization_error(error, ix.params.get("state"))
     return respond(ix, outcome, markers)
 
 
 def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
     kind = outcome.kind
     if kind == pipeline.ERROR:
-        return authorization_error(outcome.error)
+        return authorization_error(outcome.error, ix.params.get("state"))
     if kind == pipeline.PAGE:
         return error_page("invalid_request", outcome.description or "")
     if kind == pipeline.LOGIN:
@@ -100,14 +102,18 @@ def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
         return redirect(url_for(outcome.endpoint, **outcome.args))
     if kind == pipeline.CONSENT:
         return consent_page(ix.client, ix.scope, ix.user)
+    if not par.consume(ix.grant.request):  # a pushed request answers once
+        return error_page("invalid_request_uri", "request_uri: used already")
     if kind == pipeline.DENY:
         audit.record("consent.denied", user_id=ix.user.id, client_id=ix.client.client_id)
         db.session.commit()
-        return server.create_authorization_response(grant=ix.grant, grant_user=None)
+        return server.create_authorization_response(ix.grant.request, grant=ix.grant,
+                                                    grant_user=None)
     markers.pop(ix.key, None)
     session[MARKERS] = markers
     carry(ix.grant.request, outcome.auth, dict(outcome.values))
-    return server.create_authorization_response(grant=ix.grant, grant_user=ix.user)
+    return server.create_authorization_response(ix.grant.request, grant=ix.grant,
+                                                grant_user=ix.user)
 
 
 def consent_page(client: object, scope: str, user: object) -> str:
