@@ -13,7 +13,7 @@ import idp.models_base
 
 # revision identifiers, used by Alembic.
 revision = '0025'
-down_revision = '0015'
+down_revision = '0020'
 branch_labels = None
 depends_on = None
 
