@@ -16,7 +16,7 @@ from idp.mfa import enrollment, flow
 from idp.mfa.blueprint import bp
 from idp.mfa.factors import recovery
 from idp.mfa.factors.base import CODE_FAILED, FactorType, Notice
-from idp.mfa.factors.otp_code import mask
+from idp.mfa.factors.otp_code import mask, sent_already
 from idp.mfa.factors.registry import registry
 from idp.mfa.models import Factor, LoginAttempt
 
@@ -67,6 +67,7 @@ def _page(attempt: LoginAttempt, user: User, factor: Factor, usable: list[Factor
         "mfa/challenge.html", factor=factor, factors=usable, user=user, kind=kind,
         description=kind.describe(), message=notice.message, error=notice.error,
         undelivered=notice.undelivered, mask=mask, stepup=purpose.signed_in,
+        code_sent=kind is not None and kind.resendable and sent_already(attempt, factor),
         purpose_template=purpose.notice_template,
         **(purpose.notice(attempt) if purpose.notice else {})), status
 
