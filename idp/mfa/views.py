@@ -8,7 +8,7 @@ from flask import Response, abort, redirect, render_template, request, session, 
 from idp.accounts import lockout, notices
 from idp.accounts.forms import LoginForm
 from idp.accounts.models import User
-from idp.accounts.views import login_failed_message, safe_next
+from idp.accounts.views import locked_message, safe_next
 from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db, limiter
@@ -97,7 +97,7 @@ def _failed(attempt: LoginAttempt, user: User, factor: Factor, kind: FactorType,
         flow.abandon()
         return render_template("accounts/login.html", form=LoginForm(),
                                next_url=url_for("accounts.account"),
-                               error=login_failed_message()), 401
+                               error=locked_message()), 401
     return _page(attempt, user, factor, usable, Notice(error=kind.failed_message), status=400)
 
 
