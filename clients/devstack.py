@@ -1,4 +1,5 @@
-"""`python -m clients.devstack` (`make run`): the IdP, the provider portal and the EHR, locally.
+"""`python -m clients.devstack` (`make run`): the IdP, the provider portal, the EHR and a dev
+mailbox, locally, on http://localhost (a WebAuthn RP ID: passkeys work as they do in production).
 
 Applies migrations, seeds the demo clients and accounts (`idp demo seed`), starts the IdP as
 deployed by default (`idp serve`: granian on idp.asgi) and the demo apps under gunicorn as child
@@ -8,9 +9,11 @@ runs the IdP's cron jobs (`idp sessions expire`, `idp sessions deliver`) every m
 every child on Ctrl-C or SIGTERM.
 
 Environment: IDP_PORT (8000), PORTAL_PORT (8001), EHR_PORT (8002), SMART_APP_PORT (8003, the
-demo SMART app); IDP_ISSUER and EHR_AUDIENCE
-default to http://127.0.0.1:<port>; every other IdP variable (DATABASE_URL, IDP_INSTANCE_DIR,
-IDP_KEYS_DIR, ...) passes through unchanged.
+demo SMART app), MAILBOX_PORT (8025, the web inbox) and MAILBOX_SMTP_PORT (2525, where the IdP
+sends its mail unless SMTP_HOST is set); IDP_ISSUER and EHR_AUDIENCE default to
+http://localhost:<port>; every other IdP variable (DATABASE_URL, IDP_INSTANCE_DIR, IDP_KEYS_DIR,
+...) passes through unchanged. The servers listen on 127.0.0.1 only; each app's cookies have a
+name of their own (cookies do not tell ports apart).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from pathlib import Path
 from types import FrameType
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+HOST = "127.0.0.1"  # where the servers listen
+PUBLIC = "localhost"  # what the browser opens: a host name, as WebAuthn needs
 START_TIMEOUT = 60.0
 # The IdP's settings (database credentials, SMTP password, ...) stay out of the RPs' environment.
 IDP_ONLY = ("IDP_", "DATABASE_URL", "REDIS_URL", "SMTP_", "SMS_")
@@ -101,11 +105,19 @@ def plan(env: dict[str, str]) -> tuple[dict[str, str], list[Child]]:
     portal_port = _port(env, "PORTAL_PORT", 8001)
     ehr_port = _port(env, "EHR_PORT", 8002)
     smart_port = _port(env, "SMART_APP_PORT", 8003)
-    portal_url, ehr_url = f"http://{HOST}:{portal_port}", f"http://{HOST}:{ehr_port}"
-    smart_url = f"http://{HOST}:{smart_port}"
+    mailbox_port = _port(env, "MAILBOX_PORT", 8025)
+    mailbox_smtp_port = _port(env, "MAILBOX_SMTP_PORT", 2525)
+    portal_url, ehr_url = f"http://{PUBLIC}:{portal_port}", f"http://{PUBLIC}:{ehr_port}"
+    smart_url = f"http://{PUBLIC}:{smart_port}"
+    mailbox_url = f"http://{PUBLIC}:{mailbox_port}"
+    # The IdP mails the dev mailbox unless the developer named a mail server of their own.
+    mail = {} if env.get("SMTP_HOST") else {
+        "SMTP_HOST": HOST, "SMTP_PORT": str(mailbox_smtp_port),
+        "SMTP_FROM": env.get("SMTP_FROM", "Provider Identity <no-reply@localhost>")}
     # Each app sees its own settings and secrets only.
     idp_env = {**_without(env, ("PORTAL_", "EHR_CLIENT_", "EHR_SECRET_", "SMART_APP_SECRET")),
-               "IDP_ISSUER": env.get("IDP_ISSUER", f"http://{HOST}:{idp_port}"),
+               **mail,
+               "IDP_ISSUER": env.get("IDP_ISSUER", f"http://{PUBLIC}:{idp_port}"),
                "EHR_AUDIENCE": env.get("EHR_AUDIENCE", ehr_url),
                "PORTAL_URL": portal_url, "EHR_URL": ehr_url,  # for `idp demo seed`
                "SMART_APP_URL": smart_url,
@@ -117,9 +129,18 @@ def plan(env: dict[str, str]) -> tuple[dict[str, str], list[Child]]:
                                 "PORTAL_"))
     ehr_env = _without(env, (*IDP_ONLY, "PORTAL_", "EHR_", "SMART_APP_"))
     smart_env = _without(env, (*IDP_ONLY, "PORTAL_", "EHR_", "SMART_APP_"))
+    mailbox_env = {**_without(env, (*IDP_ONLY, "PORTAL_", "EHR_", "SMART_APP_", "MAILBOX_")),
+                   "MAILBOX_PORT": str(mailbox_port),
+                   "MAILBOX_SMTP_PORT": str(mailbox_smtp_port),
+                   "MAILBOX_DIR": env.get("MAILBOX_DIR") or str(
+                       Path(env.get("IDP_INSTANCE_DIR") or PROJECT_ROOT / "instance")
+                       / "mailbox")}
     # The RPs' back-channel logout records (small SQLite files) live in the instance dir.
     state_dir = env.get("IDP_INSTANCE_DIR") or str(PROJECT_ROOT / "instance")
     children = [
+        # First: the IdP's first mails (none at start, but a retry job may run) find it up.
+        Child("Mail", mailbox_url, mailbox_port, [sys.executable, "-m", "clients.mailbox"],
+              mailbox_env),
         Child("IdP", idp_env["IDP_ISSUER"], idp_port,
               [*_idp_command(), "serve", "--bind", f"{HOST}:{idp_port}"], idp_env),
         Child("Portal", portal_url, portal_port,
@@ -155,9 +176,17 @@ def _prepare(env: dict[str, str], children: list[Child]) -> None:
             sock.settimeout(1)
             if sock.connect_ex((HOST, child.port)) == 0:
                 name = {"IdP": "IDP_PORT", "Portal": "PORTAL_PORT", "EHR": "EHR_PORT",
-                        "SMART": "SMART_APP_PORT"}
+                        "SMART": "SMART_APP_PORT", "Mail": "MAILBOX_PORT"}
                 raise StackError(f"{child.local} is in use already: stop what runs there or "
                                  f"choose another port with {name[child.name]}=...")
+    mailbox = next((c for c in children if c.name == "Mail"), None)
+    if mailbox is not None:
+        smtp_port = int(mailbox.env["MAILBOX_SMTP_PORT"])
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            if sock.connect_ex((HOST, smtp_port)) == 0:
+                raise StackError(f"port {smtp_port} (the dev mailbox's SMTP) is in use already: "
+                                 "choose another with MAILBOX_SMTP_PORT=...")
     instance = Path(env.get("IDP_INSTANCE_DIR", PROJECT_ROOT / "instance"))
     instance.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -206,17 +235,38 @@ def _stop(children: list[Child]) -> None:
             child.process.wait()
 
 
-def _banner(children: list[Child], seeded: dict) -> str:
+ROLE_NAMES = {"physician": "Physician", "nurse_practitioner": "Nurse practitioner",
+              "admin_staff": "Administrative staff", "admin": "IdP administrator"}
+
+
+def _banner(children: list[Child], seeded: dict, idp_env: dict[str, str]) -> str:
+    """What a developer needs in the first ten minutes: where everything is, who to sign in as,
+    where mails and SMS codes arrive."""
+    named = {c.name: c for c in children}
+    idp = named["IdP"].url
     lines = ["", "Provider Identity development stack is up:"]
     lines += [f"  {c.name:7} {c.url}" for c in children]
+    lines.append(f"  Admin   {idp}/admin/  (sign in as idp.admin)")
+    if "Mail" in named:
+        lines.append(f"Mails (password reset, registration, approval, lock notices, email "
+                     f"codes): the dev mailbox {named['Mail'].url}")
+    else:
+        lines.append(f"Mails go to {idp_env.get('SMTP_HOST')}:{idp_env.get('SMTP_PORT', '25')}")
+    lines.append(f"SMS codes: nothing is texted; they wait in {idp}/admin/sms-outbox "
+                 "(as idp.admin)")
     lines.append("Demo sign-in (local demo credentials, also in "
                  f"{seeded['accounts_file']}):")
-    lines.append("  every sign-in also asks for the code of an authenticator app: add the "
-                 "account's key, or its otpauth:// link, to one")
+    lines.append("  sign in with the username or the NPI; every sign-in also asks for the code "
+                 "of an authenticator app: add the account's key, or its otpauth:// link, to one")
     for account in seeded["accounts"]:
+        role = ROLE_NAMES.get(account["role"], account["role"])
+        npi = f"NPI {account['npi']}" if account.get("npi") else "no NPI"
         lines.append(f"  {account['username']:13} {account['role']:19} {account['password']}")
+        lines.append(f"  {'':13} {account.get('name', '')}, {role}, {npi}")
         lines.append(f"  {'':13} authenticator key {account['totp_secret']}")
         lines.append(f"  {'':13} {account['totp_uri']}")
+    lines.append("Try: passkeys (Account > Security keys; http://localhost is a valid WebAuthn "
+                 "RP ID), Forgot password, Register as a new provider (approve it at /admin/).")
     lines.append("SMART app: in the EHR press \u201cLaunch app\u201d beside a patient (EHR "
                  "launch), or open the SMART app and choose a patient (standalone launch).")
     lines += ["Open the portal, sign in as a demo account. Press Ctrl-C to stop.", ""]
@@ -250,7 +300,8 @@ def run(env: dict[str, str] | None = None) -> int:
         print("Seeding demo clients and accounts ...", flush=True)
         seeded = _run_idp(["demo", "seed"], idp_env)
         client_secrets = _client_secrets(seeded)
-        for child, client_id in ((children[1], "portal"), (children[2], "ehr")):
+        named = {c.name: c for c in children}
+        for child, client_id in ((named["Portal"], "portal"), (named["EHR"], "ehr")):
             prefix = client_id.upper()
             child.env[f"{prefix}_CLIENT_ID"] = client_id
             child.env[f"{prefix}_CLIENT_SECRET"] = client_secrets[client_id]
@@ -264,7 +315,7 @@ def run(env: dict[str, str] | None = None) -> int:
             child.process = subprocess.Popen(child.argv, env=child.env, cwd=PROJECT_ROOT,
                                              process_group=0)
         _wait_ready(children)
-        print(_banner(children, seeded), flush=True)
+        print(_banner(children, seeded, idp_env), flush=True)
         next_jobs = time.monotonic() + JOBS_EVERY
         while all(c.process.poll() is None for c in children):
             time.sleep(0.5)

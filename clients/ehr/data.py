@@ -1,4 +1,5 @@
-"""A small, entirely FICTITIOUS data set: made-up people, obviously fake names, no real data."""
+"""A small, entirely FICTITIOUS data set: made-up people (realistic names, DEMO- record
+numbers, no real person or record behind any of them)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 PATIENTS = (
-    {"mrn": "DEMO-0001", "name": "Testy McTestface", "birth_date": "1980-01-01", "sex": "X"},
-    {"mrn": "DEMO-0002", "name": "Jane Placeholder", "birth_date": "1975-02-02", "sex": "F"},
-    {"mrn": "DEMO-0003", "name": "John Q. Sample", "birth_date": "1962-03-03", "sex": "M"},
-    {"mrn": "DEMO-0004", "name": "Ima Fictional", "birth_date": "1990-04-04", "sex": "F"},
-    {"mrn": "DEMO-0005", "name": "Notta Realperson", "birth_date": "2001-05-05", "sex": "M"},
-    {"mrn": "DEMO-0006", "name": "Demo Patientson", "birth_date": "1955-06-06", "sex": "X"},
+    {"mrn": "DEMO-0001", "name": "Eleanor Whitfield", "birth_date": "1980-01-01", "sex": "X"},
+    {"mrn": "DEMO-0002", "name": "Priya Natarajan", "birth_date": "1975-02-02", "sex": "F"},
+    {"mrn": "DEMO-0003", "name": "Marcus Bell", "birth_date": "1962-03-03", "sex": "M"},
+    {"mrn": "DEMO-0004", "name": "Aiko Tanaka", "birth_date": "1990-04-04", "sex": "F"},
+    {"mrn": "DEMO-0005", "name": "Daniel Okonkwo", "birth_date": "2001-05-05", "sex": "M"},
+    {"mrn": "DEMO-0006", "name": "Ruth Delacroix", "birth_date": "1955-06-06", "sex": "X"},
 )
 _NAMES = {p["mrn"]: p["name"] for p in PATIENTS}
 

@@ -15,8 +15,10 @@ def account_locked(user: User) -> None:
               f"Hello {user.name or user.username},\n\n"
               f"After {policy().lockout.max_failures} failed sign-in attempts your account is "
               f"locked for {minutes} minutes, until {until:%Y-%m-%d %H:%M} UTC.\n\n"
+              "To sign in before then, set a new password with \u201cForgot password\u201d on "
+              "the sign-in page: that also ends the lock.\n\n"
               "If this was not you, someone may be trying to guess your password: change it "
-              "once the lock ends and tell your facility's security team.\n")
+              "and tell your facility's security team.\n")
 
 
 def recovery_code_used(user: User) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, or_, select
 
-from idp.accounts import lockout, passwords
+from idp.accounts import lock_shadow, lockout, passwords
 from idp.accounts.models import User
 from idp.context import policy, runtime
 from idp.extensions import db
@@ -54,6 +54,9 @@ class LoginResult:
     account: User | None   # the account the identifier names, success or not (for audit)
     reason: str = ""       # for the audit trail only; never shown (one message for all)
     newly_locked: bool = False
+    # Shown as "sign-in is not possible right now": a locked account (right password or not),
+    # or a name without an account that failed as often (lock_shadow): no account oracle.
+    locked: bool = False
 
 
 def authenticate(identifier: str, password: str) -> LoginResult:
@@ -62,19 +65,21 @@ def authenticate(identifier: str, password: str) -> LoginResult:
     account = find_by_login(identifier)
     ok = verify_password(account, password)
     if account is None:
-        return LoginResult(None, None, "unknown")
+        return LoginResult(None, None, "unknown", locked=lock_shadow.register_failure(identifier))
     if account.disabled:
-        return LoginResult(None, account, "disabled")
+        return LoginResult(None, account, "disabled",
+                           locked=lock_shadow.register_failure(identifier))
     if lockout.is_locked(account):
-        return LoginResult(None, account, "locked")
+        return LoginResult(None, account, "locked", locked=True)
     if not ok:
         failure = lockout.register_failure(account)
         if failure is None:
-            return LoginResult(None, account, "locked")
-        return LoginResult(None, account, "bad_password", failure.newly_locked)
+            return LoginResult(None, account, "locked", locked=True)
+        return LoginResult(None, account, "bad_password", failure.newly_locked,
+                           locked=failure.newly_locked)
     db.session.refresh(account)
     if lockout.is_locked(account):  # locked by a concurrent attempt while we verified
-        return LoginResult(None, account, "locked")
+        return LoginResult(None, account, "locked", locked=True)
     # The failure count is reset only when the whole sign-in (second factor included)
     # succeeds: a correct password must not wipe out failed code guesses.
     if passwords.temporary_expired(account):

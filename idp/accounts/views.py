@@ -30,6 +30,15 @@ def login_failed_message() -> str:
             f"{rules.lock_duration // 60} minutes.")
 
 
+def locked_message() -> str:
+    """After the failure that locks, and for a locked account whatever the password: the same
+    text for names without an account once they failed as often (no account oracle)."""
+    minutes = policy().lockout.lock_duration // 60
+    return ("Sign-in is not possible right now: too many attempts failed. Try again in up to "
+            f"{minutes} minutes, or use \u201cForgot password\u201d to set a new password now. "
+            "The account holder has been sent an email about this.")
+
+
 def safe_next(target: str | None) -> str:
     """Only same-site paths: never an absolute URL, scheme-relative or backslash trick."""
     if not target or len(target) > 4096:
@@ -70,7 +79,7 @@ def login() -> Response | tuple[str, int] | str:
         if result.newly_locked and account is not None:
             notices.account_locked(account)
         message = TEMPORARY_EXPIRED if result.reason == "temporary_expired" else \
-            login_failed_message()
+            locked_message() if result.locked else login_failed_message()
         return render_template("accounts/login.html", form=form, next_url=next_url,
                                error=message), 401
     attempt = flow.begin(user, next_url)

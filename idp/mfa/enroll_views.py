@@ -60,11 +60,7 @@ def enroll_code(kind: str) -> Page:
     user, _ = who
     if kind not in policy().mfa.allowed(user.role):
         abort(403)
-    pending_id = session.get(CODE_KEY)
-    pending = db.session.get(Factor, pending_id) if isinstance(pending_id, int) else None
-    if pending is not None and (pending.user_id != user.id or pending.kind != kind
-                                or pending.confirmed_at is not None):
-        pending = None
+    pending = _pending(user, kind)
     step = request.form.get("step")
     if request.method == "GET" or step == "destination" or pending is None:
         if request.method == "POST" and step == "destination":
@@ -81,19 +77,41 @@ def enroll_code(kind: str) -> Page:
     return enrollment.enrolled(user, factor)
 
 
+def _pending(user: User, kind: str) -> Factor | None:
+    """The unconfirmed factor of this kind whose code this browser's enrolment sent, if any."""
+    pending_id = session.get(CODE_KEY)
+    pending = db.session.get(Factor, pending_id) if isinstance(pending_id, int) else None
+    if pending is None or pending.user_id != user.id or pending.kind != kind \
+            or pending.confirmed_at is not None:
+        return None
+    return pending
+
+
 def _start(user: User, factor_type: otp_code.OtpCodeFactor) -> Page:
+    """Send a code to the destination entered. The same destination again keeps the factor
+    (and the code already sent there stays good); a new one while the cool-down runs sends
+    nothing and says so."""
     kind = factor_type.kind
     try:
         destination = factor_type.destination(user, request.form)
     except otp_code.PhoneError as exc:
         return render_template("mfa/enroll_code.html", kind=kind, step="ask",
                                error=str(exc)), 400
-    factor = factor_type.pending(user, destination)
-    session[CODE_KEY] = factor.id
-    result = otp_code.send(factor, enrollment.attempt_for(user))
+    attempt = enrollment.attempt_for(user)
+    factor = _pending(user, kind)
+    if factor is None or factor.destination != destination:
+        refused = otp_code.refusal(attempt, kind)
+        if refused is not None:
+            db.session.commit()
+            return render_template("mfa/enroll_code.html", kind=kind, step="ask",
+                                   error=refused.message), 400
+        factor = factor_type.pending(user, destination)
+        session[CODE_KEY] = factor.id
+    result = otp_code.send(factor, attempt)
     db.session.commit()
-    status = 200 if result.sent else 400
-    return render_template("mfa/enroll_code.html", kind=kind, step="confirm",
-                           destination=otp_code.mask(destination),
-                           message=result.message if result.sent else None,
-                           error=None if result.sent else result.message), status
+    if result.sent or (not result.undelivered and otp_code.sent_already(attempt, factor)):
+        # Sent now, or sent here moments ago (the cool-down's message says so): enter it.
+        return render_template("mfa/enroll_code.html", kind=kind, step="confirm",
+                               destination=otp_code.mask(destination), message=result.message)
+    return render_template("mfa/enroll_code.html", kind=kind, step="ask",
+                           error=result.message, undelivered=result.undelivered), 400

@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response as AnyResponse
 from idp.accounts import lockout, notices
 from idp.accounts.forms import LoginForm
 from idp.accounts.models import User
-from idp.accounts.views import login_failed_message, safe_next
+from idp.accounts.views import locked_message, safe_next
 from idp.audit import service as audit
 from idp.context import policy
 from idp.extensions import db, limiter
@@ -20,7 +20,7 @@ from idp.mfa import enrollment, flow
 from idp.mfa.blueprint import bp
 from idp.mfa.factors import recovery
 from idp.mfa.factors.base import CODE_FAILED, FactorType, Notice
-from idp.mfa.factors.otp_code import mask
+from idp.mfa.factors.otp_code import mask, sent_already
 from idp.mfa.factors.registry import registry
 from idp.mfa.models import Factor, LoginAttempt
 
@@ -75,6 +75,7 @@ def _page(attempt: LoginAttempt, user: User, factor: Factor, usable: list[Factor
         "mfa/challenge.html", factor=factor, factors=usable, user=user, kind=kind,
         description=kind.describe(), message=notice.message, error=notice.error,
         undelivered=notice.undelivered, mask=mask, stepup=purpose.signed_in,
+        code_sent=kind is not None and kind.resendable and sent_already(attempt, factor),
         purpose_template=purpose.notice_template,
         **(purpose.notice(attempt) if purpose.notice else {})), status
 
@@ -104,7 +105,7 @@ def _failed(attempt: LoginAttempt, user: User, factor: Factor, kind: FactorType,
         flow.abandon()
         return render_template("accounts/login.html", form=LoginForm(),
                                next_url=url_for("accounts.account"),
-                               error=login_failed_message()), 401
+                               error=locked_message()), 401
     return _page(attempt, user, factor, usable, Notice(error=kind.failed_message), status=400)
 
 

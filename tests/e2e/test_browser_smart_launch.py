@@ -43,8 +43,8 @@ def test_ehr_launch_and_standalone_launch_of_the_smart_app(stack: Stack, browser
     _sign_in(page, stack, "dr.rivera")
     page.wait_for_url(f"{ehr}/")
 
-    # EHR launch: the button beside John Q. Sample.
-    page.get_by_role("button", name="Launch Patient summary (SMART app) for John Q. Sample"
+    # EHR launch: the button beside Marcus Bell.
+    page.get_by_role("button", name="Launch Patient summary (SMART app) for Marcus Bell"
                      ).click()
     page.wait_for_url(f"{idp}/authorize?**")
     assert "launch=" in page.url and "aud=" in page.url
@@ -54,7 +54,7 @@ def test_ehr_launch_and_standalone_launch_of_the_smart_app(stack: Stack, browser
         "Read, search the selected patient's Patient records in the EHR")
     page.get_by_role("button", name="Allow").click()
     page.wait_for_url(f"{app}/callback?**")
-    expect(page.locator("#patient-name")).to_have_text("John Q. Sample")
+    expect(page.locator("#patient-name")).to_have_text("Marcus Bell")
     expect(page.locator("#patient-id")).to_have_text("DEMO-0003")
     expect(page.locator("#fhir-user")).to_have_text(f"{ehr}/fhir/Practitioner/{npi}")
 
@@ -66,10 +66,10 @@ def test_ehr_launch_and_standalone_launch_of_the_smart_app(stack: Stack, browser
     page.get_by_role("button", name="Allow").click()
     page.wait_for_url(f"{idp}/smart/patient?**")
     expect(page.get_by_role("heading", name="Choose a patient")).to_be_visible()
-    page.get_by_label("Jane Placeholder").check()
+    page.get_by_label("Priya Natarajan").check()
     page.get_by_role("button", name="Open this patient").click()
     page.wait_for_url(f"{app}/callback?**")
-    expect(page.locator("#patient-name")).to_have_text("Jane Placeholder")
+    expect(page.locator("#patient-name")).to_have_text("Priya Natarajan")
     expect(page.locator("#patient-id")).to_have_text("DEMO-0002")
     context.close()
 

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from idp.accounts.models import User
 from idp.config import PROJECT_ROOT
 from idp.mfa.models import Factor
+from idp.onboarding.npi import npi_with_check_digit
 
 pytestmark = pytest.mark.e2e
 
@@ -42,8 +43,10 @@ STOP_TIMEOUT = 45.0
 # Settings of the developer's shell that would point the stack elsewhere.
 STRIP = ("IDP_ISSUER", "IDP_SECRET_KEY", "IDP_PROXY_HOPS", "EHR_AUDIENCE", "EHR_API",
          "PORTAL_URL", "EHR_URL", "PORTAL_CLIENT_ID", "PORTAL_CLIENT_SECRET", "EHR_CLIENT_ID",
-         "EHR_CLIENT_SECRET", "PORTAL_SECRET_KEY", "EHR_SECRET_KEY")
-URL_LINE = re.compile(r"^\s+(IdP|Portal|EHR|SMART)\s+(http://(?:127\.0\.0\.1|localhost):\d+)\s*$")
+         "EHR_CLIENT_SECRET", "PORTAL_SECRET_KEY", "EHR_SECRET_KEY", "SMTP_HOST", "SMTP_PORT",
+         "MAILBOX_DIR", "MAILBOX_PORT", "MAILBOX_SMTP_PORT")
+URL_LINE = re.compile(
+    r"^\s+(IdP|Portal|EHR|SMART|Mail)\s+(http://(?:127\.0\.0\.1|localhost):\d+)\s*$")
 
 
 def free_port() -> int:
@@ -149,17 +152,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @contextmanager
-def running_stack(tmp: Path, idp_host: str = "127.0.0.1") -> Iterator[Stack]:
-    """`python -m clients.devstack` on free ports; `idp_host` "localhost" names the IdP
-    http://localhost:PORT (its issuer), which WebAuthn needs (no IP address as RP ID)."""
+def running_stack(tmp: Path, idp_host: str = "localhost") -> Iterator[Stack]:
+    """`python -m clients.devstack` on free ports, every app on http://localhost:PORT as
+    `make run` starts them (WebAuthn needs a host name as RP ID); `idp_host` "127.0.0.1" names
+    the IdP by its address instead."""
     database, schema = _database(tmp)
     ports = {"IDP_PORT": free_port(), "PORTAL_PORT": free_port(), "EHR_PORT": free_port(),
-             "SMART_APP_PORT": free_port()}
+             "SMART_APP_PORT": free_port(), "MAILBOX_PORT": free_port(),
+             "MAILBOX_SMTP_PORT": free_port()}
     env = {k: v for k, v in os.environ.items() if k not in STRIP}
     env.update({k: str(v) for k, v in ports.items()})
     env.update(IDP_INSTANCE_DIR=str(tmp / "instance"), IDP_KEYS_DIR=str(tmp / "keys"),
                DATABASE_URL=database, PYTHONUNBUFFERED="1")
-    if idp_host != "127.0.0.1":
+    if idp_host != "localhost":
         env["IDP_ISSUER"] = f"http://{idp_host}:{ports['IDP_PORT']}"
     proc = subprocess.Popen([sys.executable, "-m", "clients.devstack"], cwd=PROJECT_ROOT,
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -172,8 +177,8 @@ def running_stack(tmp: Path, idp_host: str = "127.0.0.1") -> Iterator[Stack]:
         if not ready.wait(START_TIMEOUT) or proc.poll() is not None:
             pytest.fail(f"the stack did not come up (exit {proc.poll()}):\n{running.output}",
                         pytrace=False)
-        expected = {f"http://{idp_host if p == 'IDP_PORT' else '127.0.0.1'}:{ports[p]}"
-                    for p in ports}
+        expected = {f"http://{idp_host if p == 'IDP_PORT' else 'localhost'}:{ports[p]}"
+                    for p in ports if p != "MAILBOX_SMTP_PORT"}
         assert set(running.urls.values()) == expected, running.output
         yield running
     finally:
@@ -250,7 +255,7 @@ def test_portal_sign_in_then_sso_to_the_ehr_then_logout(stack: Stack):
     assert "Welcome, Alex Rivera" in text and "Physician" in text
     assert "Your session ends in 11 h 59 min" in text or "Your session ends in 12 h 0 min" in text
     assert 'id="appointments"' in text and "Today&#39;s appointments" in text
-    assert "Testy McTestface" in text  # a fictitious patient, from the EHR API
+    assert "Eleanor Whitfield" in text  # a fictitious patient, from the EHR API
     assert 'id="pending-labs"' in text and "Lipid panel" in text
     assert 'role="alert"' not in text, text
     assert 'id="billing"' not in text  # not the physician's view
@@ -264,8 +269,14 @@ def test_portal_sign_in_then_sso_to_the_ehr_then_logout(stack: Stack):
     visited = [r.url for r in at_ehr.history]
     assert any(u.startswith(f"{idp}/authorize?") for u in visited), visited
     assert not any(u.startswith(f"{idp}/login") for u in visited), visited
-    assert "Jane Placeholder" in at_ehr.text and "Alex Rivera" in at_ehr.text
+    assert "Priya Natarajan" in at_ehr.text and "Alex Rivera" in at_ehr.text
     ehr_cookie = next(c.value for c in http.cookies if c.name == "ehr_session")
+    # All on one host (cookies do not tell ports apart): each app's cookies have names of
+    # their own, so none overwrites another's.
+    names = [c.name for c in http.cookies]
+    assert len(names) == len(set(names)), names
+    assert {"idp_session", "portal_session", "ehr_session"} <= set(names), names
+    assert {c.domain for c in http.cookies} <= {"localhost", "localhost.local"}, names
 
     # Logout at the portal ends the IdP session too.
     page = http.get(f"{portal}/", timeout=20)
@@ -279,7 +290,7 @@ def test_portal_sign_in_then_sso_to_the_ehr_then_logout(stack: Stack):
     # reloading it shows the EHR signed out: the IdP told the EHR over the back-channel.
     assert next(c.value for c in http.cookies if c.name == "ehr_session") == ehr_cookie
     reloaded = _signed_out_soon(http, f"{ehr}/", "Alex Rivera")
-    assert 'id="ended-elsewhere"' in reloaded.text and "Jane Placeholder" not in reloaded.text
+    assert 'id="ended-elsewhere"' in reloaded.text and "Priya Natarajan" not in reloaded.text
     deliveries = _deliveries(stack, expected=2)
     assert {d["client_id"] for d in deliveries} == {"portal", "ehr"}, deliveries
     assert all(d["delivered_at"] and d["attempts"] == 1 for d in deliveries), deliveries
@@ -538,3 +549,35 @@ def test_in_chromium_sso_role_dashboards_and_logout_everywhere(stack: Stack):
                     "status of 400" in p and "/callback?error=login_required" in p)], problems
         finally:
             browser.close()
+
+
+def test_mails_arrive_in_the_dev_mailbox_and_their_links_work(stack: Stack):
+    """Forgot password at the IdP: the mail is in the dev mailbox's web inbox (the banner names
+    it), its page shows the text part and the reset link, which opens the reset form."""
+    idp, inbox = stack.urls["IdP"], stack.urls["Mail"]
+    banner = "".join(stack.lines)
+    assert f"dev mailbox {inbox}" in banner and f"{idp}/admin/" in banner
+    assert f"{idp}/admin/sms-outbox" in banner
+    assert f"NPI {npi_with_check_digit('123456789')}" in banner  # dr.rivera's
+    http = requests.Session()
+    form = http.get(f"{idp}/password/forgot", timeout=20)
+    sent = http.post(f"{idp}/password/forgot", timeout=20, data={
+        "identifier": "np.chen", "csrf_token": _form_field(form.text, "csrf_token")})
+    assert sent.status_code == 200, sent.text[:1500]
+    deadline = time.monotonic() + 15
+    while True:
+        listing = http.get(f"{inbox}/?to=np.chen%40hospital.example", timeout=20)
+        found = re.search(r'href="(/mail/[0-9a-f-]+)">Reset your password<', listing.text)
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert found, listing.text[:2000]
+    mail = http.get(f"{inbox}{found.group(1)}", timeout=20)
+    assert mail.status_code == 200 and 'id="text"' in mail.text and "Hello Jordan Chen" in \
+        mail.text
+    link = re.search(rf'<a href="({re.escape(idp)}/password/reset/[^"]+)"', mail.text)
+    assert link, mail.text[:2000]
+    page = http.get(html.unescape(link.group(1)), timeout=20)
+    assert page.status_code == 200 and 'name="new_password"' in page.text, page.text[:1500]
+    assert http.get(f"{inbox}/mail/0000000000000000000-00000000", timeout=20).status_code == 404
+    assert http.get(f"{inbox}/mail/..%2f..%2fetc%2fpasswd", timeout=20).status_code == 404

@@ -1,12 +1,13 @@
 """Password policy, lockout, forced changes and the daily acknowledgment."""
 
 import dataclasses
+import html
 from urllib.parse import urlencode
 
 import pytest
 
 from idp.accounts import passwords
-from idp.accounts.views import login_failed_message
+from idp.accounts.views import locked_message, login_failed_message
 from idp.context import runtime
 from idp.extensions import db
 from tests.helpers import (
@@ -105,7 +106,7 @@ def test_five_failures_lock_for_thirty_minutes(ctx, client, mailbox, frozen):
     locked_mail = mailbox.to(user.email)
     assert locked_mail and "locked" in locked_mail[0]["Subject"]
     right = login(client)
-    assert right.status_code == 401 and login_failed_message() in right.text
+    assert right.status_code == 401 and html.escape(locked_message()) in right.text
     frozen.advance(29 * 60)
     assert login(client).status_code == 401
     frozen.advance(61)
@@ -114,20 +115,33 @@ def test_five_failures_lock_for_thirty_minutes(ctx, client, mailbox, frozen):
     assert user.failed_logins == 0
 
 
-def test_locked_answers_are_identical(ctx, client):
+def _alert(response) -> tuple[int, str]:
+    text = response.text
+    start = text.index('role="alert"')
+    return response.status_code, text[start:text.index("</", start)]
+
+
+def test_locked_answers_are_identical(ctx, client, mailbox):
+    """The lockout is told honestly (not possible right now, try later or "Forgot password",
+    the holder was emailed), after the failure that locks and for a locked account with the
+    right password or a wrong one; a name without an account (or a disabled one) gets the
+    very same answers after as many failures: nothing tells whether the account exists."""
     make_user()
-    answers = []
-    unknown = login(client, "nobody-here", "wrong-password-x")
-    wrong = login(client, password="wrong-password-x")
-    for _ in range(4):
-        login(client, password="wrong-password-x")
-    locked_wrong = login(client, password="wrong-password-x")
-    locked_right = login(client)
-    for response in (unknown, wrong, locked_wrong, locked_right):
-        text = response.text
-        start = text.index('role="alert"')
-        answers.append((response.status_code, text[start:start + 300]))
-    assert len(set(answers)) == 1, answers
+    make_user(username="gone", npi=None).disabled = True
+    db.session.commit()
+    real = [login(client, password="wrong-password-x") for _ in range(5)] + [login(client)]
+    real.append(login(client, password="wrong-password-x"))
+    for name in ("nobody-here", "gone"):
+        other = ctx.test_client()
+        unknown = [login(other, name, "wrong-password-x") for _ in range(7)]
+        assert [_alert(r) for r in unknown] == [_alert(r) for r in real]
+    generic, locked = _alert(real[0]), _alert(real[4])
+    assert [_alert(r) for r in real] == [generic] * 4 + [locked] * 3
+    assert html.escape(login_failed_message()) in generic[1]
+    assert html.escape(locked_message()) in locked[1]
+    assert "not possible right now" in locked[1] and "Forgot password" in locked[1]
+    assert "emailed" in locked_message() or "email" in locked_message()
+    assert len(mailbox.messages) == 1  # the real holder, once
 
 
 def test_success_resets_the_count(ctx, client):

@@ -142,7 +142,7 @@ def test_sms_code_via_outbox_then_expiry_and_resend_cooldown(ctx, client, frozen
     first = _last_sms("+12025550123")
     resend = client.post("/mfa/challenge", data={"action": "resend",
                                                  "csrf_token": csrf_from(page.text)})
-    assert "You can ask again" in resend.text  # cool-down
+    assert "ask for a new one in" in resend.text  # cool-down
     frozen.advance(301)  # the code lives 5 minutes
     expired = _submit(client, "/mfa/challenge", {"code": first})
     assert expired.status_code == 400

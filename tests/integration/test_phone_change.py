@@ -207,7 +207,7 @@ def test_a_new_number_voids_the_code_of_the_earlier_one(ctx, app, frozen):
     ask(http)
     first = last_sms(NEW)
     too_soon = ask(http, number=OTHER)
-    assert too_soon.status_code == 400 and "You can ask again" in alert(too_soon.text)
+    assert too_soon.status_code == 400 and "ask for a new one in" in alert(too_soon.text)
     assert last_sms(OTHER) is None
     assert pending_factors(user)[0].destination == NEW  # unchanged by the refused request
     frozen.advance(31)  # past the resend cool-down
@@ -237,7 +237,7 @@ def test_expired_code_then_a_new_one_and_stale_pending_factors_go(ctx, app, froz
     # the next code is refused during the cool-down
     refused = http.post("/account/phone", data={"step": "resend",
                                                 "csrf_token": csrf_from(page.text)})
-    assert refused.status_code == 400 and "You can ask again" in refused.text
+    assert refused.status_code == 400 and "ask for a new one in" in refused.text
     frozen.advance(301)
     assert confirm(http, fresh).status_code == 400
     assert len(pending_factors(user)) == 1

@@ -553,7 +553,7 @@ def test_ehr_launch_end_to_end_with_the_demo_app(stack, client):
     assert back.headers["Location"].startswith(APP_CALLBACK + "?")
     shown = app_http.get(back.headers["Location"])
     assert shown.status_code == 200, shown.text
-    assert 'id="patient-id">DEMO-0003<' in shown.text and "John Q. Sample" in shown.text
+    assert 'id="patient-id">DEMO-0003<' in shown.text and "Marcus Bell" in shown.text
     assert f"{FHIR_BASE}/Practitioner/{NPI}" in shown.text
     # without the launch, a replay of the callback is refused (state is single use)
     assert app_http.get(back.headers["Location"]).status_code == 400
@@ -588,7 +588,7 @@ def test_standalone_launch_lets_the_user_pick_the_patient(stack, client):
     assert picker_path.startswith("/smart/patient?")
     picker = client.get(picker_path)
     assert picker.status_code == 200, picker.text
-    for name in ("Testy McTestface", "Jane Placeholder", "Demo Patientson"):
+    for name in ("Eleanor Whitfield", "Priya Natarajan", "Ruth Delacroix"):
         assert name in picker.text
     # the IdP read the directory as the user, from the EHR's FHIR API, and its token is
     # revoked now
@@ -616,7 +616,7 @@ def test_standalone_launch_lets_the_user_pick_the_patient(stack, client):
     assert back.status_code == 302 and back.headers["Location"].startswith(APP_CALLBACK)
     shown = app_http.get(back.headers["Location"])
     assert shown.status_code == 200, shown.text
-    assert 'id="patient-id">DEMO-0002<' in shown.text and "Jane Placeholder" in shown.text
+    assert 'id="patient-id">DEMO-0002<' in shown.text and "Priya Natarajan" in shown.text
     assert "smart.patient_selected" in {e.event for e in db.session.query(AuditEvent)}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import phonenumbers
 from flask import url_for
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 
 from idp import clock
 from idp.accounts.models import User
@@ -63,21 +63,38 @@ class SendResult:
     undelivered: bool = False  # the gateway or mail server did not take it (an outage)
 
 
-def send(factor: Factor, attempt: LoginAttempt) -> SendResult:
-    """Send a new code unless the cool-down or the cap forbids it."""
+def refusal(attempt: LoginAttempt, kind: str) -> SendResult | None:
+    """Why no code may be sent on this channel (`kind`) of this sign-in attempt or enrolment
+    now, or None. The cool-down and the cap count the codes this attempt sent on this channel
+    only: another sign-in, another enrolment or the other channel never holds a send back."""
     rules = policy().mfa
     now = clock.now()
     recent = db.session.execute(
-        select(func.count(), func.max(OneTimeCode.created_at)).where(
-            OneTimeCode.user_id == attempt.user_id,
-            OneTimeCode.created_at > now - timedelta(seconds=rules.resend_window))).one()
-    count, last = recent[0], clock.aware(recent[1])
+        select(OneTimeCode.created_at, Factor.destination)
+        .join(Factor, Factor.id == OneTimeCode.factor_id)
+        .where(OneTimeCode.attempt_id == attempt.id, Factor.kind == kind,
+               OneTimeCode.created_at > now - timedelta(seconds=rules.resend_window))
+        .order_by(OneTimeCode.created_at.desc(), OneTimeCode.id.desc())).all()
+    if not recent:
+        return None
+    last, where = clock.aware(recent[0][0]), recent[0][1] or ""
     if last is not None and now - last < timedelta(seconds=rules.resend_cooldown):
-        wait = rules.resend_cooldown - int((now - last).total_seconds())
-        return SendResult(False, f"A code was sent just now. You can ask again in {wait} s.")
-    if count >= rules.resend_cap:
+        wait = max(1, rules.resend_cooldown - int((now - last).total_seconds()))
+        return SendResult(False, f"A code was sent to {mask(where)} just now. Enter it, or "
+                                 f"ask for a new one in {wait} s.")
+    if len(recent) >= rules.resend_cap:
         return SendResult(False, "Too many codes were sent. Wait a few minutes, or use "
                                  "another way to verify.")
+    return None
+
+
+def send(factor: Factor, attempt: LoginAttempt) -> SendResult:
+    """Send a new code unless the cool-down or the cap of this attempt's channel forbids it."""
+    rules = policy().mfa
+    now = clock.now()
+    refused = refusal(attempt, factor.kind)
+    if refused is not None:
+        return refused
     code = "".join(secrets.choice("0123456789") for _ in range(rules.code_length))
     item = OneTimeCode(
         attempt_id=attempt.id, factor_id=factor.id, user_id=attempt.user_id,
@@ -107,11 +124,10 @@ def _undelivered(factor: Factor, item: OneTimeCode) -> SendResult:
         db.session.execute(delete(OneTimeCode).where(OneTimeCode.id == item.id)
                            .execution_options(synchronize_session=False))
     audit.record("mfa.code_undelivered", user_id=factor.user_id, factor=factor.kind)
-    channel = "text message" if factor.kind == "sms" else "email"
-    return SendResult(False, f"We could not send a {channel} to "
+    channel, article = ("text message", "a") if factor.kind == "sms" else ("email", "an")
+    return SendResult(False, f"We could not send {article} {channel} to "
                              f"{mask(factor.destination or '')}: our {channel} service is not "
-                             "answering right now. Verify another way below, or try again in "
-                             "a few minutes.", undelivered=True)
+                             "answering right now.", undelivered=True)
 
 
 def verify(factor: Factor, attempt: LoginAttempt, code: str) -> bool:
