@@ -9,6 +9,7 @@ from idp.accounts.models import (
 )
 from idp.admin.models import InitialAccessToken, RegistrationAccessToken
 from idp.audit.models import AuditEvent, AuditHead
+from idp.auditstream.models import AuditStreamCursor
 from idp.epcs.models import EpcsCeremony, EpcsPermission
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode, RecoveryCode
 from idp.notify.models import MailOutbox, SmsOutbox
@@ -36,3 +37,4 @@ __all__ = ["Factor", "LoginAttempt", "OneTimeCode", "RecoveryCode", "SmsOutbox",
 __all__ += ["SmartContext", "SmartLaunch"]
 __all__ += ["EpcsCeremony", "EpcsPermission"]
 __all__ += ["MailOutbox"]
+__all__ += ["AuditStreamCursor"]

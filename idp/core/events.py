@@ -8,6 +8,8 @@ installs of the packages that listen.
 
 Events:
 - SESSION_ENDED (sids: list[str], reason: str): SSO sessions just ended (idp.sessions).
+- AUDIT_RECORDED (seq: int): an audit event was appended in the current transaction
+  (idp.audit); the audit stream delivers it once that transaction has committed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 
 SESSION_ENDED = "session_ended"
+AUDIT_RECORDED = "audit_recorded"
 EXTENSION = "idp.events"
 
 Handler = Callable[..., Any]
