@@ -25,7 +25,7 @@ from idp.oidc.models import (
 from idp.onboarding.models import Application, ApplicationLink, Department, Facility
 from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
-from idp.smart.models import SmartContext, SmartLaunch
+from idp.smart.models import PractitionerLink, SmartContext, SmartLaunch
 
 __all__ = ["Factor", "LoginAttempt", "OneTimeCode", "RecoveryCode", "SmsOutbox",
            "Acknowledgment", "EmailChange", "PasswordHistory", "PasswordResetToken",
@@ -38,3 +38,4 @@ __all__ += ["SmartContext", "SmartLaunch"]
 __all__ += ["EpcsCeremony", "EpcsPermission"]
 __all__ += ["MailOutbox"]
 __all__ += ["AuditStreamCursor"]
+__all__ += ["PractitionerLink"]

@@ -8,6 +8,8 @@ installs of the packages that listen.
 
 Events:
 - SESSION_ENDED (sids: list[str], reason: str): SSO sessions just ended (idp.sessions).
+- ACCOUNT_APPROVED (user_id: int): an onboarding application became an account (in the
+  approving transaction; idp.onboarding). SMART resolves the clinician's Practitioner.
 - AUDIT_RECORDED (seq: int): an audit event was appended in the current transaction
   (idp.audit); the audit stream delivers it once that transaction has committed.
 """
@@ -21,6 +23,7 @@ from flask import Flask, current_app, has_app_context
 
 SESSION_ENDED = "session_ended"
 AUDIT_RECORDED = "audit_recorded"
+ACCOUNT_APPROVED = "account_approved"
 EXTENSION = "idp.events"
 
 Handler = Callable[..., Any]
