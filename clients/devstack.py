@@ -283,6 +283,14 @@ def _cron(idp_env: dict[str, str]) -> None:
             print(f"warning: {exc}", file=sys.stderr, flush=True)
 
 
+def _resolve_practitioners(idp_env: dict[str, str]) -> None:
+    """fhirUser: what the nightly job does, once the EHR's FHIR server answers."""
+    try:
+        _run_idp(["smart", "resolve-practitioners"], idp_env)
+    except StackError as exc:
+        print(f"warning: {exc}", file=sys.stderr, flush=True)
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -315,6 +323,7 @@ def run(env: dict[str, str] | None = None) -> int:
             child.process = subprocess.Popen(child.argv, env=child.env, cwd=PROJECT_ROOT,
                                              process_group=0)
         _wait_ready(children)
+        _resolve_practitioners(idp_env)
         print(_banner(children, seeded, idp_env), flush=True)
         next_jobs = time.monotonic() + JOBS_EVERY
         while all(c.process.poll() is None for c in children):

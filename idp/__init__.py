@@ -105,6 +105,9 @@ def create_app(settings: Settings | None = None, *,
     from idp.reports.views import bp as reports_bp
 
     install_epcs(app)
+    from idp.auditstream.install import install as install_audit_stream
+
+    install_audit_stream(app)  # syslog / CEF / FHIR AuditEvent sinks (audit_stream.toml)
     app.register_blueprint(reports_bp)
     from idp.web.openapi import bp as openapi_bp
 

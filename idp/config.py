@@ -137,6 +137,9 @@ class Settings:
     # IDP_OUTBOUND_ALLOW: networks and host names outbound calls may reach although internal,
     # added to policies/outbound.toml `allow` (idp/core/outbound.py).
     outbound_allow: tuple[str, ...] = ()
+    # IDP_AUDIT_SINK_<NAME>_{URL,CA,CERT,KEY,TOKEN}: where each audit stream sink named in
+    # policies/audit_stream.toml is (idp/auditstream); (variable, value) pairs.
+    audit_sink_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def secure_cookies(self) -> bool:
@@ -234,6 +237,8 @@ class Settings:
             log_format=log_format,
             fast_lane=_int("IDP_FAST_LANE", env.get("IDP_FAST_LANE", "1"), 0, 1) == 1,
             outbound_allow=outbound_allow,
+            audit_sink_env=tuple(sorted((k, v) for k, v in env.items()
+                                        if k.startswith("IDP_AUDIT_SINK_") and v)),
         )
 
 

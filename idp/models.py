@@ -9,6 +9,7 @@ from idp.accounts.models import (
 )
 from idp.admin.models import InitialAccessToken, RegistrationAccessToken
 from idp.audit.models import AuditEvent, AuditHead
+from idp.auditstream.models import AuditStreamCursor
 from idp.epcs.models import EpcsCeremony, EpcsPermission
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode, RecoveryCode
 from idp.notify.models import MailOutbox, SmsOutbox
@@ -26,7 +27,7 @@ from idp.oidc.models import (
 from idp.onboarding.models import Application, ApplicationLink, Department, Facility
 from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
-from idp.smart.models import SmartContext, SmartLaunch
+from idp.smart.models import PractitionerLink, SmartContext, SmartLaunch
 
 __all__ = ["Factor", "LoginAttempt", "OneTimeCode", "RecoveryCode", "SmsOutbox",
            "Acknowledgment", "EmailChange", "PasswordHistory", "PasswordResetToken",
@@ -39,3 +40,5 @@ __all__ += ["SmartContext", "SmartLaunch"]
 __all__ += ["EpcsCeremony", "EpcsPermission"]
 __all__ += ["MailOutbox"]
 __all__ += ["PushedRequest", "UsedDpopProof"]
+__all__ += ["AuditStreamCursor"]
+__all__ += ["PractitionerLink"]

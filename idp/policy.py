@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -396,6 +397,34 @@ class FapiPolicy:
     request_object: RequestObjectPolicy
     dpop: DpopPolicy
     profiles: dict[str, ClientProfile]
+class AuditStreamPolicy:
+    """policies/audit_stream.toml: where the audit trail is streamed (idp/auditstream)."""
+
+    enabled: bool
+    batch_size: int
+    retry_delay: int
+    retry_max_delay: int
+    timeout: int
+    after_response_budget: int
+    app_name: str
+    facility: int
+    sd_id: str
+    cef_vendor: str
+    cef_product: str
+    cef_version: str
+    failure_events: tuple[str, ...]
+    sinks: dict[str, str]                    # sink name -> format (syslog, cef, fhir)
+    fhir_events: dict[str, dict[str, str]]   # event -> type, subtype, action, outcome
+
+    @property
+    def max_attempts(self) -> int:
+        """A stream never gives up on a receiver (idp.core.delivery.RetryRules)."""
+        return 2 ** 62
+
+
+AUDIT_SINK_FORMATS = ("syslog", "cef", "fhir")
+_SINK_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
+_SD_NAME = re.compile(r"[!#-<>-\\^-~]{1,32}")  # RFC 5424 SD-NAME: printable, no = ] " space
 
 
 @dataclass(frozen=True)
@@ -425,6 +454,7 @@ class Policy:
     web: WebPolicy
     refresh: RefreshPolicy
     fapi: FapiPolicy
+    audit_stream: AuditStreamPolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -595,7 +625,8 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
                   grants, outbound=_outbound(section("outbound.toml")), console=console,
                   smart=_smart(section("smart.toml"), resources), web=_web(section("web.toml")),
                   refresh=_build(RefreshPolicy, section("refresh.toml"), "refresh.toml"),
-                  fapi=_fapi(section("fapi.toml")))
+                  fapi=_fapi(section("fapi.toml")),
+                  audit_stream=_audit_stream(section("audit_stream.toml")))
 
 
 def _console(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePolicy
@@ -650,6 +681,38 @@ def _fapi(data: dict[str, Any]) -> FapiPolicy:
             raise PolicyError(f"fapi.toml [profiles.{name}] auth_methods: known methods")
         profiles[name] = profile
     return FapiPolicy(par, ro, dpop, profiles)
+def _audit_stream(data: dict[str, Any]) -> AuditStreamPolicy:
+    """audit_stream.toml, checked: sink names and formats, the FHIR coding table."""
+    data = dict(data)
+    sinks = data.pop("sinks", {})
+    fhir = data.pop("fhir", {})
+    if not isinstance(sinks, dict) or not isinstance(fhir, dict):
+        raise PolicyError("audit_stream.toml: [sinks.<name>] and [fhir.events] are tables")
+    formats: dict[str, str] = {}
+    for name, sink in sinks.items():
+        if not _SINK_NAME.fullmatch(name) or not isinstance(sink, dict) or \
+                sink.get("format") not in AUDIT_SINK_FORMATS or set(sink) != {"format"}:
+            raise PolicyError(f"audit_stream.toml [sinks.{name}]: a lower-case name and "
+                              f"format = one of {AUDIT_SINK_FORMATS}")
+        formats[name] = sink["format"]
+    events = fhir.get("events", {})
+    keys = {"type", "subtype", "action", "outcome"}
+    for event, coding in events.items():
+        if not isinstance(coding, dict) or set(coding) != keys or \
+                coding["action"] not in ("C", "R", "U", "D", "E") or \
+                coding["outcome"] not in ("0", "4", "8", "12"):
+            raise PolicyError(f"audit_stream.toml [fhir.events] {event!r}: type, subtype, "
+                              "action (C R U D E) and outcome (0 4 8 12)")
+    data.update(sinks=formats, fhir_events=dict(events))
+    rules = _build(AuditStreamPolicy, data, "audit_stream.toml")
+    if not isinstance(rules.enabled, bool) or rules.batch_size < 1 or rules.timeout < 1 or \
+            rules.retry_delay < 1 or rules.retry_max_delay < rules.retry_delay or \
+            not 0 <= rules.facility <= 23 or not _SD_NAME.fullmatch(rules.sd_id) or \
+            not _SD_NAME.fullmatch(rules.app_name):
+        raise PolicyError("audit_stream.toml: enabled true/false, batch_size >= 1, timeout >= "
+                          "1, 1 <= retry_delay <= retry_max_delay, facility 0-23, sd_id and "
+                          "app_name RFC 5424 names")
+    return rules
 
 
 def _web(data: dict[str, Any]) -> WebPolicy:

@@ -15,6 +15,12 @@ PATIENTS = (
     {"mrn": "DEMO-0006", "name": "Ruth Delacroix", "birth_date": "1955-06-06", "sex": "X"},
 )
 _NAMES = {p["mrn"]: p["name"] for p in PATIENTS}
+# The EHR's practitioner directory (its FHIR Practitioner resources): logical ids of the EHR's
+# own, never the NPI (the IdP finds them by the NPI identifier: idp/smart/practitioners.py).
+PRACTITIONERS = (
+    {"id": "pr-5f1c9a2e", "npi": "1234567893", "name": "Alex Rivera"},
+    {"id": "pr-0b77d4c1", "npi": "9876543213", "name": "Sam Chen"},
+)
 
 # (minutes after 08:00, MRN, visit type, clinician)
 _SCHEDULE = (
@@ -50,6 +56,10 @@ BILLING = (
 
 def _with_name(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "patient": _NAMES[row["mrn"]]}
+
+
+def practitioners() -> list[dict[str, Any]]:
+    return [dict(p) for p in PRACTITIONERS]
 
 
 def patients() -> list[dict[str, Any]]:

@@ -190,6 +190,51 @@ def search_patients() -> Response:
                              "resource": patient_resource(p)} for p in rows]})
 
 
+NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
+
+
+def _practitioners() -> list[dict[str, Any]]:
+    """The directory (a test may put its own in app.extensions["ehr.practitioners"])."""
+    rows = current_app.extensions.get("ehr.practitioners")
+    return list(rows) if rows is not None else data.practitioners()
+
+
+def practitioner_resource(row: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Practitioner", "id": row["id"], "active": True,
+            "identifier": [{"system": NPI_SYSTEM, "value": row["npi"]}],
+            "name": [{"text": row["name"]}]}
+
+
+@bp.get(f"{FHIR}/Practitioner/<practitioner_id>")
+def read_practitioner(practitioner_id: str) -> Response:
+    denied = _authorize_read("Practitioner", "r", None)
+    if denied:
+        return denied
+    row = next((p for p in _practitioners() if p["id"] == practitioner_id), None)
+    if row is None:
+        return _outcome(404, "not-found", "no such practitioner")
+    return _fhir(practitioner_resource(row))
+
+
+@bp.get(f"{FHIR}/Practitioner")
+def search_practitioners() -> Response:
+    """Search by `identifier` (token: [system]|value, or value alone), or list all."""
+    denied = _authorize_read("Practitioner", "s", None)
+    if denied:
+        return denied
+    wanted = request.args.getlist("identifier")
+    if len(wanted) > 1 or any(len(w) > 200 for w in wanted):
+        return _outcome(400, "invalid", "one identifier parameter, up to 200 characters")
+    rows = _practitioners()
+    if wanted:
+        system, bar, value = wanted[0].rpartition("|")
+        rows = [p for p in rows if p["npi"] == value and (not bar or system in ("", NPI_SYSTEM))]
+    return _fhir({"resourceType": "Bundle", "type": "searchset", "total": len(rows),
+                  "entry": [{"fullUrl": f"{fhir_base()}/Practitioner/{p['id']}",
+                             "resource": practitioner_resource(p),
+                             "search": {"mode": "match"}} for p in rows]})
+
+
 # -- EHR launch ------------------------------------------------------------------------------
 class LaunchFailed(Exception):
     """The IdP did not register the launch; str() is safe to show."""

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from idp import clock
 from idp.audit.models import AuditEvent, AuditHead
-from idp.core import metrics
+from idp.core import events, metrics
 from idp.extensions import db
 
 GENESIS = "0" * 64
@@ -59,6 +59,7 @@ def record(event: str, *, user_id: int | None = None, client_id: str | None = No
     connection.execute(_SET_HASH, {"digest": digest})
     connection.execute(_INSERT, row)  # Core, like the head: no unit-of-work bookkeeping
     metrics.note(session, event, detail)  # counted if this transaction commits
+    events.emit(events.AUDIT_RECORDED, seq=seq)  # the audit stream, after the commit
     return seq
 
 

@@ -10,6 +10,7 @@ import click
 
 from idp.audit.grants import statements
 from idp.audit.service import anchor, check_anchor, verify
+from idp.auditstream import service as stream
 from idp.cli.common import emit, json_option, with_app
 
 
@@ -81,3 +82,44 @@ def audit_grants(role: str, schema: str) -> None:
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+@audit_group.group("stream")
+def stream_group() -> None:
+    """The audit stream to syslog, CEF and FHIR sinks (policies/audit_stream.toml)."""
+
+
+@stream_group.command("status")
+@json_option
+@with_app(ensure_keys=False)
+def stream_status(as_json: bool) -> None:
+    """Per sink: the last seq it received, the head of the trail, the lag, the last error.
+    Exit 1 when a sink is failing (an error since its last delivery)."""
+    try:
+        found = stream.status()
+    except stream.SinkMisconfigured as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if not found:
+        emit(as_json, [], "no audit stream sink is configured (IDP_AUDIT_SINK_<NAME>_URL)")
+        return
+    lines = [f"{s.name:<10} {s.format:<6} {s.target:<32} delivered {s.delivered_seq} of "
+             f"{s.head_seq}  lag {s.lag}"
+             + (f"  FAILING ({s.attempts} attempts, next {s.next_attempt_at}): {s.last_error}"
+                if s.last_error else "") for s in found]
+    emit(as_json, [s.as_dict() for s in found], "\n".join(lines))
+    sys.exit(1 if any(s.last_error for s in found) else 0)
+
+
+@stream_group.command("deliver")
+@json_option
+@with_app(ensure_keys=False)
+def stream_deliver(as_json: bool) -> None:
+    """Send every sink what it is owed (cron: every minute); a sink backing off after a
+    failure waits its turn. Exit 1 when an attempt failed."""
+    reports = stream.deliver_due()
+    data = {name: report.as_dict() for name, report in reports.items()}
+    emit(as_json, data, "\n".join(f"{name}: delivered {r.delivered} in {r.attempted} "
+                                   f"attempts, {r.failed} failed"
+                                   for name, r in reports.items()) or "no sink configured")
+    sys.exit(1 if any(r.failed for r in reports.values()) else 0)

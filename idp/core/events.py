@@ -12,6 +12,10 @@ Events:
   must stop working (idp.accounts: a password change or reset, a disabled account, signing out
   everywhere or one session): those issued in session `sid`, or else all of them but those
   issued in session `keep_sid` (None: all). The OpenID provider revokes them (idp.oidc).
+- ACCOUNT_APPROVED (user_id: int): an onboarding application became an account (in the
+  approving transaction; idp.onboarding). SMART resolves the clinician's Practitioner.
+- AUDIT_RECORDED (seq: int): an audit event was appended in the current transaction
+  (idp.audit); the audit stream delivers it once that transaction has committed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from flask import Flask, current_app, has_app_context
 
 SESSION_ENDED = "session_ended"
 TOKENS_WITHDRAWN = "tokens_withdrawn"
+AUDIT_RECORDED = "audit_recorded"
+ACCOUNT_APPROVED = "account_approved"
 EXTENSION = "idp.events"
 
 Handler = Callable[..., Any]

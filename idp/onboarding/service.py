@@ -23,6 +23,7 @@ from idp.accounts.service import USERNAME_RE, AccountError, create_user
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
 from idp.context import policy, settings
+from idp.core import events as domain_events
 from idp.core.crypto import digest
 from idp.extensions import db
 from idp.onboarding import licenses, registry
@@ -319,6 +320,7 @@ def approve(item: Application | None, verifier: User, role: str, facility_id: in
     item.decided_by = verifier.id
     audit.record("onboarding.approved", actor=f"admin:{verifier.id}", user_id=user.id,
                  application=item.id, first_approval_by=item.first_approval_by, **choice)
+    domain_events.emit(domain_events.ACCOUNT_APPROVED, user_id=user.id)
     return Approval(user, password)
 
 

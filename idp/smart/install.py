@@ -9,9 +9,10 @@ from typing import Any
 from flask import Flask
 
 from idp.accounts.models import User
+from idp.core import events
 from idp.oidc.auth_context import AuthContext
 from idp.oidc.registry import ScopeFamily, add_feature
-from idp.smart import scopes, service
+from idp.smart import practitioners, scopes, service
 from idp.smart.interaction import CHECK
 from idp.smart.views import bp
 
@@ -20,8 +21,12 @@ CLINICAL = ScopeFamily(recognizes=lambda scope: scopes.parse(scope) is not None,
 
 
 def claims(user: User, allowed: set[str]) -> dict[str, Any]:
-    """fhirUser (scope fhirUser): the user's Practitioner resource."""
-    return {"fhirUser": service.fhir_user(user)} if "fhirUser" in allowed else {}
+    """fhirUser (scope fhirUser): the user's Practitioner resource, as the FHIR server named
+    it (idp.smart.practitioners); no claim while it is not resolved."""
+    if "fhirUser" not in allowed:
+        return {}
+    url = practitioners.fhir_user(user)
+    return {"fhirUser": url} if url else {}
 
 
 def token_claims(user: User, granted: list[str], ctx: AuthContext | None) -> dict[str, Any]:
@@ -43,4 +48,5 @@ def install(app: Flask) -> None:
                 token_claims=[token_claims], token_response=[token_response],
                 request_rules=[service.validate_request], code_binders=[service.bind_code],
                 scope_families=[CLINICAL], checks=[CHECK])
+    events.subscribe(app, events.ACCOUNT_APPROVED, practitioners.on_account_approved)
     app.register_blueprint(bp)

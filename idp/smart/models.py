@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Integer, String
+from sqlalchemy import JSON, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.extensions import db
@@ -42,3 +42,23 @@ class SmartContext(db.Model):
     encounter: Mapped[str | None] = mapped_column(String(64), nullable=True)
     fhir_context: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PractitionerLink(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy
+    """The EHR's Practitioner resource for a clinician, found by NPI on its FHIR server
+    (idp.smart.practitioners): fhirUser names it only while `status` is "resolved" for the
+    account's current NPI. "missing" and "ambiguous" (zero or several matches) leave the
+    clinician without fhirUser; a FHIR server that could not be asked keeps the last answer
+    and records `last_error`."""
+
+    __tablename__ = "smart_practitioner_links"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    npi: Mapped[str] = mapped_column(String(10))
+    practitioner_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))   # resolved | missing | ambiguous
+    matches: Mapped[int] = mapped_column(Integer, default=0)
+    resolved_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

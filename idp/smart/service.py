@@ -73,13 +73,6 @@ def audiences(scopes: list[str]) -> list[str]:
     return [resource_audience()] if smart_scopes.clinical(scopes) else []
 
 
-def fhir_user(user: User) -> str | None:
-    """fhirUser: the Practitioner resource of a clinician with an NPI (absolute URL)."""
-    if not user.npi:
-        return None
-    return f"{fhir_base()}/{smart_policy().fhir_user_type}/{user.npi}"
-
-
 def configuration() -> dict[str, Any]:
     """/.well-known/smart-configuration (SMART App Launch 2.x §Conformance)."""
     issuer = settings().issuer

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, expect
 
+from clients.ehr.data import PRACTITIONERS
 from idp.demo import ACCOUNTS
 from tests.e2e.test_browser_ehr_step_up import _sign_in
 from tests.e2e.test_devstack import Stack, running_stack
@@ -28,6 +29,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def test_ehr_launch_and_standalone_launch_of_the_smart_app(stack: Stack, browser: Browser):
     idp, ehr, app = stack.urls["IdP"], stack.urls["EHR"], stack.urls["SMART"]
     npi = next(a.npi for a in ACCOUNTS if a.username == "dr.rivera")
+    # fhirUser: the EHR's own logical id for her Practitioner, found by NPI at start
+    practitioner = next(p["id"] for p in PRACTITIONERS if p["npi"] == npi)
     context = browser.new_context()
     context.set_default_timeout(20_000)
     page = context.new_page()
@@ -56,7 +59,7 @@ def test_ehr_launch_and_standalone_launch_of_the_smart_app(stack: Stack, browser
     page.wait_for_url(f"{app}/callback?**")
     expect(page.locator("#patient-name")).to_have_text("Marcus Bell")
     expect(page.locator("#patient-id")).to_have_text("DEMO-0003")
-    expect(page.locator("#fhir-user")).to_have_text(f"{ehr}/fhir/Practitioner/{npi}")
+    expect(page.locator("#fhir-user")).to_have_text(f"{ehr}/fhir/Practitioner/{practitioner}")
 
     # Standalone launch: the app on its own; the IdP asks which patient.
     page.goto(f"{app}/")

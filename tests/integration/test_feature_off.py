@@ -5,6 +5,8 @@ against the SMART-on IdP of the test session (same database, same keys)."""
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
 from urllib.parse import urlencode
 
 import pytest
@@ -14,6 +16,7 @@ from joserfc.jwk import KeySet
 from idp import create_app
 from idp.config import Settings
 from idp.oidc.authorize import request_key
+from idp.smart import practitioners
 from idp.smart.interaction import PICKS
 from tests.conftest import TEST_ISSUER, TEST_POLICY, ClosingClient
 from tests.helpers import auth_params, basic, exchange, login, make_client, make_user, pkce, query
@@ -31,6 +34,15 @@ def smart_off(app, env):
     off.config["TESTING"] = True
     off.test_client_class = ClosingClient
     return off
+
+
+def _fhir_server_knowing(npi: str, practitioner_id: str):
+    """The EHR's FHIR server answering the Practitioner search for this NPI."""
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
+        "resourceType": "Practitioner", "id": practitioner_id,
+        "identifier": [{"system": practitioners.NPI_SYSTEM, "value": npi}]}}]}
+    return lambda url, **_: SimpleNamespace(status_code=200,
+                                            content=json.dumps(bundle).encode())
 
 
 def _claims(http, token: str) -> dict:
@@ -87,6 +99,7 @@ def test_tokens_carry_no_fhir_user_and_no_launch_context(app, smart_off):
     with app.app_context():
         user = make_user()  # a clinician with an NPI: fhirUser would name her
         subject = user.subject
+        practitioners.resolve(user, _fhir_server_knowing(user.npi, "pr-1"))
         rp = make_client(scope=SCOPE, first_party=True)
     browser = app.test_client()
     assert login(browser).status_code == 302
@@ -101,7 +114,7 @@ def test_tokens_carry_no_fhir_user_and_no_launch_context(app, smart_off):
     assert launched["patient"] == "P-9"
     on_claims = _claims(browser, launched["access_token"])
     assert on_claims["patient"] == "P-9" and on_claims["aud"] == FHIR_AUDIENCE
-    assert _claims(browser, launched["id_token"])["fhirUser"].endswith("/Practitioner/1234567893")
+    assert _claims(browser, launched["id_token"])["fhirUser"].endswith("/Practitioner/pr-1")
 
     refresh = {"grant_type": "refresh_token", "refresh_token": launched["refresh_token"]}
     off_http = smart_off.test_client()

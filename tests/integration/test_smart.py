@@ -389,7 +389,11 @@ def test_dynamic_registration_carries_smart_scopes(ctx, client):
 
 # -- fhirUser ----------------------------------------------------------------------------------
 def test_fhir_user_is_in_the_id_token_and_userinfo(stack, client):
-    make_user(npi=NPI)
+    from idp.smart import practitioners
+
+    user = make_user(npi=NPI)
+    practitioner = practitioners.resolve(user).practitioner_id  # the EHR's logical id
+    assert practitioner and practitioner != NPI
     login(client)
     launch = _register_launch(client, secret=_ehr_secret(stack)).get_json()["launch"]
     response, params, verifier = _authorize(client, _app_rp(), "openid fhirUser launch "
@@ -398,9 +402,9 @@ def test_fhir_user_is_in_the_id_token_and_userinfo(stack, client):
     code = query(redirected.headers["Location"])["code"]
     body = exchange(client, _app_rp(), code, verifier).get_json()
     claims = _verify(client, body["id_token"])
-    assert claims["fhirUser"] == f"{FHIR_BASE}/Practitioner/{NPI}"
+    assert claims["fhirUser"] == f"{FHIR_BASE}/Practitioner/{practitioner}"
     info = client.get("/userinfo", headers={"Authorization": f"Bearer {body['access_token']}"})
-    assert info.get_json()["fhirUser"] == f"{FHIR_BASE}/Practitioner/{NPI}"
+    assert info.get_json()["fhirUser"] == f"{FHIR_BASE}/Practitioner/{practitioner}"
 
 
 def test_without_the_fhir_user_scope_there_is_no_fhir_user(stack, client):
@@ -518,7 +522,10 @@ def test_only_a_registrar_may_register_launches(stack, client):
 def test_ehr_launch_end_to_end_with_the_demo_app(stack, client):
     """EHR patient list → "Launch app" → the SMART app → the IdP (consent) → the app's
     callback, which reads the launched patient from the EHR's FHIR API."""
+    from idp.smart import practitioners
+
     user = make_user(npi=NPI)
+    practitioner = practitioners.resolve(user).practitioner_id
     login(client)
     ehr_http = stack["ehr"].test_client()
     now = clock.timestamp()
@@ -554,7 +561,7 @@ def test_ehr_launch_end_to_end_with_the_demo_app(stack, client):
     shown = app_http.get(back.headers["Location"])
     assert shown.status_code == 200, shown.text
     assert 'id="patient-id">DEMO-0003<' in shown.text and "Marcus Bell" in shown.text
-    assert f"{FHIR_BASE}/Practitioner/{NPI}" in shown.text
+    assert f"{FHIR_BASE}/Practitioner/{practitioner}" in shown.text
     # without the launch, a replay of the callback is refused (state is single use)
     assert app_http.get(back.headers["Location"]).status_code == 400
 
