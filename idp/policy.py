@@ -397,6 +397,8 @@ class FapiPolicy:
     request_object: RequestObjectPolicy
     dpop: DpopPolicy
     profiles: dict[str, ClientProfile]
+
+
 @dataclass(frozen=True)
 class AuditStreamPolicy:
     """policies/audit_stream.toml: where the audit trail is streamed (idp/auditstream)."""
