@@ -289,7 +289,9 @@ def patient_directory(user: User, http_get: Callable[..., Any] | None = None
     """The patients the FHIR server lets this user see: [{id, name, birth_date}].
 
     The IdP asks as the user (an access token of its own for the user, scope user/Patient.rs
-    with the user's roles, revoked right after the call), so the EHR applies its own rules."""
+    with the user's roles, revoked right after the call), so the EHR applies its own rules.
+    It commits twice, deliberately: the token is stored before it is sent (the FHIR server
+    introspects it), and its revocation is committed whatever the call's outcome."""
     http_get = http_get or current_app.extensions.get("smart.http_get") or outbound.client().get
     picker = SimpleNamespace(client_id=PICKER_CLIENT_ID)
     token, jti = tokens.issue_access_token(picker, user, "user/Patient.rs roles", None)
