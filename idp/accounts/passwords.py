@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import string
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -114,7 +114,7 @@ def set_password(user: User, password: str, *, temporary: bool = False) -> None:
         now + timedelta(seconds=policy().password.temporary_lifetime) if temporary else None)
 
 
-def expires_at(user: User) -> object | None:
+def expires_at(user: User) -> datetime | None:
     days = policy().password.rules.max_age_days
     if not days or user.password_changed_at is None:
         return None

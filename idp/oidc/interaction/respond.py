@@ -16,6 +16,7 @@ from flask import Response, redirect, render_template, request, session, url_for
 
 from idp import clock
 from idp.accounts import gates
+from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.extensions import db
@@ -24,6 +25,7 @@ from idp.oidc import authorize as rules
 from idp.oidc.interaction import pipeline
 from idp.oidc.interaction.checks import BUILTIN
 from idp.oidc.interaction.pipeline import Interaction, Outcome, Services
+from idp.oidc.models import Client
 from idp.oidc.registry import registry
 from idp.oidc.server import carry, server
 from idp.policy import Scope
@@ -111,7 +113,7 @@ def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
     return server.create_authorization_response(grant=ix.grant, grant_user=ix.user)
 
 
-def consent_page(client: object, scope: str, user: object) -> str:
+def consent_page(client: Client, scope: str, user: User | None) -> str:
     """The scopes as the consent page lists them: the policy's, and features' open scope
     families (SMART clinical scopes) in a sentence."""
     pol, reg = policy(), registry()
