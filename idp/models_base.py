@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from sqlalchemy import DateTime, TypeDecorator
+from sqlalchemy.engine import Dialect
 
 from idp import clock
 
@@ -13,8 +14,8 @@ class UTCDateTime(TypeDecorator):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return clock.aware(value)
 
-    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return clock.aware(value)

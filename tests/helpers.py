@@ -142,6 +142,15 @@ def login(http, username: str = "drsmith", password: str = PASSWORD, next_url: s
     return done
 
 
+def signed_in_browser(app, username: str = "drsmith", password: str = PASSWORD):
+    """A new browser (test client) signed in as an existing account, both factors passed;
+    the `signed_in` fixture (tests/integration/conftest.py) is drsmith's `client`."""
+    http = app.test_client()
+    response = login(http, username, password)
+    assert response.status_code == 302, response.text[:300]
+    return http
+
+
 def same_device(source, target) -> None:
     """Give the test client `target` the device cookie (idp_device) of `source`: another
     window of the same browser, for tests of rules other than "new device"."""

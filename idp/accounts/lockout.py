@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, or_, update
+from sqlalchemy import ColumnElement, and_, case, or_, update
 
 from idp import clock
 from idp.accounts.models import User
@@ -30,7 +30,7 @@ def is_locked(user: User) -> bool:
     return user.locked_until is not None and user.locked_until > clock.now()
 
 
-def _unlocked(now: datetime) -> object:
+def _unlocked(now: datetime) -> ColumnElement[bool]:
     return or_(User.locked_until.is_(None), User.locked_until <= now)
 
 

@@ -20,12 +20,14 @@ from wtforms.validators import DataRequired, EqualTo, Length
 
 from idp.accounts import compromise, notices, passwords
 from idp.accounts import settings as service
+from idp.accounts.models import User
 from idp.accounts.views import safe_next
 from idp.admin.service import recent_logins
 from idp.context import policy
 from idp.extensions import db, limiter
 from idp.mfa import phone_change as phones
 from idp.mfa.factors.otp_code import mask
+from idp.mfa.models import LoginAttempt
 from idp.notify import outbox
 from idp.security import geoip
 from idp.sessions.models import SsoSession
@@ -211,7 +213,7 @@ def verify_email(sso: SsoSession, token: str) -> Page:
 PHONE_ATTEMPT = "phone_attempt"
 
 
-def _phone_page(user: object, *, errors: list[str] | None = None, message: str | None = None,
+def _phone_page(user: User, *, errors: list[str] | None = None, message: str | None = None,
                 step: str = "ask") -> tuple[str, int]:
     """The phone page; the code form shows while a code sent from this browser still lives."""
     factor = phones.pending(user)
@@ -281,7 +283,7 @@ def phone(sso: SsoSession) -> Page:
     return _phone_sent(user, attempt, sent)
 
 
-def _phone_sent(user: object, attempt: object, sent: phones.Sent) -> tuple[str, int]:
+def _phone_sent(user: User, attempt: LoginAttempt, sent: phones.Sent) -> tuple[str, int]:
     if not sent.sent:
         db.session.rollback()  # nothing changes: no pending number, no voided codes
         return _phone_page(user, errors=[sent.message])

@@ -45,6 +45,7 @@ from idp.mfa.models import Factor
 from idp.oidc import clients as client_service
 from idp.oidc.models import Client
 from idp.oidc.tokens import revoke_session_tokens
+from idp.policy import TokenPolicy
 from idp.security import geoip
 from idp.security.models import SecurityAlert
 from idp.sessions import service as sessions
@@ -61,7 +62,7 @@ def index(sso: SsoSession) -> Page:
 
 # -- clients -------------------------------------------------------------------------------
 @bp.app_template_global("token_policy")
-def token_policy() -> object:
+def token_policy() -> TokenPolicy:
     """tokens.toml for the client form: defaults and bounds of per-client lifetimes."""
 
     return policy().tokens

@@ -11,7 +11,6 @@ from flask import Flask
 from idp.accounts.models import User
 from idp.epcs import purpose, service
 from idp.epcs.views import bp
-from idp.extensions import db
 from idp.oidc.auth_context import AuthContext
 from idp.oidc.authorize import AuthorizationRequestError
 from idp.oidc.interaction.checks import sign_in
@@ -33,8 +32,7 @@ def ceremony(ix: Interaction) -> Outcome | None:
         return None
     step = service.authorize_step(ix.sso, ix.params, ix.key, ix.client.client_id,
                                   ix.return_to)
-    db.session.commit()
-    return step_outcome(ix, step)
+    return step_outcome(ix, step)  # the /authorize request commits what the step wrote
 
 
 def step_outcome(ix: Interaction, step: service.Step) -> Outcome | None:

@@ -16,7 +16,7 @@ from idp.audit import service as audit
 from idp.context import policy
 from idp.epcs import service
 from idp.epcs.forms import ActionForm, CeremonyForm, ProposeForm
-from idp.epcs.models import EpcsPermission
+from idp.epcs.models import EpcsCeremony, EpcsPermission
 from idp.extensions import db, limiter
 from idp.oidc import client_cache
 from idp.sessions import service as sessions
@@ -27,7 +27,7 @@ Page = Response | str | tuple[str, int]
 
 
 # -- the ceremony --------------------------------------------------------------------------
-def _ceremony_page(ceremony: object, form: CeremonyForm, error: str | None = None,
+def _ceremony_page(ceremony: EpcsCeremony, form: CeremonyForm, error: str | None = None,
                    status: int = 200) -> tuple[str, int]:
     client = client_cache.get(ceremony.client_id)
     return render_template("epcs/ceremony.html", ceremony=ceremony, form=form, error=error,

@@ -21,7 +21,7 @@ from itertools import chain
 from typing import Any
 
 from sqlalchemy import event, inspect, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, UOWTransaction
 
 from idp.extensions import db
 from idp.oidc.models import Client
@@ -81,7 +81,7 @@ _FLAG = "idp_client_changed"
 
 
 @event.listens_for(Session, "after_flush")
-def _after_flush(session: Session, _context: object) -> None:
+def _after_flush(session: Session, _context: UOWTransaction) -> None:
     if any(isinstance(obj, Client) for obj in chain(session.new, session.dirty,
                                                      session.deleted)):
         session.info[_FLAG] = True

@@ -7,6 +7,10 @@ values ride on it, set through `carry()` and read through `carried_context()` /
 the interaction's outcome, and by authenticate_user at the token endpoint from the code or
 refresh token) and the values the interaction's feature checks settled (SMART's picked
 patient). Nothing goes through flask.g.
+
+The storage hooks commit, deliberately: a code or refresh token is claimed durably before
+tokens are issued for it (a replay's revocation survives the refused request), and a code or
+tokens are stored, with their audit event, before the response that carries them leaves.
 """
 
 from __future__ import annotations

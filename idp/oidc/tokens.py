@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from authlib.oauth2.rfc6749.util import scope_to_list
 from sqlalchemy import and_, bindparam, insert, select, update
@@ -36,14 +36,22 @@ def audiences(scopes: list[str]) -> list[str]:
     return resources or [settings().issuer]
 
 
-def lifetime(client: Client, kind: str) -> int:
+class TokenClient(Protocol):
+    """What issuing an access token reads of its client: a registered Client, or the IdP
+    acting for itself (idp.smart's patient directory), which has no lifetimes of its own."""
+
+    @property
+    def client_id(self) -> str: ...
+
+
+def lifetime(client: TokenClient, kind: str) -> int:
     """Seconds a token of `kind` (access_token, id_token, refresh_token) lives for this
     client: its own value (bounded when saved by the policy maximum) or the policy default."""
     own = getattr(client, f"{kind}_lifetime", None)
     return own if own else getattr(policy().tokens, f"{kind}_lifetime")
 
 
-def issue_access_token(client: Client, user: User | None, scope: str,
+def issue_access_token(client: TokenClient, user: User | None, scope: str,
                        ctx: AuthContext | None, *, jkt: str | None = None) -> tuple[str, str]:
     """The signed JWT access token and its jti; its record is written in this transaction.
     `jkt`: the DPoP key it is bound to (cnf, RFC 9449 §6.1)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from typing import Any
 
 from flask import (
     Blueprint,
@@ -32,7 +34,8 @@ from idp.web import public_documents
 bp = Blueprint("oidc", __name__)
 
 
-def _cached_json(name: str, build: callable, max_age: int, state: object = None) -> Response:
+def _cached_json(name: str, build: Callable[[], Any], max_age: int, state: object = None
+                 ) -> Response:
     """JSON built once per application and `state` (the published keys), with an ETag for
     conditional GETs."""
     cache = current_app.extensions.setdefault("idp_json_cache", {})

@@ -33,7 +33,7 @@ nor its hash is written to an alert, an audit event or an email.
 from __future__ import annotations
 
 import ipaddress
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import distinct, func, select
@@ -191,7 +191,7 @@ def check_sign_in(user: User, sso: SsoSession) -> list[str]:
     return reasons
 
 
-def _recent_alert(kind: str, since: object, *, user_id: int | None = None,
+def _recent_alert(kind: str, since: datetime, *, user_id: int | None = None,
                   ip: str | None = None) -> bool:
     rows = db.session.execute(select(SecurityAlert).where(
         SecurityAlert.kind == kind, SecurityAlert.created_at >= since,

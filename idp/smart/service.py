@@ -17,12 +17,14 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import requests
+from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
+from authlib.oauth2.rfc6749.grants import BaseGrant
 from authlib.oauth2.rfc6749.util import scope_to_list
 from flask import current_app
 from sqlalchemy import select, update
@@ -44,6 +46,13 @@ from idp.smart import scopes as smart_scopes
 from idp.smart.models import SmartContext, SmartLaunch
 
 PICKER_CLIENT_ID = "idp-patient-picker"  # client_id of the IdP's own directory token
+
+
+@dataclass(frozen=True)
+class OwnClient:
+    """The IdP as the client of a token it issues for itself (a tokens.TokenClient)."""
+
+    client_id: str
 PATIENT = "smart.patient"  # interaction value: the patient picked for a standalone launch
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR id datatype
 
@@ -158,11 +167,11 @@ def find_launch(value: object, client_id: str) -> SmartLaunch:
 
 
 # -- the authorization request -----------------------------------------------------------------
-def requested(oauth_request: object) -> list[str]:
+def requested(oauth_request: OAuth2Request) -> list[str]:
     return scope_to_list(oauth_request.payload.scope) or []
 
 
-def validate_request(grant: object, redirect_uri: str) -> None:
+def validate_request(grant: BaseGrant, redirect_uri: str) -> None:
     """Grant hook: SMART scopes must be registered for the client (RFC 6749 §3.3: refused,
     not silently narrowed), PKCE is required of every app asking for one, `aud` must name our
     FHIR server, scope `launch` needs a valid launch value."""
@@ -199,13 +208,13 @@ def validate_request(grant: object, redirect_uri: str) -> None:
             raise InvalidRequestError(str(exc), redirect_uri=redirect_uri) from None
 
 
-def needs_patient_pick(oauth_request: object) -> bool:
+def needs_patient_pick(oauth_request: OAuth2Request) -> bool:
     """Standalone launch asking for a patient (launch/patient without an EHR launch)."""
     scopes = requested(oauth_request)
     return "launch/patient" in scopes and "launch" not in scopes
 
 
-def bind_code(oauth_request: object, family_id: str, user: User,
+def bind_code(oauth_request: OAuth2Request, family_id: str, user: User,
               values: dict[str, Any] | None = None) -> None:
     """At code issuance (an idp.oidc.registry code binder): consume the EHR launch (or take
     the patient picked in the interaction, values[PATIENT]) and keep the context for the
@@ -282,10 +291,12 @@ def patient_directory(user: User, http_get: Callable[..., Any] | None = None
     """The patients the FHIR server lets this user see: [{id, name, birth_date}].
 
     The IdP asks as the user (an access token of its own for the user, scope user/Patient.rs
-    with the user's roles, revoked right after the call), so the EHR applies its own rules."""
+    with the user's roles, revoked right after the call), so the EHR applies its own rules.
+    It commits twice, deliberately: the token is stored before it is sent (the FHIR server
+    introspects it), and its revocation is committed whatever the call's outcome."""
     http_get = http_get or current_app.extensions.get("smart.http_get") or outbound.client().get
-    picker = SimpleNamespace(client_id=PICKER_CLIENT_ID)
-    token, jti = tokens.issue_access_token(picker, user, "user/Patient.rs roles", None)
+    token, jti = tokens.issue_access_token(OwnClient(PICKER_CLIENT_ID), user,
+                                           "user/Patient.rs roles", None)
     audit.record("token.issued", user_id=user.id, client_id=PICKER_CLIENT_ID,
                  grant_type="smart_patient_directory", scope="user/Patient.rs roles",
                  refresh=False)

@@ -113,7 +113,8 @@ def enforce() -> Response | None:
     step = gates.pending(sso.user)
     if step:
         if request.method != "GET":
-            # Not a page view: someone tried to act past the gate; the security team sees it.
+            # Not a page view: someone tried to act past the gate; the security team sees it
+            # (committed here: this hook answers the request, no view runs after it).
             audit.record("gate.bypass_refused", user_id=sso.user_id, endpoint=endpoint,
                          method=request.method, owed=step.rsplit(".", 1)[-1])
             db.session.commit()

@@ -22,6 +22,7 @@ from tests.helpers import (
     login,
     make_client,
     make_user,
+    signed_in_browser,
 )
 
 NEW = "Granite-Orchid-Velvet-93?"
@@ -37,12 +38,6 @@ def post_form(http, page_url: str, action: str | None = None, **data):
 def change_password(http, current: str, new: str = NEW, confirm: str | None = None):
     return post_form(http, "/account/password", current_password=current, new_password=new,
                      confirm_password=confirm or new)
-
-
-def signed_in(app, username: str = "drsmith", password: str = PASSWORD):
-    http = app.test_client()
-    assert login(http, username, password).status_code == 302
-    return http
 
 
 def alert(html: str) -> str:
@@ -75,9 +70,10 @@ def test_pages_need_a_signed_in_session(ctx, client, path):
 def test_posts_need_a_session_and_csrf(ctx, app, path):
     make_user()
     anonymous = app.test_client()
-    anonymous.get("/login")
-    assert anonymous.post(path, data={}).status_code in (302, 400)
-    http = signed_in(app)
+    token = csrf_from(anonymous.get("/login").text)
+    away = anonymous.post(path, data={"csrf_token": token})
+    assert away.status_code == 302 and "/login" in away.headers["Location"]
+    http = signed_in_browser(app)
     refused = http.post(path, data={"current_password": PASSWORD, "new_password": NEW,
                                     "confirm_password": NEW, "new_email": "a@b.example"})
     assert refused.status_code == 400 and "form has expired" in refused.text
@@ -85,7 +81,7 @@ def test_posts_need_a_session_and_csrf(ctx, app, path):
 
 def test_overview_and_account_page_link(ctx, app):
     make_user()
-    http = signed_in(app)
+    http = signed_in_browser(app)
     assert 'href="/account/settings"' in http.get("/account").text
     page = http.get("/account/settings")
     assert page.status_code == 200
@@ -97,7 +93,7 @@ def test_overview_and_account_page_link(ctx, app):
 # -- change password -------------------------------------------------------------------------
 def test_change_password_needs_the_current_one_and_counts_failures(ctx, app, mailbox):
     user = make_user()
-    http = signed_in(app)
+    http = signed_in_browser(app)
     page = http.get("/account/password")
     for name, auto in (("current_password", "current-password"),
                        ("new_password", "new-password"), ("confirm_password", "new-password")):
@@ -121,7 +117,7 @@ def test_change_password_needs_the_current_one_and_counts_failures(ctx, app, mai
 
 def test_change_password_rules_all_listed(ctx, app):
     make_user()
-    http = signed_in(app)
+    http = signed_in_browser(app)
     weak = change_password(http, PASSWORD, "abc", "abd")
     assert weak.status_code == 400
     assert all(n in weak.text for n in ("do not match", "at least 12", "upper-case", "digit"))
@@ -132,8 +128,8 @@ def test_change_password_rules_all_listed(ctx, app):
 def test_change_password_keeps_this_session_and_ends_the_others(ctx, app, mailbox):
     user = make_user()
     rp = make_client()
-    here = signed_in(app)
-    there = signed_in(app)
+    here = signed_in_browser(app)
+    there = signed_in_browser(app)
     code, verifier, _ = get_code(there, rp)
     there_tokens = exchange(there, rp, code, verifier).get_json()
     code, verifier, _ = get_code(here, rp)
@@ -161,7 +157,7 @@ def test_change_password_keeps_this_session_and_ends_the_others(ctx, app, mailbo
 def test_sessions_listed_and_one_ended(ctx, app):
     user = make_user()
     rp = make_client()
-    here = signed_in(app)
+    here = signed_in_browser(app)
     there = app.test_client()
     there.environ_base.update(REMOTE_ADDR="10.9.8.7", HTTP_USER_AGENT="Tablet Browser/1.0")
     login(there)
@@ -190,7 +186,7 @@ def test_sessions_listed_and_one_ended(ctx, app):
 
 def test_ending_this_session_signs_out(ctx, app):
     user = make_user()
-    here = signed_in(app)
+    here = signed_in_browser(app)
     (sid,) = sids(user)
     ended = post_form(here, "/account/sessions", f"/account/sessions/{sid}/end")
     assert ended.status_code == 302 and ended.headers["Location"] == "/login"
@@ -200,8 +196,8 @@ def test_ending_this_session_signs_out(ctx, app):
 def test_a_foreign_session_cannot_be_ended(ctx, app):
     make_user()
     other = make_user("np.jones", npi=None, role="nurse_practitioner")
-    mine = signed_in(app)
-    theirs = signed_in(app, "np.jones")
+    mine = signed_in_browser(app)
+    theirs = signed_in_browser(app, "np.jones")
     (their_sid,) = sids(other)
     refused = post_form(mine, "/account/sessions", f"/account/sessions/{their_sid}/end")
     assert refused.status_code == 404
@@ -214,7 +210,7 @@ def test_a_foreign_session_cannot_be_ended(ctx, app):
 def test_sign_out_everywhere(ctx, app):
     user = make_user()
     rp = make_client()
-    here, there = signed_in(app), signed_in(app)
+    here, there = signed_in_browser(app), signed_in_browser(app)
     code, verifier, _ = get_code(here, rp)
     tokens = exchange(here, rp, code, verifier).get_json()
     done = post_form(here, "/account/sessions", "/account/sessions/end-all")
@@ -243,7 +239,7 @@ def verify_link(mailbox, address: str) -> str:
 
 def test_email_change_is_verified_once(ctx, app, mailbox):
     user = make_user()
-    http = signed_in(app)
+    http = signed_in_browser(app)
     asked = request_change(http, "ana.smith@clinic.example")
     assert asked.status_code == 302
     heads_up = mailbox.to("drsmith@hospital.example")
@@ -267,7 +263,7 @@ def test_email_change_is_verified_once(ctx, app, mailbox):
 
 def test_email_change_needs_the_password_and_a_valid_address(ctx, app, mailbox):
     user = make_user()
-    http = signed_in(app)
+    http = signed_in_browser(app)
     wrong = request_change(http, "new@clinic.example", "wrong-password-x")
     assert wrong.status_code == 400 and "current password is not right" in wrong.text
     db.session.refresh(user)
@@ -282,16 +278,16 @@ def test_email_change_needs_the_password_and_a_valid_address(ctx, app, mailbox):
 def test_email_link_expires_is_superseded_and_belongs_to_its_account(ctx, app, mailbox, frozen):
     user = make_user()
     make_user("np.jones", npi=None, role="nurse_practitioner")
-    http = signed_in(app)
+    http = signed_in_browser(app)
     request_change(http, "first@clinic.example")
     request_change(http, "second@clinic.example")
     first = verify_link(mailbox, "first@clinic.example")
     second = verify_link(mailbox, "second@clinic.example")
     assert http.get(first).status_code == 400  # the newer request replaced it
-    stranger = signed_in(app, "np.jones")
+    stranger = signed_in_browser(app, "np.jones")
     assert stranger.get(second).status_code == 400  # another account's link changes nothing
     frozen.advance(24 * 3600 + 1)
-    fresh = signed_in(app)
+    fresh = signed_in_browser(app)
     assert fresh.get(second).status_code == 400
     db.session.refresh(user)
     assert user.email == "drsmith@hospital.example"
@@ -305,7 +301,7 @@ def test_email_change_revokes_pending_reset_links(ctx, app, mailbox):
                                              "csrf_token": csrf_from(page.text)})
     reset_path = re.search(r"(/password/reset/\S+)",
                            mailbox.body(mailbox.to(user.email)[0])).group(1)
-    http = signed_in(app)
+    http = signed_in_browser(app)
     request_change(http, "new@clinic.example")
     assert http.get(verify_link(mailbox, "new@clinic.example")).status_code == 302
     assert anonymous.get(reset_path).status_code == 400

@@ -19,13 +19,6 @@ from tests.helpers import (
 )
 
 
-@pytest.fixture
-def signed_in(ctx, client):
-    make_user()
-    assert login(client).status_code == 302
-    return client
-
-
 def test_unknown_client_shows_error_page_and_never_redirects(ctx, signed_in):
     rp = make_client()
     rp.client_id = "no-such-client"

@@ -313,8 +313,9 @@ def test_password_alone_cannot_enroll_a_new_factor(ctx, client, path):
     _password_only(client)
     page = client.get(path)
     assert page.status_code == 302 and "/login" in page.headers["Location"]
-    forced = client.post("/mfa/enroll/totp", data={"code": "123456"})
-    assert forced.status_code in (302, 400)
+    token = csrf_from(client.get("/mfa/challenge").text)  # a valid form: refused all the same
+    forced = client.post("/mfa/enroll/totp", data={"code": "123456", "csrf_token": token})
+    assert forced.status_code == 302 and "/login" in forced.headers["Location"]
     assert client.get("/account").status_code == 302  # still not signed in
     assert db.session.execute(select(Factor).where(Factor.user_id == user.id)).scalars().all()\
         .__len__() == 1

@@ -217,13 +217,16 @@ def test_newer_request_invalidates_the_older_link(ctx, client, mailbox):
     assert reset(client, second).status_code == 200
 
 
-@pytest.mark.parametrize("token", ["nope", "A" * 43, "x" * 129, "%00%ff", "..%2F..%2Fetc"])
-def test_unknown_tokens_get_a_readable_page(ctx, client, token):
+@pytest.mark.parametrize("token,status", [
+    ("nope", 400), ("A" * 43, 400), ("x" * 129, 400), ("%00%ff", 400),
+    ("..%2F..%2Fetc", 404),  # the slashes make it another path, which no route serves
+])
+def test_unknown_tokens_get_a_readable_page(ctx, client, token, status):
     response = client.get(f"/password/reset/{token}")
-    assert response.status_code in (400, 404)
+    assert response.status_code == status
     assert "Something went wrong" not in response.text
     posted = client.post(f"/password/reset/{token}", data={"new_password": NEW})
-    assert posted.status_code in (400, 404)
+    assert posted.status_code == status
 
 
 def test_two_concurrent_uses_exactly_one_wins(ctx, app, mailbox):

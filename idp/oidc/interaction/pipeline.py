@@ -31,7 +31,7 @@ class Services:
     pending_gate: Callable[[Any], str | None]           # user -> endpoint of a step owed
     has_consent: Callable[[Any, Any, str], bool]        # (user, client, scope)
     achievable_acr: Callable[[Any], str]                # user -> strongest acr enrolled
-    remember_consent: Callable[[Any, Any, str], None]   # (user, client, scope), committed
+    remember_consent: Callable[[Any, Any, str], None]   # (user, client, scope); /authorize commits
 
 
 @dataclass

@@ -1,5 +1,11 @@
 """/authorize over HTTP: the Flask request made into an Interaction, the pipeline run, and its
-Outcome answered (a redirect, a page, the client's error or the authorization response)."""
+Outcome answered (a redirect, a page, the client's error or the authorization response).
+
+The request's boundary: the checks and the answer only write (a remembered consent, an EPCS
+ceremony, a step-up attempt, a denial's audit event); authorize() commits once, after the
+answer. The one commit inside is Authlib's code storage (idp.oidc.server
+save_authorization_code), which stores the code before the redirect that carries it. A check
+that refuses by raising changes nothing."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from flask import Response, redirect, render_template, request, session, url_for
 
 from idp import clock
 from idp.accounts import gates
+from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.extensions import db
@@ -19,6 +26,7 @@ from idp.oidc import par
 from idp.oidc.interaction import pipeline
 from idp.oidc.interaction.checks import BUILTIN
 from idp.oidc.interaction.pipeline import Interaction, Outcome, Services
+from idp.oidc.models import Client
 from idp.oidc.registry import registry
 from idp.oidc.server import carry, server
 from idp.policy import Scope
@@ -28,13 +36,8 @@ MARKERS = "login_markers"  # flow-session key: request key -> when its sign-in w
 Answer = Response | tuple[str, int] | str
 
 
-def _remember_consent(user: object, client: object, scope: str) -> None:
-    rules.remember_consent(user, client, scope)
-    db.session.commit()
-
-
 SERVICES = Services(pending_gate=gates.pending, has_consent=rules.has_consent,
-                    achievable_acr=mfa_flow.achievable_acr, remember_consent=_remember_consent)
+                    achievable_acr=mfa_flow.achievable_acr, remember_consent=rules.remember_consent)
 
 
 def error_page(error: str, description: str, status: int = 400) -> tuple[str, int]:
@@ -80,7 +83,9 @@ def authorize() -> Answer:
         outcome = pipeline.run(ix, checks())
     except OAuth2Error as error:  # a feature's check may refuse by raising
         return authorization_error(error, ix.params.get("state"))
-    return respond(ix, outcome, markers)
+    answer = respond(ix, outcome, markers)
+    db.session.commit()
+    return answer
 
 
 def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
@@ -96,7 +101,6 @@ def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
                                 login_hint=ix.params.get("login_hint") or None))
     if kind == pipeline.STEP_UP:
         mfa_flow.begin(ix.user, ix.return_to, purpose="stepup", target_acr=outcome.acr)
-        db.session.commit()
         return redirect(url_for("mfa.challenge"))
     if kind == pipeline.REDIRECT:
         return redirect(url_for(outcome.endpoint, **outcome.args))
@@ -106,7 +110,6 @@ def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
         return error_page("invalid_request_uri", "request_uri: used already")
     if kind == pipeline.DENY:
         audit.record("consent.denied", user_id=ix.user.id, client_id=ix.client.client_id)
-        db.session.commit()
         return server.create_authorization_response(ix.grant.request, grant=ix.grant,
                                                     grant_user=None)
     markers.pop(ix.key, None)
@@ -116,7 +119,7 @@ def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
                                                 grant_user=ix.user)
 
 
-def consent_page(client: object, scope: str, user: object) -> str:
+def consent_page(client: Client, scope: str, user: User | None) -> str:
     """The scopes as the consent page lists them: the policy's, and features' open scope
     families (SMART clinical scopes) in a sentence."""
     pol, reg = policy(), registry()
