@@ -16,9 +16,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from sqlalchemy import select
 
 from idp.config import PROJECT_ROOT
 from idp.extensions import db
+from idp.oidc.models import AuthorizationCode
 from tests.e2e.conftest import browser_sign_in, free_port
 from tests.fapi_support import make_keyed_client
 
@@ -101,6 +103,10 @@ def test_openid_client_fapi2_par_private_key_jwt_dpop(idp_server, person, ehr_ap
     result = _node("finish", "--state-file", str(state_file), "--callback", callback,
                    f"--api={ehr_api}/api/patients")
     assert result["token_type"].lower() == "dpop"
+    db.session.rollback()  # a fresh read of what gunicorn wrote
+    bound = db.session.scalar(select(AuthorizationCode.dpop_jkt).where(
+        AuthorizationCode.client_id == rp.client_id))
+    assert bound  # the proof sent with the push bound the code (RFC 9449 §10.1)
     assert result["sub"] == person.subject == result["userinfo"]["sub"]
     assert result["id_token_claims"]["aud"] == [rp.client_id]
     assert result["api"]["status"] == 200 and result["api"]["patients"]

@@ -3,8 +3,9 @@
 //
 //   node fapi.mjs start  --issuer URL --client-id ID --client-key FILE (private JWK, ES256)
 //                        --redirect-uri URI --scope "openid ..." --state-file PATH
-//       discovers the IdP, pushes the authorization request (PAR, RFC 9126) with PKCE S256,
-//       state and nonce, makes a DPoP key pair, saves them to PATH and prints
+//       discovers the IdP, makes a DPoP key pair, pushes the authorization request (PAR,
+//       RFC 9126) with PKCE S256, state, nonce and a DPoP proof (binding the code to the
+//       key), saves them to PATH and prints
 //       {"authorization_url": "...?client_id=...&request_uri=..."}
 //
 //   node fapi.mjs finish --state-file PATH --callback URL --api URL
@@ -74,6 +75,8 @@ async function start() {
     dpopPublic: await crypto.subtle.exportKey('jwk', pair.publicKey),
   };
   const config = await configure(saved);
+  // The DPoP proof sent with the push binds the code to the key (RFC 9449 §10.1).
+  const DPoP = client.getDPoPHandle(config, await dpopKeys(saved));
   const url = await client.buildAuthorizationUrlWithPAR(config, {
     redirect_uri: saved.redirectUri,
     scope: saved.scope,
@@ -81,7 +84,7 @@ async function start() {
     code_challenge_method: 'S256',
     state: saved.state,
     nonce: saved.nonce,
-  });
+  }, { DPoP });
   writeFileSync(need('state-file'), JSON.stringify(saved), { mode: 0o600 });
   const meta = config.serverMetadata();
   return {
