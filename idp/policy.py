@@ -387,6 +387,7 @@ class ClientProfile:
     auth_methods: tuple[str, ...]
     require_dpop: bool
     max_code_lifetime: int
+    signing_algorithms: tuple[str, ...]  # its assertions, request objects and ID tokens
 
 
 @dataclass(frozen=True)

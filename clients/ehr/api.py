@@ -107,8 +107,10 @@ def _proof_refusal(scheme: str, token: str, claims: dict[str, Any]) -> Response 
                           "and a proof", scheme="DPoP")
     proofs = request.headers.getlist("DPoP")
     try:
+        # htu: the EHR's public URL (EHR_URL), as clients name it behind any proxy
         dpop.verify(proofs[0] if len(proofs) == 1 else None, method=request.method,
-                    url=request.base_url, token=token, jkt=jkt)
+                    url=current_app.extensions["rp"].base_url + request.path, token=token,
+                    jkt=jkt)
     except dpop.KeyMismatch as exc:
         return _challenge(401, "invalid_token", str(exc), scheme="DPoP")
     except dpop.ProofError as exc:

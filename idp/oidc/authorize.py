@@ -5,6 +5,7 @@ step-up, gates, consent) is decided by the checks of idp.oidc.interaction."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
@@ -27,7 +28,9 @@ UNSUPPORTED = {
 }
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
                  "prompt", "max_age", "code_challenge", "code_challenge_method", "acr_values",
-                 "login_hint", "response_mode")
+                 "login_hint", "response_mode", "dpop_jkt")
+# RFC 9449 §10: a JWK SHA-256 thumbprint, base64url without padding
+DPOP_JKT = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 class AuthorizationRequestError(InvalidRequestError):
@@ -54,6 +57,10 @@ class RequestRules:
         for name in SINGLE_VALUED:
             if len(payload.datalist.get(name, [])) > 1:
                 raise AuthorizationRequestError(f"'{name}' given more than once", redirect_uri)
+        jkt = payload.data.get("dpop_jkt")
+        if jkt is not None and not DPOP_JKT.fullmatch(jkt):
+            raise AuthorizationRequestError("dpop_jkt must be a JWK SHA-256 thumbprint",
+                                            redirect_uri)
         mode = payload.data.get("response_mode")
         if mode not in (None, "query"):
             raise AuthorizationRequestError("response_mode must be query", redirect_uri)

@@ -34,6 +34,12 @@ def requires_pkce(client: Client) -> bool:
     return bool(profile and profile.require_pkce_s256)
 
 
+def allows_alg(client: Client, alg: str) -> bool:
+    """May the client sign its assertions and request objects with `alg`?"""
+    profile = profile_of(client)
+    return profile is None or alg in profile.signing_algorithms
+
+
 def code_lifetime(client: Client) -> int:
     """Seconds an authorization code lives: the policy's, shortened by the profile."""
     seconds = policy().tokens.authorization_code_lifetime
@@ -67,3 +73,10 @@ def apply(client: Client, *, profile: str | None, require_par: bool, dpop_bound:
     client.dpop_bound_access_tokens = bool(dpop_bound or (chosen and chosen.require_dpop))
     if chosen and chosen.require_pkce_s256:
         client.require_pkce = True
+    if chosen:  # ID tokens signed with an algorithm of the profile that we have a key for
+        ours = [a for a in chosen.signing_algorithms if a in policy().keys.algorithms]
+        if client.id_token_signed_response_alg not in ours:
+            if client.id_token_signed_response_alg is not None or not ours:
+                raise ProfileError(f"id-token-alg: {profile} clients use "
+                                   f"{' or '.join(ours) or chosen.signing_algorithms[0]}")
+            client.id_token_signed_response_alg = ours[0]

@@ -163,8 +163,8 @@ def bound_key(claims: dict[str, Any]) -> str | None:
 
 
 def token_request_key(headers: Any, method: str, path: str) -> str | None:
-    """The key a token request proves (its DPoP header), or None without one. More than one
-    DPoP header is refused (RFC 9449 §4.3 step 1)."""
+    """The key a request to our endpoint `path` proves (its DPoP header), or None without
+    one; more than one DPoP header is refused (RFC 9449 §4.3 step 1)."""
     values = headers.getlist(HEADER) if hasattr(headers, "getlist") else [headers.get(HEADER)]
     values = [v for v in values if v is not None]
     if not values:

@@ -156,6 +156,8 @@ class AuthorizationCode(db.Model):
     nonce: Mapped[str | None] = mapped_column(Text, nullable=True)
     code_challenge: Mapped[str | None] = mapped_column(String(128), nullable=True)
     code_challenge_method: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    # RFC 9449 §10: the DPoP key the code is bound to (dpop_jkt, or the proof at PAR)
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
     auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
     acr: Mapped[str | None] = mapped_column(String(100), nullable=True)
     amr: Mapped[list] = mapped_column(JSON, default=list)

@@ -10,7 +10,7 @@ from flask import Response, jsonify, request
 
 from idp.context import policy
 from idp.extensions import db
-from idp.oidc import par
+from idp.oidc import dpop, par
 from idp.oidc.server import ALL_AUTH_METHODS, server
 
 
@@ -33,6 +33,7 @@ def push() -> Response:
         oauth_request = server.create_oauth2_request(request)
         client = server.authenticate_client(oauth_request, ALL_AUTH_METHODS, "par")
         params = par.pushed_parameters(client, request.form.to_dict(flat=False))
+        _bind_to_proof(params)
         _validate(params)
     except OAuth2Error as error:
         db.session.rollback()
@@ -43,6 +44,17 @@ def push() -> Response:
     response.status_code = 201
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _bind_to_proof(params: dict[str, str]) -> None:
+    """RFC 9449 §10.1: a DPoP proof sent with the push binds the code to its key (dpop_jkt;
+    one given as a parameter too must name the same key)."""
+    jkt = dpop.token_request_key(request.headers, "POST", "/par")
+    if jkt is None:
+        return
+    if params.get("dpop_jkt", jkt) != jkt:
+        raise dpop.InvalidDpopProof("dpop_jkt is not the DPoP proof's key")
+    params["dpop_jkt"] = jkt
 
 
 def _validate(params: dict[str, str]) -> None:

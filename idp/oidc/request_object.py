@@ -13,6 +13,7 @@ from joserfc.jwk import KeySet
 
 from idp.context import policy, settings
 from idp.keys import jwt
+from idp.oidc import client_profile
 from idp.oidc.models import Client
 
 # The object's registered claims: not authorization request parameters.
@@ -41,11 +42,14 @@ def parameters(client: Client, token: str) -> dict[str, str]:
     if not policy().fapi.request_object.require_exp:
         limit = -limit
     try:
-        claims = jwt.verify(token, jwt.Kind.REQUEST_OBJECT, keys=keys,
-                            client_id=client.client_id, audiences=[settings().issuer],
-                            max_lifetime=limit).claims
+        verified = jwt.verify(token, jwt.Kind.REQUEST_OBJECT, keys=keys,
+                              client_id=client.client_id, audiences=[settings().issuer],
+                              max_lifetime=limit)
     except jwt.InvalidJWT as exc:
         raise InvalidRequestObject(f"request object refused: {exc}") from None
+    if not client_profile.allows_alg(client, verified.header["alg"]):
+        raise InvalidRequestObject("this client's profile does not allow the object's alg")
+    claims = verified.claims
     params: dict[str, str] = {}
     for name, value in claims.items():
         if name in _JWT_CLAIMS:

@@ -302,6 +302,7 @@ class CodeGrant(UserGrant, grants.AuthorizationCodeGrant):
             redirect_uri=oauth_request.payload.redirect_uri, scope=oauth_request.scope or "",
             nonce=data.get("nonce"), code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"),
+            dpop_jkt=data.get("dpop_jkt"),
             auth_time=ctx.auth_time if ctx else clock.now(), acr=ctx.acr if ctx else None,
             amr=list(ctx.amr) if ctx else [],
             expires_at=clock.now() + timedelta(
@@ -320,6 +321,8 @@ class CodeGrant(UserGrant, grants.AuthorizationCodeGrant):
             AuthorizationCode.code_hash == digest(code))).scalar_one_or_none()
         if item is None or item.client_id != client.client_id:
             return None
+        if item.dpop_jkt and item.dpop_jkt != _dpop_key(self):  # before the code is used up
+            raise dpop.InvalidDpopProof("the code is bound to another DPoP key (dpop_jkt)")
         claimed = db.session.execute(
             update(AuthorizationCode)
             .where(AuthorizationCode.id == item.id, AuthorizationCode.used_at.is_(None))
@@ -574,12 +577,16 @@ class ClientAssertion(JWTBearerClientAssertion):
     def process_assertion_claims(self, assertion: str, keys: KeySet, client_id: str) -> dict:
         """The verified claims of an assertion by `client_id`, its jti now used."""
         try:
-            claims = jwt.verify(assertion, jwt.Kind.CLIENT_ASSERTION, keys=keys,
-                                client_id=client_id, audiences=self.get_audiences(),
-                                max_lifetime=policy().tokens.client_assertion_max_lifetime
-                                ).claims
+            verified = jwt.verify(assertion, jwt.Kind.CLIENT_ASSERTION, keys=keys,
+                                  client_id=client_id, audiences=self.get_audiences(),
+                                  max_lifetime=policy().tokens.client_assertion_max_lifetime)
         except jwt.InvalidJWT as exc:
             raise InvalidClientError(description=str(exc)) from None
+        claims = verified.claims
+        client = client_cache.get(client_id)
+        if client is not None and not client_profile.allows_alg(client, verified.header["alg"]):
+            raise InvalidClientError(description="this client's profile does not allow the "
+                                     "assertion's alg")
         if not self.validate_jti(claims, claims["jti"]):
             raise InvalidClientError(description="JWT ID is used before.")
         return claims

@@ -246,3 +246,61 @@ def test_used_proofs_are_forgotten_after_their_window(signed_in, frozen):
     frozen.advance(2 * 60 + 2)
     dpop.purge_used()
     assert remembered() == 0
+
+
+def test_a_code_bound_at_par_needs_the_same_key(signed_in):
+    """RFC 9449 §10: a proof with the pushed request (or dpop_jkt) binds the code."""
+    from urllib.parse import urlencode
+
+    from tests.fapi_support import authorization_params
+    from tests.helpers import query
+
+    rp = make_client()
+    key = new_key()
+    params, verifier = authorization_params(rp)
+    pushed = signed_in.post("/par", data=params, auth=(rp.client_id, rp.client_secret),
+                            headers={"DPoP": dpop_proof(key, "POST", f"{ISSUER}/par")})
+    assert pushed.status_code == 201, pushed.text
+    answer = signed_in.get("/authorize?" + urlencode(
+        {"client_id": rp.client_id, "request_uri": pushed.get_json()["request_uri"]}))
+    code = query(answer.headers["Location"])["code"]
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": rp.redirect_uri,
+            "code_verifier": verifier}
+    for proof in (None, dpop_proof(new_key(), "POST", TOKEN_URL)):
+        refused = token_request(signed_in, rp, data, proof)
+        assert refused.status_code == 400
+        assert refused.get_json()["error"] == "invalid_dpop_proof"
+    assert issued() == 0
+    assert token_request(signed_in, rp, data, dpop_proof(key, "POST", TOKEN_URL)
+                         ).status_code == 200
+
+
+def test_dpop_jkt_at_authorize_binds_the_code(signed_in):
+    rp = make_client(public=True)
+    key = new_key()
+    code, verifier, _ = get_code(signed_in, rp, dpop_jkt=key.thumbprint())
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": rp.redirect_uri,
+            "code_verifier": verifier}
+    assert token_request(signed_in, rp, data, dpop_proof(new_key(), "POST", TOKEN_URL)
+                         ).get_json()["error"] == "invalid_dpop_proof"
+    assert token_request(signed_in, rp, data, dpop_proof(key, "POST", TOKEN_URL)
+                         ).status_code == 200
+
+
+def test_bad_dpop_jkt_values_are_refused(signed_in):
+    from tests.fapi_support import authorization_params
+    from tests.helpers import authorize, pkce, query
+
+    rp = make_client()
+    response, _ = authorize(signed_in, rp, pkce()[1], dpop_jkt="not-a-thumbprint")
+    assert query(response.headers["Location"])["error"] == "invalid_request"
+    key = new_key()
+    params, _ = authorization_params(rp, dpop_jkt=new_key().thumbprint())
+    mismatch = signed_in.post("/par", data=params, auth=(rp.client_id, rp.client_secret),
+                              headers={"DPoP": dpop_proof(key, "POST", f"{ISSUER}/par")})
+    assert mismatch.status_code == 400
+    assert mismatch.get_json()["error"] == "invalid_dpop_proof"
+    wrong_url = signed_in.post("/par", data=authorization_params(rp)[0],
+                               auth=(rp.client_id, rp.client_secret),
+                               headers={"DPoP": dpop_proof(key, "POST", TOKEN_URL)})
+    assert wrong_url.get_json()["error"] == "invalid_dpop_proof"

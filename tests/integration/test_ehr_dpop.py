@@ -7,9 +7,9 @@ import pytest
 
 from tests.fapi_support import ISSUER, dpop_proof, new_key
 from tests.helpers import get_code, login, make_client, make_user
-from tests.rp_helpers import RoutedIdp, make_rp
+from tests.rp_helpers import RP_URL, RoutedIdp, make_rp
 
-PATIENTS = "http://localhost/api/patients"
+PATIENTS = f"{RP_URL}/api/patients"  # the EHR's public URL (EHR_URL), not the Host header
 SCOPE = "openid roles ehr.patients.read"
 
 
@@ -60,7 +60,9 @@ def test_the_ehr_accepts_a_bound_token_only_with_its_proof(client, ehr_api):
     assert call(ehr_api, access, proof).status_code == 200
     assert 'error="invalid_dpop_proof"' in challenge(call(ehr_api, access, proof))  # replay
     for bad in (dpop_proof(key, "POST", PATIENTS, access_token=access),
-                dpop_proof(key, "GET", "http://localhost/api/labs", access_token=access),
+                dpop_proof(key, "GET", f"{RP_URL}/api/labs", access_token=access),
+                dpop_proof(key, "GET", "http://ehr.other.example/api/patients",
+                           access_token=access),
                 dpop_proof(key, "GET", PATIENTS, access_token=access, iat_offset=-600),
                 dpop_proof(key, "GET", PATIENTS),  # no ath
                 dpop_proof(key, "GET", PATIENTS, access_token="another token")):

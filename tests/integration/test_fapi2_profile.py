@@ -194,3 +194,41 @@ def test_the_cli_registers_and_updates_the_profile(ctx, env, tmp_path):
     rows = {c.client_id: c for c in db.session.execute(select(Client)).scalars()}
     assert rows[client_id].profile == "fapi2" and rows[client_id].dpop_bound_access_tokens
     assert rows[plain_id].profile is None and rows[plain_id].require_pushed_authorization_requests
+
+
+def test_fapi_algorithms_only(signed_in):
+    """FAPI 2.0 §5.4: ES256/PS256 for assertions and request objects; ID tokens in ES256."""
+    import secrets
+    import time
+
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    from tests.fapi_support import ASSERTION_TYPE, KeyedRp, request_object
+
+    ec, rsa = new_key(), RSAKey.generate_key(2048, private=True)
+    jwks = {"keys": [{**ec.as_dict(private=False), "kid": "k1"},
+                     {**rsa.as_dict(private=False), "kid": "r1"}]}
+    made = make_client(auth_method="private_key_jwt", jwks=jwks, profile="fapi2")
+    rp = KeyedRp(made.client_id, None, made.redirect_uri, key=ec)
+    row = db.session.execute(select(Client).where(Client.client_id == rp.client_id)).scalar_one()
+    assert row.id_token_signed_response_alg == "ES256"
+    now = int(time.time())
+    rs256 = jwt.encode({"alg": "RS256", "kid": "r1"}, {
+        "iss": rp.client_id, "sub": rp.client_id, "aud": ISSUER, "iat": now, "exp": now + 60,
+        "jti": secrets.token_urlsafe(8)}, rsa)
+    params, _ = authorization_params(rp)
+    refused = signed_in.post("/par", data={**params, "client_assertion_type": ASSERTION_TYPE,
+                                           "client_assertion": rs256})
+    assert refused.status_code == 401 and refused.get_json()["error"] == "invalid_client"
+    rs256_object = request_object(KeyedRp(rp.client_id, None, rp.redirect_uri, key=rsa,
+                                          kid="r1"), params, alg="RS256")
+    refused = signed_in.post("/par", data={"client_id": rp.client_id, "request": rs256_object,
+                                           **client_auth(rp)})
+    assert refused.status_code == 400
+    assert refused.get_json()["error"] == "invalid_request_object"
+    es256_object = request_object(rp, params)
+    assert signed_in.post("/par", data={"client_id": rp.client_id, "request": es256_object,
+                                        **client_auth(rp)}).status_code == 201
+    with pytest.raises(ClientError, match="id-token-alg"):
+        make_keyed_client(profile="fapi2", id_token_alg="RS256")

@@ -101,7 +101,7 @@ def _headers(case, creds: Credentials) -> dict[str, str]:
     if "authorization" not in names or _negative_at(case, ParameterLocation.HEADER):
         return {}
     path = case.operation.path
-    if path in ("/token", "/revoke", "/introspect"):
+    if path in ("/token", "/par", "/revoke", "/introspect"):
         return {"Authorization": creds.basic}
     if path == "/userinfo":
         return {"Authorization": f"Bearer {creds.access_token}"}
@@ -124,7 +124,7 @@ def test_the_description_is_served_and_covers_the_json_endpoints(app, client):
     spec = served.get_json()
     assert spec["openapi"].startswith("3.") and spec["servers"] == [{"url": "http://idp.test"}]
     assert set(spec["paths"]) == {"/.well-known/openid-configuration", "/jwks.json", "/token",
-                                  "/userinfo", "/revoke", "/introspect", "/register",
+                                  "/par", "/userinfo", "/revoke", "/introspect", "/register",
                                   "/register/{client_id}"}
     # every JSON route of the app is described (a new JSON endpoint must be added)
     rules = {rule.rule.replace("<client_id>", "{client_id}") for rule in app.url_map.iter_rules()}

@@ -1,5 +1,6 @@
 """PAR, DPoP and the FAPI 2.0 client profile: pushed authorization requests, used DPoP proof
-ids, the clients' protocol options and the DPoP key a public client's refresh token is bound to
+ids, the clients' protocol options, the DPoP key a public client's refresh token and a code
+are bound to
 
 Revision ID: 0025
 Revises: 0015
@@ -47,9 +48,13 @@ def upgrade():
                                       server_default='0', nullable=False))
     with op.batch_alter_table('oauth_refresh_tokens', schema=None) as batch_op:
         batch_op.add_column(sa.Column('jkt', sa.String(length=64), nullable=True))
+    with op.batch_alter_table('oauth_codes', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('dpop_jkt', sa.String(length=64), nullable=True))
 
 
 def downgrade():
+    with op.batch_alter_table('oauth_codes', schema=None) as batch_op:
+        batch_op.drop_column('dpop_jkt')
     with op.batch_alter_table('oauth_refresh_tokens', schema=None) as batch_op:
         batch_op.drop_column('jkt')
     with op.batch_alter_table('oauth_clients', schema=None) as batch_op:
