@@ -194,3 +194,41 @@ def test_refusals_change_nothing(ctx, app, client, mailbox):
     assert db.session.execute(select(BreakglassEpisode).where(
         BreakglassEpisode.verified_at.is_not(None))).first() is None
     assert mailbox.to("sec.officer@hospital.example") == []
+
+
+def test_switched_off_in_policy_leaves_no_trace(app, env, ctx):
+    from idp import create_app
+    from idp.config import Settings
+    from tests.conftest import TEST_POLICY
+
+    off = create_app(Settings.from_env(env),
+                     policy_overrides={**TEST_POLICY, "breakglass": {"enabled": False}})
+    rules = {r.rule for r in off.url_map.iter_rules()}
+    assert not {r for r in rules if "breakglass" in r}
+    assert {r for r in {x.rule for x in app.url_map.iter_rules()} if "breakglass" in r}
+    on = app.test_client().get("/.well-known/openid-configuration").get_json()
+    gone = off.test_client().get("/.well-known/openid-configuration").get_json()
+    assert "emergency_access" in on["scopes_supported"]
+    assert "emergency_access" not in gone["scopes_supported"]
+
+
+def test_sweep_and_report_commands(ctx, client, env):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, rp = _people()
+    login(client)
+    _break_glass(client, rp)
+    idp = str(Path(sys.executable).parent / "idp")
+    run = lambda *args: subprocess.run([idp, "breakglass", *args, "--json"],  # noqa: E731
+                                       env={**os.environ, **env}, capture_output=True,
+                                       text=True, timeout=60)
+    swept = run("sweep")
+    assert swept.returncode == 0, swept.stderr
+    assert json.loads(swept.stdout) == {"ended": 0, "escalated": 0}   # still running
+    rows = json.loads(run("report").stdout)
+    assert [(r["user"], r["reason"], r["outcome"], r["overdue"]) for r in rows] == \
+        [("drsmith", "unconscious_patient", None, False)]
