@@ -275,8 +275,10 @@ def _banner(children: list[Child], seeded: dict, idp_env: dict[str, str]) -> str
 
 def _cron(idp_env: dict[str, str]) -> None:
     """What cron does in production: end idle sessions (their relying parties are told over the
-    back-channel), retry back-channel logout deliveries and queued mails that failed."""
-    for job in (["sessions", "expire"], ["sessions", "deliver"], ["notify", "deliver"]):
+    back-channel), retry back-channel logout deliveries and queued mails that failed, stream
+    the audit trail to its sinks, end break-glass entitlements and escalate overdue reviews."""
+    for job in (["sessions", "expire"], ["sessions", "deliver"], ["notify", "deliver"],
+                ["audit", "stream", "deliver"], ["breakglass", "sweep"]):
         try:
             _run_idp(job, idp_env)
         except StackError as exc:

@@ -108,6 +108,10 @@ def create_app(settings: Settings | None = None, *,
     from idp.auditstream.install import install as install_audit_stream
 
     install_audit_stream(app)  # syslog / CEF / FHIR AuditEvent sinks (audit_stream.toml)
+    if policy.breakglass.enabled:  # emergency access (breakglass.toml); off: no trace of it
+        from idp.breakglass.install import install as install_breakglass
+
+        install_breakglass(app)
     app.register_blueprint(reports_bp)
     from idp.web.openapi import bp as openapi_bp
 

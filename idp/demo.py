@@ -80,7 +80,7 @@ CLIENTS = {
                          f"openid profile email roles npi offline_access {EHR_READ}",
                          require_pkce=True),
     "ehr": DemoClient("ehr", "EHR", f"openid profile email roles npi {EHR_READ} "
-                      "ehr.prescriptions.write", introspect_any=True),
+                      "ehr.prescriptions.write emergency_access", introspect_any=True),
 }
 FACILITY = "Fictional General Hospital"
 ACCOUNTS = (

@@ -10,6 +10,7 @@ from idp.accounts.models import (
 from idp.admin.models import InitialAccessToken, RegistrationAccessToken
 from idp.audit.models import AuditEvent, AuditHead
 from idp.auditstream.models import AuditStreamCursor
+from idp.breakglass.models import BreakglassEpisode
 from idp.epcs.models import EpcsCeremony, EpcsPermission
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode, RecoveryCode
 from idp.notify.models import MailOutbox, SmsOutbox
@@ -42,3 +43,4 @@ __all__ += ["MailOutbox"]
 __all__ += ["PushedRequest", "UsedDpopProof"]
 __all__ += ["AuditStreamCursor"]
 __all__ += ["PractitionerLink"]
+__all__ += ["BreakglassEpisode"]

@@ -426,6 +426,29 @@ class AuditStreamPolicy:
         return 2 ** 62
 
 
+@dataclass(frozen=True)
+class BreakglassReason:
+    label: str
+    purpose: str    # HL7 v3 ActReason code
+
+
+@dataclass(frozen=True)
+class BreakglassPolicy:
+    """policies/breakglass.toml: emergency access (idp/breakglass)."""
+
+    enabled: bool
+    scope: str
+    roles: tuple[str, ...]
+    duration: int
+    request_lifetime: int
+    justification_min: int
+    justification_max: int
+    review_within: int
+    reviewer_roles: tuple[str, ...]
+    purpose_of_use: str
+    reasons: dict[str, BreakglassReason]
+
+
 AUDIT_SINK_FORMATS = ("syslog", "cef", "fhir")
 _SINK_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 _SD_NAME = re.compile(r"[!#-<>-\\^-~]{1,32}")  # RFC 5424 SD-NAME: printable, no = ] " space
@@ -459,6 +482,7 @@ class Policy:
     refresh: RefreshPolicy
     fapi: FapiPolicy
     audit_stream: AuditStreamPolicy
+    breakglass: BreakglassPolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -630,7 +654,8 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
                   smart=_smart(section("smart.toml"), resources), web=_web(section("web.toml")),
                   refresh=_build(RefreshPolicy, section("refresh.toml"), "refresh.toml"),
                   fapi=_fapi(section("fapi.toml")),
-                  audit_stream=_audit_stream(section("audit_stream.toml")))
+                  audit_stream=_audit_stream(section("audit_stream.toml")),
+                  breakglass=_breakglass(section("breakglass.toml"), roles, scopes))
 
 
 def _console(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePolicy
@@ -716,6 +741,33 @@ def _audit_stream(data: dict[str, Any]) -> AuditStreamPolicy:
         raise PolicyError("audit_stream.toml: enabled true/false, batch_size >= 1, timeout >= "
                           "1, 1 <= retry_delay <= retry_max_delay, facility 0-23, sd_id and "
                           "app_name RFC 5424 names")
+    return rules
+
+
+def _breakglass(data: dict[str, Any], roles: dict[str, Role], scopes: dict[str, Scope]
+                ) -> BreakglassPolicy:
+    """breakglass.toml, checked: known roles and scope, reasons with labels and purposes."""
+    data = dict(data)
+    reasons = data.pop("reasons", {})
+    if not isinstance(reasons, dict) or not reasons:
+        raise PolicyError("breakglass.toml: at least one [reasons.<code>]")
+    built = {code: _build(BreakglassReason, reason, f"breakglass.toml [reasons.{code}]")
+             for code, reason in reasons.items()}
+    rules = _build(BreakglassPolicy, {**data, "reasons": built}, "breakglass.toml")
+    unknown = (set(rules.roles) | set(rules.reviewer_roles)) - set(roles)
+    if unknown or not rules.roles or not rules.reviewer_roles:
+        raise PolicyError(f"breakglass.toml: roles and reviewer_roles name roles.toml roles "
+                          f"(unknown: {sorted(unknown)})")
+    if set(rules.roles) & set(rules.reviewer_roles):
+        raise PolicyError("breakglass.toml: a reviewer role may not break the glass")
+    if rules.scope not in scopes:
+        raise PolicyError(f"breakglass.toml: scope {rules.scope!r} is not in scopes.toml")
+    if not isinstance(rules.enabled, bool) or rules.duration < 60 or \
+            rules.request_lifetime < 60 or rules.review_within < 3600 or \
+            not 1 <= rules.justification_min <= rules.justification_max <= 4000:
+        raise PolicyError("breakglass.toml: duration and request_lifetime >= 60 s, "
+                          "review_within >= 3600 s, 1 <= justification_min <= "
+                          "justification_max <= 4000")
     return rules
 
 

@@ -36,6 +36,7 @@ def create_app(env: dict[str, str] | None = None) -> Flask:
 
     from clients.ehr.api import bp as api_bp
     from clients.ehr.controlled import bp as controlled_bp
+    from clients.ehr.emergency import bp as charts_bp
     from clients.ehr.prescriptions import bp as prescriptions_bp
     from clients.ehr.smart import bp as smart_bp
     from clients.ehr.views import bp as pages_bp
@@ -45,4 +46,5 @@ def create_app(env: dict[str, str] | None = None) -> Flask:
     app.register_blueprint(prescriptions_bp)
     app.register_blueprint(smart_bp)
     app.register_blueprint(controlled_bp)
+    app.register_blueprint(charts_bp)
     return app

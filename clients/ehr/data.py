@@ -58,6 +58,11 @@ def _with_name(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "patient": _NAMES[row["mrn"]]}
 
 
+def care_team(username: str | None) -> set[str]:
+    """The MRNs of the patients a clinician cares for (on their schedule)."""
+    return {mrn for _, mrn, _, clinician in _SCHEDULE if clinician == username}
+
+
 def practitioners() -> list[dict[str, Any]]:
     return [dict(p) for p in PRACTITIONERS]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from idp.cli.audit import audit_group
+from idp.cli.breakglass import breakglass_group
 from idp.cli.clients import clients_group
 from idp.cli.db import db_group
 from idp.cli.demo import demo_group
@@ -32,5 +33,6 @@ def main() -> None:
 
 for _command in (db_group, keys_group, clients_group, users_group, audit_group, mfa_group,
                  serve_command, sessions_group, demo_group, onboarding_group, reports_command,
-                 notify_group, backup_command, restore_command, smart_group):
+                 notify_group, backup_command, restore_command, smart_group,
+                 breakglass_group):
     main.add_command(_command)

@@ -6,8 +6,9 @@ The IdP acts as a SMART backend-services client of the FHIR server: an access to
 after the call) for `GET <FHIR base>/Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|<NPI>`
 through the outbound client. One match: its logical id is stored and fhirUser is
 `<FHIR base>/Practitioner/<id>`. None or several: no fhirUser and a warning for the operator
-(the log, and the nightly command's output), because naming the wrong Practitioner would hand
-an app another clinician's identity. A FHIR server that cannot be asked keeps the last answer.
+(the log, the nightly command's output, and an alert on the admin console), because naming
+the wrong Practitioner would hand an app another clinician's identity. A FHIR server that
+cannot be asked keeps the last answer.
 
 Runs after an onboarding approval (idp.core.events ACCOUNT_APPROVED, after the response) and
 nightly for every active clinician (`idp smart resolve-practitioners`, cron)."""
@@ -33,6 +34,7 @@ from idp.core import bounded_json, outbound
 from idp.core.after_response import run_after_response
 from idp.extensions import db
 from idp.oidc import tokens
+from idp.security import alerts
 from idp.smart.models import PractitionerLink
 from idp.smart.service import FHIR_ID, fhir_base
 
@@ -151,6 +153,9 @@ def resolve(user: User, http_get: Callable[..., Any] | None = None) -> Resolutio
     if changed:
         audit.record("smart.practitioner_resolved", user_id=user.id, actor="system:smart",
                      status=status, practitioner_id=pid, matches=len(ids))
+        if status != "resolved":   # on the admin console's alerts, once per change
+            alerts.raise_alert("fhir_user_unresolved", user_id=user.id, actor="system:smart",
+                               detail={"status": status, "matches": len(ids)})
     db.session.commit()
     found = Resolution(user.username, user.npi, status, pid, len(ids))
     if found.warning:

@@ -97,6 +97,13 @@ def test_an_ambiguous_match_releases_no_fhir_user_and_warns(stack, client, caplo
         found = practitioners.resolve(user)
     assert (found.status, found.matches, found.practitioner_id) == ("ambiguous", 2, None)
     assert "2 Practitioners share NPI 1234567893" in caplog.text
+    from idp.security.models import SecurityAlert
+
+    alert = db.session.execute(select(SecurityAlert)).scalar_one()   # the admin console's
+    assert (alert.kind, alert.user_id, alert.detail["matches"]) == \
+        ("fhir_user_unresolved", user.id, 2)
+    practitioners.resolve(user)   # the same answer tomorrow: no second alert
+    assert len(db.session.execute(select(SecurityAlert)).scalars().all()) == 1
     login(client)
     got = _fhir_user_of_a_launch(client, stack)
     assert "fhirUser" not in got["id_token"] and "fhirUser" not in got["userinfo"]

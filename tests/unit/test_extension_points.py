@@ -24,6 +24,8 @@ def test_a_features_scopes_are_offered_only_while_it_is_installed():
     assert not offered & SMART_SCOPES
     registry.add_feature(app, "smart")
     assert SMART_SCOPES <= reg.supported_scopes(POLICY)
+    assert "emergency_access" not in reg.supported_scopes(POLICY)
+    registry.add_feature(app, "breakglass")
     assert reg.supported_scopes(POLICY) == set(POLICY.scopes)
 
 
