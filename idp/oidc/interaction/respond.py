@@ -3,6 +3,8 @@ Outcome answered (a redirect, a page, the client's error or the authorization re
 
 from __future__ import annotations
 
+from typing import cast
+
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc6749.util import scope_to_list
@@ -15,6 +17,7 @@ from idp.context import policy, settings
 from idp.extensions import db
 from idp.mfa import flow as mfa_flow
 from idp.oidc import authorize as rules
+from idp.oidc import response_mode
 from idp.oidc.interaction import pipeline
 from idp.oidc.interaction.checks import BUILTIN
 from idp.oidc.interaction.pipeline import Interaction, Outcome, Services
@@ -52,7 +55,17 @@ def authorization_error(error: OAuth2Error) -> Answer:
     if state:
         params.append(("state", state))
     params.append(("iss", settings().issuer))
-    return redirect(add_params_to_uri(error.redirect_uri, params))
+    return response_mode.deliver(redirect(add_params_to_uri(error.redirect_uri, params)),
+                                 _mode(), error.redirect_uri)
+
+
+def _mode() -> str:
+    return response_mode.asked(request.args.getlist("response_mode"))
+
+
+def _deliver(ix: Interaction, response: Response) -> Response:
+    """The authorization response in the mode the request asked for."""
+    return cast(Response, response_mode.deliver(response, _mode(), ix.grant.redirect_uri))
 
 
 def checks() -> list[pipeline.Check]:
@@ -103,11 +116,13 @@ def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
     if kind == pipeline.DENY:
         audit.record("consent.denied", user_id=ix.user.id, client_id=ix.client.client_id)
         db.session.commit()
-        return server.create_authorization_response(grant=ix.grant, grant_user=None)
+        return _deliver(ix, server.create_authorization_response(grant=ix.grant,
+                                                                 grant_user=None))
     markers.pop(ix.key, None)
     session[MARKERS] = markers
     carry(ix.grant.request, outcome.auth, dict(outcome.values))
-    return server.create_authorization_response(grant=ix.grant, grant_user=ix.user)
+    return _deliver(ix, server.create_authorization_response(grant=ix.grant,
+                                                             grant_user=ix.user))
 
 
 def consent_page(client: object, scope: str, user: object) -> str:
