@@ -27,6 +27,7 @@ def metadata() -> dict:
         "revocation_endpoint": f"{issuer}/revoke",
         "introspection_endpoint": f"{issuer}/introspect",
         "end_session_endpoint": f"{issuer}/logout",
+        "device_authorization_endpoint": f"{issuer}/device_authorization",
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
         "registration_endpoint": f"{issuer}/register",

@@ -126,7 +126,12 @@ def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
 
 
 def consent_page(client: object, scope: str, user: object) -> str:
-    """The scopes as the consent page lists them: the policy's, and features' open scope
+    return render_template("oidc/consent.html", client=client,
+                           scopes=consent_page_scopes(scope), user=user)
+
+
+def consent_page_scopes(scope: str) -> list[Scope]:
+    """The scopes as a consent page lists them: the policy's, and features' open scope
     families (SMART clinical scopes) in a sentence."""
     pol, reg = policy(), registry()
     supported = reg.supported_scopes(pol)
@@ -136,4 +141,4 @@ def consent_page(client: object, scope: str, user: object) -> str:
             shown.append(pol.scopes[name])
         elif (text := reg.describe(name)) is not None:
             shown.append(Scope(name, text, (), None))
-    return render_template("oidc/consent.html", client=client, scopes=shown, user=user)
+    return shown
