@@ -41,6 +41,16 @@ class RefreshPolicy:
 
 
 @dataclass(frozen=True)
+class DevicePolicy:
+    """device.toml: the device authorization grant (RFC 8628)."""
+
+    expires_in: int
+    interval: int
+    slow_down_step: int
+    user_code_limit: str
+
+
+@dataclass(frozen=True)
 class KeyPolicy:
     algorithms: tuple[str, ...]
     rsa_key_size: int
@@ -210,7 +220,9 @@ class GrantPolicy:
 
 # The one list of each (discovery, the SMART configuration, client validation, the CLI's
 # choices and the admin form derive theirs from these).
-GRANT_TYPE_NAMES = ("authorization_code", "refresh_token", "client_credentials")
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628
+GRANT_TYPE_NAMES = ("authorization_code", "refresh_token", "client_credentials",
+                    DEVICE_CODE_GRANT)
 # Asymmetric only: never `none`, never HS* (an HS256 token "signed" with a public key).
 SIGNING_ALGORITHMS = ("RS256", "ES256")
 
@@ -483,6 +495,7 @@ class Policy:
     fapi: FapiPolicy
     audit_stream: AuditStreamPolicy
     breakglass: BreakglassPolicy
+    device: DevicePolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -655,7 +668,8 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
                   refresh=_build(RefreshPolicy, section("refresh.toml"), "refresh.toml"),
                   fapi=_fapi(section("fapi.toml")),
                   audit_stream=_audit_stream(section("audit_stream.toml")),
-                  breakglass=_breakglass(section("breakglass.toml"), roles, scopes))
+                  breakglass=_breakglass(section("breakglass.toml"), roles, scopes),
+                  device=_build(DevicePolicy, section("device.toml"), "device.toml"))
 
 
 def _console(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePolicy

@@ -16,6 +16,7 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.extensions import db
+from idp.oidc import response_mode
 from idp.oidc.models import Client, Consent
 
 PROMPTS = {"none", "login", "consent"}
@@ -62,8 +63,15 @@ class RequestRules:
             raise AuthorizationRequestError("dpop_jkt must be a JWK SHA-256 thumbprint",
                                             redirect_uri)
         mode = payload.data.get("response_mode")
-        if mode not in (None, "query"):
-            raise AuthorizationRequestError("response_mode must be query", redirect_uri)
+        if mode is not None and mode not in response_mode.MODES:
+            raise AuthorizationRequestError("response_mode must be query or form_post",
+                                            redirect_uri)
+        # (the hook's redirect_uri argument is None: Authlib's hooked() passes the return
+        # value; the error gets the validated one from Authlib's except clause)
+        target = payload.redirect_uri or grant.request.client.get_default_redirect_uri()
+        if mode is not None and not response_mode.usable(mode, target or ""):
+            raise AuthorizationRequestError("form_post needs an http(s) redirect_uri",
+                                            redirect_uri)
         prompts = set((payload.data.get("prompt") or "").split())
         if prompts - PROMPTS:
             raise AuthorizationRequestError("unsupported prompt value", redirect_uri)

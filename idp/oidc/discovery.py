@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from idp.context import policy, settings
 from idp.keys import jwt
+from idp.oidc import response_mode
 from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES
 from idp.oidc.registry import registry
 from idp.policy import Policy
@@ -26,12 +27,13 @@ def metadata() -> dict:
         "revocation_endpoint": f"{issuer}/revoke",
         "introspection_endpoint": f"{issuer}/introspect",
         "end_session_endpoint": f"{issuer}/logout",
+        "device_authorization_endpoint": f"{issuer}/device_authorization",
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
         "registration_endpoint": f"{issuer}/register",
         "scopes_supported": sorted(scopes),
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        "response_modes_supported": list(response_mode.MODES),
         "grant_types_supported": list(GRANT_TYPES),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(pol.keys.algorithms),

@@ -7,15 +7,17 @@ from __future__ import annotations
 from flask import Flask
 
 from idp.core import events
-from idp.oidc import backchannel, registry, tokens, withdrawal
-from idp.oidc.server import init_oauth
+from idp.oidc import backchannel, device_grant, device_views, registry, tokens, withdrawal
+from idp.oidc.server import init_oauth, server
 from idp.oidc.views import bp
 
 
 def install(app: Flask) -> None:
     registry.install(app)
     init_oauth(app)
+    device_grant.register(server)
     app.register_blueprint(bp)
+    app.register_blueprint(device_views.bp)
     backchannel.install(app)
     withdrawal.install(app)
     events.subscribe(app, events.SESSION_ENDED, _session_ended)

@@ -56,6 +56,7 @@ ALLOW: dict[str, str] = {
                                 "sign-in's first enrollment; they live only in this browser's "
                                 "flow cookie and would be lost"),
     "oidc.token": _PROTOCOL,
+    "device.authorization": _PROTOCOL,
     "oidc.userinfo": _PROTOCOL,
     "oidc.introspect": _PROTOCOL,
     "oidc.revoke": _PROTOCOL,

@@ -164,7 +164,8 @@ def seed_client(**kwargs) -> Rp:
 
 def browser_sign_in(server: Server, authorization_url: str, username: str, password: str,
                     redirect_uri: str, *, totp_secret: str | None = None,
-                    forget: bool = True, http: requests.Session | None = None) -> str:
+                    forget: bool = True, http: requests.Session | None = None,
+                    consent: bool = False) -> str:
     """The browser's part of the code flow, over plain HTTP: follow /authorize to /login, fill
     the form (csrf_token, next), then the second step at /mfa/challenge with the code of the
     authenticator app (seed `totp_secret`, by default the one make_user() enrolled), come back
@@ -174,7 +175,8 @@ def browser_sign_in(server: Server, authorization_url: str, username: str, passw
     `forget` clears the factor's used time step afterwards (helpers.forget_totp_use, test
     set-up only) so that a test may sign the same person in again within the same 30 s; it
     needs the app context the `person` fixture holds. `http`: the browser (its cookies: the
-    IdP's SSO session, for a later RP-initiated logout); a new one by default."""
+    IdP's SSO session, for a later RP-initiated logout); a new one by default. `consent`:
+    the consent page is expected (offline_access asks for it) and allowed."""
     secret = totp_secret or TOTP_SECRETS[username]
     http = http if http is not None else requests.Session()
     first = http.get(authorization_url, allow_redirects=False, timeout=10)
@@ -203,6 +205,10 @@ def browser_sign_in(server: Server, authorization_url: str, username: str, passw
     back = requests.compat.urljoin(server.base, signed_in.headers["Location"])
     assert back.startswith(server.url("/authorize?")), back
     final = http.get(back, allow_redirects=False, timeout=10)
+    if consent:
+        assert final.status_code == 200 and 'name="decision"' in final.text, final.text[:500]
+        final = http.post(back, allow_redirects=False, timeout=10, data={
+            "decision": "allow", "csrf_token": csrf_from(final.text)})
     assert final.status_code == 302, final.text[:500]
     location = final.headers["Location"]
     assert location.startswith(redirect_uri + "?"), location

@@ -113,7 +113,7 @@ def test_request_objects_and_uris_not_ours_are_refused_without_redirect(ctx, sig
 
 
 @pytest.mark.parametrize("extra", [
-    {"response_mode": "fragment"}, {"response_mode": "form_post"}, {"prompt": "none login"},
+    {"response_mode": "fragment"}, {"response_mode": "form_post.jwt"}, {"prompt": "none login"},
     {"prompt": "select_account"}, {"max_age": "-1"}, {"max_age": "abc"},
 ])
 def test_unadvertised_values_are_refused(ctx, signed_in, extra):

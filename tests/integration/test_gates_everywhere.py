@@ -36,7 +36,7 @@ REVIEWED_ALLOW = {
     "oidc.logout", "oidc.authorize", "mfa.challenge", "mfa.use_recovery",
     "mfa.webauthn_options", "mfa.webauthn_verify", "mfa.passkey_options", "mfa.passkey_verify",
     "mfa.show_recovery_codes", "oidc.token", "oidc.userinfo", "oidc.introspect", "oidc.revoke",
-    "oidc.pushed_authorization_request",
+    "oidc.pushed_authorization_request", "device.authorization",
     "registration.register", "registration.read", "registration.replace",
     "registration.remove", "smart.register_launch", "metrics", "oidc.healthz", "oidc.readyz",
     "oidc.discovery", "oidc.jwks", "openapi.openapi", "smart.configuration", "smart.style",

@@ -9,6 +9,8 @@ that refuses by raising changes nothing."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc6749.util import scope_to_list
@@ -22,7 +24,7 @@ from idp.context import policy, settings
 from idp.extensions import db
 from idp.mfa import flow as mfa_flow
 from idp.oidc import authorize as rules
-from idp.oidc import par
+from idp.oidc import par, response_mode
 from idp.oidc.interaction import pipeline
 from idp.oidc.interaction.checks import BUILTIN
 from idp.oidc.interaction.pipeline import Interaction, Outcome, Services
@@ -57,7 +59,19 @@ def authorization_error(error: OAuth2Error, state: str | None = None) -> Answer:
     if state:
         params.append(("state", state))
     params.append(("iss", settings().issuer))
-    return redirect(add_params_to_uri(error.redirect_uri, params))
+    return response_mode.deliver(redirect(add_params_to_uri(error.redirect_uri, params)),
+                                 _mode(), error.redirect_uri)
+
+
+def _mode() -> str:
+    return response_mode.asked(request.args.getlist("response_mode"))
+
+
+def _deliver(ix: Interaction, response: Response) -> Response:
+    """The authorization response in the mode the request asked for (a pushed request's
+    parameters are in the grant's payload, not in the query)."""
+    mode = response_mode.asked(list(ix.grant.request.payload.datalist.get("response_mode", [])))
+    return cast(Response, response_mode.deliver(response, mode, ix.grant.redirect_uri))
 
 
 def checks() -> list[pipeline.Check]:
@@ -110,17 +124,22 @@ def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
         return error_page("invalid_request_uri", "request_uri: used already")
     if kind == pipeline.DENY:
         audit.record("consent.denied", user_id=ix.user.id, client_id=ix.client.client_id)
-        return server.create_authorization_response(ix.grant.request, grant=ix.grant,
-                                                    grant_user=None)
+        return _deliver(ix, server.create_authorization_response(
+            ix.grant.request, grant=ix.grant, grant_user=None))
     markers.pop(ix.key, None)
     session[MARKERS] = markers
     carry(ix.grant.request, outcome.auth, dict(outcome.values))
-    return server.create_authorization_response(ix.grant.request, grant=ix.grant,
-                                                grant_user=ix.user)
+    return _deliver(ix, server.create_authorization_response(
+        ix.grant.request, grant=ix.grant, grant_user=ix.user))
 
 
 def consent_page(client: Client, scope: str, user: User | None) -> str:
-    """The scopes as the consent page lists them: the policy's, and features' open scope
+    return render_template("oidc/consent.html", client=client,
+                           scopes=consent_page_scopes(scope), user=user)
+
+
+def consent_page_scopes(scope: str) -> list[Scope]:
+    """The scopes as a consent page lists them: the policy's, and features' open scope
     families (SMART clinical scopes) in a sentence."""
     pol, reg = policy(), registry()
     supported = reg.supported_scopes(pol)
@@ -130,4 +149,4 @@ def consent_page(client: Client, scope: str, user: User | None) -> str:
             shown.append(pol.scopes[name])
         elif (text := reg.describe(name)) is not None:
             shown.append(Scope(name, text, (), None))
-    return render_template("oidc/consent.html", client=client, scopes=shown, user=user)
+    return shown
