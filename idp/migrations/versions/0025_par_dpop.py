@@ -14,7 +14,7 @@ import idp.models_base
 
 # revision identifiers, used by Alembic.
 revision = '0025'
-down_revision = '0020'
+down_revision = '0021'
 branch_labels = None
 depends_on = None
 
