@@ -22,6 +22,7 @@ from idp.oidc.models import (
            UsedAssertion,
 )
 from idp.onboarding.models import Application, ApplicationLink, Department, Facility
+from idp.scim.models import GroupMember, ProvisionedGroup, ScimProfile, ScimToken
 from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
 from idp.smart.models import SmartContext, SmartLaunch
@@ -36,3 +37,4 @@ __all__ = ["Factor", "LoginAttempt", "OneTimeCode", "RecoveryCode", "SmsOutbox",
 __all__ += ["SmartContext", "SmartLaunch"]
 __all__ += ["EpcsCeremony", "EpcsPermission"]
 __all__ += ["MailOutbox"]
+__all__ += ["GroupMember", "ProvisionedGroup", "ScimProfile", "ScimToken"]

@@ -345,6 +345,33 @@ class WebPolicy:
 
 
 @dataclass(frozen=True)
+class ScimGroup:
+    """scim.toml [groups.<id>]: a SCIM group standing for one role."""
+
+    id: str
+    display: str
+    role: str
+
+
+@dataclass(frozen=True)
+class ScimPolicy:
+    """policies/scim.toml: SCIM 2.0 provisioning (idp/scim)."""
+
+    enabled: bool  # off: create_app installs nothing of SCIM
+    rate_limit: str
+    default_role: str
+    pending_role: str
+    allow_password: bool
+    welcome_mail: bool
+    max_filter_length: int
+    max_filter_depth: int
+    default_page_size: int
+    max_page_size: int
+    max_token_days: int
+    groups: dict[str, ScimGroup]
+
+
+@dataclass(frozen=True)
 class Policy:
     tokens: TokenPolicy
     keys: KeyPolicy
@@ -369,6 +396,7 @@ class Policy:
     console: ConsolePolicy
     smart: SmartPolicy
     web: WebPolicy
+    scim: ScimPolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -537,7 +565,29 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
     return Policy(tokens, keys, session, argon2, password, lockout, ack, mfa, assurance, scopes,
                   resources, roles, backchannel, onboarding, alerts, epcs, reports, mail,
                   grants, outbound=_outbound(section("outbound.toml")), console=console,
-                  smart=_smart(section("smart.toml"), resources), web=_web(section("web.toml")))
+                  smart=_smart(section("smart.toml"), resources), web=_web(section("web.toml")),
+                  scim=_scim(section("scim.toml"), roles))
+
+
+def _scim(data: dict[str, Any], roles: dict[str, Role]) -> ScimPolicy:
+    """scim.toml, checked: roles it names exist, the pending role is not clinical."""
+    groups = {}
+    for gid, spec in dict(data.pop("groups", {})).items():
+        group = _build(ScimGroup, {"id": gid, **spec}, f"scim.toml [groups.{gid}]")
+        if group.role not in roles:
+            raise PolicyError(f"scim.toml [groups.{gid}]: unknown role {group.role!r}")
+        groups[gid] = group
+    scim = _build(ScimPolicy, {**data, "groups": groups}, "scim.toml")
+    for key in ("default_role", "pending_role"):
+        if getattr(scim, key) not in roles:
+            raise PolicyError(f"scim.toml {key}: unknown role {getattr(scim, key)!r}")
+    if roles[scim.pending_role].clinical:
+        raise PolicyError("scim.toml pending_role: must not be a clinical role")
+    if not (1 <= scim.default_page_size <= scim.max_page_size and scim.max_filter_length >= 100
+            and scim.max_filter_depth >= 2 and scim.max_token_days >= 1):
+        raise PolicyError("scim.toml: 1 <= default_page_size <= max_page_size, "
+                          "max_filter_length >= 100, max_filter_depth >= 2, max_token_days >= 1")
+    return scim
 
 
 def _console(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePolicy

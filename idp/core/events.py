@@ -8,6 +8,9 @@ installs of the packages that listen.
 
 Events:
 - SESSION_ENDED (sids: list[str], reason: str): SSO sessions just ended (idp.sessions).
+- ROLE_CHANGED (user_id: int, role: str, clinical: bool, actor: str): an account was given
+  another role outside the admin console (SCIM provisioning); EPCS withdraws its permission
+  when the new role is not clinical.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 
 SESSION_ENDED = "session_ended"
+ROLE_CHANGED = "role_changed"
 EXTENSION = "idp.events"
 
 Handler = Callable[..., Any]
