@@ -65,6 +65,9 @@ def role_wanted(user: User, profile: ScimProfile, role: str, token_name: str, *,
                 joining: bool = False) -> None:
     """The role the connector asks for. A clinical one without credentials is held (the
     account keeps scim.toml pending_role) until they arrive in a later write."""
+    if role == user.role:  # already held (verified before, perhaps in onboarding): kept
+        profile.requested_role = None
+        return
     target = role
     if _clinical(role) and not credentials_complete(user):
         if profile.requested_role != role:

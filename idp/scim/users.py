@@ -363,8 +363,9 @@ def replace(user: User, profile: ScimProfile | None, model: Any, token_name: str
     if want.password is not None:
         passwords.set_password(user, want.password)
         lifecycle.password_set(user, token_name)
-    lifecycle.role_wanted(user, profile, _target_role(want, profile, user, sent_before),
-                          token_name)
+    target = _target_role(want, profile, sent_before)
+    if target is not None:
+        lifecycle.role_wanted(user, profile, target, token_name)
     if was_active and not want.active:
         lifecycle.terminate(user, profile, token_name, reason="deactivated")
     elif not was_active and want.active:
@@ -373,16 +374,15 @@ def replace(user: User, profile: ScimProfile | None, model: Any, token_name: str
     return profile
 
 
-def _target_role(want: Wanted, profile: ScimProfile, user: User, sent_before: dict[str, Any]
-                 ) -> str:
+def _target_role(want: Wanted, profile: ScimProfile, sent_before: dict[str, Any]
+                 ) -> str | None:
     """The role asked for: the one sent; scim.toml default_role when a role sent earlier was
-    removed; else the one waiting or held (re-checked: a clinical role whose credentials
-    were removed goes back to waiting)."""
+    removed; else the one waiting for credentials (re-checked now); None: the role stays."""
     if want.role is not None:
         return want.role
     if "role" in sent_before:
         return policy().scim.default_role
-    return profile.requested_role or user.role
+    return profile.requested_role
 
 
 def _mirror_license(user: User, want: Wanted) -> None:

@@ -18,7 +18,7 @@ from idp.accounts.models import User
 from idp.context import policy
 from idp.core.crypto import digest
 from idp.extensions import csrf, db, limiter
-from idp.scim import groups, query, tokens, users
+from idp.scim import groups, query, quirks, tokens, users
 from idp.scim.errors import ScimError
 from idp.scim.models import ScimProfile
 from idp.scim.schema import (
@@ -304,7 +304,7 @@ def users_patch(user_id: str) -> Response:
     account, profile = users.find(user_id)
     current = users.render(account, profile)
     _check_if_match(current)
-    model = users.patched(current, body)
+    model = users.patched(current, quirks.normalize_patch(body, account.subject))
     profile = users.replace(account, profile, model, g.scim_token)
     db.session.commit()
     return _resource(users.render(account, profile))
@@ -377,7 +377,8 @@ def groups_patch(group_id: str) -> Response:
     item = groups.find(group_id)
     current = groups.render(item)
     _check_if_match(current)
-    groups.replace(item, groups.patched(current, body), g.scim_token)
+    groups.replace(item, groups.patched(current, quirks.normalize_patch(body, item.id)),
+                   g.scim_token)
     db.session.commit()
     return _resource(groups.render(item))
 
