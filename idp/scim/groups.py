@@ -158,12 +158,20 @@ def _display(model: Any, group: ProvisionedGroup | None) -> str:
     return name
 
 
+def _external_id(model: Any) -> str | None:
+    value = model.external_id
+    if value is not None and len(value) > 255:
+        raise ScimError.invalid_value("externalId: 255 characters at most")
+    return value
+
+
 def create(model: Any, token_name: str) -> ProvisionedGroup:
     name = _display(model, None)
+    external_id = _external_id(model)
     members = _wanted_members(model)
     now = clock.now()
     group = ProvisionedGroup(id=str(uuid.uuid4()), display_name=name, display_key=name.lower(),
-                             external_id=model.external_id, created_at=now, updated_at=now)
+                             external_id=external_id, created_at=now, updated_at=now)
     db.session.add(group)
     db.session.flush()
     lifecycle.group_changed(group.id, name, "created", token_name)
@@ -173,10 +181,11 @@ def create(model: Any, token_name: str) -> ProvisionedGroup:
 
 def replace(group: ProvisionedGroup, model: Any, token_name: str) -> None:
     name = _display(model, group)
+    external_id = _external_id(model)
     members = _wanted_members(model)
     old_role = mapped_role(group.display_name)
     group.display_name, group.display_key = name, name.lower()
-    group.external_id = model.external_id
+    group.external_id = external_id
     group.updated_at = clock.now()
     lifecycle.group_changed(group.id, name, "updated", token_name)
     _set_members(group, members, old_role, token_name)

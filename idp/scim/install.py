@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from idp.scim.views import bp
+from idp.scim.views import bp, refuse_unusable_input
 
 
 def install(app: Flask) -> None:
+    app.before_request(refuse_unusable_input)
     app.register_blueprint(bp)

@@ -258,6 +258,8 @@ def wanted(model: Any) -> Wanted:
                                      when, clock.now().date())
         if problems:
             raise ScimError.invalid_value(f"licenses[{i}]: " + " ".join(problems.values()))
+        if len(licenses.normalize_number(lic.get("number") or "")) > 32:
+            raise ScimError.invalid_value(f"licenses[{i}].number: 32 characters at most")
         state = str(lic["state"]).strip().upper()
         number = licenses.normalize_number(lic["number"])
         by_identity[(state, number)] = {"state": state, "number": number,

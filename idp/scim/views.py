@@ -6,11 +6,13 @@ documents; the work is in idp.scim.users, groups and lifecycle."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 from flask import Blueprint, Response, g, request, url_for
 from flask_limiter.errors import RateLimitExceeded
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from idp import clock
@@ -66,10 +68,35 @@ def authenticate() -> Response | None:
     return None
 
 
+def refuse_unusable_input() -> Response | None:
+    """App-level before_request, ahead of idp.web.security's own check of the same things,
+    so /scim/v2 answers them as SCIM errors: a query string that is not UTF-8, a NUL in a
+    parameter or a header."""
+    if not request.path.startswith(bp.url_prefix or "/scim/v2"):
+        return None
+    try:
+        request.query_string.decode()
+    except UnicodeDecodeError:
+        return ScimError(400, "the query string is not valid UTF-8", "invalidSyntax").response()
+    values = [*request.args.values(), *(v for _, v in request.headers.items())]
+    if any("\x00" in value for value in values):
+        return ScimError(400, "a parameter holds a NUL character", "invalidValue").response()
+    return None
+
+
 @bp.errorhandler(ScimError)
 def scim_error(exc: ScimError) -> Response:
     db.session.rollback()
     return exc.response()
+
+
+@bp.errorhandler(IntegrityError)
+def concurrent_duplicate(exc: IntegrityError) -> Response:
+    """Two creates of one userName (or NPI, or group name) at the same moment: both passed the
+    check, the database's unique index refused the second."""
+    db.session.rollback()
+    return ScimError(409, "a resource with this userName, NPI or displayName was just "
+                     "created", "uniqueness").response()
 
 
 @bp.errorhandler(RateLimitExceeded)
@@ -93,10 +120,15 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(json.dumps(data), status=status, mimetype=MEDIA_TYPE, headers=headers)
 
 
+_NUL = re.compile(rb"\\u0000", re.IGNORECASE)
+
+
 def _body() -> Any:
     raw = request.get_data(cache=True)
     if not raw:
         raise ScimError(400, "a JSON body is required", "invalidSyntax")
+    if _NUL.search(raw):  # PostgreSQL text cannot hold it; no attribute needs it
+        raise ScimError(400, "a value holds a NUL character", "invalidValue")
     try:
         return request.get_json(force=True, silent=False)
     except HTTPException:
