@@ -102,7 +102,6 @@ def resource_types(base: str) -> list[dict[str, Any]]:
 def service_provider_config(base: str, max_results: int) -> dict[str, Any]:
     return {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-        "documentationUri": f"{base.rsplit('/scim/v2', 1)[0]}/docs/scim",
         "patch": {"supported": True},
         "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
         "filter": {"supported": True, "maxResults": max_results},
