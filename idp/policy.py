@@ -346,11 +346,13 @@ class WebPolicy:
 
 @dataclass(frozen=True)
 class ScimGroup:
-    """scim.toml [groups.<id>]: a SCIM group standing for one role."""
+    """scim.toml [groups.<id>]: a pushed group's displayName, and the role and/or facility
+    its members get."""
 
     id: str
     display: str
-    role: str
+    role: str | None
+    facility: str | None
 
 
 @dataclass(frozen=True)
@@ -573,8 +575,11 @@ def _scim(data: dict[str, Any], roles: dict[str, Role]) -> ScimPolicy:
     """scim.toml, checked: roles it names exist, the pending role is not clinical."""
     groups = {}
     for gid, spec in dict(data.pop("groups", {})).items():
-        group = _build(ScimGroup, {"id": gid, **spec}, f"scim.toml [groups.{gid}]")
-        if group.role not in roles:
+        group = _build(ScimGroup, {"id": gid, "role": None, "facility": None, **spec},
+                       f"scim.toml [groups.{gid}]")
+        if group.role is None and not group.facility:
+            raise PolicyError(f"scim.toml [groups.{gid}]: a role, a facility or both")
+        if group.role is not None and group.role not in roles:
             raise PolicyError(f"scim.toml [groups.{gid}]: unknown role {group.role!r}")
         groups[gid] = group
     scim = _build(ScimPolicy, {**data, "groups": groups}, "scim.toml")

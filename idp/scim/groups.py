@@ -29,12 +29,20 @@ from idp.scim.schema import CORE_GROUP
 MAX_MEMBERS = 10_000
 
 
-def mapped_role(display_name: str) -> str | None:
+def _mapping(display_name: str) -> tuple[str | None, str | None]:
     key = (display_name or "").strip().lower()
     for item in policy().scim.groups.values():
         if item.display.lower() == key:
-            return item.role
-    return None
+            return item.role, item.facility
+    return None, None
+
+
+def mapped_role(display_name: str) -> str | None:
+    return _mapping(display_name)[0]
+
+
+def mapped_facility(display_name: str) -> str | None:
+    return _mapping(display_name)[1]
 
 
 def find(group_id: str) -> ProvisionedGroup:
@@ -192,7 +200,7 @@ def replace(group: ProvisionedGroup, model: Any, token_name: str) -> None:
 
 
 def remove(group: ProvisionedGroup, token_name: str) -> None:
-    role = mapped_role(group.display_name)
+    role, facility = _mapping(group.display_name)
     leaving = _members(group)
     db.session.execute(delete(GroupMember).where(GroupMember.group_id == group.id))
     lifecycle.group_changed(group.id, group.display_name, "deleted", token_name)
@@ -200,6 +208,8 @@ def remove(group: ProvisionedGroup, token_name: str) -> None:
     db.session.flush()
     for user in leaving:
         _left(user, role, token_name)
+        if facility:
+            _left_facility(user, facility, token_name)
 
 
 def _set_members(group: ProvisionedGroup, sent: list[tuple[User, str | None]],
@@ -230,6 +240,12 @@ def _set_members(group: ProvisionedGroup, sent: list[tuple[User, str | None]],
             lifecycle.role_wanted(user, _profile(user), role, token_name)
     for user in removed:
         _left(user, role, token_name)
+    facility = mapped_facility(group.display_name)
+    if facility:
+        for user in added:
+            lifecycle.facility_wanted(user, facility, token_name)
+        for user in removed:
+            _left_facility(user, facility, token_name)
     if old_role is not None and old_role != role:  # renamed away from a mapped name
         for user in wanted:
             if user.id in current:
@@ -253,6 +269,14 @@ def _left(user: User, role: str | None, token_name: str) -> None:
     others = [r for r in (mapped_role(g.display_name) for g in of_user(user)) if r]
     lifecycle.role_wanted(user, profile, others[0] if others else policy().scim.default_role,
                           token_name)
+
+
+def _left_facility(user: User, facility: str, token_name: str) -> None:
+    """Out of a group giving `facility`: another mapped group's facility, else none."""
+    if user.facility != facility:
+        return
+    others = [f for f in (mapped_facility(g.display_name) for g in of_user(user)) if f]
+    lifecycle.facility_wanted(user, others[0] if others else None, token_name)
 
 
 def count() -> int:

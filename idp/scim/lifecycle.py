@@ -146,3 +146,13 @@ def membership_changed(user: User, group: str, joined_group: bool, token_name: s
     audit.record("scim.group_member_added" if joined_group else "scim.group_member_removed",
                  user_id=user.id, actor=actor(token_name), token_name=token_name,
                  group=group[:100])
+
+
+def facility_wanted(user: User, facility: str | None, token_name: str) -> None:
+    """A facility given (or taken back) by a group of scim.toml [groups]."""
+    if user.facility == facility:
+        return
+    old = user.facility
+    user.facility = facility
+    audit.record("scim.facility_changed", user_id=user.id, actor=actor(token_name),
+                 token_name=token_name, **{"from": old, "to": facility})  # type: ignore[arg-type]

@@ -165,3 +165,35 @@ def test_leaver_ends_everything_and_cancels_mail(app, ctx, client, mailbox):
     assert terminated.detail["mails_cancelled"] == 1
     refused = login(client)
     assert refused.status_code == 401 and "password is not right" in refused.text
+
+
+def test_group_mapped_to_a_facility(app, ctx, client):
+    import dataclasses
+
+    from idp.policy import ScimGroup
+
+    original = app.extensions["idp"].policy
+    mapped = ScimGroup("general", "General Hospital staff", None, "General Hospital")
+    app.extensions["idp"].policy = dataclasses.replace(original, scim=dataclasses.replace(
+        original.scim, groups={**original.scim.groups, "general": mapped}))
+    try:
+        scim = Scim(client, make_token("HR"))
+        uid = scim("POST", "/Users", {"schemas": [CORE], "userName": "fac.member",
+                                      "emails": [{"value": "fm@hospital.example"}]}
+                   ).get_json(force=True)["id"]
+        made = scim("POST", "/Groups", {"schemas": [GROUP],
+                                        "displayName": "general hospital staff",
+                                        "members": [{"value": uid}]})
+        assert made.status_code == 201, made.get_data(as_text=True)
+        db.session.expire_all()
+        user = db.session.execute(select(User).where(User.subject == uid)).scalar_one()
+        assert user.facility == "General Hospital" and user.role == "admin_staff"
+        gid = made.get_json(force=True)["id"]
+        assert scim("PATCH", f"/Groups/{gid}", {"schemas": [PATCH_OP], "Operations": [
+            {"op": "remove", "path": f'members[value eq "{uid}"]'}]}).status_code == 200
+        db.session.expire_all()
+        assert db.session.get(User, user.id).facility is None
+        changes = [(e.detail["from"], e.detail["to"]) for e in _events("scim.facility_changed")]
+        assert changes == [(None, "General Hospital"), ("General Hospital", None)]
+    finally:
+        app.extensions["idp"].policy = original
