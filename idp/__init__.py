@@ -112,6 +112,10 @@ def create_app(settings: Settings | None = None, *,
         from idp.breakglass.install import install as install_breakglass
 
         install_breakglass(app)
+    if policy.scim.enabled:  # SCIM provisioning; off: no /scim/v2 route
+        from idp.scim.install import install as install_scim
+
+        install_scim(app)
     app.register_blueprint(reports_bp)
     from idp.web.openapi import bp as openapi_bp
 

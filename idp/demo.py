@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from idp import clock
 from idp.accounts.models import User
+from idp.accounts.npi import npi_with_check_digit
 from idp.accounts.passwords import set_password
 from idp.accounts.service import create_user, verify_password
 from idp.audit import service as audit
@@ -37,7 +38,6 @@ from idp.mfa.models import Factor
 from idp.oidc.clients import create_client, validate_uri
 from idp.oidc.models import Client
 from idp.onboarding.models import Department, Facility
-from idp.onboarding.npi import npi_with_check_digit
 
 CLIENTS_FILE = "demo-clients.json"
 ACCOUNTS_FILE = "demo-accounts.json"

@@ -26,6 +26,7 @@ from idp.oidc.models import (
            UsedDpopProof,
 )
 from idp.onboarding.models import Application, ApplicationLink, Department, Facility
+from idp.scim.models import GroupMember, ProvisionedGroup, ScimProfile, ScimToken
 from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
 from idp.smart.models import PractitionerLink, SmartContext, SmartLaunch
@@ -44,3 +45,4 @@ __all__ += ["PushedRequest", "UsedDpopProof"]
 __all__ += ["AuditStreamCursor"]
 __all__ += ["PractitionerLink"]
 __all__ += ["BreakglassEpisode"]
+__all__ += ["GroupMember", "ProvisionedGroup", "ScimProfile", "ScimToken"]

@@ -467,6 +467,35 @@ _SD_NAME = re.compile(r"[!#-<>-\\^-~]{1,32}")  # RFC 5424 SD-NAME: printable, no
 
 
 @dataclass(frozen=True)
+class ScimGroup:
+    """scim.toml [groups.<id>]: a pushed group's displayName, and the role and/or facility
+    its members get."""
+
+    id: str
+    display: str
+    role: str | None
+    facility: str | None
+
+
+@dataclass(frozen=True)
+class ScimPolicy:
+    """policies/scim.toml: SCIM 2.0 provisioning (idp/scim)."""
+
+    enabled: bool  # off: create_app installs nothing of SCIM
+    rate_limit: str
+    default_role: str
+    pending_role: str
+    allow_password: bool
+    welcome_mail: bool
+    max_filter_length: int
+    max_filter_depth: int
+    default_page_size: int
+    max_page_size: int
+    max_token_days: int
+    groups: dict[str, ScimGroup]
+
+
+@dataclass(frozen=True)
 class Policy:
     tokens: TokenPolicy
     keys: KeyPolicy
@@ -496,6 +525,7 @@ class Policy:
     audit_stream: AuditStreamPolicy
     breakglass: BreakglassPolicy
     device: DevicePolicy
+    scim: ScimPolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -669,7 +699,32 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
                   fapi=_fapi(section("fapi.toml")),
                   audit_stream=_audit_stream(section("audit_stream.toml")),
                   breakglass=_breakglass(section("breakglass.toml"), roles, scopes),
-                  device=_build(DevicePolicy, section("device.toml"), "device.toml"))
+                  device=_build(DevicePolicy, section("device.toml"), "device.toml"),
+                  scim=_scim(section("scim.toml"), roles))
+
+
+def _scim(data: dict[str, Any], roles: dict[str, Role]) -> ScimPolicy:
+    """scim.toml, checked: roles it names exist, the pending role is not clinical."""
+    groups = {}
+    for gid, spec in dict(data.pop("groups", {})).items():
+        group = _build(ScimGroup, {"id": gid, "role": None, "facility": None, **spec},
+                       f"scim.toml [groups.{gid}]")
+        if group.role is None and not group.facility:
+            raise PolicyError(f"scim.toml [groups.{gid}]: a role, a facility or both")
+        if group.role is not None and group.role not in roles:
+            raise PolicyError(f"scim.toml [groups.{gid}]: unknown role {group.role!r}")
+        groups[gid] = group
+    scim = _build(ScimPolicy, {**data, "groups": groups}, "scim.toml")
+    for key in ("default_role", "pending_role"):
+        if getattr(scim, key) not in roles:
+            raise PolicyError(f"scim.toml {key}: unknown role {getattr(scim, key)!r}")
+    if roles[scim.pending_role].clinical:
+        raise PolicyError("scim.toml pending_role: must not be a clinical role")
+    if not (1 <= scim.default_page_size <= scim.max_page_size and scim.max_filter_length >= 100
+            and scim.max_filter_depth >= 2 and scim.max_token_days >= 1):
+        raise PolicyError("scim.toml: 1 <= default_page_size <= max_page_size, "
+                          "max_filter_length >= 100, max_filter_depth >= 2, max_token_days >= 1")
+    return scim
 
 
 def _console(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePolicy

@@ -16,6 +16,9 @@ Events:
   approving transaction; idp.onboarding). SMART resolves the clinician's Practitioner.
 - AUDIT_RECORDED (seq: int): an audit event was appended in the current transaction
   (idp.audit); the audit stream delivers it once that transaction has committed.
+- ROLE_CHANGED (user_id: int, role: str, clinical: bool, actor: str): an account was given
+  another role outside the admin console (SCIM provisioning); EPCS withdraws its permission
+  when the new role is not clinical.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ SESSION_ENDED = "session_ended"
 TOKENS_WITHDRAWN = "tokens_withdrawn"
 AUDIT_RECORDED = "audit_recorded"
 ACCOUNT_APPROVED = "account_approved"
+ROLE_CHANGED = "role_changed"
 EXTENSION = "idp.events"
 
 Handler = Callable[..., Any]

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 
 from idp.accounts.models import User
+from idp.core import events
 from idp.epcs import purpose, service
 from idp.epcs.views import bp
 from idp.oidc.auth_context import AuthContext
@@ -69,4 +70,5 @@ def install(app: Flask) -> None:
     add_feature(app, "epcs", claims=[claims], token_claims=[token_claims],
                 checks=[Check("epcs", ceremony, before="session")])
     purpose.install(app)
+    events.subscribe(app, events.ROLE_CHANGED, service.withdraw_on_role_change)
     app.register_blueprint(bp)

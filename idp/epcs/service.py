@@ -165,6 +165,19 @@ def revoke(item: EpcsPermission, admin: User) -> None:
                  actor=f"admin:{admin.id}", permission_id=item.id)
 
 
+def withdraw_on_role_change(user_id: int, role: str, clinical: bool, actor: str) -> None:
+    """idp.core.events ROLE_CHANGED: a role that is not clinical cannot hold the permission
+    (as the console's role change does); a live one is revoked in the caller's transaction."""
+    held = live_permission(user_id) if not clinical else None
+    if held is None:
+        return
+    was = held.state
+    held.revoked_at = clock.now()
+    audit.record("epcs.permission_revoked" if was == "active" else
+                 "epcs.permission_withdrawn", user_id=user_id, actor=actor,
+                 permission_id=held.id, reason=f"role_changed:{role}")
+
+
 def permissions(limit: int = 200) -> list[EpcsPermission]:
     return list(db.session.execute(select(EpcsPermission).order_by(
         EpcsPermission.revoked_at.is_not(None), EpcsPermission.id.desc()).limit(limit)

@@ -17,8 +17,9 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import clock
-from idp.accounts import reset
+from idp.accounts import licenses, reset
 from idp.accounts.models import User
+from idp.accounts.npi import is_valid_npi
 from idp.accounts.service import USERNAME_RE, AccountError, create_user
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
@@ -26,7 +27,7 @@ from idp.context import policy, settings
 from idp.core import events as domain_events
 from idp.core.crypto import digest
 from idp.extensions import db
-from idp.onboarding import licenses, registry
+from idp.onboarding import registry
 from idp.onboarding.models import (
     OPEN_STATES,
     Application,
@@ -34,7 +35,6 @@ from idp.onboarding.models import (
     Department,
     Facility,
 )
-from idp.onboarding.npi import is_valid_npi
 from idp.policy import OnboardingPolicy, Role
 
 CONCURRENT_DECISION = ("Another decision was saved at the same moment (this NPI or username is "

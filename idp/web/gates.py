@@ -32,6 +32,8 @@ View = TypeVar("View", bound=Callable[..., object])
 
 _PROTOCOL = ("a protocol endpoint for clients and resource servers: authenticated by client "
              "credentials, a bearer token or nothing, never by the browser's SSO session")
+_SCIM = ("SCIM provisioning (RFC 7644): authenticated by a provisioning bearer token "
+         "(idp scim tokens create), never by the browser's SSO session")
 _PUBLIC_DOCUMENT = "a public document (no account, no session is read)"
 _SIGN_IN = ("part of signing in (second factor or passkey): the gates come after a sign-in, "
             "and a new sign-in replaces the session that owes them")
@@ -68,6 +70,11 @@ ALLOW: dict[str, str] = {
     "registration.remove": _PROTOCOL,
     "smart.register_launch": _PROTOCOL,
     "metrics": _PROTOCOL,
+    **{f"scim.{name}": _SCIM for name in (
+        "service_provider_config_view", "resource_types_view",
+        "resource_type_view", "schemas_view", "schema_view", "users_list", "user",
+        "users_create", "users_replace", "users_patch", "users_delete", "groups_list", "group",
+        "groups_create", "groups_replace", "groups_patch", "groups_delete", "unknown")},
     "oidc.healthz": _PUBLIC_DOCUMENT,
     "oidc.readyz": _PUBLIC_DOCUMENT,
     "oidc.discovery": _PUBLIC_DOCUMENT,

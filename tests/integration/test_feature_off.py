@@ -142,3 +142,12 @@ def test_tokens_carry_no_fhir_user_and_no_launch_context(app, smart_off):
     info = off_browser.get("/userinfo", headers={
         "Authorization": f"Bearer {tokens['access_token']}"}).get_json()
     assert info["sub"] == subject and "fhirUser" not in info
+
+
+def test_scim_off_has_no_route(app, env):
+    """policies/scim.toml `enabled = false`: no /scim/v2 route at all."""
+    off = create_app(Settings.from_env(env),
+                     policy_overrides={**TEST_POLICY, "scim": {"enabled": False}})
+    assert any(r.endpoint.startswith("scim.") for r in app.url_map.iter_rules())
+    assert not any(r.endpoint.startswith("scim.") for r in off.url_map.iter_rules())
+    assert off.test_client().get("/scim/v2/ServiceProviderConfig").status_code == 404

@@ -40,6 +40,12 @@ REVIEWED_ALLOW = {
     "registration.register", "registration.read", "registration.replace",
     "registration.remove", "smart.register_launch", "metrics", "oidc.healthz", "oidc.readyz",
     "oidc.discovery", "oidc.jwks", "openapi.openapi", "smart.configuration", "smart.style",
+    # SCIM provisioning (idp/scim): bearer tokens of HR connectors, never a browser session.
+    "scim.service_provider_config_view", "scim.resource_types_view", "scim.resource_type_view",
+    "scim.schemas_view", "scim.schema_view", "scim.users_list", "scim.user", "scim.users_create",
+    "scim.users_replace", "scim.users_patch", "scim.users_delete", "scim.groups_list",
+    "scim.group", "scim.groups_create", "scim.groups_replace", "scim.groups_patch",
+    "scim.groups_delete", "scim.unknown",
 }
 
 

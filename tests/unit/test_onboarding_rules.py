@@ -6,9 +6,9 @@ from datetime import date, timedelta
 
 import pytest
 
+from idp.accounts import licenses
+from idp.accounts.npi import is_valid_npi, npi_with_check_digit
 from idp.config import POLICY_DIR
-from idp.onboarding import licenses
-from idp.onboarding.npi import is_valid_npi, npi_with_check_digit
 from idp.policy import load_policy
 
 # Published examples: 1234567893 is the NPI of CMS's own check-digit example; the others are

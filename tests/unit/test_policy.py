@@ -307,3 +307,22 @@ def test_rules_moved_from_code_are_checked_at_load(policies: Path, name: str, ol
     edit(policies, name, old, new)
     with pytest.raises(PolicyError, match=message):
         load_policy(policies)
+
+
+def test_scim_policy_is_checked(tmp_path):
+    """scim.toml: groups name known roles or a facility; the pending role is not clinical."""
+    loaded = load_policy(POLICY_DIR)
+    assert loaded.scim.enabled and loaded.scim.groups["physicians"].role == "physician"
+    for change in ({"pending_role": "physician"}, {"default_role": "wizard"},
+                   {"max_page_size": 0}):
+        with pytest.raises(PolicyError):
+            load_policy(POLICY_DIR, {"scim": change})
+    copy = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, copy)
+    scim = copy / "scim.toml"
+    scim.write_text(scim.read_text() + '\n[groups.empty]\ndisplay = "Nothing"\n')
+    with pytest.raises(PolicyError, match="a role, a facility or both"):
+        load_policy(copy)
+    scim.write_text(scim.read_text().replace('display = "Nothing"',
+                                             'display = "Ward"\nfacility = "General"'))
+    assert load_policy(copy).scim.groups["empty"].facility == "General"

@@ -11,7 +11,7 @@ from alembic import op
 import idp.models_base
 
 revision = '0050'
-down_revision = '0025'
+down_revision = '0030'
 branch_labels = None
 depends_on = None
 
