@@ -44,7 +44,7 @@ def test_ehr_launch_and_standalone_launch_of_the_smart_app(stack: Stack, browser
     page.wait_for_url(f"{ehr}/")
 
     # EHR launch: the button beside Marcus Bell.
-    page.get_by_role("button", name="Launch Patient summary (SMART app) for Marcus Bell"
+    page.get_by_role("button", name="Launch app: Patient summary (SMART app) for Marcus Bell"
                      ).click()
     page.wait_for_url(f"{idp}/authorize?**")
     assert "launch=" in page.url and "aud=" in page.url
