@@ -295,3 +295,51 @@ def test_a_passkey_on_localhost_with_the_virtual_authenticator(stack: Stack,
     page.wait_for_url(f"{portal}/")
     expect(page.get_by_text("Welcome, Alex Rivera")).to_be_visible()
     tour.close()
+
+
+ACCOUNT_PAGES = ("/account", "/account/activity", "/account/settings", "/account/phone",
+                 "/account/email", "/account/password", "/account/sessions", "/mfa/factors",
+                 "/mfa/enroll", "/mfa/enroll/totp", "/mfa/enroll/sms", "/mfa/enroll/email",
+                 "/mfa/enroll/webauthn")
+
+
+def test_every_admin_and_account_page_passes_axe(stack: Stack, chromium: Browser):
+    """Every page the admin console links to (three levels deep), and the account and
+    sign-in-method pages: zero WCAG 2.1 A/AA violations."""
+    idp = stack.urls["IdP"]
+    tour = Tour(chromium)
+    page = tour.page
+    page.goto(f"{idp}/login?next=/admin/")
+    _password(tour, stack, "idp.admin", stack.password("idp.admin"))
+    _authenticator_code(tour, stack, stack.totp_secret("idp.admin"), "idp.admin")
+    _acknowledge_if_asked(tour, stack)
+    page.wait_for_url(f"{idp}/admin/**")
+    seen: set[str] = set()
+    queue = [page.url.split("#")[0]]
+    for _depth in range(3):
+        found: list[str] = []
+        for url in queue:
+            if url in seen or len(seen) >= 80:
+                continue
+            seen.add(url)
+            response = page.goto(url)
+            assert response is not None and response.status == 200, url
+            assert_accessible(page, url)
+            for href in page.eval_on_selector_all(
+                    "a[href]", "els => els.map(e => e.href.split('#')[0])"):
+                if href.startswith(f"{idp}/admin") and href not in seen and not re.search(
+                        r"\.(jsonl|json|csv|pdf|zip)(\?|$)|format=|export|download", href):
+                    found.append(href)
+        queue = sorted(set(found))
+    assert len(seen) >= 8, seen  # the console's pages were reached
+    print(f"axe: {len(seen)} admin pages", sorted(seen))
+    checked = 0
+    for path in ACCOUNT_PAGES:
+        tour.refused.append(f"{idp}{path}")  # a method the admin role may not use: 403
+        response = page.goto(f"{idp}{path}")
+        assert response is not None and response.status < 500, path
+        if response.status == 200:
+            assert_accessible(page, path)
+            checked += 1
+    assert checked >= 8, checked
+    tour.close()
