@@ -13,8 +13,8 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from idp.demo import ACCOUNTS
-from tests.e2e.test_browser_ehr_step_up import _sign_in
 from tests.e2e.axe import assert_accessible
+from tests.e2e.test_browser_ehr_step_up import _sign_in
 from tests.e2e.test_devstack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e

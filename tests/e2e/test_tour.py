@@ -343,3 +343,50 @@ def test_every_admin_and_account_page_passes_axe(stack: Stack, chromium: Browser
             checked += 1
     assert checked >= 8, checked
     tour.close()
+
+
+def test_code_factor_enrolment_and_challenge_pages_pass_axe(stack: Stack, chromium: Browser):
+    """Text-message and email codes as a person meets them: the enrolment pages (the number,
+    the code sent), the challenge for an email code, and its wrong-code state; axe on each."""
+    idp = stack.urls["IdP"]
+    tour = Tour(chromium)
+    page = tour.page
+    page.goto(f"{idp}/login?next=/mfa/enroll/sms")
+    _password(tour, stack, "staff.okafor", stack.password("staff.okafor"))
+    _authenticator_code(tour, stack, stack.totp_secret("staff.okafor"), "staff.okafor")
+    _acknowledge_if_asked(tour, stack)
+    page.wait_for_url(f"{idp}/mfa/enroll/sms*")
+    tour.check("mfa-enroll-sms")
+    page.get_by_label("Mobile phone number").fill("(202) 555-0123")
+    page.get_by_role("button", name="Send a code").click()
+    expect(page.get_by_label(re.compile("Code sent to"))).to_be_visible()
+    tour.check("mfa-enroll-sms-code")
+
+    page.goto(f"{idp}/mfa/enroll/email")
+    tour.check("mfa-enroll-email")
+    page.get_by_role("button", name="Send a code").click()
+    expect(page.get_by_label(re.compile("Code sent to"))).to_be_visible()
+    _open_mail(tour, stack, "staff.okafor@hospital.example", "Your sign-in code")
+    code = re.search(r"\b(\d{6})\b", page.locator("#text").inner_text()).group(1)
+    page.goto(f"{idp}/mfa/enroll/email")
+    page.get_by_role("button", name="Send a code").click()  # the same address: code kept
+    expect(page.get_by_text("just now")).to_be_visible()
+    page.get_by_label(re.compile("Code sent to")).fill(code)
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.get_by_role("heading", name="Your recovery codes")).to_be_visible()
+
+    # Sign in again choosing the email code: the challenge page, then a wrong code.
+    tour.context.clear_cookies()
+    page.goto(f"{idp}/login?next=/account")
+    _password(tour, stack, "staff.okafor", stack.password("staff.okafor"))
+    page.wait_for_url(f"{idp}/mfa/challenge*")
+    page.get_by_role("link", name=re.compile("Email code")).click()
+    expect(page.get_by_label(re.compile("Code sent by email"))).to_be_visible()
+    tour.check("mfa-challenge-email")
+    tour.refused.append(f"{idp}/mfa/challenge")
+    page.get_by_label(re.compile("Code sent by email")).fill("000000" if code != "000000"
+                                                            else "111111")
+    page.get_by_role("button", name="Verify").click()
+    expect(page.locator("#challenge-error")).to_be_focused()
+    tour.check("mfa-challenge-error")
+    tour.close()
