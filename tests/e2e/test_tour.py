@@ -31,6 +31,7 @@ APPLICANT = "maria.lopez@clinic.example"
 AUTHENTICATOR = {"protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
                  "hasUserVerification": True, "isUserVerified": True,
                  "automaticPresenceSimulation": True}
+MOBILE = {"login", "mfa-challenge", "portal-dashboard", "onboarding-apply-errors"}
 SHOTS = Path(os.environ["SCREENSHOTS_DIR"]) if os.environ.get("SCREENSHOTS_DIR") else None
 
 
@@ -69,6 +70,10 @@ class Tour:
         if SHOTS is not None:
             SHOTS.mkdir(parents=True, exist_ok=True)
             self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+            if name in MOBILE:  # the narrow layout too (a phone's width)
+                self.page.set_viewport_size({"width": 390, "height": 800})
+                self.page.screenshot(path=str(SHOTS / f"{name}-mobile.png"), full_page=True)
+                self.page.set_viewport_size({"width": 1100, "height": 800})
 
     def close(self) -> None:
         self.context.close()
@@ -297,6 +302,8 @@ def test_a_passkey_on_localhost_with_the_virtual_authenticator(stack: Stack,
     tour.close()
 
 
+ADMIN_SHOTS = {"/admin/": "admin-console", "/admin/clients/new": "admin-client-new",
+               "/admin/users": "admin-users", "/admin/alerts": "admin-alerts"}
 ACCOUNT_PAGES = ("/account", "/account/activity", "/account/settings", "/account/phone",
                  "/account/email", "/account/password", "/account/sessions", "/mfa/factors",
                  "/mfa/enroll", "/mfa/enroll/totp", "/mfa/enroll/sms", "/mfa/enroll/email",
@@ -325,6 +332,9 @@ def test_every_admin_and_account_page_passes_axe(stack: Stack, chromium: Browser
             response = page.goto(url)
             assert response is not None and response.status == 200, url
             assert_accessible(page, url)
+            shot = ADMIN_SHOTS.get(url.removeprefix(idp))
+            if SHOTS is not None and shot:
+                page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
             for href in page.eval_on_selector_all(
                     "a[href]", "els => els.map(e => e.href.split('#')[0])"):
                 if href.startswith(f"{idp}/admin") and href not in seen and not re.search(
