@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 NODE_DIR := tests/e2e/node
 
-.PHONY: install run test test-sqlite test-postgres lint bench node-deps
+.PHONY: install run test test-sqlite test-postgres lint bench node-deps screenshots
 
 install: $(VENV)/.installed
 
@@ -47,3 +47,8 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# docs/screenshots/*.png: the ten-minute tour (tests/e2e/test_tour.py) in Chromium against the
+# stack `make run` starts, saving the main pages as it passes them (axe-core checks each).
+screenshots: install node-deps
+	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q -p no:randomly tests/e2e/test_tour.py

@@ -265,8 +265,9 @@ def _banner(children: list[Child], seeded: dict, idp_env: dict[str, str]) -> str
         lines.append(f"  {'':13} {account.get('name', '')}, {role}, {npi}")
         lines.append(f"  {'':13} authenticator key {account['totp_secret']}")
         lines.append(f"  {'':13} {account['totp_uri']}")
-    lines.append("Try: passkeys (Account > Security keys; http://localhost is a valid WebAuthn "
-                 "RP ID), Forgot password, Register as a new provider (approve it at /admin/).")
+    lines.append(f"Try: a passkey at {idp}/mfa/enroll/webauthn (localhost is a valid WebAuthn "
+                 "RP ID), \u201cForgot password?\u201d and \u201cNew Provider Registration\u201d "
+                 "on the sign-in page (approve the application at /admin/verifications).")
     lines.append("SMART app: in the EHR press \u201cLaunch app\u201d beside a patient (EHR "
                  "launch), or open the SMART app and choose a patient (standalone launch).")
     lines += ["Open the portal, sign in as a demo account. Press Ctrl-C to stop.", ""]

@@ -264,6 +264,27 @@ def login() -> Response | tuple[str, int]:
         return _error("The identity provider cannot be reached. Try again in a moment.", 502)
 
 
+SILENT_ERRORS = ("login_required", "interaction_required", "consent_required",
+                 "account_selection_required")
+
+
+def silent_login() -> Response | None:
+    """Single sign-on without a click: once per browser session, ask the IdP with
+    prompt=none; an SSO session there signs the user in at once, none brings them back to the
+    landing page (the callback answers login_required quietly). None: tried already, or the
+    IdP cannot be reached (the landing page shows its "Sign in" button then)."""
+    if session.get("silent_tried"):
+        return None
+    session["silent_tried"] = True
+    try:
+        response = _client().authorize_redirect(redirect_uri=rp_settings().redirect_uri,
+                                                prompt="none")
+    except requests.RequestException:
+        return None
+    session["silent"] = True
+    return response
+
+
 def step_up(acr: str, return_to: str, scope: str | None = None, *,
             extra: dict[str, str] | None = None, carry: dict[str, Any] | None = None,
             title: str | None = None) -> Response | tuple[str, int]:
@@ -336,6 +357,8 @@ def callback() -> Response | tuple[str, int]:
             return _error("The sign-in response did not come from our identity provider.", 400)
         token = client.authorize_access_token()
     except OAuthError as exc:
+        if session.pop("silent", False) and exc.error in SILENT_ERRORS:
+            return redirect(url_for("pages.index"))  # no SSO session: the landing page
         readable = _step_up_error(exc.error)
         if readable is not None:
             return readable

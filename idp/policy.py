@@ -64,6 +64,11 @@ class SessionPolicy:
     cookie_name: str
     touch_every: int            # seconds between writes of a live session's last_seen
     device_cookie_max_age: int  # seconds the device cookie is kept (browsers cap: 400 days)
+    # The relying party people are sent to after a flow that starts outside any application
+    # (the approval mail, a finished password reset): its client_id ("" = the IdP's own
+    # account page) and the path there that starts a sign-in.
+    home_client_id: str
+    home_path: str
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, redirect, render_template, url_for
+from flask import Blueprint, Response, current_app, g, redirect, render_template, url_for
 
 from clients import rp
 from clients.ehr import data
@@ -18,6 +18,10 @@ def index() -> Response | str | tuple[str, int]:
     signed_out = rp.returned_from_logout()
     user = rp.current_user()
     if user is None:
+        if not signed_out and not g.get("rp_session_ended", False):
+            silent = rp.silent_login()  # SSO without a click when the IdP knows the user
+            if silent is not None:
+                return silent
         return render_template("index.html", signed_out=signed_out)
     token = rp.access_token()
     if token is None:  # expired: sign in again (no prompt while the IdP session lasts)

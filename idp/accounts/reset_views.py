@@ -12,6 +12,7 @@ from idp.accounts.forms import NewPasswordForm
 from idp.context import policy
 from idp.extensions import db, limiter
 from idp.notify import outbox
+from idp.oidc.home import home_name, home_url
 
 bp = Blueprint("reset", __name__)
 
@@ -79,7 +80,8 @@ def reset_password(token: str) -> tuple[str, int] | str:
                 return _invalid()
             db.session.commit()
             notices.password_changed(user)
-            return render_template("accounts/reset_done.html")
+            return render_template("accounts/reset_done.html", home=home_url(),
+                                   home_name=home_name())
     return render_template("accounts/reset.html", form=form, errors=errors, user=owner,
                            rules=policy().password.rules), 400 if errors else 200
 

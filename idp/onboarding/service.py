@@ -27,6 +27,7 @@ from idp.context import policy, settings
 from idp.core import events as domain_events
 from idp.core.crypto import digest
 from idp.extensions import db
+from idp.oidc.home import home_url
 from idp.onboarding import registry
 from idp.onboarding.models import (
     OPEN_STATES,
@@ -403,7 +404,7 @@ def approved_mail(user: User, password: str) -> tuple[str, str, str]:
     return (user.email, "Your provider account is ready",
             f"Hello {user.name},\n\nYour application was approved. Your account:\n\n"
             f"  Username: {user.username}\n  Temporary password: {password}\n\n"
-            f"Sign in within {hours} hours at:\n\n{settings().issuer}/login\n\n"
+            f"Sign in within {hours} hours at:\n\n{home_url()}\n\n"
             "At your first sign-in you will set up a second way to verify it's you (an "
             "authenticator app, for example) and choose your own password. The temporary "
             f"password stops working after {hours} hours; after that, ask the helpdesk for "

@@ -14,6 +14,7 @@ from playwright.sync_api import Browser, expect
 
 from clients.ehr.data import PRACTITIONERS
 from idp.demo import ACCOUNTS
+from tests.e2e.axe import assert_accessible
 from tests.e2e.test_browser_ehr_step_up import _sign_in
 from tests.e2e.test_devstack import Stack, running_stack
 
@@ -47,7 +48,7 @@ def test_ehr_launch_and_standalone_launch_of_the_smart_app(stack: Stack, browser
     page.wait_for_url(f"{ehr}/")
 
     # EHR launch: the button beside Marcus Bell.
-    page.get_by_role("button", name="Launch Patient summary (SMART app) for Marcus Bell"
+    page.get_by_role("button", name="Launch app: Patient summary (SMART app) for Marcus Bell"
                      ).click()
     page.wait_for_url(f"{idp}/authorize?**")
     assert "launch=" in page.url and "aud=" in page.url
@@ -55,6 +56,7 @@ def test_ehr_launch_and_standalone_launch_of_the_smart_app(stack: Stack, browser
            ).to_be_visible()
     expect(page.locator('[data-scope="patient/Patient.rs"]')).to_have_text(
         "Read, search the selected patient's Patient records in the EHR")
+    assert_accessible(page, "consent")
     page.get_by_role("button", name="Allow").click()
     page.wait_for_url(f"{app}/callback?**")
     expect(page.locator("#patient-name")).to_have_text("Marcus Bell")
@@ -69,6 +71,7 @@ def test_ehr_launch_and_standalone_launch_of_the_smart_app(stack: Stack, browser
     page.get_by_role("button", name="Allow").click()
     page.wait_for_url(f"{idp}/smart/patient?**")
     expect(page.get_by_role("heading", name="Choose a patient")).to_be_visible()
+    assert_accessible(page, "SMART app: choose a patient")
     page.get_by_label("Priya Natarajan").check()
     page.get_by_role("button", name="Open this patient").click()
     page.wait_for_url(f"{app}/callback?**")

@@ -263,7 +263,19 @@ def test_portal_sign_in_then_sso_to_the_ehr_then_logout(stack: Stack):
     assert "eyJ" not in cookie.value  # tokens are not readable from the cookie
     assert len(cookie.value) < 4000
 
-    # Single sign-on: the EHR signs the user in without a password prompt.
+    # A browser without an IdP session opening the EHR: it tries prompt=none first, the IdP
+    # answers login_required, and the landing page with its "Sign in" button shows.
+    stranger = requests.Session()
+    landing = stranger.get(f"{ehr}/", timeout=20)
+    assert landing.status_code == 200 and landing.url == f"{ehr}/", landing.url
+    assert any("prompt=none" in r.headers.get("Location", "") for r in landing.history)
+    assert 'id="sign-in"' in landing.text and "Sign in" in landing.text
+    assert stranger.get(f"{ehr}/", timeout=20).history == []  # tried once per browser session
+
+    # Single sign-on: opening the EHR signs the user in without a click or a password prompt.
+    silent = http.get(f"{ehr}/", timeout=20)
+    assert silent.url == f"{ehr}/" and "Alex Rivera" in silent.text, silent.text[:1500]
+    assert any("prompt=none" in r.headers.get("Location", "") for r in silent.history)
     at_ehr = http.get(f"{ehr}/login", timeout=20)
     assert at_ehr.status_code == 200 and at_ehr.url == f"{ehr}/", at_ehr.text[:2000]
     visited = [r.url for r in at_ehr.history]
@@ -285,6 +297,7 @@ def test_portal_sign_in_then_sso_to_the_ehr_then_logout(stack: Stack):
     assert out.status_code == 200 and out.url.startswith(f"{portal}/?state="), out.url
     assert any(r.url.startswith(f"{idp}/logout?") for r in out.history)
     assert "You are signed out" in out.text and "Alex Rivera" not in out.text
+    assert re.search(r'id="sign-in">Sign in again<', out.text), out.text[:1500]
 
     # The EHR tab still holds its own session cookie (nothing in the browser touched it), yet
     # reloading it shows the EHR signed out: the IdP told the EHR over the back-channel.
@@ -511,11 +524,10 @@ def test_in_chromium_sso_role_dashboards_and_logout_everywhere(stack: Stack):
                     page.screenshot(path=str(folder / f"portal-{username.split('.')[0]}.png"),
                                     full_page=True)
 
-                # Open the EHR: signed in without a password or code prompt.
+                # Open the EHR: signed in without a click, a password or a code prompt
+                # (the EHR asks the IdP with prompt=none first).
                 before = len(idp_logins)
                 page.get_by_role("link", name="Open the EHR").click()
-                page.wait_for_url(f"{ehr}/")
-                page.get_by_role("button", name="Sign in").click()
                 page.wait_for_url(f"{ehr}/")
                 expect(page.get_by_role("heading", name="Patients")).to_be_visible()
                 assert len(idp_logins) == before, idp_logins

@@ -161,8 +161,17 @@ def test_each_field_refusal_has_a_readable_message(client, mailbox, facility, ch
                                                    words):
     response = _apply(client, _form(facility, **changes))
     assert response.status_code == 400
-    match = re.search(rf'id="{field}-error">([^<]+)<', response.text)
+    match = re.search(rf'id="{field}-error"><span class="visually-hidden">Error: </span>'
+                      r'([^<]+)<', response.text)
     assert match and words in match.group(1).replace("&#39;", "'"), response.text[-3000:]
+    # WCAG: the field names its error (and hint) and is marked invalid; one alert, the summary,
+    # which takes the focus and links to the field.
+    control = re.search(rf'<(?:input|select)[^>]*\bid="{field}"[^>]*>', response.text).group(0)
+    assert 'aria-invalid="true"' in control and f"{field}-error" in re.search(
+        r'aria-describedby="([^"]+)"', control).group(1)
+    assert response.text.count('role="alert"') == 1
+    assert re.search(r'id="error-summary" role="alert" tabindex="-1" autofocus', response.text)
+    assert f'href="#{field}"' in response.text
     assert db.session.execute(select(Application)).first() is None
     assert mailbox.messages == []
 
