@@ -32,9 +32,9 @@ import requests
 import sqlalchemy as sa
 
 from idp.accounts.models import User
+from idp.accounts.npi import npi_with_check_digit
 from idp.config import PROJECT_ROOT
 from idp.mfa.models import Factor
-from idp.onboarding.npi import npi_with_check_digit
 
 pytestmark = pytest.mark.e2e
 
