@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from dataclasses import dataclass
@@ -284,6 +285,17 @@ class AlertPolicy:
 
 
 @dataclass(frozen=True)
+class EpcsDetailsPolicy:
+    """epcs.toml [details]: the RFC 9396 authorization_details the EHR sends to be signed;
+    `schema` is the loaded JSON Schema (from the file the policy names)."""
+
+    type: str
+    schema: dict[str, Any]
+    max_prescriptions: int
+    max_bytes: int
+
+
+@dataclass(frozen=True)
 class EpcsPolicy:
     """DEA 21 CFR 1311 signing ceremony (policies/epcs.toml)."""
 
@@ -294,7 +306,9 @@ class EpcsPolicy:
     binding_message_max_length: int
     binding_message_charset: str
     ceremony_lifetime: int
+    statement: str
     categories: dict[str, str]
+    details: EpcsDetailsPolicy
 
     def satisfied_by(self, kinds: list[str] | tuple[str, ...]) -> bool:
         """Do the factor kinds used at one ceremony ("password", "webauthn", ...) meet EPCS?"""
@@ -363,6 +377,7 @@ class WebPolicy:
     body_read_timeout_seconds: int
     max_form_parts: int
     max_param_length: int
+    long_params: dict[str, int]
     single_value_paths: tuple[str, ...]
     bounded_paths: tuple[str, ...]
     hsts_max_age: int
@@ -687,7 +702,7 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
     onboarding = _onboarding(directory, section("onboarding.toml"), roles)
     alerts = _alerts(section("alerts.toml"), roles)
     _check_client_lifetimes(tokens)
-    epcs = _load_epcs(section("epcs.toml"), assurance, factors)
+    epcs = _load_epcs(section("epcs.toml"), assurance, factors, directory)
     reports = _build(ReportPolicy, section("reports.toml"), "reports.toml")
     if reports.dormant_after_days < 1 or reports.max_range_days < 1:
         raise PolicyError("reports.toml: dormant_after_days and max_range_days must be positive")
@@ -847,7 +862,12 @@ def _breakglass(data: dict[str, Any], roles: dict[str, Role], scopes: dict[str, 
 
 def _web(data: dict[str, Any]) -> WebPolicy:
     """web.toml, checked (a bad file refuses to start like any other policy file)."""
-    rules = _build(WebPolicy, data, "web.toml")
+    rules = _build(WebPolicy, {**data, "long_params": {
+        str(k): v for k, v in data.get("long_params", {}).items()}}, "web.toml")
+    if any(not isinstance(v, int) or not rules.max_param_length <= v <= rules.max_body_bytes
+           for v in rules.long_params.values()):
+        raise PolicyError("web.toml: each long_params limit between max_param_length and "
+                          "max_body_bytes")
     if not (1024 <= rules.max_body_bytes and 1 <= rules.max_form_parts
             and 1 <= rules.body_read_timeout_seconds <= 300
             and 64 <= rules.max_param_length <= rules.max_body_bytes
@@ -950,9 +970,25 @@ def _check_client_lifetimes(tokens: TokenPolicy) -> None:
                               f"and client_min_lifetime <= max_{kind}_lifetime")
 
 
+def _load_epcs_details(raw: dict[str, Any], directory: Path) -> EpcsDetailsPolicy:
+    name = str(raw.get("schema", ""))
+    path = directory / name
+    if not name or "/" in name or "\\" in name or not path.is_file():
+        raise PolicyError(f"epcs.toml [details]: schema file {name!r} not found beside it")
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise PolicyError(f"epcs.toml [details]: {name} is not JSON: {exc}") from None
+    details = _build(EpcsDetailsPolicy, {**raw, "schema": schema}, "epcs.toml [details]")
+    if not 1 <= details.max_prescriptions <= 50 or not 256 <= details.max_bytes <= 262144:
+        raise PolicyError("epcs.toml [details]: max_prescriptions 1-50, max_bytes 256-262144")
+    return details
+
+
 def _load_epcs(raw: dict[str, Any], assurance: AssurancePolicy,
-               factors: dict[str, FactorPolicy]) -> EpcsPolicy:
-    data = {**raw, "categories": {str(k): str(v) for k, v in raw.get("categories", {}).items()}}
+               factors: dict[str, FactorPolicy], directory: Path) -> EpcsPolicy:
+    data = {**raw, "categories": {str(k): str(v) for k, v in raw.get("categories", {}).items()},
+            "details": _load_epcs_details(raw.get("details", {}), directory)}
     epcs = _build(EpcsPolicy, data, "epcs.toml")
     if epcs.acr not in assurance.acr_values:
         raise PolicyError(f"epcs.toml: acr {epcs.acr!r} is not one of assurance.toml acr_values")

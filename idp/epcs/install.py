@@ -10,7 +10,7 @@ from flask import Flask
 
 from idp.accounts.models import User
 from idp.core import events
-from idp.epcs import purpose, service
+from idp.epcs import details, purpose, service
 from idp.epcs.views import bp
 from idp.oidc.auth_context import AuthContext
 from idp.oidc.authorize import AuthorizationRequestError
@@ -47,9 +47,11 @@ def step_outcome(ix: Interaction, step: service.Step) -> Outcome | None:
     if step.kind == "login":
         return sign_in(ix, "epcs_login")
     done = step.ceremony
+    assert done is not None and done.completed_at is not None  # a finished ceremony
     ix.auth = AuthContext(sid=ix.sso.id, auth_time=done.completed_at, acr=done.acr,
                           amr=list(done.amr))
     ix.login_settled = True
+    ix.values[service.CEREMONY_VALUE] = done.id
     return None
 
 
@@ -60,14 +62,23 @@ def claims(user: User, allowed: set[str]) -> dict[str, Any]:
 
 def token_claims(user: User, granted: list[str], ctx: AuthContext | None) -> dict[str, Any]:
     """The access token's `entitlements` beside its `roles` (the two-admin EPCS permission)."""
+    signed = service.signature_claims(service.signed_for(ctx.family_id if ctx else None))
     if "roles" not in granted:
-        return {}
+        return signed
     entitled = service.entitlements(user)
-    return {"entitlements": entitled} if entitled else {}
+    return {**signed, "entitlements": entitled} if entitled else signed
+
+
+def token_response(granted: list[str], ctx: AuthContext) -> dict[str, Any]:
+    """RFC 9396 §7: the token response names the authorization_details granted."""
+    found = service.signature_claims(service.signed_for(ctx.family_id))
+    return {"authorization_details": found["authorization_details"]} if found else {}
 
 
 def install(app: Flask) -> None:
     add_feature(app, "epcs", claims=[claims], token_claims=[token_claims],
+                token_response=[token_response], request_rules=[details.validate_request],
+                code_binders=[service.bind_code],
                 checks=[Check("epcs", ceremony, before="session")])
     purpose.install(app)
     events.subscribe(app, events.ROLE_CHANGED, service.withdraw_on_role_change)

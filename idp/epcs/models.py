@@ -60,3 +60,8 @@ class EpcsCeremony(db.Model):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     acr: Mapped[str | None] = mapped_column(String(100), nullable=True)
     amr: Mapped[list] = mapped_column(JSON, default=list)
+    # The prescriptions signed (RFC 9396 authorization_details, idp.epcs.details), their
+    # SHA-256 (JCS, hex) and the grant family of the code the ceremony served (the tokens).
+    authorization_details: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    details_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    family_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)

@@ -34,7 +34,8 @@ def _complete(attempt: LoginAttempt, user: User, verified: flow.Verified) -> Sso
 
 
 def _notice(attempt: LoginAttempt) -> dict[str, Any]:
-    return {"ceremony": service.ceremony_for_attempt(attempt.id)}
+    return {"ceremony": service.ceremony_for_attempt(attempt.id),
+            "statement": policy().epcs.statement}
 
 
 PURPOSE = flow.Purpose(NAME, _complete, signed_in=True, choose=_hardware,

@@ -21,6 +21,7 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy
+from idp.epcs import details as rx
 from idp.epcs.models import EpcsCeremony, EpcsPermission
 from idp.extensions import db
 from idp.mfa import flow
@@ -202,6 +203,9 @@ def authorize_step(sso: SsoSession | None, params: dict, request_key: str, clien
     problem = binding_message_problem(params.get("binding_message"))
     if problem:
         return Step("refuse", "invalid_request", problem)
+    # Checked (channel, schema, sizes) by the request rule idp.epcs.details.validate_request.
+    signed = rx.parse(params[rx.PARAM]) if rx.requested(params) else None
+    signed_hash = rx.sha256(signed) if signed is not None else None
     if sso is None:
         return Step("login")
     user = sso.user
@@ -212,7 +216,7 @@ def authorize_step(sso: SsoSession | None, params: dict, request_key: str, clien
         return Step("refuse", "access_denied", NO_PERMISSION)
     finished = _finished(user.id, client_id, request_key)
     if finished is not None:
-        if finished.acr != epcs_acr():
+        if finished.acr != epcs_acr() or finished.details_sha256 != signed_hash:
             _use(finished)
             return Step("refuse", "unmet_authentication_requirements", NOT_MET)
         if _use(finished):
@@ -228,10 +232,12 @@ def authorize_step(sso: SsoSession | None, params: dict, request_key: str, clien
     ceremony = EpcsCeremony(
         id=secrets.token_urlsafe(24), user_id=user.id, client_id=client_id, sid=sso.id,
         request_key=request_key, binding_message=message, next_url=next_url, created_at=now,
-        expires_at=now + timedelta(seconds=policy().epcs.ceremony_lifetime), amr=[])
+        expires_at=now + timedelta(seconds=policy().epcs.ceremony_lifetime), amr=[],
+        authorization_details=signed, details_sha256=signed_hash)
     db.session.add(ceremony)
     audit.record("epcs.ceremony_started", user_id=user.id, client_id=client_id,
-                 binding_message=message, ceremony=ceremony.id)
+                 binding_message=message, ceremony=ceremony.id, details_sha256=signed_hash,
+                 prescriptions=len(signed or []))
     return Step("ceremony", ceremony=ceremony)
 
 
@@ -290,6 +296,54 @@ def complete(attempt: LoginAttempt, user: User, kind: str | None, amr: list[str]
     audit.record("epcs.ceremony_completed" if met else "epcs.ceremony_failed",
                  user_id=user.id, client_id=ceremony.client_id,
                  binding_message=ceremony.binding_message, ceremony=ceremony.id,
-                 acr=ceremony.acr, amr=list(amr), factors=kinds)
+                 acr=ceremony.acr, amr=list(amr), factors=kinds,
+                 details_sha256=ceremony.details_sha256)
+    if met:
+        for entry, digest in zip(ceremony.authorization_details or [],
+                                 rx.entry_hashes(ceremony.authorization_details or []),
+                                 strict=True):
+            audit.record("epcs.signed", user_id=user.id, client_id=ceremony.client_id,
+                         ceremony=ceremony.id, prescription_id=entry["prescription_id"],
+                         sha256=digest, details_sha256=ceremony.details_sha256)
     return met
+
+
+# -- the tokens of a signing ---------------------------------------------------------------
+CEREMONY_VALUE = "epcs_ceremony"
+
+
+def bind_code(oauth_request: object, family_id: str, user: User,
+              values: dict | None = None) -> None:
+    """idp.oidc.registry code binder: the ceremony that served this code names its grant
+    family, so the family's access tokens carry what was signed."""
+    ceremony_id = (values or {}).get(CEREMONY_VALUE)
+    if ceremony_id:
+        db.session.execute(update(EpcsCeremony).where(EpcsCeremony.id == ceremony_id)
+                           .values(family_id=family_id)
+                           .execution_options(synchronize_session=False))
+
+
+def signed_for(family_id: str | None) -> EpcsCeremony | None:
+    """The ceremony with prescriptions whose code started this grant family."""
+    if not family_id:
+        return None
+    return db.session.execute(select(EpcsCeremony).where(
+        EpcsCeremony.family_id == family_id,
+        EpcsCeremony.details_sha256.is_not(None)).limit(1)).scalar_one_or_none()
+
+
+def signature_claims(ceremony: EpcsCeremony | None) -> dict:
+    """`authorization_details` (as signed) and `epcs_signature` (their hashes, see
+    idp.epcs.details) for the access token and the token response."""
+    if ceremony is None or ceremony.authorization_details is None:
+        return {}
+    signed = ceremony.authorization_details
+    return {"authorization_details": signed,
+            "epcs_signature": {
+                "sha256": ceremony.details_sha256, "canonicalization": "RFC8785",
+                "prescriptions": dict(zip([e["prescription_id"] for e in signed],
+                                          rx.entry_hashes(signed), strict=True)),
+                "ceremony": ceremony.id,
+                "signed_at": int(ceremony.completed_at.timestamp())
+                if ceremony.completed_at else None}}
 

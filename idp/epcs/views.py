@@ -32,7 +32,8 @@ def _ceremony_page(ceremony: EpcsCeremony, form: CeremonyForm, error: str | None
     client = client_cache.get(ceremony.client_id)
     return render_template("epcs/ceremony.html", ceremony=ceremony, form=form, error=error,
                            client_name=client.client_name if client else ceremony.client_id,
-                           user=sessions.current().user), status
+                           user=sessions.current().user,
+                           statement=policy().epcs.statement), status
 
 
 @bp.route("/epcs/ceremony/<ceremony_id>", methods=["GET", "POST"])

@@ -34,6 +34,14 @@ PURGE_EVERY = 200
 CLIENT_AUTH_PARAMS = frozenset({"client_secret", "client_assertion", "client_assertion_type"})
 
 
+# How an authorization request reached us, as `oauth_request.request_channel` (absent: a plain
+# query, which anyone can forge): pushed by an authenticated client (a public client's push
+# does not count) or a request object signed with the client's registered key. Features that
+# take parameters only from a request the client vouches for (EPCS authorization_details) read it.
+PUSHED = "pushed"
+SIGNED = "signed"
+
+
 class InvalidRequestUri(OAuth2Error):
     """RFC 9101 §6.2: the request_uri is unknown, expired, used or not ours."""
 
@@ -84,6 +92,9 @@ def expand(oauth_request: Any, query_client: Callable[[str], Client | None]) -> 
         record = _open(data["request_uri"], client_id)
         params = dict(record.params)
         oauth_request.pushed_uri_hash = record.uri_hash
+        pusher = query_client(client_id) if isinstance(client_id, str) else None
+        if pusher is not None and not pusher.is_public:
+            oauth_request.request_channel = PUSHED
     else:
         client = query_client(client_id) if isinstance(client_id, str) else None
         if client is not None and client_profile.requires_par(client):
@@ -94,6 +105,7 @@ def expand(oauth_request: Any, query_client: Callable[[str], Client | None]) -> 
         if client is None:
             raise InvalidRequestError("client_id: unknown client")
         params = request_object.parameters(client, data["request"])
+        oauth_request.request_channel = SIGNED
     params["client_id"] = client_id
     oauth_request.payload = BasicOAuth2Payload(params)
 

@@ -34,7 +34,7 @@ def push() -> Response:
         client = server.authenticate_client(oauth_request, ALL_AUTH_METHODS, "par")
         params = par.pushed_parameters(client, request.form.to_dict(flat=False))
         _bind_to_proof(params)
-        _validate(params)
+        _validate(params, None if client.is_public else par.PUSHED)
     except OAuth2Error as error:
         db.session.rollback()
         return _error(error)
@@ -57,12 +57,14 @@ def _bind_to_proof(params: dict[str, str]) -> None:
     params["dpop_jkt"] = jkt
 
 
-def _validate(params: dict[str, str]) -> None:
+def _validate(params: dict[str, str], channel: str | None) -> None:
     """The authorization request's checks, as /authorize would run them (redirect_uri,
     response_type, scope, PKCE, nonce, the features' rules)."""
     # Authlib's transport check reads the URI: the push's own (https in production).
     candidate = OAuth2Request("GET", request.url)
     candidate.payload = BasicOAuth2Payload(params)
     candidate.user = None
+    if channel is not None:
+        candidate.request_channel = channel
     grant = server.get_authorization_grant(candidate)
     grant.validate_authorization_request()

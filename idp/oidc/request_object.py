@@ -5,6 +5,7 @@ Only the object's parameters count (RFC 9101 §6.3); `alg: none` never verifies.
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
@@ -18,6 +19,8 @@ from idp.oidc.models import Client
 
 # The object's registered claims: not authorization request parameters.
 _JWT_CLAIMS = frozenset({"iss", "aud", "exp", "iat", "nbf", "jti", "sub"})
+# Parameters whose value is JSON (RFC 9396 §3: an array in a request object), kept as its text.
+_JSON_VALUED = frozenset({"authorization_details"})
 # Parameters a request object may not carry (RFC 9101 §4: no nesting).
 _NESTED = frozenset({"request", "request_uri"})
 
@@ -56,6 +59,9 @@ def parameters(client: Client, token: str) -> dict[str, str]:
             continue
         if name in _NESTED:
             raise InvalidRequestObject(f"a request object cannot carry {name}")
+        if name in _JSON_VALUED and isinstance(value, list | dict):
+            params[name] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            continue
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise InvalidRequestObject(f"request object parameter {name} must be a string")
         params[name] = str(value)

@@ -105,9 +105,9 @@ def _check_oauth_parameters() -> tuple[Response | str, int] | None:
                                   f"The parameter {name[:40]!r} is repeated: send it once.")
                 seen.add(name)
     if request.path in rules.bounded_paths:
-        limit = rules.max_param_length
         for source in sources:
             for name, values in source.lists():
+                limit = rules.long_params.get(name, rules.max_param_length)
                 if len(name) > limit or any(len(value) > limit for value in values):
                     return _error(400, "invalid_request",
                                   f"A parameter is longer than {limit} characters.")
