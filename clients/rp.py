@@ -30,6 +30,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import requests
 from authlib.integrations.base_client import OAuthError
@@ -285,20 +286,52 @@ def silent_login() -> Response | None:
     return response
 
 
+def _pushed_redirect(redirect_uri: str, **params: str) -> Response | tuple[str, int]:
+    """RFC 9126: the authorization request (state, nonce and PKCE as usual) pushed to the
+    IdP's PAR endpoint with this client's authentication, then the browser sent to
+    /authorize with client_id and the request_uri only."""
+    client, settings = _client(), rp_settings()
+    metadata = client.load_server_metadata()
+    endpoint = metadata.get("pushed_authorization_request_endpoint")
+    if not endpoint:
+        return _error("The identity provider does not take pushed requests.", 502)
+    made = client.create_authorization_url(redirect_uri, **params)
+    client.save_authorize_data(redirect_uri=redirect_uri, **made)
+    pushed = requests.post(endpoint, data=dict(parse_qsl(urlsplit(made["url"]).query)),
+                           auth=(settings.client_id, settings.client_secret), timeout=10)
+    try:
+        body = pushed.json()
+    except ValueError:
+        body = None
+    body = body if isinstance(body, dict) else {}
+    if pushed.status_code != 201 or not isinstance(body.get("request_uri"), str):
+        log.warning("pushed authorization request refused: %s", body.get("error"))
+        described = str(body.get("error_description") or "")[:600]
+        return _error("The identity provider refused the request"
+                      + (f": {described}" if described else "."), 400)
+    return redirect(metadata["authorization_endpoint"] + "?" + urlencode(
+        {"client_id": settings.client_id, "request_uri": body["request_uri"]}))
+
+
 def step_up(acr: str, return_to: str, scope: str | None = None, *,
             extra: dict[str, str] | None = None, carry: dict[str, Any] | None = None,
-            title: str | None = None) -> Response | tuple[str, int]:
+            title: str | None = None, pushed: bool = False) -> Response | tuple[str, int]:
     """Send the browser to the IdP for a sign-in of at least `acr` (acr_values), then back
     to `return_to` (a path of this app). The present session stays until the new one comes.
 
     `extra`: more authorization parameters (max_age, binding_message). `carry`: kept through
     the round trip; the callback leaves it, with the new ID token's claims, in
     session["step_up_result"] for `return_to` to check. With `title`, an IdP error is shown
-    under that title with the IdP's own error_description."""
+    under that title with the IdP's own error_description. `pushed`: send the request by PAR
+    (RFC 9126) with this client's authentication (what the IdP requires for EPCS
+    authorization_details)."""
+    params = {"acr_values": acr, "scope": scope or rp_settings().scope, **(extra or {})}
     try:
-        response = _client().authorize_redirect(
-            redirect_uri=rp_settings().redirect_uri, acr_values=acr,
-            scope=scope or rp_settings().scope, **(extra or {}))
+        if pushed:
+            response = _pushed_redirect(rp_settings().redirect_uri, **params)
+        else:
+            response = _client().authorize_redirect(redirect_uri=rp_settings().redirect_uri,
+                                                     **params)
     except requests.RequestException:
         return _error("The identity provider cannot be reached. Try again in a moment.", 502)
     pending: dict[str, Any] = {"acr": acr, "return_to": return_to}

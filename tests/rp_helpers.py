@@ -42,6 +42,7 @@ class RoutedIdp:
         self.idp = idp_app.test_client()
         self.down = False
         self.fetches = 0
+        self.posted: list[dict] = []
 
     def get(self, url: str, timeout: float = 5) -> RoutedResponse:
         import requests
@@ -52,6 +53,15 @@ class RoutedIdp:
         self.fetches += 1
         response = self.idp.get(url.removeprefix(TEST_ISSUER))
         return RoutedResponse(response.status_code, response.get_json())
+
+    def post(self, url: str, data: dict, auth: tuple[str, str] | None = None,
+             timeout: float = 5) -> RoutedResponse:
+        """requests.post for an RP's pushed authorization request (client_secret_basic);
+        `posted` keeps what was sent."""
+        assert url.startswith(TEST_ISSUER + "/"), url
+        self.posted.append(dict(data))
+        response = self.idp.post(url.removeprefix(TEST_ISSUER), data=data, auth=auth)
+        return RoutedResponse(response.status_code, response.get_json(silent=True))
 
 
 def rp_env(name: str, state_dir: Path, **extra: str) -> dict[str, str]:

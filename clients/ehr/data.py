@@ -101,12 +101,35 @@ def prescription_draft() -> dict[str, Any]:
     return _with_name(PRESCRIPTION_DRAFT)
 
 
-# A controlled-substance draft (DEA schedule II): a made-up opioid for a made-up patient. Its
-# id is the reference the IdP shows at the signing ceremony (binding_message).
-CONTROLLED_DRAFT = {"id": "RX-9002", "mrn": "DEMO-0001", "medication": "Fictionalcodone 5 mg",
-                    "schedule": "II", "directions": "One tablet by mouth every 6 hours as "
-                    "needed for pain", "quantity": "12 tablets", "refills": "0"}
+# Controlled-substance drafts (DEA schedules II and IV): made-up medicines for a made-up
+# patient, signed together in one EPCS ceremony. The IdP shows every field at the ceremony
+# (21 CFR 1311.140(a)(3)); their ids form the reference (binding_message).
+CONTROLLED_DRAFTS = (
+    {"id": "RX-9002", "mrn": "DEMO-0001", "medication": "Fictionalcodone 5 mg",
+     "drug": "Fictionalcodone hydrochloride", "strength": "5 mg", "dosage_form": "tablet",
+     "schedule": "II", "directions": "One tablet by mouth every 6 hours as needed for pain",
+     "quantity": "12 (twelve) tablets", "refills": 0},
+    {"id": "RX-9003", "mrn": "DEMO-0001", "medication": "Imaginazepam 1 mg",
+     "drug": "Imaginazepam", "strength": "1 mg", "dosage_form": "tablet", "schedule": "IV",
+     "directions": "One tablet by mouth at bedtime as needed for sleep",
+     "quantity": "10 (ten) tablets", "refills": 1},
+)
+PATIENT_ADDRESSES = {"DEMO-0001": "42 Harbor Lane, Springfield, IL 62704"}
+# The prescribers' DEA registrations and practice addresses (by NPI), as the EHR keeps them.
+PRESCRIBERS = {
+    "1234567893": {"dea_number": "AR1234563",
+                   "address": "Demo Clinic, 100 Main Street, Springfield, IL 62701"},
+    "9876543213": {"dea_number": "MC9876547",
+                   "address": "Demo Clinic, 100 Main Street, Springfield, IL 62701"},
+}
 
 
-def controlled_draft() -> dict[str, Any]:
-    return _with_name(CONTROLLED_DRAFT)
+def controlled_drafts() -> list[dict[str, Any]]:
+    return [{**_with_name(d), "address": PATIENT_ADDRESSES[d["mrn"]]}
+            for d in CONTROLLED_DRAFTS]
+
+
+def prescriber(npi: object) -> dict[str, str] | None:
+    """DEA number and practice address of the prescriber with this NPI."""
+    found = PRESCRIBERS.get(npi) if isinstance(npi, str) else None
+    return dict(found) if found else None
