@@ -155,10 +155,16 @@ def _unavailable() -> tuple[str, int]:
                            "check your access. Try again in a moment."), 503
 
 
+def _pending(claims: dict[str, Any] | None) -> bool:
+    """Does the session's access token carry a signature not transmitted yet?"""
+    found = signed_hash(claims)
+    return found is not None and session.get(SENT) != found
+
+
 def _page(decision: Decision, signed: dict | None = None, status: int = 200,
-          transmitted: bool = False) -> tuple[str, int]:
+          transmitted: bool = False, pending: bool = False) -> tuple[str, int]:
     return render_template("controlled.html", drafts=drafts(), decision=decision,
-                           signed=signed, transmitted=transmitted,
+                           signed=signed, transmitted=transmitted, pending=pending,
                            reference=" ".join(d["id"] for d in drafts())), status
 
 
@@ -167,7 +173,8 @@ def sign() -> Response | tuple[str, int]:
     if rp.current_user() is None:
         return redirect(url_for("rp.login"))
     try:
-        return _page(may_start(_claims()))
+        claims = _claims()
+        return _page(may_start(claims), pending=_pending(claims))
     except KeysUnavailable:
         return _unavailable()
 

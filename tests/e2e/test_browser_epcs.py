@@ -6,9 +6,12 @@ authenticator as the security key / platform biometrics.
 - np.chen with the permission but only a text-message factor (she signs in with an SMS code):
   the IdP refuses the ceremony and the EHR shows why (SMS does not count).
 - dr.rivera with the permission and only the authenticator app: refused, the message names
-  what is needed; he enrolls a security key at the IdP, signs again: the IdP shows the
-  prescription reference, asks for the password and the key, and the EHR signs with an ID
-  token at acr epcs whose amr shows hwk and pwd; the ceremony is audited with the reference.
+  what is needed; he enrolls a security key at the IdP, signs again: the EHR pushes its two
+  controlled-substance prescriptions (PAR, authorization_details), the IdP shows each one's
+  data (21 CFR 1311.140(a)(3)) and the DEA statement while asking for the password and the
+  key, and the EHR signs with an ID token at acr epcs whose amr shows hwk and pwd and an
+  access token carrying the prescriptions' SHA-256; each signature is audited with its hash.
+  A quantity changed after signing: the EHR refuses to transmit to the pharmacy.
 
 Set-up writes the stack's own database (test set-up only): the approved EPCS permission (the
 two-admin console is tested in tests/integration/test_epcs.py) and np.chen's SMS factor.
@@ -16,6 +19,8 @@ two-admin console is tested in tests/integration/test_epcs.py) and np.chen's SMS
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterator
 
@@ -34,6 +39,13 @@ AUTHENTICATOR = {"protocol": "ctap2", "transport": "usb", "hasResidentKey": True
                  "automaticPresenceSimulation": True}
 EPCS = "urn:healthidp:acr:epcs"
 RX = "RX-9002"
+PRESCRIPTIONS = ("RX-9002", "RX-9003")
+# 21 CFR 1311.140(a)(4), as policies/epcs.toml words it
+STATEMENT = ("By completing the two-factor authentication protocol at this time, you are "
+             "legally signing the prescription(s) and authorizing the transmission of the above "
+             "information to the pharmacy for dispensing. The two-factor authentication protocol "
+             "may only be completed by the practitioner whose name and DEA registration number "
+             "appear above.")
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +142,30 @@ def _sign_in_with_sms(page: Page, stack: Stack, username: str) -> None:
 def _press_sign(page: Page, stack: Stack) -> None:
     page.goto(f"{stack.urls['EHR']}/prescriptions/controlled/")
     expect(page.get_by_text("Fictionalcodone 5 mg")).to_be_visible()
-    page.get_by_role("button", name="Sign controlled-substance prescription").click()
+    page.get_by_role("button", name="Sign controlled-substance prescriptions").click()
+
+
+def _expect_prescriptions(page: Page) -> None:
+    """1311.140(a)(3)-(4): each prescription's data and the statement on the prompt page."""
+    shown = page.locator("article.prescription")
+    expect(shown).to_have_count(2)
+    for rx_id, drug, strength, quantity, refills in (
+            ("RX-9002", "Fictionalcodone hydrochloride", "5 mg", "12 (twelve) tablets", "0"),
+            ("RX-9003", "Imaginazepam", "1 mg", "10 (ten) tablets", "1")):
+        item = page.locator(f'article[data-prescription-id="{rx_id}"]')
+        expect(item.locator(".rx-patient-name")).to_have_text("Eleanor Whitfield")
+        expect(item.locator(".rx-patient-address")).to_have_text(
+            "42 Harbor Lane, Springfield, IL 62704")
+        expect(item.locator(".rx-drug-name")).to_have_text(drug)
+        expect(item.locator(".rx-strength")).to_have_text(strength)
+        expect(item.locator(".rx-dosage-form")).to_have_text("tablet")
+        expect(item.locator(".rx-quantity")).to_have_text(quantity)
+        expect(item.locator(".rx-directions")).not_to_be_empty()
+        expect(item.locator(".rx-refills")).to_have_text(refills)
+        expect(item.locator(".rx-prescriber-name")).to_have_text("Alex Rivera")
+        expect(item.locator(".rx-prescriber-address")).to_contain_text("100 Main Street")
+        expect(item.locator(".rx-dea-number")).to_have_text("AR1234563")
+    expect(page.locator("#epcs-statement")).to_have_text(STATEMENT)
 
 
 def test_controlled_substance_signing_needs_the_permission_and_a_security_key(
@@ -143,7 +178,7 @@ def test_controlled_substance_signing_needs_the_permission_and_a_security_key(
     _sign_in_with_app(page, stack, "np.chen")
     page.get_by_role("link", name="Sign a controlled-substance prescription").click()
     expect(page.get_by_role("alert")).to_contain_text("does not hold the EPCS permission")
-    expect(page.get_by_role("button", name="Sign controlled-substance prescription")
+    expect(page.get_by_role("button", name="Sign controlled-substance prescriptions")
            ).to_have_count(0)
     context.close()
 
@@ -186,34 +221,65 @@ def test_controlled_substance_signing_needs_the_permission_and_a_security_key(
     assert len(cdp.send("WebAuthn.getCredentials",
                         {"authenticatorId": authenticator})["credentials"]) == 1
 
-    # ... and signs: the ceremony shows the reference, asks for the password, then the key.
+    # ... and signs both prescriptions in one ceremony: the IdP shows each one and the DEA
+    # statement, asks for the password, then the key (the data still on screen).
     _press_sign(page, stack)
     page.wait_for_url(f"{idp}/epcs/ceremony/**")
-    assert "max_age=0" in _run(stack, "SELECT next_url FROM epcs_ceremonies")[0][0]
+    # Pushed (PAR): the browser carries only the reference to the request, never the data.
+    next_url = _run(stack, "SELECT next_url FROM epcs_ceremonies")[0][0]
+    assert "request_uri=" in next_url and "authorization_details" not in next_url
     expect(page.locator("#binding-message")).to_contain_text(RX)
+    _expect_prescriptions(page)
     page.get_by_label("Password").fill(stack.password("dr.rivera"))
     page.get_by_role("button", name="Continue").click()
     page.wait_for_url(f"{idp}/mfa/challenge")
     expect(page.locator("#binding-message")).to_contain_text(RX)
+    _expect_prescriptions(page)
     expect(page.get_by_text("Use a recovery code")).to_have_count(0)
     page.get_by_role("button", name="Use security key or biometrics").click()
     page.wait_for_url(f"{ehr}/prescriptions/controlled/complete")
-    expect(page.locator("#signed")).to_contain_text(f"{RX} signed by Alex Rivera")
+    expect(page.locator("#signed")).to_contain_text(
+        "RX-9002 RX-9003 signed by Alex Rivera")
     expect(page.locator("#ceremony-acr")).to_have_text(EPCS)
     amr = page.locator("#ceremony-amr").inner_text().split()
     assert "hwk" in amr and "pwd" in amr and "otp" not in amr and "sms" not in amr
 
-    # The result signs once: reloading the page does not sign again.
-    page.reload()
+    # The access token carries the hash of exactly what the IdP showed and kept.
+    [(details, details_hash)] = _run(
+        stack, "SELECT authorization_details, details_sha256 FROM epcs_ceremonies "
+        "WHERE details_sha256 IS NOT NULL")
+    details = details if isinstance(details, list) else json.loads(details)
+    assert [d["prescription_id"] for d in details] == list(PRESCRIPTIONS)
+    canonical = json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert details_hash == hashlib.sha256(canonical.encode()).hexdigest()
+    expect(page.locator("#ceremony-sha256")).to_have_text(details_hash)  # from the token
+
+    # A quantity changed after signing: the EHR refuses to transmit to the pharmacy.
+    page.get_by_label("Change the quantity of").select_option("RX-9003")
+    page.get_by_label("New quantity").fill("100 (one hundred) tablets")
+    page.get_by_role("button", name="Change quantity").click()
+    page.wait_for_url(f"{ehr}/prescriptions/controlled/")
+    expect(page.locator("#draft-RX-9003 .quantity")).to_contain_text("100 (one hundred)")
+    page.get_by_role("button", name="Transmit to the pharmacy").click()
+    page.wait_for_url(f"{ehr}/prescriptions/controlled/transmit")
+    expect(page.get_by_role("alert")).to_contain_text("changed after they were signed")
+    expect(page.locator("#transmitted")).to_have_count(0)
+
+    # The result signs once: the completion page does not sign again.
+    page.goto(f"{ehr}/prescriptions/controlled/complete")
     expect(page.get_by_role("alert")).to_contain_text("no signing ceremony was completed")
     context.close()
 
     audited = _run(stack, "SELECT event, detail FROM audit_events WHERE event LIKE 'epcs.%' "
                    "ORDER BY seq")
     kinds = [row[0] for row in audited]
-    assert kinds.count("epcs.refused") == 2 and kinds[-1] == "epcs.ceremony_completed", kinds
-    detail = audited[-1][1]
-    detail = detail if isinstance(detail, dict) else __import__("json").loads(detail)
-    assert detail["binding_message"] == RX and detail["acr"] == EPCS
-    assert detail["factors"] == ["password", "webauthn"]
+    assert kinds.count("epcs.refused") == 2, kinds
+    assert kinds[-3:] == ["epcs.ceremony_completed", "epcs.signed", "epcs.signed"], kinds
+    details_of = [row[1] if isinstance(row[1], dict) else json.loads(row[1])
+                  for row in audited[-3:]]
+    assert details_of[0]["binding_message"] == RX + " RX-9003"
+    assert details_of[0]["acr"] == EPCS and details_of[0]["factors"] == ["password", "webauthn"]
+    assert [d["prescription_id"] for d in details_of[1:]] == list(PRESCRIPTIONS)
+    assert all(len(d["sha256"]) == 64 and d["details_sha256"] == details_hash
+               for d in details_of[1:])
     assert not problems, problems

@@ -226,6 +226,7 @@ def test_a_prescription_changed_after_signing_is_not_transmitted(ehr):
         "csrf_token": csrf(page.text), "prescription_id": "RX-9003",
         "quantity": "100 (one hundred) tablets"})
     assert changed.status_code == 302
+    assert 'id="pending"' in http.get("/prescriptions/controlled/").text
     refused = transmit(http)
     assert refused.status_code == 409 and 'id="transmitted"' not in refused.text
     assert "changed after they were signed" in refused.text
