@@ -115,6 +115,11 @@ def _refuse_constant(text: str) -> None:
     raise ValueError("not an integer")
 
 
+def discovery() -> dict[str, Any]:
+    """RFC 9396 §10: the authorization_details types this provider accepts."""
+    return {"authorization_details_types_supported": [policy().epcs.details.type]}
+
+
 def requested(params: Any) -> bool:
     return PARAM in params
 

@@ -78,7 +78,7 @@ def token_response(granted: list[str], ctx: AuthContext) -> dict[str, Any]:
 def install(app: Flask) -> None:
     add_feature(app, "epcs", claims=[claims], token_claims=[token_claims],
                 token_response=[token_response], request_rules=[details.validate_request],
-                code_binders=[service.bind_code],
+                code_binders=[service.bind_code], discovery=[details.discovery],
                 checks=[Check("epcs", ceremony, before="session")])
     purpose.install(app)
     events.subscribe(app, events.ROLE_CHANGED, service.withdraw_on_role_change)

@@ -18,7 +18,7 @@ def metadata() -> dict:
     scopes = registry().supported_scopes(pol)  # without those of features not installed
     claims = sorted({"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr",
                      "sid", "azp", "at_hash"} | pol.claims_for(list(scopes)))
-    return {
+    document = {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/authorize",
         "token_endpoint": f"{issuer}/token",
@@ -66,6 +66,9 @@ def metadata() -> dict:
         # registered for refresh_token (docs/refresh-tokens.md).
         "refresh_token_kinds_supported": refresh_kinds(pol),
     }
+    for source in registry().discovery:  # the installed features' members
+        document.update(source())
+    return document
 
 
 def refresh_kinds(pol: Policy) -> dict[str, str]:

@@ -30,6 +30,9 @@ AudienceSource = Callable[[list[str]], list[str]]
 TokenClaimsSource = Callable[["User", list[str], "AuthContext | None"], Mapping[str, Any]]
 # (granted scopes, how the user authenticated) -> parameters beside the tokens of a response
 TokenResponseSource = Callable[[list[str], "AuthContext"], Mapping[str, Any]]
+# () -> members a feature adds to the discovery document (e.g. RFC 9396
+# authorization_details_types_supported)
+DiscoverySource = Callable[[], Mapping[str, Any]]
 # Authlib grant hook after_validate_authorization_request_payload: (grant, redirect_uri)
 RequestRule = Callable[[Any, str], None]
 # At code issuance: (oauth request, grant family id, user, values the interaction settled);
@@ -62,6 +65,7 @@ class Registry:
     request_rules: list[RequestRule] = field(default_factory=list)
     code_binders: list[CodeBinder] = field(default_factory=list)
     scope_families: list[ScopeFamily] = field(default_factory=list)
+    discovery: list[DiscoverySource] = field(default_factory=list)
     # /authorize interaction checks (idp.oidc.interaction.Check), placed by their `before`
     checks: list[Any] = field(default_factory=list)
     _scopes: frozenset[str] | None = None

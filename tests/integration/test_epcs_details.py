@@ -275,3 +275,8 @@ def test_the_finished_ceremony_serves_only_the_details_it_showed(prescriber, cli
 def test_the_canonical_form_is_rfc_8785_for_the_schema_values():
     value = [{"b": "é\u2028\"\\\n", "a": 10, "type": "x"}]
     assert rx.canonical(value) == '[{"a":10,"b":"é\u2028\\"\\\\\\n","type":"x"}]'.encode()
+
+
+def test_discovery_names_the_type(ctx, client):
+    meta = client.get("/.well-known/openid-configuration").get_json()
+    assert meta["authorization_details_types_supported"] == ["epcs_prescription"]
