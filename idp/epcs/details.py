@@ -58,12 +58,12 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-_validators: dict[int, Any] = {}
+_validators: dict[str, Any] = {}  # by the schema's text (policies differ between apps)
 
 
 def _validator() -> Any:
     schema = policy().epcs.details.schema
-    key = id(schema)
+    key = json.dumps(schema, sort_keys=True)
     if key not in _validators:
         _validators[key] = jsonschema_rs.validator_for(schema)
     return _validators[key]
