@@ -21,3 +21,11 @@ def gettext(string: str, **variables: Any) -> str:
 def lazy_gettext(string: str, **variables: Any) -> LazyString:
     """Translated when used (module constants, form labels): in the language of that request."""
     return LazyString(gettext, string, **variables)
+
+
+def policy_text(value: str) -> str:
+    """A text of a policy file (a factor or role label, a scope description, the daily
+    acknowledgment) in the request's language: the shipped texts are msgids
+    (idp/core/policy_texts.py); an operator's own text shows as written."""
+    text = " ".join(str(value).split())
+    return gettext(text)

@@ -17,6 +17,7 @@ from flask import Flask, current_app, request
 from flask_babel import Babel, get_locale
 
 from idp.context import runtime
+from idp.core.i18n import policy_text
 
 CATALOGS = Path(__file__).resolve().parent.parent / "translations"
 DOMAIN = "messages"
@@ -58,6 +59,7 @@ def install(app: Flask) -> None:
     Babel(app, locale_selector=select_locale)
     app.jinja_env.policies["ext.i18n.trimmed"] = True  # a {% trans %} msgid without its line breaks
     app.jinja_env.globals["page_lang"] = _page_lang
+    app.jinja_env.filters["policy_text"] = policy_text  # labels and texts of policy files
 
 
 def runtime_locales(app: Flask) -> tuple[str, ...]:

@@ -84,3 +84,23 @@ def test_invalid_reset_link_page_in_spanish(ctx, client):
     page = client.get("/password/reset/not-a-token", headers=ES)
     assert page.status_code == 400 and _lang(page.text) == "es"
     assert "Este enlace de restablecimiento no se puede usar" in page.text
+
+
+def test_policy_texts_in_spanish(ctx, client):
+    """The daily acknowledgment and the factor labels come from policy files: shown translated."""
+    from tests.helpers import login
+
+    make_user(acknowledged=False)
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "es"
+    assert login(client).status_code == 302
+    page = client.get("/account/acknowledge")
+    assert _lang(page.text) == "es"
+    assert "Declaración diaria de seguridad" in page.text
+    assert "Accederé a la información de los pacientes" in page.text
+    assert "He leído y acepto la declaración anterior" in page.text
+    accepted = client.post("/account/acknowledge", data={
+        "acknowledge": "y", "next": "/mfa/factors", "csrf_token": csrf_from(page.text)})
+    assert accepted.status_code == 302
+    factors = client.get("/mfa/factors")
+    assert _lang(factors.text) == "es"
+    assert "(Aplicación de autenticación)" in factors.text

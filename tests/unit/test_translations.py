@@ -145,3 +145,19 @@ def test_template_strings_are_translatable(template):
         assert found, f"{template} is translated now: take it off PENDING"
         return
     assert not found, f"{template}: wrap in _() or {{% trans %}}: {found}"
+
+
+def test_every_shipped_policy_text_is_a_message():
+    """Labels and texts of the shipped policy files reach the pages through policy_text():
+    each must be listed in idp/core/policy_texts.py (so extracted, so translated)."""
+    from idp.core.policy_texts import SHIPPED
+    from idp.policy import load_policy
+
+    policy = load_policy(ROOT / "idp" / "policies")
+    texts = [spec.label for spec in policy.mfa.factors.values()]
+    texts += [role.label for role in policy.roles.values()]
+    texts += [scope.description for scope in policy.scopes.values()]
+    texts += [policy.acknowledgment.title, policy.acknowledgment.text]
+    listed = {str(text) for text in SHIPPED}
+    missing = [t for t in (" ".join(t.split()) for t in texts) if t not in listed]
+    assert not missing, f"add to idp/core/policy_texts.py: {missing}"
