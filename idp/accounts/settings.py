@@ -159,16 +159,17 @@ def queue_email_change(change: EmailChangeRequest) -> list[int]:
     name = change.user.name or change.user.username
     rows = [
         outbox.enqueue(
-            change.new_email, "Confirm your new email address",
-            f"Hello {name},\n\nTo use this address for your account "
-            f"{change.user.username}, open this link within {hours} hours while signed in:\n\n"
-            f"{change.url}\n\nIf you did not ask for this, ignore this message.\n"),
+            change.new_email, _("Confirm your new email address"),
+            _("Hello %(name)s,\n\nTo use this address for your account %(username)s, open this "
+              "link within %(hours)s hours while signed in:\n\n%(url)s\n\nIf you did not ask "
+              "for this, ignore this message.\n", name=name, username=change.user.username,
+              hours=hours, url=change.url)),
         outbox.enqueue(
-            change.old_email, "A change of your email address was requested",
-            f"Hello {name},\n\nSomeone signed in to your account asked to change its email "
-            f"address to {change.new_email}. Nothing changes until the new address is "
-            "confirmed. If this was not you, change your password and tell your facility's "
-            "security team at once.\n"),
+            change.old_email, _("A change of your email address was requested"),
+            _("Hello %(name)s,\n\nSomeone signed in to your account asked to change its email "
+              "address to %(email)s. Nothing changes until the new address is confirmed. If "
+              "this was not you, change your password and tell your facility's security team "
+              "at once.\n", name=name, email=change.new_email)),
     ]
     return [row.id for row in rows]
 

@@ -44,13 +44,15 @@ def remove(user: User, factor_id: int) -> None:
                             "before removing it."))
     db.session.delete(factor)
     audit.record("mfa.removed", user_id=user.id, factor=factor.kind)
-    notices.factor_changed(user, f"{factor.label} was removed from your sign-in methods")
+    notices.factor_changed(user, _("%(label)s was removed from your sign-in methods",
+                                    label=factor.label))
 
 
 def new_recovery_codes(user: User) -> list[str]:
     codes = recovery.generate(user)
     audit.record("mfa.recovery_codes_regenerated", user_id=user.id)
-    notices.factor_changed(user, "New recovery codes were created; the old ones stopped working")
+    notices.factor_changed(user, _("New recovery codes were created; the old ones stopped "
+                                    "working"))
     return codes
 
 

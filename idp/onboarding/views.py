@@ -67,7 +67,7 @@ def apply() -> Page:
     if not form.validate_on_submit():
         errors = {name: messages[0] for name, messages in form.errors.items() if messages}
         if "license_expires" in errors:  # WTForms' "Not a valid date value."
-            errors["license_expires"] = "Enter the expiry date as a date, such as 2027-06-30."
+            errors["license_expires"] = _("Enter the expiry date as a date, such as 2027-06-30.")
         if "csrf_token" in errors:
             errors["csrf_token"] = "This form has expired. Reload the page and try again."
     data = service.ApplicationInput(
