@@ -104,3 +104,17 @@ def test_policy_texts_in_spanish(ctx, client):
     factors = client.get("/mfa/factors")
     assert _lang(factors.text) == "es"
     assert "(Aplicación de autenticación)" in factors.text
+
+
+def test_untranslated_staff_consoles_stay_english(ctx, client):
+    """The admin console is not translated yet: English and lang="en", never English text
+    under lang="es"."""
+    from tests.helpers import login
+
+    make_user("root", npi=None, role="admin")
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "es"
+    assert login(client, "root").status_code == 302
+    page = client.get("/admin/")
+    assert page.status_code == 200
+    assert _lang(page.text) == "en" and "Skip to main content" in page.text
+    assert _lang(client.get("/account").text) == "es"
