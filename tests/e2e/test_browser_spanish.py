@@ -64,7 +64,12 @@ def test_sign_in_journey_and_account_pages_in_spanish(idp_server: Server, person
                           ("/account/password", "Cambiar contraseña"),
                           ("/account/email", "Cambiar correo electrónico"),
                           ("/account/phone", "Cambiar número de teléfono"),
-                          ("/mfa/factors", "Métodos de inicio de sesión")):
+                          ("/mfa/factors", "Métodos de inicio de sesión"),
+                          ("/mfa/enroll", "Configure un segundo método de inicio de sesión"),
+                          ("/mfa/enroll/totp", "Configure una aplicación de autenticación"),
+                          ("/mfa/enroll/sms", "Configure códigos por mensaje de texto"),
+                          ("/mfa/enroll/email", "Configure códigos por correo electrónico"),
+                          ("/mfa/enroll/webauthn", "Agregar una llave de seguridad o biometría")):
         page.goto(idp_server.url(path))
         _spanish(page, heading, path)
     page.goto(idp_server.url("/account/password"))
@@ -106,3 +111,40 @@ def test_enrolment_and_public_pages_in_spanish(ctx, idp_server: Server, tab: Pag
     public.get_by_role("button", name="Enviar solicitud").click()
     expect(public.locator("#error-summary")).to_contain_text("requieren su atención")
     _spanish(public, "Registro de nuevos proveedores", "registration errors")
+
+
+def test_consent_and_logout_in_spanish(idp_server: Server, person: Person, rp_site, tab: Page):
+    import secrets
+    from urllib.parse import urlencode
+
+    from tests.e2e.conftest import seed_client
+    from tests.helpers import pkce
+
+    page = tab
+    rp = seed_client(first_party=False, name="Cardiology Scheduler", scope="openid profile email",
+                     redirect_uri=f"http://127.0.0.1:{rp_site.server_address[1]}/cb")
+    _verifier, challenge = pkce()
+    page.goto(idp_server.url("/authorize?" + urlencode({
+        "response_type": "code", "client_id": rp.client_id, "redirect_uri": rp.redirect_uri,
+        "scope": "openid profile email", "state": secrets.token_urlsafe(12),
+        "code_challenge": challenge, "code_challenge_method": "S256"})))
+    _spanish(page, "Iniciar sesión", "login (authorize)")
+    page.get_by_label("Nombre de usuario o NPI").fill(person.username)
+    page.get_by_label("Contraseña").fill(person.password)
+    page.get_by_role("button", name="Iniciar sesión").click()
+    page.wait_for_url("**/mfa/challenge")
+    page.get_by_label("Código de su aplicación de autenticación").fill(person.totp_now())
+    page.get_by_role("button", name="Verificar").click()
+    forget_totp_use(person.username)
+    _spanish(page, "Cardiology Scheduler solicita permiso para", "consent")
+    expect(page.locator("ul.scopes li").first).to_have_text(
+        "iniciar su sesión e indicar a la aplicación quién es usted")
+    page.get_by_role("button", name="Denegar").click()
+    page.wait_for_url(rp.redirect_uri + "?*")
+    assert "error=access_denied" in page.url
+
+    page.goto(idp_server.url("/logout"))
+    _spanish(page, "¿Cerrar sesión?", "logout confirmation")
+    page.get_by_role("button", name="Cerrar sesión").click()
+    _spanish(page, "Ha cerrado sesión", "signed out")
+    expect(page.get_by_role("link", name="Volver a iniciar sesión")).to_be_visible()
