@@ -118,3 +118,26 @@ def test_untranslated_staff_consoles_stay_english(ctx, client):
     assert page.status_code == 200
     assert _lang(page.text) == "en" and "Skip to main content" in page.text
     assert _lang(client.get("/account").text) == "es"
+
+
+def test_sms_code_text_in_spanish(ctx, app):
+    """The text message carrying a code is written in the language of the request."""
+    from sqlalchemy import select
+
+    from idp.extensions import db
+    from idp.notify.models import SmsOutbox
+    from tests.helpers import signed_in_browser
+
+    make_user()
+    http = signed_in_browser(app)
+    http.environ_base["HTTP_ACCEPT_LANGUAGE"] = "es"
+    page = http.get("/account/phone")
+    assert "Cambiar número de teléfono" in page.text
+    sent = http.post("/account/phone", data={
+        "step": "request", "phone": "(202) 555-0123", "current_password": PASSWORD,
+        "csrf_token": csrf_from(page.text)})
+    assert sent.status_code == 200 and "Enviamos un código a" in sent.text
+    body = db.session.execute(select(SmsOutbox.body).where(SmsOutbox.to == "+12025550123")
+                              ).scalars().first()
+    assert body and body.startswith("Su código de Provider Identity es ")
+    assert "No lo comparta nunca" in body
