@@ -141,3 +141,9 @@ def test_sms_code_text_in_spanish(ctx, app):
                               ).scalars().first()
     assert body and body.startswith("Su código de Provider Identity es ")
     assert "No lo comparta nunca" in body
+
+
+def test_expired_form_page_in_spanish(ctx, client):
+    refused = client.post("/login", headers=ES, data={"username": "x", "password": "y"})
+    assert refused.status_code == 400 and _lang(refused.text) == "es"
+    assert "Este formulario venció o no se envió desde este sitio" in refused.text
