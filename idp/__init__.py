@@ -59,7 +59,9 @@ def create_app(settings: Settings | None = None, *,
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
     limiter.init_app(app)
-    from idp.web import public_documents
+    from idp.web import i18n, public_documents
+
+    i18n.install(app)  # page languages: Flask-Babel, catalogs compiled from idp/translations
 
     public_documents.install(app)
     from idp.oidc import fast_lane

@@ -383,6 +383,7 @@ class WebPolicy:
     hsts_max_age: int
     max_json_depth: int
     max_json_values: int
+    locales: tuple[str, ...]  # page languages offered (idp/web/i18n.py); the first: default
 
 
 @dataclass(frozen=True)
@@ -871,11 +872,12 @@ def _web(data: dict[str, Any]) -> WebPolicy:
     if not (1024 <= rules.max_body_bytes and 1 <= rules.max_form_parts
             and 1 <= rules.body_read_timeout_seconds <= 300
             and 64 <= rules.max_param_length <= rules.max_body_bytes
-            and 4 <= rules.max_json_depth <= 256 and 1 <= rules.max_json_values):
+            and 4 <= rules.max_json_depth <= 256 and 1 <= rules.max_json_values
+            and rules.locales and all(isinstance(x, str) and x.isalpha() for x in rules.locales)):
         raise PolicyError("web.toml: need max_body_bytes >= 1024, "
                           "1 <= body_read_timeout_seconds <= 300, max_form_parts >= 1, "
                           "64 <= max_param_length <= max_body_bytes, 4 <= max_json_depth <= 256, "
-                          "max_json_values >= 1")
+                          "max_json_values >= 1, locales a non-empty list of language codes")
     return rules
 
 

@@ -17,6 +17,7 @@ from idp.accounts import settings as account_settings
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
+from idp.core.i18n import gettext as _
 from idp.extensions import db
 from idp.notify.mailer import send_after_response
 from idp.security import alerts
@@ -69,17 +70,19 @@ def send_notices(done: Report) -> None:
     user = done.user
     seen = ""
     if done.event is not None:
-        seen = (f" The sign-in you reported was at {clock.aware(done.event.at):%Y-%m-%d %H:%M} "
-                f"UTC from IP address {done.event.ip or 'unknown'}.")
+        seen = " " + _("The sign-in you reported was at %(when)s UTC from IP address %(ip)s.",
+                       when=f"{clock.aware(done.event.at):%Y-%m-%d %H:%M}",
+                       ip=done.event.ip or "unknown")
     if user.email:
         send_after_response(
-            user.email, "You reported a sign-in that was not you",
-            f"Hello {user.name or user.username},\n\nAt {done.at} you reported that a sign-in "
-            f"to your account {user.username} was not you.{seen}\n\nWe ended every session of "
-            f"your account ({done.sessions_ended}) and signed you out of every application. "
-            "The next time you sign in you must choose a new password. Our security team was "
-            "told and may contact you. If you did not make this report yourself, contact your "
-            "IT helpdesk.\n")
+            user.email, _("You reported a sign-in that was not you"),
+            _("Hello %(name)s,\n\nAt %(when)s you reported that a sign-in to your account "
+              "%(username)s was not you.%(seen)s\n\nWe ended every session of your account "
+              "(%(ended)s) and signed you out of every application. The next time you sign in "
+              "you must choose a new password. Our security team was told and may contact you. "
+              "If you did not make this report yourself, contact your IT helpdesk.\n",
+              name=user.name or user.username, when=done.at, username=user.username,
+              seen=seen, ended=done.sessions_ended))
     alerts.notify_security(
         f"Reported sign-in: {user.username}",
         f"At {done.at} the user {user.username} (id {user.id}) reported a sign-in that was not "

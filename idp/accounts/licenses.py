@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import date
 
+from idp.core.i18n import gettext as _
 from idp.policy import LicenseState
 
 
@@ -20,16 +21,17 @@ def problems(states: dict[str, LicenseState], state: str, number: str, expires: 
     found: dict[str, str] = {}
     spec = states.get((state or "").strip().upper())
     if spec is None:
-        found["license_state"] = "Choose the state or territory that issued your license."
+        found["license_state"] = _("Choose the state or territory that issued your license.")
     number = normalize_number(number)
     if not number:
-        found["license_number"] = "Enter your license number."
+        found["license_number"] = _("Enter your license number.")
     elif spec is not None and not re.fullmatch(spec.pattern, number):
-        found["license_number"] = (f"This does not look like a {spec.name} license number "
-                                   f"(for example {spec.example}).")
+        found["license_number"] = _("This does not look like a %(state)s license number "
+                                     "(for example %(example)s).", state=spec.name,
+                                     example=spec.example)
     if expires is None:
-        found["license_expires"] = "Enter the date your license expires."
+        found["license_expires"] = _("Enter the date your license expires.")
     elif expires <= today:
-        found["license_expires"] = "This license has expired: the expiry date must be in " \
-                                   "the future."
+        found["license_expires"] = _("This license has expired: the expiry date must "
+                                     "be in the future.")
     return found

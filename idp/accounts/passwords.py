@@ -16,6 +16,7 @@ from zxcvbn import zxcvbn
 from idp import clock
 from idp.accounts.models import PasswordHistory, User
 from idp.context import policy, runtime
+from idp.core.i18n import gettext as _
 from idp.extensions import db
 
 ZXCVBN_MAX = 72  # zxcvbn's own default bound
@@ -27,32 +28,32 @@ def problems(password: str, user: User | None = None, *, check_history: bool = T
     rules = policy().password.rules
     found: list[str] = []
     if len(password) < rules.min_length:
-        found.append(f"Use at least {rules.min_length} characters.")
+        found.append(_("Use at least %(n)s characters.", n=rules.min_length))
     if len(password) > rules.max_length:
-        found.append(f"Use at most {rules.max_length} characters.")
+        found.append(_("Use at most %(n)s characters.", n=rules.max_length))
     if rules.require_upper and not any(c.isupper() for c in password):
-        found.append("Include an upper-case letter.")
+        found.append(_("Include an upper-case letter."))
     if rules.require_lower and not any(c.islower() for c in password):
-        found.append("Include a lower-case letter.")
+        found.append(_("Include a lower-case letter."))
     if rules.require_digit and not any(c.isdigit() for c in password):
-        found.append("Include a digit.")
+        found.append(_("Include a digit."))
     if rules.require_symbol and not any(c in string.punctuation or c.isspace() or
                                         not c.isascii() for c in password):
-        found.append("Include a symbol such as ! # % or a space.")
+        found.append(_("Include a symbol such as ! # % or a space."))
     personal = _personal_words(user)
     lowered = password.lower()
     if any(len(w) >= 4 and w in lowered for w in personal):
-        found.append("Do not use your name, username, NPI or email address in it.")
+        found.append(_("Do not use your name, username, NPI or email address in it."))
     # zxcvbn refuses (ValueError) more than ZXCVBN_MAX characters, and its cost grows quickly
     # with length (a random 200 take a minute and a half): a longer one is scored by its start
     score = zxcvbn(password[:ZXCVBN_MAX], user_inputs=personal)["score"]
     if score < rules.min_strength:
-        found.append("It is too easy to guess: avoid common words, names, dates, "
-                     "keyboard patterns and repeats; a few unrelated words work well.")
+        found.append(_("It is too easy to guess: avoid common words, names, dates, "
+                       "keyboard patterns and repeats; a few unrelated words work well."))
     if _breached(password):
-        found.append("This password has appeared in a data breach: choose another.")
+        found.append(_("This password has appeared in a data breach: choose another."))
     if user is not None and check_history and _reused(user, password, rules.history):
-        found.append(f"Do not reuse any of your last {rules.history} passwords.")
+        found.append(_("Do not reuse any of your last %(n)s passwords.", n=rules.history))
     return found
 
 

@@ -18,6 +18,7 @@ from idp.accounts.service import find_by_login
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.core.crypto import digest
+from idp.core.i18n import gettext as _
 from idp.extensions import db
 from idp.notify import outbox
 
@@ -87,14 +88,17 @@ def link_mail(link: ResetLink, *, helpdesk: bool = False) -> tuple[str, str, str
     """(to, subject, body) of the email carrying a reset link."""
     hours = policy().password.reset_link_lifetime // 3600
     user = link.user
-    why = ("Your IT helpdesk started a password reset for your account" if helpdesk else
-           "Someone (we hope you) asked to reset the password of your account")
-    return (user.email, "Reset your password",
-            f"Hello {user.name or user.username},\n\n{why} {user.username}.\n\n"
-            f"To choose a new password, open this link within {hours} hours. It works "
-            f"once, and only the newest link you were sent works:\n\n{link.url}\n\n"
-            "If you did not ask for this, ignore this message: your password stays "
-            "as it is.\n")
+    name = user.name or user.username
+    why = _("Your IT helpdesk started a password reset for your account %(username)s.",
+            username=user.username) if helpdesk else \
+        _("Someone (we hope you) asked to reset the password of your account %(username)s.",
+          username=user.username)
+    return (user.email, _("Reset your password"),
+            _("Hello %(name)s,\n\n", name=name) + why + "\n\n" +
+            _("To choose a new password, open this link within %(hours)s hours. It works "
+              "once, and only the newest link you were sent works:\n\n%(url)s\n\n"
+              "If you did not ask for this, ignore this message: your password stays "
+              "as it is.\n", hours=hours, url=link.url))
 
 
 def send_link(link: ResetLink, *, helpdesk: bool = False) -> bool:
@@ -149,9 +153,9 @@ def temporary_password(user: User) -> str:
     length = min(rules.min_length + TEMPORARY_EXTRA_LENGTH, rules.max_length)
     alphabet = _UPPER + _LOWER + _DIGITS + _SYMBOLS
     rng = secrets.SystemRandom()
-    for _ in range(20):
+    for _attempt in range(20):
         chars = [rng.choice(_UPPER), rng.choice(_LOWER), rng.choice(_DIGITS),
-                 rng.choice(_SYMBOLS)] + [rng.choice(alphabet) for _ in range(length - 4)]
+                 rng.choice(_SYMBOLS)] + [rng.choice(alphabet) for _pos in range(length - 4)]
         rng.shuffle(chars)
         candidate = "".join(chars)
         if not passwords.problems(candidate, user):

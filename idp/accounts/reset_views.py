@@ -10,6 +10,7 @@ from wtforms.validators import DataRequired, Length
 from idp.accounts import notices, passwords, reset
 from idp.accounts.forms import NewPasswordForm
 from idp.context import policy
+from idp.core.i18n import gettext as _
 from idp.extensions import db, limiter
 from idp.notify import outbox
 from idp.oidc.home import home_name, home_url
@@ -45,7 +46,7 @@ def forgot() -> tuple[str, int] | str:
     if request.method == "POST":
         if not form.validate_on_submit():
             return render_template("accounts/forgot.html", form=form, hours=hours,
-                                   error="Enter your username, NPI or email address."), 400
+                                   error=_("Enter your username, NPI or email address.")), 400
         links = reset.request_reset(form.identifier.data)
         mails = [outbox.enqueue(*reset.link_mail(link)).id for link in links]
         db.session.commit()

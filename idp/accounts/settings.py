@@ -19,13 +19,15 @@ from idp.accounts.service import verify_password
 from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.core.crypto import digest
+from idp.core.i18n import gettext as _
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db
 from idp.notify import outbox
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-WRONG_CURRENT = "Your current password is not right."
+WRONG_CURRENT = _l("Your current password is not right.")
 LOCKED = ("Your account is locked after too many failed attempts. Try again later or ask your "
           "IT helpdesk.")
 
@@ -132,9 +134,9 @@ def request_email_change(user: User, new_email: str) -> EmailChangeRequest:
     """A verification link for the new address (24 h, single use); older requests lapse."""
     new_email = (new_email or "").strip()
     if len(new_email) > 254 or not EMAIL_RE.match(new_email):
-        raise SettingsError("Enter a valid email address, such as name@hospital.org.")
+        raise SettingsError(_("Enter a valid email address, such as name@hospital.org."))
     if new_email.lower() == (user.email or "").lower():
-        raise SettingsError("This is already your email address.")
+        raise SettingsError(_("This is already your email address."))
     now = clock.now()
     db.session.execute(update(EmailChange).where(
         EmailChange.user_id == user.id, EmailChange.used_at.is_(None),
@@ -157,16 +159,17 @@ def queue_email_change(change: EmailChangeRequest) -> list[int]:
     name = change.user.name or change.user.username
     rows = [
         outbox.enqueue(
-            change.new_email, "Confirm your new email address",
-            f"Hello {name},\n\nTo use this address for your account "
-            f"{change.user.username}, open this link within {hours} hours while signed in:\n\n"
-            f"{change.url}\n\nIf you did not ask for this, ignore this message.\n"),
+            change.new_email, _("Confirm your new email address"),
+            _("Hello %(name)s,\n\nTo use this address for your account %(username)s, open this "
+              "link within %(hours)s hours while signed in:\n\n%(url)s\n\nIf you did not ask "
+              "for this, ignore this message.\n", name=name, username=change.user.username,
+              hours=hours, url=change.url)),
         outbox.enqueue(
-            change.old_email, "A change of your email address was requested",
-            f"Hello {name},\n\nSomeone signed in to your account asked to change its email "
-            f"address to {change.new_email}. Nothing changes until the new address is "
-            "confirmed. If this was not you, change your password and tell your facility's "
-            "security team at once.\n"),
+            change.old_email, _("A change of your email address was requested"),
+            _("Hello %(name)s,\n\nSomeone signed in to your account asked to change its email "
+              "address to %(email)s. Nothing changes until the new address is confirmed. If "
+              "this was not you, change your password and tell your facility's security team "
+              "at once.\n", name=name, email=change.new_email)),
     ]
     return [row.id for row in rows]
 

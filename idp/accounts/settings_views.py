@@ -24,6 +24,8 @@ from idp.accounts.models import User
 from idp.accounts.views import safe_next
 from idp.admin.service import recent_logins
 from idp.context import policy
+from idp.core.i18n import gettext as _
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db, limiter
 from idp.mfa import phone_change as phones
 from idp.mfa.factors.otp_code import mask
@@ -42,7 +44,7 @@ class PasswordChangeForm(FlaskForm):
     current_password = PasswordField("Current password", validators=[Length(max=1024)])
     new_password = PasswordField("New password", validators=[DataRequired(), Length(max=1024)])
     confirm_password = PasswordField("Confirm new password", validators=[
-        DataRequired(), EqualTo("new_password", message="The two passwords do not match.")])
+        DataRequired(), EqualTo("new_password", message=_l("The two passwords do not match."))])
 
 
 class EmailChangeForm(FlaskForm):
@@ -88,7 +90,7 @@ def password(sso: SsoSession) -> Page:
     if request.method == "POST":
         form.validate()
         if not form.current_password.data:
-            errors = ["Enter your current password."]
+            errors = [_("Enter your current password.")]
         else:
             mismatch = [e for name in ("new_password", "confirm_password")
                         for e in form.errors.get(name, [])]
@@ -99,7 +101,7 @@ def password(sso: SsoSession) -> Page:
                 notices.account_locked(user)
             if result.ok:
                 notices.password_changed(user)
-                flash("Your password was changed. Other devices were signed out.")
+                flash(_("Your password was changed. Other devices were signed out."))
                 return redirect(url_for("settings.overview"))
             errors = result.errors
     return render_template("accounts/settings_password.html", form=form, errors=errors,
@@ -120,11 +122,11 @@ def end_session(sso: SsoSession, sid: str) -> Page:
     ended_here = sid == sso.id
     if not service.end_own_session(sso.user, sid, sso):
         db.session.rollback()
-        return render_template("error.html", message="You have no such session."), 404
+        return render_template("error.html", message=_("You have no such session.")), 404
     db.session.commit()
     if ended_here:
         return redirect(url_for("accounts.login"))
-    flash("The session was ended.")
+    flash(_("The session was ended."))
     back = request.form.get("next")
     return redirect(safe_next(back) if back else url_for("settings.session_list"))
 
@@ -171,7 +173,7 @@ def email(sso: SsoSession) -> Page:
         form.validate()
         errors = list(form.errors.get("new_email", []))
         if not form.current_password.data:
-            errors.append("Enter your current password.")
+            errors.append(_("Enter your current password."))
         if not errors:
             proof = service.prove_password(user, form.current_password.data)
             errors = proof.errors
@@ -187,11 +189,12 @@ def email(sso: SsoSession) -> Page:
                 mails = service.queue_email_change(change)
                 db.session.commit()
                 if outbox.deliver_now(mails):
-                    flash(f"We sent a link to {change.new_email}. Open it to confirm the "
-                          "change.")
+                    flash(_("We sent a link to %(email)s. Open it to confirm the change.",
+                            email=change.new_email))
                 else:
-                    flash(f"Our mail server is not answering: the link to {change.new_email} "
-                          "may be delayed. It will be sent as soon as the server is back.")
+                    flash(_("Our mail server is not answering: the link to %(email)s may be "
+                            "delayed. It will be sent as soon as the server is back.",
+                            email=change.new_email))
                 return redirect(url_for("settings.overview"))
     return render_template("accounts/settings_email.html", form=form, errors=errors, user=user,
                            hours=policy().password.reset_link_lifetime // 3600
@@ -205,7 +208,7 @@ def verify_email(sso: SsoSession, token: str) -> Page:
         db.session.rollback()
         return render_template("accounts/settings_email_invalid.html"), 400
     db.session.commit()
-    flash(f"Your email address is now {sso.user.email}.")
+    flash(_("Your email address is now %(email)s.", email=sso.user.email))
     return redirect(url_for("settings.overview"))
 
 
@@ -248,7 +251,7 @@ def phone(sso: SsoSession) -> Page:
             return _phone_page(user, errors=[result.error], step="confirm")
         session.pop(PHONE_ATTEMPT, None)
         phones.send_phone_changed(user, result.masked)
-        flash(f"Your phone number is now {result.masked}.")
+        flash(_("Your phone number is now %(phone)s.", phone=result.masked))
         return redirect(url_for("settings.overview"))
     if step == "resend":
         attempt = phones.attempt_for(user, session.get(PHONE_ATTEMPT))
@@ -258,14 +261,14 @@ def phone(sso: SsoSession) -> Page:
     form.validate()
     errors = list(form.errors.get("phone", []))
     if not (form.phone.data or "").strip():
-        errors.append("Enter your new mobile phone number.")
+        errors.append(_("Enter your new mobile phone number."))
     elif not errors:
         try:  # the number's own problems first: they say nothing about the account
             phones.validate_number(user, form.phone.data)
         except phones.PhoneChangeError as exc:
             errors.append(str(exc))
     if not form.current_password.data:
-        errors.append("Enter your current password.")
+        errors.append(_("Enter your current password."))
     if not errors:
         proof = service.prove_password(user, form.current_password.data)
         errors = proof.errors

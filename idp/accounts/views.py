@@ -11,6 +11,8 @@ from idp.accounts import acknowledgment, notices, passwords, service
 from idp.accounts.forms import AcknowledgmentForm, LoginForm, NewPasswordForm
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core.i18n import gettext as _
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db, limiter
 from idp.mfa import flow
 from idp.oidc import authorize as consents
@@ -19,24 +21,24 @@ from idp.web.guards import signed_in
 
 bp = Blueprint("accounts", __name__)
 
-TEMPORARY_EXPIRED = ("Your temporary password has expired. Use \u201cForgot password\u201d "
-                     "below or ask your IT helpdesk for a new one.")
+TEMPORARY_EXPIRED = _l("Your temporary password has expired. Use \u201cForgot password\u201d "
+                        "below or ask your IT helpdesk for a new one.")
 
 
 def login_failed_message() -> str:
     rules = policy().lockout
-    return ("The username, NPI or password is not right, or the account cannot sign in. "
-            f"After {rules.max_failures} failed attempts an account is locked for "
-            f"{rules.lock_duration // 60} minutes.")
+    return _("The username, NPI or password is not right, or the account cannot sign in. "
+             "After %(failures)s failed attempts an account is locked for %(minutes)s minutes.",
+             failures=rules.max_failures, minutes=rules.lock_duration // 60)
 
 
 def locked_message() -> str:
     """After the failure that locks, and for a locked account whatever the password: the same
     text for names without an account once they failed as often (no account oracle)."""
     minutes = policy().lockout.lock_duration // 60
-    return ("Sign-in is not possible right now: too many attempts failed. Try again in up to "
-            f"{minutes} minutes, or use \u201cForgot password\u201d to set a new password now. "
-            "The account holder has been sent an email about this.")
+    return _("Sign-in is not possible right now: too many attempts failed. Try again in up to "
+             "%(minutes)s minutes, or use \u201cForgot password\u201d to set a new password now. "
+             "The account holder has been sent an email about this.", minutes=minutes)
 
 
 def safe_next(target: str | None) -> str:
@@ -68,7 +70,7 @@ def login() -> Response | tuple[str, int] | str:
         return render_template("accounts/login.html", form=form, next_url=next_url)
     if not form.validate_on_submit():
         return render_template("accounts/login.html", form=form, next_url=next_url,
-                               error="Enter your username or NPI and your password."), 400
+                               error=_("Enter your username or NPI and your password.")), 400
     result = service.authenticate(form.username.data, form.password.data)
     user = result.user
     if user is None:

@@ -28,6 +28,7 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.breakglass.models import BreakglassEpisode
 from idp.context import policy
+from idp.core.i18n import gettext as _
 from idp.extensions import db
 from idp.mfa import flow
 from idp.mfa.models import LoginAttempt
@@ -125,15 +126,15 @@ def check_request(reason: str | None, justification: str | None) -> str | None:
     """What is wrong with the reason and justification entered (None: acceptable)."""
     policy_ = rules()
     if reason not in policy_.reasons:
-        return "Choose the reason for emergency access."
+        return _("Choose the reason for emergency access.")
     text = (justification or "").strip()
     if len(text) < policy_.justification_min:
-        return (f"Explain why in at least {policy_.justification_min} characters: the "
-                "privacy officer reviews every emergency access.")
+        return _("Explain why in at least %(n)s characters: the privacy officer reviews every "
+                 "emergency access.", n=policy_.justification_min)
     if len(text) > policy_.justification_max:
-        return f"Keep the justification under {policy_.justification_max} characters."
+        return _("Keep the justification under %(n)s characters.", n=policy_.justification_max)
     if any(ord(c) < 32 and c not in "\n\r\t" for c in text):
-        return "The justification holds characters that are not text."
+        return _("The justification holds characters that are not text.")
     return None
 
 

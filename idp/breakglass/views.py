@@ -16,6 +16,7 @@ from idp.breakglass import service
 from idp.breakglass.forms import RequestForm, ReviewForm
 from idp.breakglass.models import BreakglassEpisode
 from idp.context import policy
+from idp.core.i18n import gettext as _
 from idp.extensions import db, limiter
 from idp.oidc import client_cache
 from idp.sessions import service as sessions
@@ -51,7 +52,7 @@ def request(episode_id: str) -> Page:
     if not form.is_submitted():
         return _request_page(episode, form)
     if not form.validate():
-        return _request_page(episode, form, "Enter your password.", 400)
+        return _request_page(episode, form, _("Enter your password."), 400)
     problem = service.check_request(form.reason.data, form.justification.data)
     if problem:
         return _request_page(episode, form, problem, 400)

@@ -14,6 +14,7 @@ from idp.accounts.views import login_failed_message
 from idp.admin.access import ADMIN_ROLES, require_role
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core.i18n import gettext as _
 from idp.epcs import service
 from idp.epcs.forms import ActionForm, CeremonyForm, ProposeForm
 from idp.epcs.models import EpcsCeremony, EpcsPermission
@@ -51,7 +52,7 @@ def ceremony(ceremony_id: str) -> Page:
     if not form.is_submitted():
         return _ceremony_page(item, form)
     if not form.validate():
-        return _ceremony_page(item, form, "Enter your password.", 400)
+        return _ceremony_page(item, form, _("Enter your password."), 400)
     user = sso.user
     if lockout.is_locked(user) or not accounts.verify_password(user, form.password.data):
         failure = None if lockout.is_locked(user) else lockout.register_failure(user)

@@ -8,6 +8,7 @@ from flask import Response, abort, render_template, request, session
 from idp.accounts.models import User
 from idp.context import policy
 from idp.core import crypto
+from idp.core.i18n import gettext as _
 from idp.extensions import db
 from idp.mfa import enrollment
 from idp.mfa.blueprint import bp
@@ -25,7 +26,7 @@ def enroll_totp() -> Page:
     who = enrollment.enrolling()
     if who is None:
         return enrollment.reauth()
-    user, _ = who
+    user, _attempt = who
     kind = registry().get(totp.KIND)
     if kind is None or totp.KIND not in policy().mfa.allowed(user.role):
         abort(403)
@@ -40,10 +41,10 @@ def enroll_totp() -> Page:
     if step is None:
         uri = totp.provisioning_uri(user, secret)
         return render_template("mfa/enroll_totp.html", secret=secret, qr=totp.qr_svg(uri),
-                               error="That code does not match. Check the time on your phone "
-                                     "and enter the newest code."), 400
+                               error=_("That code does not match. Check the time on your phone "
+                                       "and enter the newest code.")), 400
     factor = kind.enroll(user, secret_encrypted=pending, step=step,
-                         label=request.form.get("label") or "Authenticator app")
+                         label=request.form.get("label") or _("Authenticator app"))
     session.pop(TOTP_KEY, None)
     return enrollment.enrolled(user, factor)
 
@@ -57,7 +58,7 @@ def enroll_code(kind: str) -> Page:
     who = enrollment.enrolling()
     if who is None:
         return enrollment.reauth()
-    user, _ = who
+    user, _attempt = who
     if kind not in policy().mfa.allowed(user.role):
         abort(403)
     pending = _pending(user, kind)

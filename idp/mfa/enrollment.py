@@ -15,6 +15,7 @@ from idp.accounts.models import User
 from idp.accounts.views import safe_next
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core.i18n import gettext as _
 from idp.extensions import db
 from idp.mfa import flow
 from idp.mfa.factors import recovery
@@ -85,7 +86,8 @@ def enrolled(user: User, factor: Factor) -> Response:
     else:
         next_url = safe_next(request.args.get("next"))
     db.session.commit()
-    notices.factor_changed(user, f"{factor.label} was added as a way to verify your sign-in")
+    notices.factor_changed(user, _("%(label)s was added as a way to verify your sign-in",
+                                    label=factor.label))
     if codes_shown:
         session[CODES_KEY] = codes_shown
         return redirect(url_for("mfa.show_recovery_codes", next=next_url))

@@ -36,6 +36,8 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core.i18n import gettext as _
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db
 from idp.mfa.factors import otp_code as codes
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode
@@ -43,10 +45,10 @@ from idp.notify.mailer import send_mail
 
 PENDING_LABEL = "Phone verification"
 PURPOSE = "phone"
-SAME_NUMBER = "This is already your phone number."
-NO_PENDING = "Enter your new phone number first; we will text a code to it."
-EXPIRED = "That code has expired or was tried too many times. Send a new code."
-WRONG = "That code is not right. Check the text message and try again."
+SAME_NUMBER = _l("This is already your phone number.")
+NO_PENDING = _l("Enter your new phone number first; we will text a code to it.")
+EXPIRED = _l("That code has expired or was tried too many times. Send a new code.")
+WRONG = _l("That code is not right. Check the text message and try again.")
 
 
 class PhoneChangeError(ValueError):
@@ -209,8 +211,9 @@ def confirm_change(user: User, attempt: LoginAttempt | None, code: str) -> Confi
 
 def send_phone_changed(user: User, masked: str) -> None:
     """After commit: tell the account's email address (notices.py style)."""
-    send_mail(user.email, "Your phone number was changed",
-              f"Hello {user.name or user.username},\n\nThe phone number of your account was "
-              f"changed to {masked} at {clock.now():%Y-%m-%d %H:%M} UTC, after a code sent to "
-              "it was entered. If you did not do this, change your password and tell your "
-              "facility's security team at once.\n")
+    send_mail(user.email, _("Your phone number was changed"),
+              _("Hello %(name)s,\n\nThe phone number of your account was changed to %(masked)s "
+                "at %(when)s UTC, after a code sent to it was entered. If you did not do this, "
+                "change your password and tell your facility's security team at once.\n",
+                name=user.name or user.username, masked=masked,
+                when=f"{clock.now():%Y-%m-%d %H:%M}"))

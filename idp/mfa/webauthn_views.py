@@ -14,6 +14,8 @@ from idp.accounts.models import User
 from idp.accounts.views import login_failed_message, safe_next
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core.i18n import gettext as _
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db, limiter
 from idp.mfa import enrollment, flow
 from idp.mfa.blueprint import bp
@@ -21,8 +23,8 @@ from idp.mfa.factors import webauthn as service
 from idp.mfa.factors.registry import registry
 
 PASSKEY_KEY = "passkey"
-EXPIRED_SIGN_IN = "Your sign-in has expired. Sign in again."
-NOT_ALLOWED = "Security keys and biometrics are not available for your account."
+EXPIRED_SIGN_IN = _l("Your sign-in has expired. Sign in again.")
+NOT_ALLOWED = _l("Security keys and biometrics are not available for your account.")
 B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -33,7 +35,7 @@ def _body() -> dict:
 
 def _error(message: str, status: int = 400, redirect_to: str | None = None
            ) -> tuple[Response, int]:
-    payload = {"error": message}
+    payload = {"error": str(message)}  # a lazy (translated) message as its text
     if redirect_to:
         payload["redirect"] = redirect_to
     return jsonify(payload), status
@@ -89,7 +91,7 @@ def enroll_webauthn() -> Response | str:
 def enroll_webauthn_options() -> Response | tuple[Response, int]:
     user = _enroller()
     if user is None:
-        return _error("Sign in again to change how you verify your sign-in.", 401,
+        return _error(_("Sign in again to change how you verify your sign-in."), 401,
                       _reauth_url())
     if service.KIND not in policy().mfa.allowed(user.role):
         return _error(NOT_ALLOWED, 403)
@@ -103,7 +105,7 @@ def enroll_webauthn_options() -> Response | tuple[Response, int]:
 def enroll_webauthn_verify() -> Response | tuple[Response, int]:
     user = _enroller()
     if user is None:
-        return _error("Sign in again to change how you verify your sign-in.", 401,
+        return _error(_("Sign in again to change how you verify your sign-in."), 401,
                       _reauth_url())
     if service.KIND not in policy().mfa.allowed(user.role):
         return _error(NOT_ALLOWED, 403)
@@ -135,7 +137,7 @@ def webauthn_options() -> Response | tuple[Response, int]:
     found = flow.current()
     if found is None:
         return _expired()
-    attempt, user, _ = found
+    attempt, user, _next = found
     try:
         options = service.authentication_options(attempt, flow.usable(attempt, user))
     except service.WebAuthnError as exc:

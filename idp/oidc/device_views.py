@@ -9,6 +9,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core.i18n import gettext as _
 from idp.extensions import csrf, db, limiter
 from idp.oidc import client_cache, device
 from idp.oidc.auth_context import AuthContext
@@ -47,12 +48,12 @@ def verify() -> Page:
         audit.record("device.code_refused", user_id=sso.user_id, ip=request.remote_addr)
         db.session.commit()
         return _page("device", 400, user_code="",
-                     error="That code is not right, or it has expired. Check the code your "
-                           "device shows and try again.")
+                     error=_("That code is not right, or it has expired. Check the code "
+                             "your device shows and try again."))
     client = client_cache.get(item.client_id)
     if client is None or client.disabled:
-        return _page("device", 400, user_code="", error="That device's application is no "
-                     "longer allowed to sign in.")
+        return _page("device", 400, user_code="", error=_("That device's application is no "
+                                                          "longer allowed to sign in."))
     decision = request.form.get("decision")
     if decision not in ("allow", "deny"):
         return _page("device_confirm", client=client, user=sso.user,
@@ -60,7 +61,7 @@ def verify() -> Page:
                      scopes=consent_page_scopes(item.scope))
     allow = decision == "allow"
     if not device.decide(item, sso.user, AuthContext.of_session(sso), allow):
-        return _page("device", 400, user_code="", error="That code was already used.")
+        return _page("device", 400, user_code="", error=_("That code was already used."))
     audit.record("device.allowed" if allow else "device.denied", user_id=sso.user_id,
                  client_id=item.client_id, ip=request.remote_addr, scope=item.scope)
     db.session.commit()

@@ -26,6 +26,8 @@ from idp.audit.models import AuditEvent
 from idp.context import policy, settings
 from idp.core import events as domain_events
 from idp.core.crypto import digest
+from idp.core.i18n import gettext as _
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db
 from idp.oidc.home import home_url
 from idp.onboarding import registry
@@ -42,9 +44,9 @@ CONCURRENT_DECISION = ("Another decision was saved at the same moment (this NPI 
                        "now on an account): reload the application.")
 
 MAX_TOKEN_LENGTH = 128
-NPI_TAKEN = ("This NPI cannot be used for a new application: it already belongs to an "
-             "account or to an application under review. If you think this is a mistake, "
-             "contact the credentialing office.")
+NPI_TAKEN = _l("This NPI cannot be used for a new application: it already belongs to an "
+                "account or to an application under review. If you think this is a mistake, "
+                "contact the credentialing office.")
 
 
 class OnboardingError(ValueError):
@@ -104,22 +106,22 @@ def validate(data: ApplicationInput) -> dict[str, str]:
     roles = {r.name: r for r in applicable_roles()}
     role = roles.get(data.role)
     if role is None:
-        errors["role"] = "Choose the role you are applying for."
+        errors["role"] = _("Choose the role you are applying for.")
     npi = (data.npi or "").strip()
     if not re.fullmatch(r"[0-9]{10}", npi):
-        errors["npi"] = "An NPI is exactly 10 digits."
+        errors["npi"] = _("An NPI is exactly 10 digits.")
     elif not is_valid_npi(npi):
-        errors["npi"] = ("This is not a valid NPI: its last digit (the check digit) does not "
-                         "match. Check for a mistyped digit.")
+        errors["npi"] = _("This is not a valid NPI: its last digit (the check digit) does "
+                           "not match. Check for a mistyped digit.")
     elif npi_taken(npi):
         errors["npi"] = NPI_TAKEN
     facility = db.session.get(Facility, data.facility_id) if data.facility_id else None
     if facility is None or not facility.active:
-        errors["facility_id"] = "Choose the facility where you will work."
+        errors["facility_id"] = _("Choose the facility where you will work.")
     if data.department_id is not None:
         department = db.session.get(Department, data.department_id)
         if department is None or facility is None or department.facility_id != facility.id:
-            errors["department_id"] = "Choose a department of the facility you chose."
+            errors["department_id"] = _("Choose a department of the facility you chose.")
     clinical = role is not None and role.clinical
     if clinical or data.license_state or data.license_number or data.license_expires:
         errors.update(licenses.problems(rules().license_states, data.license_state,
@@ -389,43 +391,47 @@ def answer(token: str, text: str) -> Application | None:
 # -- emails ----------------------------------------------------------------------------------
 def verify_mail(item: Application, url: str) -> tuple[str, str, str]:
     hours = rules().email_link_lifetime // 3600
-    return (item.email, "Confirm your email to complete your provider registration",
-            f"Hello {item.name},\n\n"
-            "Thank you for applying for access to the provider network. To send your "
-            "application to our credentialing team, confirm your email address by opening "
-            f"this link within {hours} hours (it works once):\n\n{url}\n\n"
-            "Our team reviews applications within 24 to 48 hours and will write to you at "
-            "this address.\n\nIf you did not apply, ignore this message: nothing happens "
-            "without the confirmation.\n\n— Provider Identity, credentialing team\n")
+    return (item.email, _("Confirm your email to complete your provider registration"),
+            _("Hello %(name)s,\n\n"
+              "Thank you for applying for access to the provider network. To send your "
+              "application to our credentialing team, confirm your email address by opening "
+              "this link within %(hours)s hours (it works once):\n\n%(url)s\n\n"
+              "Our team reviews applications within 24 to 48 hours and will write to you at "
+              "this address.\n\nIf you did not apply, ignore this message: nothing happens "
+              "without the confirmation.\n\n— Provider Identity, credentialing team\n",
+              name=item.name, hours=hours, url=url))
 
 
 def approved_mail(user: User, password: str) -> tuple[str, str, str]:
     hours = policy().password.temporary_lifetime // 3600
-    return (user.email, "Your provider account is ready",
-            f"Hello {user.name},\n\nYour application was approved. Your account:\n\n"
-            f"  Username: {user.username}\n  Temporary password: {password}\n\n"
-            f"Sign in within {hours} hours at:\n\n{home_url()}\n\n"
-            "At your first sign-in you will set up a second way to verify it's you (an "
-            "authenticator app, for example) and choose your own password. The temporary "
-            f"password stops working after {hours} hours; after that, ask the helpdesk for "
-            "a new one.\n\n— Provider Identity, credentialing team\n")
+    return (user.email, _("Your provider account is ready"),
+            _("Hello %(name)s,\n\nYour application was approved. Your account:\n\n"
+              "  Username: %(username)s\n  Temporary password: %(password)s\n\n"
+              "Sign in within %(hours)s hours at:\n\n%(url)s\n\n"
+              "At your first sign-in you will set up a second way to verify it's you (an "
+              "authenticator app, for example) and choose your own password. The temporary "
+              "password stops working after %(hours)s hours; after that, ask the helpdesk for "
+              "a new one.\n\n— Provider Identity, credentialing team\n",
+              name=user.name, username=user.username, password=password, hours=hours,
+              url=home_url()))
 
 
 def rejected_mail(item: Application) -> tuple[str, str, str]:
-    return (item.email, "Your provider registration",
-            f"Hello {item.name},\n\nWe could not approve your application for access to the "
-            f"provider network.\n\nReason: {item.reason}\n\nYou may apply again once this is "
-            "resolved. For questions, contact your facility's credentialing office.\n\n"
-            "— Provider Identity, credentialing team\n")
+    return (item.email, _("Your provider registration"),
+            _("Hello %(name)s,\n\nWe could not approve your application for access to the "
+              "provider network.\n\nReason: %(reason)s\n\nYou may apply again once this is "
+              "resolved. For questions, contact your facility's credentialing office.\n\n"
+              "— Provider Identity, credentialing team\n", name=item.name, reason=item.reason))
 
 
 def info_mail(item: Application, url: str) -> tuple[str, str, str]:
     days = rules().reply_link_lifetime // 86400
-    return (item.email, "More information needed for your provider registration",
-            f"Hello {item.name},\n\nOur credentialing team needs more information to "
-            f"complete the review of your application:\n\n{item.info_request}\n\n"
-            f"Answer through this link within {days} days (it works once):\n\n{url}\n\n"
-            "— Provider Identity, credentialing team\n")
+    return (item.email, _("More information needed for your provider registration"),
+            _("Hello %(name)s,\n\nOur credentialing team needs more information to "
+              "complete the review of your application:\n\n%(request)s\n\n"
+              "Answer through this link within %(days)s days (it works once):\n\n%(url)s\n\n"
+              "— Provider Identity, credentialing team\n", name=item.name,
+              request=item.info_request, days=days, url=url))
 
 
 # -- facilities ------------------------------------------------------------------------------
@@ -518,20 +524,21 @@ def check_licenses(today: date | None = None) -> LicenseRun:
 
 
 def warning_mail(user: User) -> tuple[str, str, str]:
-    return (user.email, "Your license on file expires soon",
-            f"Hello {user.name or user.username},\n\nThe {user.license_state} license on "
-            f"file for your account expires on {user.license_expires:%B %d, %Y}. When it "
-            "expires, your clinical access is suspended until the credentialing office "
-            "records your renewed license.\n\nSend your renewal to your facility's "
-            "credentialing office before that date.\n\n— Provider Identity\n")
+    return (user.email, _("Your license on file expires soon"),
+            _("Hello %(name)s,\n\nThe %(state)s license on file for your account expires on "
+              "%(date)s. When it expires, your clinical access is suspended until the "
+              "credentialing office records your renewed license.\n\nSend your renewal to "
+              "your facility's credentialing office before that date.\n\n"
+              "— Provider Identity\n", name=user.name or user.username,
+              state=user.license_state, date=f"{user.license_expires:%Y-%m-%d}"))
 
 
 def suspended_mail(user: User) -> tuple[str, str, str]:
-    return (user.email, "Your clinical access is suspended",
-            f"Hello {user.name or user.username},\n\nThe license on file for your account "
-            f"expired on {user.license_expires:%B %d, %Y}, so your clinical access is "
-            "suspended. Send your renewed license to your facility's credentialing office "
-            "to restore it.\n\n— Provider Identity\n")
+    return (user.email, _("Your clinical access is suspended"),
+            _("Hello %(name)s,\n\nThe license on file for your account expired on %(date)s, "
+              "so your clinical access is suspended. Send your renewed license to your "
+              "facility's credentialing office to restore it.\n\n— Provider Identity\n",
+              name=user.name or user.username, date=f"{user.license_expires:%Y-%m-%d}"))
 
 
 def normalise_phone(raw: str) -> tuple[str | None, str | None]:
@@ -541,9 +548,9 @@ def normalise_phone(raw: str) -> tuple[str | None, str | None]:
     try:
         number = phonenumbers.parse((raw or "").strip()[:40], "US")
     except phonenumbers.NumberParseException:
-        return None, "Enter a phone number such as (650) 253-0000 or +1 650 253 0000."
+        return None, _("Enter a phone number such as (650) 253-0000 or +1 650 253 0000.")
     if not phonenumbers.is_valid_number(number):
-        return None, "This is not a valid phone number."
+        return None, _("This is not a valid phone number.")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
 

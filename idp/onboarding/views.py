@@ -11,6 +11,8 @@ from idp import clock
 from idp.accounts.models import User
 from idp.admin.access import actor, require_role
 from idp.context import policy
+from idp.core.i18n import gettext as _
+from idp.core.i18n import policy_text
 from idp.extensions import db, limiter
 from idp.notify.mailer import send_mail
 from idp.onboarding import forms, service
@@ -35,15 +37,15 @@ def _email_key() -> str:
 
 
 def _fill_choices(form: forms.ApplicationForm) -> None:
-    form.role.choices = [("", "Choose a role")] + [
-        (r.name, r.label) for r in service.applicable_roles()]
-    form.license_state.choices = [("", "Choose a state or territory")] + [
+    form.role.choices = [("", _("Choose a role"))] + [
+        (r.name, policy_text(r.label)) for r in service.applicable_roles()]
+    form.license_state.choices = [("", _("Choose a state or territory"))] + [
         (s.code, s.name) for s in sorted(service.rules().license_states.values(),
                                          key=lambda s: s.name)]
     facilities = service.active_facilities()
-    form.facility_id.choices = [("", "Choose a facility")] + [(f.id, f.name)
+    form.facility_id.choices = [("", _("Choose a facility"))] + [(f.id, f.name)
                                                              for f in facilities]
-    form.department_id.choices = [("", "None / not sure")] + [
+    form.department_id.choices = [("", _("None / not sure"))] + [
         (d.id, f"{f.name} · {d.name}") for f in facilities for d in f.departments]
 
 
@@ -65,7 +67,7 @@ def apply() -> Page:
     if not form.validate_on_submit():
         errors = {name: messages[0] for name, messages in form.errors.items() if messages}
         if "license_expires" in errors:  # WTForms' "Not a valid date value."
-            errors["license_expires"] = "Enter the expiry date as a date, such as 2027-06-30."
+            errors["license_expires"] = _("Enter the expiry date as a date, such as 2027-06-30.")
         if "csrf_token" in errors:
             errors["csrf_token"] = "This form has expired. Reload the page and try again."
     data = service.ApplicationInput(

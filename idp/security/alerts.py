@@ -43,6 +43,8 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.audit.models import AuditEvent
 from idp.context import policy
+from idp.core.i18n import gettext as _
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db
 from idp.notify.mailer import send_after_response
 from idp.policy import AlertPolicy
@@ -51,10 +53,16 @@ from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
 
 REASONS = {
-    "new_device": "a device or browser not used before with your account",
-    "new_network": "a network not seen for your account in the last {days} days",
-    "simultaneous_sessions": "while your account is also signed in from another network",
+    "new_device": _l("a device or browser not used before with your account"),
+    "new_network": _l("a network not seen for your account in the last %(days)s days"),
+    "simultaneous_sessions": _l("while your account is also signed in from another network"),
 }
+
+
+def _reason(code: str, days: int) -> str:
+    """A line of the new-sign-in mail, in the request's language."""
+    text = str(REASONS[code])
+    return text % {"days": days} if "%(days)s" in text else text
 
 
 def _rules() -> AlertPolicy:
@@ -166,17 +174,19 @@ def check_sign_in(user: User, sso: SsoSession) -> list[str]:
     found = geoip.lookup(sso.ip)
     where = f" ({found})" if found else ""
     days = _rules().new_network_window // 86400
-    lines = "\n".join(f"- {REASONS[r].format(days=days)}" for r in reasons)
+    lines = "\n".join(f"- {_reason(r, days)}" for r in reasons)
     when = clock.now().strftime("%Y-%m-%d %H:%M UTC")
     if user.email:
             send_after_response(
-            user.email, "New sign-in to your account",
-            f"Hello {user.name or user.username},\n\nYour account {user.username} was signed "
-            f"in at {when} from IP address {sso.ip or 'unknown'}{where} with:\n{lines}\n\n"
-            f"Browser: {sso.user_agent or 'unknown'}\n\nIf this was you, there is nothing to "
-            "do. If it was not, change your password now, end your other sessions in your "
-            "account settings, and contact your IT helpdesk so they can make sure every "
-            "session was terminated.\n")
+            user.email, _("New sign-in to your account"),
+            _("Hello %(name)s,\n\nYour account %(username)s was signed in at %(when)s from IP "
+              "address %(ip)s%(where)s with:\n%(lines)s\n\nBrowser: %(browser)s\n\nIf this was "
+              "you, there is nothing to do. If it was not, change your password now, end your "
+              "other sessions in your account settings, and contact your IT helpdesk so they "
+              "can make sure every session was terminated.\n",
+              name=user.name or user.username, username=user.username, when=when,
+              ip=sso.ip or _("unknown"), where=where, lines=lines,
+              browser=sso.user_agent or _("unknown")))
     if "simultaneous_sessions" in reasons:
         live = _live(list(db.session.execute(select(SsoSession).where(
             SsoSession.user_id == user.id)).scalars()))

@@ -17,6 +17,7 @@ from flask import (
     url_for,
 )
 
+from idp.core.i18n import gettext as _
 from idp.extensions import csrf, db
 from idp.oidc import authorize as rules
 from idp.oidc.server import CONFIDENTIAL_AUTH_METHODS, server
@@ -114,7 +115,7 @@ def pick_patient() -> Response | str | tuple[str, int]:
         chosen = request.form.get("patient")
         if chosen not in {p["id"] for p in patients}:
             return render_template("smart/pick_patient.html", patients=patients,
-                                   target=target, error="Choose one of the patients listed."
+                                   target=target, error=_("Choose one of the patients listed.")
                                    ), 400
         key = rules.request_key(urlsplit(target).query)
         picks = dict(list((session.get(PICKS) or {}).items())[-4:])

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException, SecurityError
 
 from idp.context import policy
 from idp.core import bounded_json, request_log
+from idp.core.i18n import gettext as _
 from idp.policy import WebPolicy
 from idp.web.form_action import directive
 
@@ -78,7 +79,7 @@ def reject_unusable_input() -> tuple[Response | str, int] | None:
     except UnicodeDecodeError:
         return _error(400, "invalid_request", "The query string is not valid UTF-8.")
     values = [*request.args.listvalues(), *request.form.listvalues(),
-              [value for _, value in request.headers.items()]]
+              [value for _name, value in request.headers.items()]]
     if any("\x00" in value for group in values for value in group):
         return _error(400, "invalid_request", "A parameter holds a NUL character.")
     return _check_oauth_parameters()
@@ -93,7 +94,7 @@ def _check_oauth_parameters() -> tuple[Response | str, int] | None:
     if request.method == "POST":
         sources.append(request.form)
     # Werkzeug counts multipart parts (MAX_FORM_PARTS); count url-encoded fields as well.
-    if sum(len(values) for source in sources for _, values in source.lists()) \
+    if sum(len(values) for source in sources for _name, values in source.lists()) \
             > rules.max_form_parts:
         return _error(413, "invalid_request", "The request has too many fields.")
     if request.path in rules.single_value_paths:
@@ -145,8 +146,8 @@ def install(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError) -> tuple[Response | str, int]:
         return _error(400, "invalid_request",
-                      "This form has expired or was not sent from this site. "
-                      "Go back, reload the page and try again.")
+                      _("This form has expired or was not sent from this site. "
+                        "Go back, reload the page and try again."))
 
     @app.errorhandler(SecurityError)
     def untrusted_host(exc: SecurityError) -> tuple[Response, int]:
@@ -177,4 +178,4 @@ def install(app: Flask) -> None:
         # Log the type and where, never the request data (it may hold passwords or codes).
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path,
                   exc_info=app.debug)
-        return _error(500, "server_error", "Something went wrong on our side. Try again.")
+        return _error(500, "server_error", _("Something went wrong on our side. Try again."))

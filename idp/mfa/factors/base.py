@@ -17,9 +17,11 @@ from typing import Any, ClassVar
 
 from idp.accounts.models import User
 from idp.context import policy
+from idp.core.i18n import gettext as _
+from idp.core.i18n import lazy_gettext as _l
 from idp.mfa.models import Factor, LoginAttempt
 
-CODE_FAILED = "That code is not right or has expired. Try again or send a new code."
+CODE_FAILED = _l("That code is not right or has expired. Try again or send a new code.")
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class FactorType:
 
     def prompt(self, factor: Factor) -> str:
         """The label of the code field on the challenge page."""
-        return f"Code for {factor.label}"
+        return _("Code for %(label)s", label=factor.label)
 
     def verify(self, attempt: LoginAttempt, user: User, factor: Factor | None,
                response: Mapping[str, str]) -> bool:

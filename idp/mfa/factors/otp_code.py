@@ -21,6 +21,7 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy
 from idp.core.crypto import digest
+from idp.core.i18n import gettext as _
 from idp.extensions import db
 from idp.mfa.factors.base import FactorType, Notice
 from idp.mfa.factors.registry import builtin
@@ -38,20 +39,20 @@ def normalise_phone(raw: str, region: str = "US") -> str:
     try:
         number = phonenumbers.parse((raw or "").strip()[:40], region)
     except phonenumbers.NumberParseException:
-        raise PhoneError("Enter a phone number such as (555) 201-3344 or +1 555 201 3344.") \
+        raise PhoneError(_("Enter a phone number such as (555) 201-3344 or +1 555 201 3344.")) \
             from None
     if not phonenumbers.is_valid_number(number):
-        raise PhoneError("This is not a valid phone number.")
+        raise PhoneError(_("This is not a valid phone number."))
     kind = phonenumbers.number_type(number)
     if kind not in (phonenumbers.PhoneNumberType.MOBILE,
                     phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
-        raise PhoneError("Use a mobile number that can receive text messages.")
+        raise PhoneError(_("Use a mobile number that can receive text messages."))
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def mask(destination: str) -> str:
     if "@" in destination:
-        name, _, domain = destination.partition("@")
+        name, _at, domain = destination.partition("@")
         return f"{name[:1]}•••@{domain}"
     return "•••" + destination[-4:]
 
@@ -80,11 +81,11 @@ def refusal(attempt: LoginAttempt, kind: str) -> SendResult | None:
     last, where = clock.aware(recent[0][0]), recent[0][1] or ""
     if last is not None and now - last < timedelta(seconds=rules.resend_cooldown):
         wait = max(1, rules.resend_cooldown - int((now - last).total_seconds()))
-        return SendResult(False, f"A code was sent to {mask(where)} just now. Enter it, or "
-                                 f"ask for a new one in {wait} s.")
+        return SendResult(False, _("A code was sent to %(where)s just now. Enter it, or ask "
+                                   "for a new one in %(wait)s s.", where=mask(where), wait=wait))
     if len(recent) >= rules.resend_cap:
-        return SendResult(False, "Too many codes were sent. Wait a few minutes, or use "
-                                 "another way to verify.")
+        return SendResult(False, _("Too many codes were sent. Wait a few minutes, or use "
+                                   "another way to verify."))
     return None
 
 
@@ -102,17 +103,17 @@ def send(factor: Factor, attempt: LoginAttempt) -> SendResult:
         expires_at=now + timedelta(seconds=rules.code_lifetime))
     db.session.add(item)
     minutes = rules.code_lifetime // 60
-    text = f"Your Provider Identity code is {code}. It expires in {minutes} minutes. " \
-           "Never share it: staff will never ask for it."
+    text = _("Your Provider Identity code is %(code)s. It expires in %(minutes)s minutes. "
+             "Never share it: staff will never ask for it.", code=code, minutes=minutes)
     if factor.kind == "sms":
         delivered = sms.sender().send(factor.destination or "", text)
     else:
         db.session.commit()  # the code must exist before the mail can be read
-        delivered = send_mail(factor.destination or "", "Your sign-in code", text + "\n",
+        delivered = send_mail(factor.destination or "", _("Your sign-in code"), text + "\n",
                               queue=False)
     if not delivered:
         return _undelivered(factor, item)
-    return SendResult(True, f"We sent a code to {mask(factor.destination or '')}.")
+    return SendResult(True, _("We sent a code to %(where)s.", where=mask(factor.destination or "")))
 
 
 def _undelivered(factor: Factor, item: OneTimeCode) -> SendResult:
@@ -124,10 +125,12 @@ def _undelivered(factor: Factor, item: OneTimeCode) -> SendResult:
         db.session.execute(delete(OneTimeCode).where(OneTimeCode.id == item.id)
                            .execution_options(synchronize_session=False))
     audit.record("mfa.code_undelivered", user_id=factor.user_id, factor=factor.kind)
-    channel, article = ("text message", "a") if factor.kind == "sms" else ("email", "an")
-    return SendResult(False, f"We could not send {article} {channel} to "
-                             f"{mask(factor.destination or '')}: our {channel} service is not "
-                             "answering right now.", undelivered=True)
+    where = mask(factor.destination or "")
+    text = _("We could not send a text message to %(where)s: our text message service is not "
+             "answering right now.", where=where) if factor.kind == "sms" else \
+        _("We could not send an email to %(where)s: our email service is not answering right "
+          "now.", where=where)
+    return SendResult(False, text, undelivered=True)
 
 
 def verify(factor: Factor, attempt: LoginAttempt, code: str) -> bool:
@@ -200,7 +203,9 @@ class OtpCodeFactor(FactorType):
             Notice(None, result.message, result.undelivered)
 
     def prompt(self, factor: Factor) -> str:
-        return f"Code sent by {self.channel} to {mask(factor.destination or '')}"
+        where = mask(factor.destination or "")
+        return _("Code sent by text message to %(where)s", where=where) if self.kind == "sms" \
+            else _("Code sent by email to %(where)s", where=where)
 
     def verify(self, attempt: LoginAttempt, user: User, factor: Factor | None,
                response: Mapping[str, str]) -> bool:

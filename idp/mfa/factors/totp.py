@@ -16,6 +16,8 @@ from idp import clock
 from idp.accounts.models import User
 from idp.context import policy
 from idp.core import crypto
+from idp.core.i18n import gettext as _
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db
 from idp.mfa.factors.base import FactorType
 from idp.mfa.factors.registry import builtin
@@ -23,7 +25,7 @@ from idp.mfa.models import Factor, LoginAttempt
 
 ISSUER_NAME = "Provider Identity"
 KIND = "totp"
-FAILED = "That code is not right. Enter the newest code your authenticator app shows."
+FAILED = _l("That code is not right. Enter the newest code your authenticator app shows.")
 
 
 def new_secret() -> str:
@@ -89,7 +91,7 @@ class TotpFactor(FactorType):
                       last_totp_step=details["step"])
 
     def prompt(self, factor: Factor) -> str:
-        return "Code from your authenticator app"
+        return _("Code from your authenticator app")
 
     def verify(self, attempt: LoginAttempt, user: User, factor: Factor | None,
                response: Mapping[str, str]) -> bool:

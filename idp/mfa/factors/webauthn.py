@@ -50,6 +50,7 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db
 from idp.mfa.factors.base import FactorType
 from idp.mfa.factors.registry import builtin
@@ -63,13 +64,13 @@ MAX_CREDENTIAL_ID = 1024        # the credential_id column (base64url characters
 MAX_SIGN_COUNT = 2**31 - 1      # the sign_count column is a signed 32-bit integer
 TRANSPORTS = {t.value for t in AuthenticatorTransport} | {"smart-card"}
 
-FAILED = ("Your security key or biometrics could not be verified. Try again, or choose "
-          "another way to verify.")
-EXPIRED = "This request has expired. Try again."
-CLONED = ("This security key was blocked because it may have been copied. Use another way to "
+FAILED = _l("Your security key or biometrics could not be verified. Try again, or choose "
+            "another way to verify.")
+EXPIRED = _l("This request has expired. Try again.")
+CLONED = _l("This security key was blocked because it may have been copied. Use another way to "
           "verify and contact your facility's security team.")
-KNOWN = "This security key or passkey is already registered."
-MODEL_NOT_ALLOWED = ("Your organization does not allow this kind of security key. Use one "
+KNOWN = _l("This security key or passkey is already registered.")
+MODEL_NOT_ALLOWED = _l("Your organization does not allow this kind of security key. Use one "
                      "issued by your IT department.")
 
 
