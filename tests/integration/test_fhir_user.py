@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from idp.accounts.models import User
 from idp.audit.models import AuditEvent
@@ -123,6 +123,7 @@ def test_a_missing_match_releases_no_fhir_user_and_warns(stack, client, caplog):
 
 def test_a_match_that_goes_away_takes_fhir_user_with_it(stack, client):
     """Nightly: the resolution follows the FHIR server; a server down keeps the last answer."""
+    before = db.session.scalar(select(func.coalesce(func.max(AuditEvent.seq), 0)))
     user = make_user(npi=NPI)
     assert practitioners.resolve(user).status == "resolved"
     stack["ehr"].extensions["ehr.practitioners"] = []
@@ -140,8 +141,10 @@ def test_a_match_that_goes_away_takes_fhir_user_with_it(stack, client):
     assert practitioners.fhir_user(user) == f"{FHIR_BASE}/Practitioner/{DEMO_ID}"
     link = db.session.get(PractitionerLink, user.id)
     assert link.last_error == "ConnectionError"
+    # this test's events, in chain order (rows are not ordered without ORDER BY: PostgreSQL)
     events = db.session.execute(select(AuditEvent.detail).where(
-        AuditEvent.event == "smart.practitioner_resolved")).scalars().all()
+        AuditEvent.event == "smart.practitioner_resolved", AuditEvent.user_id == user.id,
+        AuditEvent.seq > before).order_by(AuditEvent.seq)).scalars().all()
     assert [e["status"] for e in events] == ["resolved", "missing", "resolved"]
 
 
