@@ -62,7 +62,8 @@ def claims(user: User, allowed: set[str]) -> dict[str, Any]:
 
 def token_claims(user: User, granted: list[str], ctx: AuthContext | None) -> dict[str, Any]:
     """The access token's `entitlements` beside its `roles` (the two-admin EPCS permission)."""
-    signed = service.signature_claims(service.signed_for(ctx.family_id if ctx else None))
+    signed = service.signature_claims(
+        service.signed_for(ctx.family_id, ctx.acr) if ctx else None)
     if "roles" not in granted:
         return signed
     entitled = service.entitlements(user)
@@ -71,7 +72,7 @@ def token_claims(user: User, granted: list[str], ctx: AuthContext | None) -> dic
 
 def token_response(granted: list[str], ctx: AuthContext) -> dict[str, Any]:
     """RFC 9396 §7: the token response names the authorization_details granted."""
-    found = service.signature_claims(service.signed_for(ctx.family_id))
+    found = service.signature_claims(service.signed_for(ctx.family_id, ctx.acr))
     return {"authorization_details": found["authorization_details"]} if found else {}
 
 

@@ -323,9 +323,11 @@ def bind_code(oauth_request: object, family_id: str, user: User,
                            .execution_options(synchronize_session=False))
 
 
-def signed_for(family_id: str | None) -> EpcsCeremony | None:
-    """The ceremony with prescriptions whose code started this grant family."""
-    if not family_id:
+def signed_for(family_id: str | None, acr: str | None) -> EpcsCeremony | None:
+    """The ceremony with prescriptions whose code started this grant family. Only a grant
+    at the EPCS acr can have one: every other token is issued without a query here (the
+    token endpoint's statement budget, tests/integration/test_sql_budget.py)."""
+    if not family_id or acr != epcs_acr():
         return None
     return db.session.execute(select(EpcsCeremony).where(
         EpcsCeremony.family_id == family_id,
