@@ -18,11 +18,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
-import requests
 from flask import current_app, has_request_context
 from sqlalchemy import select
 
@@ -30,13 +28,12 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy
-from idp.core import bounded_json, outbound
+from idp.core import outbound
 from idp.core.after_response import run_after_response
 from idp.extensions import db
-from idp.oidc import tokens
 from idp.security import alerts
 from idp.smart.models import PractitionerLink
-from idp.smart.service import FHIR_ID, fhir_base
+from idp.smart.service import FHIR_ID, OwnClient, fhir_base, fhir_search
 
 log = logging.getLogger("idp.smart.practitioners")
 
@@ -78,27 +75,10 @@ class Resolution:
 
 def _search(npi: str, http_get: Callable[..., Any]) -> list[str]:
     """The logical ids of the Practitioners the FHIR server has for this NPI."""
-    directory: Any = SimpleNamespace(client_id=DIRECTORY_CLIENT_ID)  # the IdP as a client
-    token, jti = tokens.issue_access_token(directory, None, SCOPE, None)
-    audit.record("token.issued", client_id=DIRECTORY_CLIENT_ID, actor="system:smart",
-                 grant_type="smart_backend_services", scope=SCOPE, refresh=False)
-    db.session.commit()
-    try:
-        query = urlencode({"identifier": f"{NPI_SYSTEM}|{npi}"})
-        response = http_get(f"{fhir_base()}/{policy().smart.fhir_user_type}?{query}",
-                            headers={"Authorization": f"Bearer {token}",
-                                     "Accept": "application/fhir+json"},
-                            timeout=policy().smart.directory_timeout)
-        if response.status_code != 200:
-            raise DirectoryError(f"HTTP {response.status_code}")
-        bundle = bounded_json.loads(response.content)
-    except outbound.OutboundRefused as exc:
-        raise DirectoryError(f"refused by the outbound policy: {exc.reason}") from None
-    except (requests.RequestException, ValueError) as exc:
-        raise DirectoryError(type(exc).__name__) from None
-    finally:
-        tokens.revoke_access_token(jti)
-        db.session.commit()
+    query = urlencode({"identifier": f"{NPI_SYSTEM}|{npi}"})
+    bundle = fhir_search(OwnClient(DIRECTORY_CLIENT_ID), None, SCOPE, "smart_backend_services",
+                         f"{fhir_base()}/{policy().smart.fhir_user_type}?{query}", http_get,
+                         policy().smart.directory_timeout, DirectoryError, actor="system:smart")
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise DirectoryError("the answer is not a FHIR Bundle")
     found = []

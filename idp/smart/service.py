@@ -286,6 +286,34 @@ class DirectoryUnavailable(Exception):
     """The FHIR server's patient directory cannot be read now."""
 
 
+def fhir_search(client: OwnClient, user: User | None, scope: str, grant_type: str, url: str,
+                http_get: Callable[..., Any], timeout: float,
+                failure: type[Exception], **audit_fields: Any) -> Any:
+    """GET `url` on the FHIR server as the IdP's own `client`, and the answer's parsed JSON.
+
+    The access token is the IdP's own, revoked right after the call. It commits twice,
+    deliberately: the token is stored before it is sent (the FHIR server introspects it), and
+    its revocation is committed whatever the call's outcome. Every failure (status, outbound
+    policy, network, not JSON) raises `failure` with a short reason."""
+    token, jti = tokens.issue_access_token(client, user, scope, None)
+    audit.record("token.issued", user_id=user.id if user else None, client_id=client.client_id,
+                 grant_type=grant_type, scope=scope, refresh=False, **audit_fields)
+    db.session.commit()
+    try:
+        response = http_get(url, headers={"Authorization": f"Bearer {token}",
+                                          "Accept": "application/fhir+json"}, timeout=timeout)
+        if response.status_code != 200:
+            raise failure(f"HTTP {response.status_code}")
+        return bounded_json.loads(response.content)
+    except outbound.OutboundRefused as exc:
+        raise failure(f"refused by the outbound policy: {exc.reason}") from None
+    except (requests.RequestException, ValueError) as exc:
+        raise failure(type(exc).__name__) from None
+    finally:
+        tokens.revoke_access_token(jti)
+        db.session.commit()
+
+
 def patient_directory(user: User, http_get: Callable[..., Any] | None = None
                       ) -> list[dict[str, str]]:
     """The patients the FHIR server lets this user see: [{id, name, birth_date}].
@@ -295,27 +323,9 @@ def patient_directory(user: User, http_get: Callable[..., Any] | None = None
     It commits twice, deliberately: the token is stored before it is sent (the FHIR server
     introspects it), and its revocation is committed whatever the call's outcome."""
     http_get = http_get or current_app.extensions.get("smart.http_get") or outbound.client().get
-    token, jti = tokens.issue_access_token(OwnClient(PICKER_CLIENT_ID), user,
-                                           "user/Patient.rs roles", None)
-    audit.record("token.issued", user_id=user.id, client_id=PICKER_CLIENT_ID,
-                 grant_type="smart_patient_directory", scope="user/Patient.rs roles",
-                 refresh=False)
-    db.session.commit()
-    try:
-        response = http_get(f"{fhir_base()}/Patient",
-                            headers={"Authorization": f"Bearer {token}",
-                                     "Accept": "application/fhir+json"},
-                            timeout=smart_policy().directory_timeout)
-        if response.status_code != 200:
-            raise DirectoryUnavailable(f"HTTP {response.status_code}")
-        bundle = bounded_json.loads(response.content)
-    except outbound.OutboundRefused as exc:
-        raise DirectoryUnavailable(f"refused by the outbound policy: {exc.reason}") from None
-    except (requests.RequestException, ValueError) as exc:
-        raise DirectoryUnavailable(type(exc).__name__) from None
-    finally:
-        tokens.revoke_access_token(jti)
-        db.session.commit()
+    bundle = fhir_search(OwnClient(PICKER_CLIENT_ID), user, "user/Patient.rs roles",
+                         "smart_patient_directory", f"{fhir_base()}/Patient", http_get,
+                         smart_policy().directory_timeout, DirectoryUnavailable)
     patients = []
     for entry in (bundle or {}).get("entry") or []:
         resource = (entry or {}).get("resource") or {}
