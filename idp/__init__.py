@@ -118,6 +118,10 @@ def create_app(settings: Settings | None = None, *,
         from idp.scim.install import install as install_scim
 
         install_scim(app)
+    if policy.ldap.enabled:  # AD / LDAP user federation (federation.toml [ldap])
+        from idp.federation.ldap.install import install as install_ldap
+
+        install_ldap(app)
     app.register_blueprint(reports_bp)
     from idp.web.openapi import bp as openapi_bp
 

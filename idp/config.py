@@ -140,6 +140,11 @@ class Settings:
     # IDP_AUDIT_SINK_<NAME>_{URL,CA,CERT,KEY,TOKEN}: where each audit stream sink named in
     # policies/audit_stream.toml is (idp/auditstream); (variable, value) pairs.
     audit_sink_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # LDAP_URL (ldaps://, or ldap:// with StartTLS), LDAP_BIND_DN, LDAP_BIND_PASSWORD: the
+    # hospital directory and its read-only service account (policies/federation.toml [ldap]).
+    ldap_url: str | None = None
+    ldap_bind_dn: str | None = None
+    ldap_bind_password: str | None = field(default=None, repr=False)
 
     @property
     def secure_cookies(self) -> bool:
@@ -239,6 +244,10 @@ class Settings:
             outbound_allow=outbound_allow,
             audit_sink_env=tuple(sorted((k, v) for k, v in env.items()
                                         if k.startswith("IDP_AUDIT_SINK_") and v)),
+            ldap_url=_url("LDAP_URL", env["LDAP_URL"], ("ldap", "ldaps"))
+            if env.get("LDAP_URL") else None,
+            ldap_bind_dn=env.get("LDAP_BIND_DN") or None,
+            ldap_bind_password=env.get("LDAP_BIND_PASSWORD") or None,
         )
 
 

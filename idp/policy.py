@@ -517,6 +517,39 @@ class ScimPolicy:
 
 
 @dataclass(frozen=True)
+class LdapPolicy:
+    """policies/federation.toml [ldap]: Active Directory / LDAP user federation
+    (idp/federation/ldap)."""
+    enabled: bool
+    user_base: str
+    user_filter: str
+    username_attribute: str
+    email_attribute: str
+    given_name_attribute: str
+    family_name_attribute: str
+    employee_number_attribute: str
+    groups_attribute: str
+    npi_attribute: str
+    guid_attribute: str
+    disabled_attribute: str
+    disabled_mask: int
+    locked_attribute: str
+    group_roles: dict[str, str]
+    default_role: str
+    pending_role: str
+    import_on_first_sign_in: bool
+    start_tls: bool
+    plaintext_loopback: bool
+    ca_file: str
+    connect_timeout: int
+    operation_timeout: int
+    pool_size: int
+    bind_limit: int
+    bind_window: int
+    sync_page_size: int
+
+
+@dataclass(frozen=True)
 class Policy:
     tokens: TokenPolicy
     keys: KeyPolicy
@@ -547,6 +580,7 @@ class Policy:
     breakglass: BreakglassPolicy
     device: DevicePolicy
     scim: ScimPolicy
+    ldap: LdapPolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -721,7 +755,30 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
                   audit_stream=_audit_stream(section("audit_stream.toml")),
                   breakglass=_breakglass(section("breakglass.toml"), roles, scopes),
                   device=_build(DevicePolicy, section("device.toml"), "device.toml"),
-                  scim=_scim(section("scim.toml"), roles))
+                  scim=_scim(section("scim.toml"), roles),
+                  ldap=_ldap(section("federation.toml", "ldap"), roles))
+
+
+def _ldap(data: dict[str, Any], roles: dict[str, Role]) -> LdapPolicy:
+    """federation.toml [ldap], checked: roles it names exist, the pending and default roles
+    are not clinical, timeouts and limits positive."""
+    ldap = _build(LdapPolicy, {**data, "group_roles": dict(data.get("group_roles", {}))},
+                  "federation.toml [ldap]")
+    named = [ldap.default_role, ldap.pending_role, *ldap.group_roles.values()]
+    unknown = sorted({r for r in named if r not in roles})
+    if unknown:
+        raise PolicyError(f"federation.toml [ldap]: unknown roles {unknown}")
+    if roles[ldap.pending_role].clinical or roles[ldap.default_role].clinical:
+        raise PolicyError("federation.toml [ldap]: pending_role and default_role must not be "
+                          "clinical roles")
+    if min(ldap.connect_timeout, ldap.operation_timeout, ldap.pool_size, ldap.bind_limit,
+           ldap.bind_window, ldap.sync_page_size) < 1:
+        raise PolicyError("federation.toml [ldap]: timeouts, pool_size, bind_limit, "
+                          "bind_window and sync_page_size must be positive")
+    if not ldap.username_attribute or not ldap.user_base or not ldap.guid_attribute:
+        raise PolicyError("federation.toml [ldap]: user_base, username_attribute and "
+                          "guid_attribute are required")
+    return ldap
 
 
 def _scim(data: dict[str, Any], roles: dict[str, Role]) -> ScimPolicy:

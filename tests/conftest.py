@@ -16,7 +16,9 @@ from idp import clock, create_app
 from idp.config import POLICY_DIR, Settings
 from idp.extensions import db, limiter
 
-pytest_plugins = ("tests.log_scan",)  # every log line of the run is scanned for secrets
+# Every log line of the run is scanned for secrets (log_scan); a real slapd for the LDAP tests
+# (ldap_server: fixtures slapd, ldap_app, lctx, lclient).
+pytest_plugins = ("tests.log_scan", "tests.ldap_server")
 
 # Cheap argon2 for speed; the production parameters are exercised in tests/unit.
 TEST_POLICY = {"password.argon2": {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}}

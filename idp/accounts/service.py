@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, or_, select
 
-from idp.accounts import lock_shadow, lockout, passwords
+from idp.accounts import lock_shadow, lockout, passwords, verifiers
 from idp.accounts.models import User
 from idp.context import policy, runtime
 from idp.extensions import db
@@ -33,7 +33,12 @@ def find_by_login(identifier: str) -> User | None:
 
 
 def verify_password(user: User | None, password: str) -> bool:
-    """Verify in constant work: an unknown user still costs one argon2 verification."""
+    """Verify in constant work: an unknown user still costs one argon2 verification. An account
+    whose password another place keeps (idp.accounts.verifiers) is checked there, never against
+    a local hash; when that place cannot be reached PasswordServiceUnavailable goes up."""
+    delegate = verifiers.for_user(user)
+    if delegate is not None and user is not None:
+        return delegate.verify(user, password or "") is verifiers.Verdict.OK
     hasher = runtime().hasher
     stored = user.password_hash if user is not None and user.password_hash else \
         runtime().dummy_hash
@@ -57,12 +62,23 @@ class LoginResult:
     # Shown as "sign-in is not possible right now": a locked account (right password or not),
     # or a name without an account that failed as often (lock_shadow): no account oracle.
     locked: bool = False
+    # The place that keeps this account's password cannot be reached: nothing decided, no
+    # failure counted; the caller shows "try again shortly" (503 temporarily_unavailable).
+    unavailable: bool = False
 
 
 def authenticate(identifier: str, password: str) -> LoginResult:
     """Check a password. Every failure looks the same to the caller and costs one argon2
     verification, including unknown and locked accounts (no user or password oracle)."""
     account = find_by_login(identifier)
+    try:
+        if account is None:
+            account = verifiers.resolve(identifier)  # e.g. first sign-in of a directory user
+        delegate = verifiers.for_user(account)
+    except verifiers.PasswordServiceUnavailable:
+        return LoginResult(None, account, "password_service_unavailable", unavailable=True)
+    if delegate is not None and account is not None:
+        return _authenticate_elsewhere(delegate, account, identifier, password)
     ok = verify_password(account, password)
     if account is None:
         return LoginResult(None, None, "unknown", locked=lock_shadow.register_failure(identifier))
@@ -84,6 +100,36 @@ def authenticate(identifier: str, password: str) -> LoginResult:
     # succeeds: a correct password must not wipe out failed code guesses.
     if passwords.temporary_expired(account):
         return LoginResult(None, account, "temporary_expired")
+    return LoginResult(account, account, "ok")
+
+
+def _authenticate_elsewhere(delegate: verifiers.PasswordVerifier, account: User,
+                            identifier: str, password: str) -> LoginResult:
+    """An account whose password another place checks: our own disabled state, lockout and
+    throttles come first, so a locked or disabled account sends that place no password at all
+    (the IdP cannot be used to lock out or guess at the directory beyond our policy)."""
+    if account.disabled:
+        return LoginResult(None, account, "disabled",
+                           locked=lock_shadow.register_failure(identifier))
+    if lockout.is_locked(account):
+        return LoginResult(None, account, "locked", locked=True)
+    try:
+        verdict = delegate.verify(account, password or "")
+    except verifiers.PasswordServiceUnavailable:
+        return LoginResult(None, account, "password_service_unavailable", unavailable=True)
+    if verdict is verifiers.Verdict.THROTTLED:
+        return LoginResult(None, account, f"{delegate.name}_throttled", locked=True)
+    if verdict is not verifiers.Verdict.OK:
+        reason = "bad_password" if verdict is verifiers.Verdict.WRONG else \
+            f"{delegate.name}_refused"
+        failure = lockout.register_failure(account)
+        if failure is None:
+            return LoginResult(None, account, "locked", locked=True)
+        return LoginResult(None, account, reason, failure.newly_locked,
+                           locked=failure.newly_locked)
+    db.session.refresh(account)
+    if lockout.is_locked(account) or account.disabled:  # changed while the directory answered
+        return LoginResult(None, account, "locked", locked=True)
     return LoginResult(account, account, "ok")
 
 

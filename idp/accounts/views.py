@@ -41,6 +41,12 @@ def locked_message() -> str:
              "The account holder has been sent an email about this.", minutes=minutes)
 
 
+def unavailable_message() -> str:
+    return _("Sign-in is not possible right now: the service that checks your password cannot "
+             "be reached. Nothing was counted against your account. Try again in a few minutes; "
+             "if it goes on, call your IT helpdesk.")
+
+
 def safe_next(target: str | None) -> str:
     """Only same-site paths: never an absolute URL, scheme-relative or backslash trick."""
     if not target or len(target) > 4096:
@@ -60,7 +66,7 @@ def _account_key() -> str:
 @limiter.limit(lambda: policy().lockout.per_ip_limit, methods=["POST"])
 @limiter.limit(lambda: policy().lockout.per_account_limit, methods=["POST"],
                key_func=_account_key)
-def login() -> Response | tuple[str, int] | str:
+def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]] | str:
     form = LoginForm()
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
@@ -73,6 +79,13 @@ def login() -> Response | tuple[str, int] | str:
                                error=_("Enter your username or NPI and your password.")), 400
     result = service.authenticate(form.username.data, form.password.data)
     user = result.user
+    if result.unavailable:
+        account = result.account
+        audit.record("login.unavailable", user_id=account.id if account else None,
+                     reason=result.reason)
+        db.session.commit()
+        return render_template("accounts/login.html", form=form, next_url=next_url,
+                               error=unavailable_message()), 503, {"Retry-After": "30"}
     if user is None:
         account = result.account
         audit.record("login.failure", user_id=account.id if account else None,

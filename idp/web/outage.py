@@ -5,6 +5,8 @@
   transaction in flight is rolled back by the database, so nothing half-written remains; the
   pool (pool_pre_ping) replaces dead connections, so the next request after the database is back
   succeeds without a restart.
+- A password service unreachable (idp.accounts.verifiers: the hospital directory): 503 with
+  Retry-After, a readable page or `temporarily_unavailable`, whoever asked for the check.
 - Redis unreachable: Flask-Limiter counts in process memory meanwhile
   (RATELIMIT_IN_MEMORY_FALLBACK_ENABLED); its warning is forwarded to the `idp.ratelimit` log.
 """
@@ -17,6 +19,7 @@ from flask import Flask, Response, has_request_context
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from idp.accounts.verifiers import PasswordServiceUnavailable
 from idp.extensions import db
 from idp.web.security import _error
 
@@ -88,6 +91,16 @@ def install(app: Flask) -> None:
     @app.errorhandler(PoolTimeout)
     def pool_timeout(exc: PoolTimeout) -> tuple[Response | str, int, dict[str, str]]:
         return _unavailable(exc)
+
+    @app.errorhandler(PasswordServiceUnavailable)
+    def password_service_down(exc: PasswordServiceUnavailable
+                              ) -> tuple[Response | str, int, dict[str, str]]:
+        db.session.rollback()
+        log.warning("password service unavailable: %s", exc)
+        body, status = _error(503, "temporarily_unavailable",
+                              "The service that checks passwords cannot be reached. Try again "
+                              "in a few minutes.")
+        return body, status, {"Retry-After": "30"}
 
     _guard_session_teardown(app)
 
