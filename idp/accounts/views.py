@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, make_response, redirect, render_template, request, url_for
 
 from idp.accounts import acknowledgment, notices, passwords, service
 from idp.accounts.forms import AcknowledgmentForm, LoginForm, NewPasswordForm
@@ -66,7 +66,7 @@ def _account_key() -> str:
 @limiter.limit(lambda: policy().lockout.per_ip_limit, methods=["POST"])
 @limiter.limit(lambda: policy().lockout.per_account_limit, methods=["POST"],
                key_func=_account_key)
-def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]] | str:
+def login() -> Response | tuple[str, int] | str:
     form = LoginForm()
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
@@ -84,8 +84,11 @@ def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]] | st
         audit.record("login.unavailable", user_id=account.id if account else None,
                      reason=result.reason)
         db.session.commit()
-        return render_template("accounts/login.html", form=form, next_url=next_url,
-                               error=unavailable_message()), 503, {"Retry-After": "30"}
+        page = make_response(render_template("accounts/login.html", form=form,
+                                             next_url=next_url, error=unavailable_message()),
+                             503)
+        page.headers["Retry-After"] = "30"
+        return page
     if user is None:
         account = result.account
         audit.record("login.failure", user_id=account.id if account else None,

@@ -12,7 +12,7 @@ from idp.extensions import db
 from idp.models_base import UTCDateTime
 
 
-class LdapLink(db.Model):
+class LdapLink(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy's dynamic base
     """An account whose password the directory checks. `guid` (objectGUID / entryUUID) is the
     link key: a DN changes when a person moves OU, the GUID does not."""
 

@@ -13,6 +13,7 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 
@@ -157,8 +158,8 @@ def _set_role(user: User, link: LdapLink, entry: Entry, actor: str, *, joining: 
         target = policy().ldap.pending_role
     if target != user.role:
         old, user.role = user.role, target
-        audit.record("user.role_changed", user_id=user.id, actor=actor, **{"from": old},
-                     to=target, source="ldap")
+        moved: dict[str, Any] = {"from": old, "to": target}  # "from" is a keyword
+        audit.record("user.role_changed", user_id=user.id, actor=actor, source="ldap", **moved)
         events.emit(events.ROLE_CHANGED, user_id=user.id, role=target,
                     clinical=_clinical(target), actor=actor)
         if not joining:
@@ -199,8 +200,9 @@ def apply(entry: Entry, *, actor: str) -> Applied:
                      employee_number=entry.employee_number)
         pending = _set_role(user, link, entry, actor, joining=True)
         return Applied(user, "created", pending)
-    user = db.session.get(User, link.user_id)
-    assert user is not None
+    found = db.session.get(User, link.user_id)
+    assert found is not None
+    user = found
     change = "unchanged"
     if link.directory_disabled and user.disabled:
         account_settings.set_disabled(user, False, actor=actor)
@@ -294,8 +296,10 @@ def sync(*, actor: str = SYNC_ACTOR) -> SyncReport:
         if link.guid not in seen and disable(link, reason="removed_from_directory",
                                              actor=actor):
             report.disabled += 1
-    audit.record("ldap.sync", actor=actor, **{k: v for k, v in report.as_dict().items()
-                                              if k != "problems"})
+    audit.record("ldap.sync", actor=actor, seen=report.seen, created=report.created,
+                 updated=report.updated, unchanged=report.unchanged, reenabled=report.reenabled,
+                 disabled=report.disabled, pending_clinical=report.pending_clinical,
+                 skipped=report.skipped, conflicts=report.conflicts)
     return report
 
 
