@@ -296,3 +296,23 @@ def lctx(ldap_app, slapd):
 @pytest.fixture
 def lclient(ldap_app, lctx):
     return ldap_app.test_client()
+
+
+def ldap_policy_dir(target: Path) -> Path:
+    """A copy of the packaged policies with the tests' [ldap] section (IDP_POLICY_DIR for the
+    processes the tests start: `idp ldap sync`, gunicorn)."""
+    import json
+    import shutil
+    import tomllib
+
+    from idp.config import POLICY_DIR
+
+    shutil.copytree(POLICY_DIR, target)
+    data = tomllib.loads((POLICY_DIR / "federation.toml").read_text())
+    ldap = {**data["ldap"], **LDAP_POLICY}
+    lines = ["[ldap]"] + [f"{k} = {json.dumps(v)}" for k, v in ldap.items()
+                          if not isinstance(v, dict)]
+    lines += ["[ldap.group_roles]"] + [f"{json.dumps(k)} = {json.dumps(v)}"
+                                       for k, v in ldap["group_roles"].items()]
+    (target / "federation.toml").write_text("\n".join(lines) + "\n")
+    return target

@@ -169,24 +169,13 @@ def test_sync_cli_reports_counts_as_json(lctx, slapd, ldap_env, tmp_path):
     """`idp ldap sync --json` as cron runs it: a real process, the policy from a directory."""
     import json
     import os
-    import shutil
     import subprocess
     import sys
-    import tomllib
     from pathlib import Path
 
-    from idp.config import POLICY_DIR
-    from tests.ldap_server import LDAP_POLICY
+    from tests.ldap_server import ldap_policy_dir
 
-    policies = tmp_path / "policies"
-    shutil.copytree(POLICY_DIR, policies)
-    data = tomllib.loads((POLICY_DIR / "federation.toml").read_text())
-    ldap = {**data["ldap"], **LDAP_POLICY}
-    lines = ["[ldap]"] + [f"{k} = {json.dumps(v)}" for k, v in ldap.items()
-                          if not isinstance(v, dict)]
-    lines += ["[ldap.group_roles]"] + [f"{json.dumps(k)} = {json.dumps(v)}"
-                                       for k, v in ldap["group_roles"].items()]
-    (policies / "federation.toml").write_text("\n".join(lines) + "\n")
+    policies = ldap_policy_dir(tmp_path / "policies")
     idp = str(Path(sys.executable).parent / "idp")
     env = {**os.environ, **ldap_env, "IDP_POLICY_DIR": str(policies)}
     done = subprocess.run([idp, "ldap", "sync", "--json"], env=env, capture_output=True,
