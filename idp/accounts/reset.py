@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 
 from idp import clock
-from idp.accounts import lockout, passwords
+from idp.accounts import lockout, passwords, verifiers
 from idp.accounts.models import PasswordResetToken, User
 from idp.accounts.revocation import end_sessions, revoke_tokens
 from idp.accounts.service import find_by_login
@@ -71,7 +71,8 @@ def request_reset(identifier: str) -> list[ResetLink]:
     one or more accounts), the same statements run: a token is made and hashed, an UPDATE
     revokes links, an audit event is written. Links come back only for usable accounts."""
     accounts = find_accounts(identifier)
-    usable = [u for u in accounts if not u.disabled]
+    # A password kept elsewhere (the hospital directory) is reset there, never here.
+    usable = [u for u in accounts if not u.disabled and verifiers.for_user(u) is None]
     links = [issue_link(user) for user in usable]
     if not usable:
         digest(secrets.token_urlsafe(32))
@@ -80,7 +81,8 @@ def request_reset(identifier: str) -> list[ResetLink]:
         audit.record("password.reset_requested", user_id=user.id)
     if not usable:
         audit.record("password.reset_requested", user_id=accounts[0].id if accounts else None,
-                     refused="disabled" if accounts else "unknown")
+                     refused=("password_elsewhere" if any(not u.disabled for u in accounts)
+                              else "disabled") if accounts else "unknown")
     return links
 
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from idp import clock
-from idp.accounts import lockout, passwords, reset
+from idp.accounts import lockout, passwords, reset, verifiers
 from idp.accounts.models import EmailChange, User
 from idp.accounts.revocation import end_sessions, revoke_session_tokens, revoke_tokens
 from idp.accounts.service import verify_password
@@ -111,6 +111,10 @@ def change_password(user: User, current: SsoSession, current_password: str,
     proof = prove_password(user, current_password)
     if not proof.ok:
         return proof
+    if verifiers.for_user(user) is not None:
+        return PasswordChange(False, [_("Your password is kept by your organisation's "
+                                        "directory: change it there, as you do for your "
+                                        "computer sign-in.")])
     errors = list(mismatch or []) + passwords.problems(new_password, user)
     if errors:
         return PasswordChange(False, errors)

@@ -44,6 +44,10 @@ class PasswordVerifier(Protocol):
     def resolve(self, identifier: str) -> User | None:
         """An account for a sign-in name unknown here (created on first sign-in), or None."""
 
+    def allows(self, user: User) -> bool:
+        """Whether the account may sign in at all there (not disabled, locked or removed):
+        asked by sign-ins that send no password (passkeys)."""
+
 
 def register(app: Flask, verifier: PasswordVerifier) -> None:
     app.extensions.setdefault(EXTENSION, []).append(verifier)
@@ -60,6 +64,12 @@ def for_user(user: User | None) -> PasswordVerifier | None:
         if verifier.handles(user):
             return verifier
     return None
+
+
+def allows(user: User) -> bool:
+    """False when the place that keeps the account's password says it cannot sign in."""
+    delegate = for_user(user)
+    return delegate is None or delegate.allows(user)
 
 
 def resolve(identifier: str) -> User | None:

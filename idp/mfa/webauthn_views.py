@@ -9,7 +9,7 @@ import re
 from flask import Response, abort, jsonify, redirect, render_template, request, session, url_for
 
 from idp import clock
-from idp.accounts import lockout, notices
+from idp.accounts import lockout, notices, verifiers
 from idp.accounts.models import User
 from idp.accounts.views import login_failed_message, safe_next
 from idp.audit import service as audit
@@ -215,7 +215,8 @@ def passkey_verify() -> Response | tuple[Response, int]:
     user = db.session.get(User, factor.user_id)
     refused = ("disabled" if user is None or user.disabled else
                "locked" if lockout.is_locked(user) else
-               "not_allowed" if all(f.id != factor.id for f in flow.factors(user)) else None)
+               "not_allowed" if all(f.id != factor.id for f in flow.factors(user)) else
+               "refused_elsewhere" if not verifiers.allows(user) else None)
     if refused:
         audit.record("login.failure", user_id=factor.user_id, reason=refused)
         db.session.commit()

@@ -288,3 +288,25 @@ def test_local_account_with_the_same_name_is_never_linked(lctx, lclient, slapd):
     assert slapd.binds(user_dn("bnguyen")) == 0
     assert _events("ldap.link_conflict")
     assert SERVICE_DN
+
+
+def test_passwordless_sign_in_asks_the_directory_and_reset_stays_there(lctx, slapd, mailbox):
+    """A passkey sends no password, yet the directory's "cannot sign in" still holds
+    (idp.accounts.verifiers.allows, asked by the passkey sign-in); forgot-password and the
+    settings page never set a local password for a directory account."""
+    from idp.accounts import reset, verifiers
+    from idp.accounts import settings as account_settings
+
+    _synced()
+    user = _user("ajones")
+    assert verifiers.allows(user)
+    slapd.modify("ajones", userAccountControl="514")
+    assert not verifiers.allows(user)
+    assert reset.request_reset("ajones") == []
+    assert {e.detail.get("refused") for e in _events("password.reset_requested")} == {
+        "password_elsewhere"}
+    slapd.modify("ajones", userAccountControl="512")
+    sso = SsoSession(id="s-ldap-test", user_id=user.id)
+    change = account_settings.change_password(user, sso, PASSWORD, "Another-Long-Pass-2026!")
+    assert not change.ok and "directory" in change.errors[0]
+    assert _user("ajones").password_hash is None

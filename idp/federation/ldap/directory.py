@@ -62,8 +62,8 @@ def _server(rules: LdapPolicy) -> tuple[ldap3.Server, bool]:
         raise DirectoryUnavailable("LDAP_URL is not set")
     parts = urlsplit(url)
     host = parts.hostname or ""
-    tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=rules.ca_file or None,
-                    version=ssl.PROTOCOL_TLS_CLIENT)
+    # Certificate and host name checked (ldap3 builds a default SSL context from this).
+    tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=rules.ca_file or None)
     secure = parts.scheme == "ldaps"
     start_tls = not secure and rules.start_tls
     if not secure and not start_tls and not (rules.plaintext_loopback and _is_loopback(host)):

@@ -98,23 +98,33 @@ class LdapVerifier:
     def handles(self, user: User) -> bool:
         return link_of(user) is not None
 
+    def _entry(self, user: User, link: LdapLink) -> Entry | None:
+        """The account's entry as the directory holds it now, or None (with the reason
+        audited) when it may not sign in: gone, the name now someone else's, disabled, locked.
+        No password is involved."""
+        name = normalise_name(user.username)
+        entry = directory.find(name) if name else None
+        if entry is None or entry.guid != link.guid:
+            state = "not_in_directory"
+        elif entry.disabled or entry.locked:
+            state = "disabled" if entry.disabled else "locked"
+        else:
+            return entry
+        audit.record("ldap.sign_in_refused", user_id=user.id, actor=ACTOR, state=state)
+        return None
+
+    def allows(self, user: User) -> bool:
+        link = link_of(user)
+        return link is not None and self._entry(user, link) is not None
+
     def verify(self, user: User, password: str) -> Verdict:
         link = link_of(user)
         assert link is not None
         if not password or not password.strip() or "\x00" in password:
             return Verdict.WRONG  # never sent: an empty password is an unauthenticated bind
-        name = normalise_name(user.username)
-        entry = directory.find(name) if name else None
-        if entry is None or entry.guid != link.guid:
-            # Gone from the directory, or the name now belongs to another entry: not this
-            # person; no password is sent.
-            audit.record("ldap.sign_in_refused", user_id=user.id, actor=ACTOR,
-                         state="not_in_directory")
-            return Verdict.REFUSED
-        if entry.disabled or entry.locked:
-            audit.record("ldap.sign_in_refused", user_id=user.id, actor=ACTOR,
-                         state="disabled" if entry.disabled else "locked")
-            return Verdict.REFUSED
+        entry = self._entry(user, link)
+        if entry is None:
+            return Verdict.REFUSED  # no password is sent for an account that cannot sign in
         if not _bind_allowed(link.guid):
             audit.record("ldap.bind_throttled", user_id=user.id, actor=ACTOR)
             return Verdict.THROTTLED
