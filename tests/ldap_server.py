@@ -135,9 +135,11 @@ class Slapd:
     """One slapd process of this test, on `port` (fixed for the test session, so an app built
     once can reach every fresh server)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tls_port: int | None = None) -> None:
         self.port = port
         self.url = f"ldap://127.0.0.1:{port}"
+        self.tls_port = tls_port  # also ldaps:// there, and StartTLS on `port`
+        self.ldaps_url = f"ldaps://127.0.0.1:{tls_port}" if tls_port else None
         self.tmp = tempfile.TemporaryDirectory(prefix="slapd-")
         self.dir = Path(self.tmp.name)
         self.log = self.dir / "slapd.log"
@@ -145,9 +147,15 @@ class Slapd:
         (self.dir / "data").mkdir()
         (self.dir / "ad.schema").write_text(AD_SCHEMA)
         self.conf = self.dir / "slapd.conf"
-        self.conf.write_text(CONFIG.format(schema=SCHEMA_DIR, dir=self.dir, modules=MODULE_DIR,
-                                           base=BASE, root=ROOT_DN, rootpw=ROOT_PASSWORD,
-                                           service=SERVICE_DN))
+        config = CONFIG.format(schema=SCHEMA_DIR, dir=self.dir, modules=MODULE_DIR, base=BASE,
+                               root=ROOT_DN, rootpw=ROOT_PASSWORD, service=SERVICE_DN)
+        self.ca_file: Path | None = None
+        if tls_port:
+            self.ca_file = self._certificates()
+            config = (f"TLSCACertificateFile {self.ca_file}\n"
+                      f"TLSCertificateFile {self.dir / 'server.pem'}\n"
+                      f"TLSCertificateKeyFile {self.dir / 'server.key'}\n") + config
+        self.conf.write_text(config)
         ldif = self.dir / "seed.ldif"
         # Offline load; the memberof overlay fills memberOf only on online writes, so groups
         # are added through the server in start().
@@ -158,10 +166,47 @@ class Slapd:
         if done.returncode != 0:
             raise RuntimeError(f"slapadd failed: {done.stderr[-2000:]}")
 
+    def _certificates(self) -> Path:
+        """A CA of this server only and a certificate for 127.0.0.1 signed by it."""
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        now = datetime.datetime.now(datetime.UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Hospital Root CA")])
+        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(minutes=5))
+              .not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .sign(ca_key, hashes.SHA256()))
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+                .issuer_name(ca_name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        pem = serialization.Encoding.PEM
+        (self.dir / "ca.pem").write_bytes(ca.public_bytes(pem))
+        (self.dir / "server.pem").write_bytes(cert.public_bytes(pem))
+        (self.dir / "server.key").write_bytes(key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        return self.dir / "ca.pem"
+
     def start(self) -> None:
+        listen = f"{self.url}/" + (f" {self.ldaps_url}/" if self.ldaps_url else "")
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [SLAPD, "-h", f"{self.url}/", "-f", str(self.conf), "-d", "stats"],
+                [SLAPD, "-h", listen, "-f", str(self.conf), "-d", "stats"],
                 stdout=out, stderr=out)
         deadline = time.monotonic() + 10
         while True:
