@@ -297,9 +297,8 @@ def sync(*, actor: str = SYNC_ACTOR) -> SyncReport:
                 report.disabled += 1
             continue
         outcome = apply(entry, actor=actor)
-        setattr(report, {"conflict": "conflicts"}.get(outcome.change, outcome.change),
-                getattr(report, {"conflict": "conflicts"}.get(outcome.change,
-                                                              outcome.change)) + 1)
+        counter = "conflicts" if outcome.change == "conflict" else outcome.change
+        setattr(report, counter, getattr(report, counter) + 1)
         if outcome.pending:
             report.pending_clinical += 1
     for link in links:
