@@ -22,6 +22,7 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy
 from idp.epcs import details as rx
+from idp.epcs import keys
 from idp.epcs.models import EpcsCeremony, EpcsPermission
 from idp.extensions import db
 from idp.mfa import flow
@@ -30,10 +31,10 @@ from idp.sessions.models import SsoSession
 
 NEEDS_HARDWARE = (
     "Signing controlled-substance prescriptions (DEA EPCS) needs your password and a security "
-    "key or biometrics (fingerprint or face unlock) at every signature. This account has no "
-    "security key or biometrics set up; authenticator-app codes, text messages (SMS), email "
-    "codes and recovery codes do not count. Enroll a security key or biometrics under "
-    "Sign-in methods, then sign again.")
+    "key enrolled for prescribing at every signature. This account has no security key "
+    "enrolled for prescribing; authenticator-app codes, text messages (SMS), email codes, "
+    "recovery codes and everyday passkeys do not count. Enroll a security key for prescribing "
+    "at the identity provider (/epcs/keys), then sign again.")
 # Every message below goes out as error_description: ASCII without quote or backslash
 # (RFC 6749 4.1.2.1).
 NO_PERMISSION = (
@@ -71,8 +72,16 @@ def binding_message_problem(value: object) -> str | None:
 
 def hardware_factors(user: User) -> list[Factor]:
     """Confirmed factors of the user's role-allowed kinds that count as the hardware factor."""
+    return hardware_only(flow.factors(user))
+
+
+def hardware_only(factors: list[Factor]) -> list[Factor]:
+    """Of `factors`, those of the policy's hardware kinds; a WebAuthn credential only when it
+    is an EPCS key that still meets policies/epcs_keys.toml (idp.epcs.keys)."""
     kinds = set(policy().epcs.hardware_factors)
-    return [f for f in flow.factors(user) if f.kind in kinds]
+    counted = {f.id for f in keys.eligible(factors)}
+    return [f for f in factors if f.kind in kinds
+            and (f.kind != keys.webauthn.KIND or f.id in counted)]
 
 
 def factor_kinds(amr: list[str], kind: str | None) -> list[str]:
@@ -281,13 +290,17 @@ def ceremony_for_attempt(attempt_id: str) -> EpcsCeremony | None:
         EpcsCeremony.attempt_id == attempt_id)).scalar_one_or_none()
 
 
-def complete(attempt: LoginAttempt, user: User, kind: str | None, amr: list[str]) -> bool:
+def complete(attempt: LoginAttempt, user: User, kind: str | None, amr: list[str],
+             factor: Factor | None = None) -> bool:
     """Called when the ceremony's login attempt finishes (idp.epcs.purpose), with the kind of
-    second factor used: apply the policy's rule to the factors used at this ceremony and
-    record the outcome (audited with the reference)."""
+    second factor used and its row: apply the policy's rule to the factors used at this
+    ceremony and record the outcome (audited with the reference). A WebAuthn credential that
+    is not an EPCS key (idp.epcs.keys) counts for nothing here, whatever the page offered."""
     ceremony = ceremony_for_attempt(attempt.id)
     if ceremony is None or ceremony.completed_at is not None:
         return False
+    if kind == keys.webauthn.KIND and (factor is None or not keys.eligible([factor])):
+        kind = None
     kinds = factor_kinds(amr, kind)
     met = policy().epcs.satisfied_by(kinds)
     ceremony.completed_at = clock.now()
