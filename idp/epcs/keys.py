@@ -3,9 +3,11 @@ roaming, device-bound security key of a FIPS 140 validated model, proved by its 
 
 Enrolment is its own ceremony, apart from everyday passkeys (attestation "none"): attestation
 "direct", authenticatorAttachment "cross-platform", user verification required. The response
-is verified by py_webauthn against the trust anchors of policies/epcs_keys.toml, then here:
+is verified by py_webauthn (challenge, origin, RP ID, user verification, and the attestation
+statement's signature), then here against policies/epcs_keys.toml:
 
-- a format of `formats` with a certificate chain (no "none", no self attestation);
+- a format of `formats` with a certificate chain (no "none", no self attestation), the chain
+  ending at one of the trust anchors `roots` (`anchored`);
 - for "packed", the attestation certificate requirements of WebAuthn §8.2.1 (version 3,
   subject OU "Authenticator Attestation", basicConstraints CA false, and an
   id-fido-gen-ce-aaguid extension, when present, naming the AAGUID of the authenticator data);
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
@@ -79,9 +82,40 @@ def options(user: User, attempt: LoginAttempt) -> dict:
                                          attachment=ATTACHMENT)
 
 
-def _roots_by_fmt() -> dict[str, list[bytes]]:
-    rules = policy().epcs.keys
-    return {fmt: list(rules.roots) for fmt in rules.formats}
+def anchored(x5c: tuple[bytes, ...], roots: tuple[bytes, ...]) -> bool:
+    """Does the attestation chain x5c (DER, leaf first) end at one of `roots` (PEM)? Each
+    certificate valid now, each one issued (name and signature) by the next, which must be a
+    CA; the last one is a root itself or issued by one. A trust anchor is a name and a key
+    (RFC 5280 §6.1.1): an attestation certificate re-issued with the same key and name (as
+    Chromium's virtual authenticator does at each registration) still chains to it."""
+    try:
+        chain = [x509.load_der_x509_certificate(c) for c in x5c]
+        anchors = [x509.load_pem_x509_certificate(r) for r in roots]
+    except ValueError:
+        return False
+    now = clock.now()
+    if not chain or any(not c.not_valid_before_utc <= now <= c.not_valid_after_utc
+                        for c in chain):
+        return False
+    for child, parent in zip(chain, chain[1:], strict=False):
+        try:
+            if not parent.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+                return False
+            child.verify_directly_issued_by(parent)
+        except (x509.ExtensionNotFound, ValueError, TypeError, InvalidSignature):
+            return False
+    last = chain[-1]
+    for anchor in anchors:
+        if not anchor.not_valid_before_utc <= now <= anchor.not_valid_after_utc:
+            continue
+        if last == anchor:
+            return True
+        try:
+            last.verify_directly_issued_by(anchor)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return True
+    return False
 
 
 def _packed_certificate_problem(leaf: x509.Certificate, aaguid: str) -> bool:
@@ -112,12 +146,9 @@ def check(registration: webauthn.Registration) -> str | None:
     factor = registration.factor
     if registration.fmt not in rules.formats or not registration.x5c:
         return "no_attestation"
-    if not rules.roots:
-        return "untrusted"  # py_webauthn checks no chain without roots: never accept that
-    try:
-        leaf = x509.load_der_x509_certificate(registration.x5c[0])
-    except ValueError:
+    if not anchored(registration.x5c, rules.roots):
         return "untrusted"
+    leaf = x509.load_der_x509_certificate(registration.x5c[0])
     if registration.fmt == "packed" and _packed_certificate_problem(leaf, factor.aaguid or ""):
         return "untrusted"
     if (factor.aaguid or "").lower() not in rules.aaguids:
@@ -139,14 +170,7 @@ def enroll(user: User, attempt: LoginAttempt, credential: object,
     """Verify an EPCS key's registration and keep it (factor + EpcsKey, audited); the caller
     commits. WebAuthnError (malformed, unverifiable, untrusted chain, known) or
     EpcsKeyRefused (audited: the caller commits the refusal too)."""
-    try:
-        registration = webauthn.register(user, attempt, credential, label,
-                                         roots_by_fmt=_roots_by_fmt())
-    except webauthn.WebAuthnError as exc:
-        if exc.message == str(webauthn.FAILED):
-            # A chain that does not end at a trusted root fails inside py_webauthn.
-            audit.record("epcs.key_refused", user_id=user.id, reason="unverified")
-        raise
+    registration = webauthn.register(user, attempt, credential, label)
     reason = check(registration)
     factor = registration.factor
     if reason:
@@ -163,7 +187,8 @@ def enroll(user: User, attempt: LoginAttempt, credential: object,
         factor_id=factor.id, user_id=user.id, aaguid=aaguid, model=model[:200],
         attestation_fmt=registration.fmt, attestation_verified=True,
         attestation_cert_sha256=hashlib.sha256(registration.x5c[0]).hexdigest(),
-        attachment=registration.attachment, backup_eligible=registration.backup_eligible,
+        attachment="platform" if _platform(registration.attachment, factor.transports)
+        else registration.attachment, backup_eligible=registration.backup_eligible,
         backup_state=registration.backup_state, enrolled_at=clock.now()))
     audit.record("mfa.enrolled", user_id=user.id, factor=factor.kind, label=factor.label)
     audit.record("epcs.key_enrolled", user_id=user.id, factor_id=factor.id, aaguid=aaguid,

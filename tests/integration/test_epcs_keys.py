@@ -28,6 +28,7 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit.models import AuditEvent
 from idp.context import policy, runtime
+from idp.epcs import keys
 from idp.epcs import service as epcs
 from idp.epcs.models import EpcsCeremony, EpcsKey
 from idp.extensions import db
@@ -77,20 +78,27 @@ class Ca:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
     @classmethod
-    def make(cls, cn: str) -> Ca:
-        key = ec.generate_private_key(ec.SECP256R1())
+    def make(cls, cn: str, parent: Ca | None = None, *, ca: bool = True,
+             key: ec.EllipticCurvePrivateKey | None = None, days: int = 365) -> Ca:
+        """A root (self-signed) or, with `parent`, an intermediate it issues."""
+        key = key or ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
-        cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
+        cert = (x509.CertificateBuilder().subject_name(_name(cn))
+                .issuer_name(parent.cert.subject if parent else _name(cn))
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - timedelta(days=1))
-                .not_valid_after(now + timedelta(days=365))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .not_valid_before(now - timedelta(days=2))
+                .not_valid_after(now + timedelta(days=days))
+                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
                 .add_extension(x509.KeyUsage(
                     digital_signature=False, content_commitment=False, key_encipherment=False,
                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-                .sign(key, hashes.SHA256()))
+                .sign(parent.key if parent else key, hashes.SHA256()))
         return cls(key, cert)
+
+    @property
+    def der(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.DER)
 
     def batch(self, aaguid: str | None, *, ou: str = "Authenticator Attestation"
               ) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
@@ -287,7 +295,8 @@ def test_a_chain_to_an_untrusted_root_is_refused(trusted, client):
     stranger = AttestedKey(ca=STRANGER)
     _, done = enroll(client, stranger)
     assert done.status_code == 400 and saved(stranger) is None
-    assert [r["reason"] for r in refusals()] == ["unverified"]
+    assert "could not be verified" in done.get_json()["error"]
+    assert [r["reason"] for r in refusals()] == ["untrusted"]
 
 
 def test_without_trust_anchors_no_key_is_accepted(ctx, client, monkeypatch):
@@ -335,6 +344,31 @@ def test_enrolment_needs_a_recent_sign_in_of_a_prescriber(trusted, client, app, 
     assert page.status_code == 200 and "Only prescribers" in page.text
     token = csrf_from(admin.get("/account").text)
     assert post_json(admin, "/epcs/keys/options", {}, token).status_code == 401
+
+
+def test_the_chain_to_a_trust_anchor(ctx):
+    """keys.anchored: through an intermediate CA, not through a certificate that is no CA;
+    a self-signed attestation certificate re-issued with the same name and key (Chromium's
+    virtual authenticator) still chains to the one installed; another key does not."""
+    _, leaf = VENDOR.batch(LISTED)
+    assert keys.anchored((leaf,), (VENDOR.pem,))
+    assert not keys.anchored((leaf,), (STRANGER.pem,))
+    assert not keys.anchored((leaf,), ())
+    middle = Ca.make("Vendor Intermediate", VENDOR)
+    _, below = middle.batch(LISTED)
+    assert keys.anchored((below, middle.der), (VENDOR.pem,))
+    assert keys.anchored((below,), (middle.pem,))
+    assert not keys.anchored((below,), (VENDOR.pem,))  # the intermediate is missing
+    no_ca = Ca.make("Not a CA", VENDOR, ca=False)
+    _, under = no_ca.batch(LISTED)
+    assert not keys.anchored((under, no_ca.der), (VENDOR.pem,))
+    pinned = Ca.make("Batch Certificate", ca=False)
+    again = Ca.make("Batch Certificate", ca=False, key=pinned.key, days=400)
+    assert again.der != pinned.der
+    assert keys.anchored((again.der,), (pinned.pem,))
+    other = Ca.make("Batch Certificate", ca=False)
+    assert not keys.anchored((other.der,), (pinned.pem,))
+    assert not keys.anchored((b"not a certificate",), (VENDOR.pem,))
 
 
 # -- the ceremony counts only EPCS keys ----------------------------------------------------

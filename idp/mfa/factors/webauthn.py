@@ -203,11 +203,11 @@ def verify_registration(user: User, attempt: LoginAttempt, credential: object,
     return register(user, attempt, credential, label).factor
 
 
-def register(user: User, attempt: LoginAttempt, credential: object, label: str | None = None,
-             *, roots_by_fmt: dict[str, list[bytes]] | None = None) -> Registration:
-    """verify_registration with what the attestation said. `roots_by_fmt`: the trust anchors
-    (PEM) an attestation of each format must chain to (py_webauthn checks the chain, and
-    checks none when a format has no roots: the caller decides which formats it accepts)."""
+def register(user: User, attempt: LoginAttempt, credential: object, label: str | None = None
+             ) -> Registration:
+    """verify_registration with what the attestation said. py_webauthn verifies the
+    attestation statement of every format (for "packed" with x5c: signed by x5c[0]); whether
+    x5c chains to a trusted root is the caller's decision (it is given no roots here)."""
     expected = take_challenge(attempt, REGISTER)
     if not isinstance(credential, dict):
         raise WebAuthnError(FAILED)
@@ -215,9 +215,7 @@ def register(user: User, attempt: LoginAttempt, credential: object, label: str |
         verified = verify_registration_response(
             credential=credential, expected_challenge=expected, expected_rp_id=rp_id(),
             expected_origin=origin(), require_user_presence=True,
-            require_user_verification=True,
-            pem_root_certs_bytes_by_fmt={AttestationFormat(fmt): roots for fmt, roots in
-                                         (roots_by_fmt or {}).items()})
+            require_user_verification=True)
     except Exception:  # noqa: BLE001 - any malformed or unverifiable response is refused
         raise WebAuthnError(FAILED) from None
     credential_id = bytes_to_base64url(verified.credential_id)
