@@ -67,7 +67,7 @@ class EpcsCeremony(db.Model):
     family_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
-class EpcsKey(db.Model):
+class EpcsKey(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy
     """A WebAuthn credential enrolled as an EPCS hard token (1311.115(b)): its attestation was
     verified at enrolment (policies/epcs_keys.toml). What the attestation said is kept, so the
     rule can be applied again at every ceremony (a model taken off the list stops counting)
