@@ -11,7 +11,7 @@ from idp.admin.models import InitialAccessToken, RegistrationAccessToken
 from idp.audit.models import AuditEvent, AuditHead
 from idp.auditstream.models import AuditStreamCursor
 from idp.breakglass.models import BreakglassEpisode
-from idp.epcs.models import EpcsCeremony, EpcsKey, EpcsPermission
+from idp.epcs.models import DeaRegistration, EpcsCeremony, EpcsKey, EpcsPermission
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode, RecoveryCode
 from idp.notify.models import MailOutbox, SmsOutbox
 from idp.oidc.models import (
@@ -39,7 +39,7 @@ __all__ = ["Factor", "LoginAttempt", "OneTimeCode", "RecoveryCode", "SmsOutbox",
            "InitialAccessToken", "RegistrationAccessToken", "SecurityAlert",
            "Application", "ApplicationLink", "Department", "Facility"]
 __all__ += ["SmartContext", "SmartLaunch"]
-__all__ += ["EpcsCeremony", "EpcsKey", "EpcsPermission"]
+__all__ += ["DeaRegistration", "EpcsCeremony", "EpcsKey", "EpcsPermission"]
 __all__ += ["MailOutbox"]
 __all__ += ["PushedRequest", "UsedDpopProof"]
 __all__ += ["AuditStreamCursor"]

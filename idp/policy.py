@@ -326,6 +326,8 @@ class EpcsPolicy:
     categories: dict[str, str]
     details: EpcsDetailsPolicy
     keys: EpcsKeyPolicy
+    dea_registration_required: bool
+    dea_expiry_warning_days: int
 
     def satisfied_by(self, kinds: list[str] | tuple[str, ...]) -> bool:
         """Do the factor kinds used at one ceremony ("password", "webauthn", ...) meet EPCS?"""

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, foreign, mapped_column, relationship
 
 from idp.accounts.models import User
@@ -88,3 +88,20 @@ class EpcsKey(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy
     backup_eligible: Mapped[bool] = mapped_column(Boolean)
     backup_state: Mapped[bool] = mapped_column(Boolean)
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeaRegistration(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy
+    """The practitioner's DEA registration as identity proofing recorded it (1311.105/.110):
+    the number and its expiry, who checked it and when. An expired registration suspends
+    EPCS signing (1311.125: the registration must be current), and a prescription naming
+    another DEA number is refused."""
+
+    __tablename__ = "epcs_dea_registrations"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    dea_number: Mapped[str] = mapped_column(String(9))
+    expires_on: Mapped[date] = mapped_column(Date)
+    checked_by: Mapped[str] = mapped_column(String(200))
+    recorded_by: Mapped[str] = mapped_column(String(100))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)

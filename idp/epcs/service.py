@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 from flask import g, has_request_context
 from sqlalchemy import select, update
@@ -23,7 +23,7 @@ from idp.audit import service as audit
 from idp.context import policy
 from idp.epcs import details as rx
 from idp.epcs import keys
-from idp.epcs.models import EpcsCeremony, EpcsPermission
+from idp.epcs.models import DeaRegistration, EpcsCeremony, EpcsPermission
 from idp.extensions import db
 from idp.mfa import flow
 from idp.mfa.models import Factor, LoginAttempt
@@ -40,6 +40,13 @@ NEEDS_HARDWARE = (
 NO_PERMISSION = (
     "This account does not hold the EPCS permission to sign controlled-substance "
     "prescriptions. Two administrators must grant it (one proposes, another approves).")
+NO_DEA = ("No DEA registration is on file for this account, so it cannot sign "
+          "controlled-substance prescriptions. Ask the credentialing office to record it.")
+DEA_EXPIRED = ("The DEA registration on file for this account expired on {}. Signing "
+               "controlled-substance prescriptions is suspended until the renewed registration "
+               "is recorded by the credentialing office.")
+DEA_MISMATCH = ("The prescriptions name a DEA registration number that is not the one on file "
+                "for this account; nothing was signed.")
 NOT_MET = ("The signing ceremony did not meet the EPCS requirements (password and a security "
            "key or biometrics); nothing was signed. Try again.")
 
@@ -194,6 +201,74 @@ def permissions(limit: int = 200) -> list[EpcsPermission]:
     ).scalars())
 
 
+# -- DEA registration (1311.105/.110 proofing, 1311.125 current registration) ---------------
+DEA_NUMBER = re.compile(r"[A-Z][A-Z9]\d{7}")
+
+
+def dea_number_valid(number: str) -> bool:
+    """The DEA number's form and check digit: (d1 + d3 + d5) + 2 * (d2 + d4 + d6) ends in d7."""
+    if not DEA_NUMBER.fullmatch(number):
+        return False
+    d = [int(c) for c in number[2:]]
+    return (d[0] + d[2] + d[4] + 2 * (d[1] + d[3] + d[5])) % 10 == d[6]
+
+
+def dea_registration(user_id: int) -> DeaRegistration | None:
+    return db.session.get(DeaRegistration, user_id)
+
+
+def record_dea(user: User, number: str, expires_on: date, checked_by: str,
+               actor: str) -> DeaRegistration:
+    """Record (or renew) the practitioner's DEA registration as checked by `checked_by`;
+    audited. The caller commits."""
+    number = number.strip().upper()
+    if not dea_number_valid(number):
+        raise EpcsError("Not a DEA registration number (two letters, seven digits, the last "
+                        "one the check digit).")
+    checked_by = checked_by.strip()
+    if not checked_by or len(checked_by) > 200:
+        raise EpcsError("Name who checked the registration (at most 200 characters).")
+    held = dea_registration(user.id)
+    if held is None:
+        held = DeaRegistration(user_id=user.id)
+        db.session.add(held)
+    held.dea_number, held.expires_on, held.checked_by = number, expires_on, checked_by
+    held.recorded_by, held.recorded_at = actor[:100], clock.now()
+    audit.record("epcs.dea_recorded", user_id=user.id, actor=actor, dea_number=number,
+                 expires_on=expires_on.isoformat(), checked_by=checked_by)
+    return held
+
+
+def dea_problem(user: User, signed: list | None) -> tuple[str, str] | None:
+    """Why this practitioner's DEA registration does not allow signing `signed` now (reason
+    for the audit, message for the client), or None."""
+    held = dea_registration(user.id)
+    if held is None:
+        return ("no_dea_registration", NO_DEA) if policy().epcs.dea_registration_required \
+            else None
+    if held.expires_on < clock.now().date():
+        return "dea_expired", DEA_EXPIRED.format(held.expires_on.isoformat())
+    if any(entry["prescriber"]["dea_number"] != held.dea_number for entry in signed or []):
+        return "dea_mismatch", DEA_MISMATCH
+    return None
+
+
+def dea_report(within_days: int | None = None) -> list[dict]:
+    """Registrations expired or expiring within `within_days` (policy
+    dea_expiry_warning_days by default), soonest first."""
+    days = policy().epcs.dea_expiry_warning_days if within_days is None else within_days
+    today = clock.now().date()
+    rows = db.session.execute(select(DeaRegistration, User).join(
+        User, User.id == DeaRegistration.user_id).where(
+        DeaRegistration.expires_on <= today + timedelta(days=days))
+        .order_by(DeaRegistration.expires_on)).all()
+    return [{"username": user.username, "dea_number": reg.dea_number,
+             "expires_on": reg.expires_on.isoformat(),
+             "days_left": (reg.expires_on - today).days,
+             "expired": reg.expires_on < today, "epcs_permission": has_permission(user),
+             "checked_by": reg.checked_by} for reg, user in rows]
+
+
 # -- the ceremony --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Step:
@@ -223,6 +298,11 @@ def authorize_step(sso: SsoSession | None, params: dict, request_key: str, clien
         audit.record("epcs.refused", user_id=user.id, client_id=client_id,
                      reason="no_permission", binding_message=message)
         return Step("refuse", "access_denied", NO_PERMISSION)
+    dea = dea_problem(user, signed)
+    if dea is not None:
+        audit.record("epcs.refused", user_id=user.id, client_id=client_id, reason=dea[0],
+                     binding_message=message)
+        return Step("refuse", "access_denied", dea[1])
     finished = _finished(user.id, client_id, request_key)
     if finished is not None:
         if finished.acr != epcs_acr() or finished.details_sha256 != signed_hash:

@@ -1,4 +1,5 @@
-"""EPCS keys: WebAuthn credentials enrolled with a verified attestation (21 CFR 1311.115(b))
+"""EPCS keys: WebAuthn credentials enrolled with a verified attestation (21 CFR 1311.115(b));
+DEA registrations (number, expiry, who checked them)
 
 Revision ID: 0065
 Revises: 0060
@@ -32,8 +33,19 @@ def upgrade():
         sa.Column('enrolled_at', sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index('ix_epcs_keys_user_id', 'epcs_keys', ['user_id'])
+    op.create_table(
+        'epcs_dea_registrations',
+        sa.Column('user_id', sa.Integer(), sa.ForeignKey('users.id', ondelete='CASCADE'),
+                  primary_key=True),
+        sa.Column('dea_number', sa.String(length=9), nullable=False),
+        sa.Column('expires_on', sa.Date(), nullable=False),
+        sa.Column('checked_by', sa.String(length=200), nullable=False),
+        sa.Column('recorded_by', sa.String(length=100), nullable=False),
+        sa.Column('recorded_at', sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade():
+    op.drop_table('epcs_dea_registrations')
     op.drop_index('ix_epcs_keys_user_id', table_name='epcs_keys')
     op.drop_table('epcs_keys')
