@@ -328,6 +328,7 @@ class EpcsPolicy:
     keys: EpcsKeyPolicy
     dea_registration_required: bool
     dea_expiry_warning_days: int
+    reapproval_interval_days: int
 
     def satisfied_by(self, kinds: list[str] | tuple[str, ...]) -> bool:
         """Do the factor kinds used at one ceremony ("password", "webauthn", ...) meet EPCS?"""

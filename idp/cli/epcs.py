@@ -1,5 +1,6 @@
 """`idp epcs`: the prescribers' DEA registrations (recorded at identity proofing, 21 CFR
-1311.105/.110) and the DEA-expiry report."""
+1311.105/.110), the DEA-expiry report and the periodic review of who holds the EPCS permission
+(1311.125)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,18 @@ def dea_report(within_days: int | None, as_json: bool) -> None:
     lines = [f"{r['expires_on']}  {r['username']:<16} {r['dea_number']}  "
              f"{'EXPIRED' if r['expired'] else str(r['days_left']) + ' days'}" for r in rows]
     emit(as_json, rows, "\n".join(lines) or "no DEA registration expires soon")
+
+
+@epcs_group.command("access-report")
+@json_option
+@with_app(ensure_keys=False)
+def access_report(as_json: bool) -> None:
+    """Practitioners holding the EPCS permission, with its two approvers; those due for
+    re-approval first (policies/epcs.toml reapproval_interval_days)."""
+    rows = service.access_report()
+    lines = [f"{'DUE ' if r['due'] else '    '}{r['username']:<16} approved "
+             f"{r['approved_at'][:10]} by {r['approved_by']} (proposed by {r['proposed_by']}); "
+             f"DEA {r['dea_expires_on'] or 'not on file'}"
+             f"{' EXPIRED' if r['dea_expired'] else ''}; EPCS keys {r['epcs_keys']}"
+             for r in rows]
+    emit(as_json, rows, "\n".join(lines) or "no practitioner holds the EPCS permission")

@@ -201,6 +201,30 @@ def permissions(limit: int = 200) -> list[EpcsPermission]:
     ).scalars())
 
 
+def access_report() -> list[dict]:
+    """1311.125 periodic review: every active EPCS permission, its two administrators, days
+    since approval (`due` past policy reapproval_interval_days), the DEA registration's
+    expiry and how many EPCS keys count now."""
+    now = clock.now()
+    interval = policy().epcs.reapproval_interval_days
+    rows = []
+    for item in permissions(limit=10_000):
+        if item.state != "active" or item.approved_at is None:
+            continue
+        age = (now - item.approved_at).days
+        dea = dea_registration(item.user_id)
+        rows.append({
+            "username": item.user.username, "role": item.user.role,
+            "proposed_by": item.proposer.username if item.proposer else None,
+            "approved_by": item.approver.username if item.approver else None,
+            "approved_at": item.approved_at.isoformat(), "days_since_approval": age,
+            "due": age > interval,
+            "dea_expires_on": dea.expires_on.isoformat() if dea else None,
+            "dea_expired": bool(dea and dea.expires_on < now.date()),
+            "epcs_keys": len(hardware_factors(item.user))})
+    return sorted(rows, key=lambda r: (not r["due"], -r["days_since_approval"]))
+
+
 # -- DEA registration (1311.105/.110 proofing, 1311.125 current registration) ---------------
 DEA_NUMBER = re.compile(r"[A-Z][A-Z9]\d{7}")
 

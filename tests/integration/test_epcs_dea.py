@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from idp import clock
+from idp.accounts.models import User
 from idp.audit.models import AuditEvent
 from idp.context import policy, runtime
 from idp.epcs import service as epcs
@@ -137,3 +138,34 @@ def test_the_cli_records_and_the_report_lists_what_expires(ctx, env):
     assert rows[0]["epcs_permission"] is True and rows[1]["days_left"] == 10
     db.session.expire_all()
     assert db.session.get(DeaRegistration, late.id).checked_by == "J. Park"
+
+
+def test_the_access_report_lists_holders_and_who_is_due_for_reapproval(ctx, env, frozen,
+                                                                       monkeypatch):
+    """1311.125 periodic review: every active permission with its two administrators, those
+    approved more than reapproval_interval_days ago first, with DEA and EPCS key status."""
+    trust_test_vendor(monkeypatch)
+    old = make_user("dr.old", npi=None)
+    grant(old)
+    seed_epcs_key(old, SoftAuthenticator())
+    epcs.record_dea(old, DEA, today() - timedelta(days=1), "K. Ortiz", actor="t")
+    db.session.commit()
+    frozen.advance(seconds=(policy().epcs.reapproval_interval_days + 1) * 86400)
+    new = make_user("dr.new", npi=None)
+    admins = db.session.execute(select(User).where(
+        User.username.in_(["admin.one", "admin.two"])).order_by(User.username)).scalars().all()
+    epcs.approve(epcs.propose(new, admins[0]), admins[1])
+    db.session.commit()
+    rows = epcs.access_report()
+    assert [(r["username"], r["due"]) for r in rows] == [("dr.old", True), ("dr.new", False)]
+    assert (rows[0]["proposed_by"], rows[0]["approved_by"]) == ("admin.one", "admin.two")
+    assert rows[0]["dea_expired"] is True and rows[0]["epcs_keys"] == 1
+    assert rows[1]["dea_expires_on"] is None and rows[1]["epcs_keys"] == 0
+    printed = subprocess.run([IDP, "epcs", "access-report", "--json"],
+                             env={**os.environ, **env}, capture_output=True, text=True,
+                             timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    assert {r["username"] for r in json.loads(printed.stdout)} == {"dr.old", "dr.new"}
+    epcs.revoke(epcs.live_permission(new.id), admins[0])
+    db.session.commit()
+    assert [r["username"] for r in epcs.access_report()] == ["dr.old"]
