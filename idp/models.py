@@ -11,7 +11,7 @@ from idp.admin.models import InitialAccessToken, RegistrationAccessToken
 from idp.audit.models import AuditEvent, AuditHead
 from idp.auditstream.models import AuditStreamCursor
 from idp.breakglass.models import BreakglassEpisode
-from idp.epcs.models import EpcsCeremony, EpcsPermission
+from idp.epcs.models import DeaRegistration, EpcsCeremony, EpcsKey, EpcsPermission
 from idp.federation.ldap.models import LdapLink
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode, RecoveryCode
 from idp.notify.models import MailOutbox, SmsOutbox
@@ -40,7 +40,7 @@ __all__ = ["Factor", "LoginAttempt", "OneTimeCode", "RecoveryCode", "SmsOutbox",
            "InitialAccessToken", "RegistrationAccessToken", "SecurityAlert",
            "Application", "ApplicationLink", "Department", "Facility"]
 __all__ += ["SmartContext", "SmartLaunch"]
-__all__ += ["EpcsCeremony", "EpcsPermission"]
+__all__ += ["DeaRegistration", "EpcsCeremony", "EpcsKey", "EpcsPermission"]
 __all__ += ["MailOutbox"]
 __all__ += ["PushedRequest", "UsedDpopProof"]
 __all__ += ["AuditStreamCursor"]

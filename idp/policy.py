@@ -10,6 +10,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from idp.core.outbound import parse_allow
 
 
@@ -296,6 +299,19 @@ class EpcsDetailsPolicy:
 
 
 @dataclass(frozen=True)
+class EpcsKeyPolicy:
+    """policies/epcs_keys.toml: which attested WebAuthn keys count as the EPCS hard token
+    (1311.115(b)). `roots`: the PEM certificates read from `root_files`; `aaguids`: lowercase
+    AAGUID -> the model's description."""
+
+    formats: tuple[str, ...]
+    root_files: tuple[str, ...]
+    roots: tuple[bytes, ...]
+    allow_platform_biometric: bool
+    aaguids: dict[str, str]
+
+
+@dataclass(frozen=True)
 class EpcsPolicy:
     """DEA 21 CFR 1311 signing ceremony (policies/epcs.toml)."""
 
@@ -309,6 +325,10 @@ class EpcsPolicy:
     statement: str
     categories: dict[str, str]
     details: EpcsDetailsPolicy
+    keys: EpcsKeyPolicy
+    dea_registration_required: bool
+    dea_expiry_warning_days: int
+    reapproval_interval_days: int
 
     def satisfied_by(self, kinds: list[str] | tuple[str, ...]) -> bool:
         """Do the factor kinds used at one ceremony ("password", "webauthn", ...) meet EPCS?"""
@@ -737,7 +757,8 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
     onboarding = _onboarding(directory, section("onboarding.toml"), roles)
     alerts = _alerts(section("alerts.toml"), roles)
     _check_client_lifetimes(tokens)
-    epcs = _load_epcs(section("epcs.toml"), assurance, factors, directory)
+    epcs = _load_epcs(section("epcs.toml"), assurance, factors, directory,
+                      section("epcs_keys.toml"))
     reports = _build(ReportPolicy, section("reports.toml"), "reports.toml")
     if reports.dormant_after_days < 1 or reports.max_range_days < 1:
         raise PolicyError("reports.toml: dormant_after_days and max_range_days must be positive")
@@ -1044,10 +1065,45 @@ def _load_epcs_details(raw: dict[str, Any], directory: Path) -> EpcsDetailsPolic
     return details
 
 
+EPCS_KEY_FORMATS = ("packed", "tpm", "android-key", "apple")
+AAGUID_FORM = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _load_epcs_keys(raw: dict[str, Any], directory: Path) -> EpcsKeyPolicy:
+    """epcs_keys.toml: formats with a certificate chain only, readable PEM roots, AAGUIDs in
+    their canonical form."""
+    files = raw.pop("roots", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+        raise PolicyError("epcs_keys.toml: roots is a list of PEM file names")
+    roots: list[bytes] = []
+    for name in files:
+        path = Path(name) if Path(name).is_absolute() else directory / name
+        try:
+            text = path.read_bytes()
+            roots += [cert.public_bytes(serialization.Encoding.PEM)
+                      for cert in x509.load_pem_x509_certificates(text)]
+        except (OSError, ValueError) as exc:
+            raise PolicyError(f"epcs_keys.toml: root {name!r} is not a readable PEM "
+                              f"certificate file: {exc}") from None
+    aaguids = {str(k).lower(): str(v) for k, v in raw.pop("aaguids", {}).items()}
+    bad = sorted(a for a in aaguids if not AAGUID_FORM.fullmatch(a))
+    if bad:
+        raise PolicyError(f"epcs_keys.toml [aaguids]: not an AAGUID: {bad}")
+    keys = _build(EpcsKeyPolicy, {**raw, "root_files": files, "roots": roots,
+                                  "aaguids": aaguids}, "epcs_keys.toml")
+    if not keys.formats or set(keys.formats) - set(EPCS_KEY_FORMATS):
+        raise PolicyError(f"epcs_keys.toml: formats among {list(EPCS_KEY_FORMATS)}")
+    if not isinstance(keys.allow_platform_biometric, bool):
+        raise PolicyError("epcs_keys.toml: allow_platform_biometric is true or false")
+    return keys
+
+
 def _load_epcs(raw: dict[str, Any], assurance: AssurancePolicy,
-               factors: dict[str, FactorPolicy], directory: Path) -> EpcsPolicy:
+               factors: dict[str, FactorPolicy], directory: Path,
+               keys: dict[str, Any]) -> EpcsPolicy:
     data = {**raw, "categories": {str(k): str(v) for k, v in raw.get("categories", {}).items()},
-            "details": _load_epcs_details(raw.get("details", {}), directory)}
+            "details": _load_epcs_details(raw.get("details", {}), directory),
+            "keys": _load_epcs_keys(dict(keys), directory)}
     epcs = _build(EpcsPolicy, data, "epcs.toml")
     if epcs.acr not in assurance.acr_values:
         raise PolicyError(f"epcs.toml: acr {epcs.acr!r} is not one of assurance.toml acr_values")

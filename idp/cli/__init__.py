@@ -14,6 +14,7 @@ from idp.cli.breakglass import breakglass_group
 from idp.cli.clients import clients_group
 from idp.cli.db import db_group
 from idp.cli.demo import demo_group
+from idp.cli.epcs import epcs_group
 from idp.cli.keys import keys_group
 from idp.cli.ldap import ldap_group
 from idp.cli.mfa import mfa_group
@@ -36,5 +37,5 @@ def main() -> None:
 for _command in (db_group, keys_group, clients_group, users_group, audit_group, mfa_group,
                  serve_command, sessions_group, demo_group, onboarding_group, reports_command,
                  notify_group, backup_command, restore_command, smart_group,
-                 breakglass_group, scim_group, ldap_group):
+                 breakglass_group, scim_group, ldap_group, epcs_group):
     main.add_command(_command)

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import JSON, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, foreign, mapped_column, relationship
 
 from idp.accounts.models import User
@@ -65,3 +65,43 @@ class EpcsCeremony(db.Model):
     authorization_details: Mapped[list | None] = mapped_column(JSON, nullable=True)
     details_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     family_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+
+class EpcsKey(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy
+    """A WebAuthn credential enrolled as an EPCS hard token (1311.115(b)): its attestation was
+    verified at enrolment (policies/epcs_keys.toml). What the attestation said is kept, so the
+    rule can be applied again at every ceremony (a model taken off the list stops counting)
+    and an auditor can see why the key was accepted."""
+
+    __tablename__ = "epcs_keys"
+
+    factor_id: Mapped[int] = mapped_column(
+        ForeignKey("mfa_factors.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    aaguid: Mapped[str] = mapped_column(String(36))
+    model: Mapped[str] = mapped_column(String(200))
+    attestation_fmt: Mapped[str] = mapped_column(String(32))
+    attestation_verified: Mapped[bool] = mapped_column(Boolean)
+    # SHA-256 (hex) of the attestation certificate (x5c[0]) the key presented.
+    attestation_cert_sha256: Mapped[str] = mapped_column(String(64))
+    attachment: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    backup_eligible: Mapped[bool] = mapped_column(Boolean)
+    backup_state: Mapped[bool] = mapped_column(Boolean)
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeaRegistration(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy
+    """The practitioner's DEA registration as identity proofing recorded it (1311.105/.110):
+    the number and its expiry, who checked it and when. An expired registration suspends
+    EPCS signing (1311.125: the registration must be current), and a prescription naming
+    another DEA number is refused."""
+
+    __tablename__ = "epcs_dea_registrations"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    dea_number: Mapped[str] = mapped_column(String(9))
+    expires_on: Mapped[date] = mapped_column(Date)
+    checked_by: Mapped[str] = mapped_column(String(200))
+    recorded_by: Mapped[str] = mapped_column(String(100))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -23,13 +23,14 @@ NAME = "epcs"
 
 
 def _hardware(factors: list[Factor]) -> list[Factor]:
-    """The ceremony's factor (the password was entered just before, on the ceremony page)."""
-    kinds = set(policy().epcs.hardware_factors)
-    return [f for f in factors if f.kind in kinds]
+    """The ceremony's factor (the password was entered just before, on the ceremony page):
+    of the hardware kinds, and a WebAuthn credential only when enrolled as an EPCS key
+    (idp.epcs.keys: attested, listed model, device-bound, roaming)."""
+    return service.hardware_only(factors)
 
 
 def _complete(attempt: LoginAttempt, user: User, verified: flow.Verified) -> SsoSession | None:
-    service.complete(attempt, user, verified.kind, verified.amr)
+    service.complete(attempt, user, verified.kind, verified.amr, verified.factor)
     return sessions.current()  # the result stays on the ceremony row, off the session
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 from flask import g, has_request_context
 from sqlalchemy import select, update
@@ -22,7 +22,8 @@ from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy
 from idp.epcs import details as rx
-from idp.epcs.models import EpcsCeremony, EpcsPermission
+from idp.epcs import keys
+from idp.epcs.models import DeaRegistration, EpcsCeremony, EpcsPermission
 from idp.extensions import db
 from idp.mfa import flow
 from idp.mfa.models import Factor, LoginAttempt
@@ -30,15 +31,22 @@ from idp.sessions.models import SsoSession
 
 NEEDS_HARDWARE = (
     "Signing controlled-substance prescriptions (DEA EPCS) needs your password and a security "
-    "key or biometrics (fingerprint or face unlock) at every signature. This account has no "
-    "security key or biometrics set up; authenticator-app codes, text messages (SMS), email "
-    "codes and recovery codes do not count. Enroll a security key or biometrics under "
-    "Sign-in methods, then sign again.")
+    "key enrolled for prescribing at every signature. This account has no security key "
+    "enrolled for prescribing; authenticator-app codes, text messages (SMS), email codes, "
+    "recovery codes and everyday passkeys do not count. Enroll a security key for prescribing "
+    "at the identity provider (/epcs/keys), then sign again.")
 # Every message below goes out as error_description: ASCII without quote or backslash
 # (RFC 6749 4.1.2.1).
 NO_PERMISSION = (
     "This account does not hold the EPCS permission to sign controlled-substance "
     "prescriptions. Two administrators must grant it (one proposes, another approves).")
+NO_DEA = ("No DEA registration is on file for this account, so it cannot sign "
+          "controlled-substance prescriptions. Ask the credentialing office to record it.")
+DEA_EXPIRED = ("The DEA registration on file for this account expired on {}. Signing "
+               "controlled-substance prescriptions is suspended until the renewed registration "
+               "is recorded by the credentialing office.")
+DEA_MISMATCH = ("The prescriptions name a DEA registration number that is not the one on file "
+                "for this account; nothing was signed.")
 NOT_MET = ("The signing ceremony did not meet the EPCS requirements (password and a security "
            "key or biometrics); nothing was signed. Try again.")
 
@@ -71,8 +79,16 @@ def binding_message_problem(value: object) -> str | None:
 
 def hardware_factors(user: User) -> list[Factor]:
     """Confirmed factors of the user's role-allowed kinds that count as the hardware factor."""
+    return hardware_only(flow.factors(user))
+
+
+def hardware_only(factors: list[Factor]) -> list[Factor]:
+    """Of `factors`, those of the policy's hardware kinds; a WebAuthn credential only when it
+    is an EPCS key that still meets policies/epcs_keys.toml (idp.epcs.keys)."""
     kinds = set(policy().epcs.hardware_factors)
-    return [f for f in flow.factors(user) if f.kind in kinds]
+    counted = {f.id for f in keys.eligible(factors)}
+    return [f for f in factors if f.kind in kinds
+            and (f.kind != keys.webauthn.KIND or f.id in counted)]
 
 
 def factor_kinds(amr: list[str], kind: str | None) -> list[str]:
@@ -185,6 +201,98 @@ def permissions(limit: int = 200) -> list[EpcsPermission]:
     ).scalars())
 
 
+def access_report() -> list[dict]:
+    """1311.125 periodic review: every active EPCS permission, its two administrators, days
+    since approval (`due` past policy reapproval_interval_days), the DEA registration's
+    expiry and how many EPCS keys count now."""
+    now = clock.now()
+    interval = policy().epcs.reapproval_interval_days
+    rows = []
+    for item in permissions(limit=10_000):
+        if item.state != "active" or item.approved_at is None:
+            continue
+        age = (now - item.approved_at).days
+        dea = dea_registration(item.user_id)
+        rows.append({
+            "username": item.user.username, "role": item.user.role,
+            "proposed_by": item.proposer.username if item.proposer else None,
+            "approved_by": item.approver.username if item.approver else None,
+            "approved_at": item.approved_at.isoformat(), "days_since_approval": age,
+            "due": age > interval,
+            "dea_expires_on": dea.expires_on.isoformat() if dea else None,
+            "dea_expired": bool(dea and dea.expires_on < now.date()),
+            "epcs_keys": len(hardware_factors(item.user))})
+    return sorted(rows, key=lambda r: (not r["due"], -r["days_since_approval"]))
+
+
+# -- DEA registration (1311.105/.110 proofing, 1311.125 current registration) ---------------
+DEA_NUMBER = re.compile(r"[A-Z][A-Z9]\d{7}")
+
+
+def dea_number_valid(number: str) -> bool:
+    """The DEA number's form and check digit: (d1 + d3 + d5) + 2 * (d2 + d4 + d6) ends in d7."""
+    if not DEA_NUMBER.fullmatch(number):
+        return False
+    d = [int(c) for c in number[2:]]
+    return (d[0] + d[2] + d[4] + 2 * (d[1] + d[3] + d[5])) % 10 == d[6]
+
+
+def dea_registration(user_id: int) -> DeaRegistration | None:
+    return db.session.get(DeaRegistration, user_id)
+
+
+def record_dea(user: User, number: str, expires_on: date, checked_by: str,
+               actor: str) -> DeaRegistration:
+    """Record (or renew) the practitioner's DEA registration as checked by `checked_by`;
+    audited. The caller commits."""
+    number = number.strip().upper()
+    if not dea_number_valid(number):
+        raise EpcsError("Not a DEA registration number (two letters, seven digits, the last "
+                        "one the check digit).")
+    checked_by = checked_by.strip()
+    if not checked_by or len(checked_by) > 200:
+        raise EpcsError("Name who checked the registration (at most 200 characters).")
+    held = dea_registration(user.id)
+    if held is None:
+        held = DeaRegistration(user_id=user.id)
+        db.session.add(held)
+    held.dea_number, held.expires_on, held.checked_by = number, expires_on, checked_by
+    held.recorded_by, held.recorded_at = actor[:100], clock.now()
+    audit.record("epcs.dea_recorded", user_id=user.id, actor=actor, dea_number=number,
+                 expires_on=expires_on.isoformat(), checked_by=checked_by)
+    return held
+
+
+def dea_problem(user: User, signed: list | None) -> tuple[str, str] | None:
+    """Why this practitioner's DEA registration does not allow signing `signed` now (reason
+    for the audit, message for the client), or None."""
+    held = dea_registration(user.id)
+    if held is None:
+        return ("no_dea_registration", NO_DEA) if policy().epcs.dea_registration_required \
+            else None
+    if held.expires_on < clock.now().date():
+        return "dea_expired", DEA_EXPIRED.format(held.expires_on.isoformat())
+    if any(entry["prescriber"]["dea_number"] != held.dea_number for entry in signed or []):
+        return "dea_mismatch", DEA_MISMATCH
+    return None
+
+
+def dea_report(within_days: int | None = None) -> list[dict]:
+    """Registrations expired or expiring within `within_days` (policy
+    dea_expiry_warning_days by default), soonest first."""
+    days = policy().epcs.dea_expiry_warning_days if within_days is None else within_days
+    today = clock.now().date()
+    rows = db.session.execute(select(DeaRegistration, User).join(
+        User, User.id == DeaRegistration.user_id).where(
+        DeaRegistration.expires_on <= today + timedelta(days=days))
+        .order_by(DeaRegistration.expires_on)).all()
+    return [{"username": user.username, "dea_number": reg.dea_number,
+             "expires_on": reg.expires_on.isoformat(),
+             "days_left": (reg.expires_on - today).days,
+             "expired": reg.expires_on < today, "epcs_permission": has_permission(user),
+             "checked_by": reg.checked_by} for reg, user in rows]
+
+
 # -- the ceremony --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Step:
@@ -214,6 +322,11 @@ def authorize_step(sso: SsoSession | None, params: dict, request_key: str, clien
         audit.record("epcs.refused", user_id=user.id, client_id=client_id,
                      reason="no_permission", binding_message=message)
         return Step("refuse", "access_denied", NO_PERMISSION)
+    dea = dea_problem(user, signed)
+    if dea is not None:
+        audit.record("epcs.refused", user_id=user.id, client_id=client_id, reason=dea[0],
+                     binding_message=message)
+        return Step("refuse", "access_denied", dea[1])
     finished = _finished(user.id, client_id, request_key)
     if finished is not None:
         if finished.acr != epcs_acr() or finished.details_sha256 != signed_hash:
@@ -281,13 +394,17 @@ def ceremony_for_attempt(attempt_id: str) -> EpcsCeremony | None:
         EpcsCeremony.attempt_id == attempt_id)).scalar_one_or_none()
 
 
-def complete(attempt: LoginAttempt, user: User, kind: str | None, amr: list[str]) -> bool:
+def complete(attempt: LoginAttempt, user: User, kind: str | None, amr: list[str],
+             factor: Factor | None = None) -> bool:
     """Called when the ceremony's login attempt finishes (idp.epcs.purpose), with the kind of
-    second factor used: apply the policy's rule to the factors used at this ceremony and
-    record the outcome (audited with the reference)."""
+    second factor used and its row: apply the policy's rule to the factors used at this
+    ceremony and record the outcome (audited with the reference). A WebAuthn credential that
+    is not an EPCS key (idp.epcs.keys) counts for nothing here, whatever the page offered."""
     ceremony = ceremony_for_attempt(attempt.id)
     if ceremony is None or ceremony.completed_at is not None:
         return False
+    if kind == keys.webauthn.KIND and (factor is None or not keys.eligible([factor])):
+        kind = None
     kinds = factor_kinds(amr, kind)
     met = policy().epcs.satisfied_by(kinds)
     ceremony.completed_at = clock.now()

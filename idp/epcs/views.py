@@ -5,8 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
+from idp import clock
 from idp.accounts import lockout, notices
 from idp.accounts import service as accounts
 from idp.accounts.models import User
@@ -15,13 +25,17 @@ from idp.admin.access import ADMIN_ROLES, require_role
 from idp.audit import service as audit
 from idp.context import policy
 from idp.core.i18n import gettext as _
-from idp.epcs import service
+from idp.core.i18n import lazy_gettext as _l
+from idp.epcs import keys, service
 from idp.epcs.forms import ActionForm, CeremonyForm, ProposeForm
 from idp.epcs.models import EpcsCeremony, EpcsPermission
 from idp.extensions import db, limiter
+from idp.mfa import enrollment
+from idp.mfa.factors import webauthn
 from idp.oidc import client_cache
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
+from idp.web.guards import signed_in
 
 bp = Blueprint("epcs", __name__)
 Page = Response | str | tuple[str, int]
@@ -142,3 +156,80 @@ def admin_epcs_approve(permission_id: int) -> Page:
 @bp.post("/admin/epcs/<int(max=2147483647):permission_id>/revoke")
 def admin_epcs_revoke(permission_id: int) -> Page:
     return _decide(permission_id, service.revoke, "revoked", 409, keep_refusal=False)
+
+
+# -- EPCS keys (1311.115(b)): enrolment with attestation, apart from everyday passkeys -------
+def _key_owner() -> User | None:
+    """A signed-in prescriber whose sign-in is recent (mfa.toml reauth_window), allowed
+    security keys by role."""
+    sso = sessions.current()
+    if sso is None or (clock.now() - sso.auth_time).total_seconds() > \
+            policy().mfa.reauth_window:
+        return None
+    role = policy().roles.get(sso.user.role)
+    if role is None or not role.clinical or \
+            webauthn.KIND not in policy().mfa.allowed(sso.user.role):
+        return None
+    return sso.user
+
+
+def _key_error(message: object, status: int) -> tuple[Response, int]:
+    payload = {"error": str(message)}
+    if status == 401:
+        payload["redirect"] = url_for("accounts.login", next=url_for("epcs.keys_page"),
+                                      reauth=1)
+    return jsonify(payload), status
+
+
+NOT_A_PRESCRIBER = _l("Only prescribers can enroll a security key for controlled-substance "
+                      "prescriptions. Sign in again if your sign-in is older than a few minutes.")
+
+
+@bp.get("/epcs/keys")
+@signed_in(recent=True)
+def keys_page(sso: SsoSession) -> Page:
+    user = sso.user
+    role = policy().roles.get(user.role)
+    allowed = role is not None and role.clinical and \
+        webauthn.KIND in policy().mfa.allowed(user.role)
+    held = keys.keys_of(user.id)
+    return render_template(
+        "epcs/keys.html", allowed=allowed, held=held,
+        counting={k.factor_id for k in held if keys.qualifies(k)},
+        added=request.args.get("added") == "1",
+        options_url=url_for("epcs.keys_options"), verify_url=url_for("epcs.keys_enroll"))
+
+
+@bp.post("/epcs/keys/options")
+@limiter.limit(lambda: policy().mfa.limits.webauthn)
+def keys_options() -> Response | tuple[Response, int]:
+    user = _key_owner()
+    if user is None:
+        return _key_error(NOT_A_PRESCRIBER, 401)
+    options = keys.options(user, enrollment.attempt_for(user))
+    db.session.commit()
+    return jsonify(options)
+
+
+@bp.post("/epcs/keys")
+@limiter.limit(lambda: policy().mfa.limits.webauthn)
+def keys_enroll() -> Response | tuple[Response, int]:
+    user = _key_owner()
+    if user is None:
+        return _key_error(NOT_A_PRESCRIBER, 401)
+    body = request.get_json(silent=True)
+    body = body if isinstance(body, dict) else {}
+    label = body.get("label")
+    try:
+        factor = keys.enroll(user, enrollment.attempt_for(user), body.get("credential"),
+                             label if isinstance(label, str) else None)
+    except keys.EpcsKeyRefused as exc:
+        db.session.commit()  # the refusal's audit event
+        return _key_error(exc.message, 400)
+    except webauthn.WebAuthnError as exc:
+        db.session.commit()
+        return _key_error(exc.message, 409 if exc.message == webauthn.KNOWN else 400)
+    db.session.commit()
+    notices.factor_changed(user, _("%(label)s was added as a security key for signing "
+                                   "controlled-substance prescriptions", label=factor.label))
+    return jsonify(redirect=url_for("epcs.keys_page", added=1))

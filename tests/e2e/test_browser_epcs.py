@@ -6,37 +6,56 @@ authenticator as the security key / platform biometrics.
 - np.chen with the permission but only a text-message factor (she signs in with an SMS code):
   the IdP refuses the ceremony and the EHR shows why (SMS does not count).
 - dr.rivera with the permission and only the authenticator app: refused, the message names
-  what is needed; he enrolls a security key at the IdP, signs again: the EHR pushes its two
+  what is needed; he enrolls a security key for prescribing at the IdP (/epcs/keys:
+  attestation "direct", cross-platform; Chromium's virtual authenticator attests "packed"
+  with its batch certificate, which the stack's test policy trusts, see `chromium_anchor`),
+  signs again: the EHR pushes its two
   controlled-substance prescriptions (PAR, authorization_details), the IdP shows each one's
   data (21 CFR 1311.140(a)(3)) and the DEA statement while asking for the password and the
   key, and the EHR signs with an ID token at acr epcs whose amr shows hwk and pwd and an
   access token carrying the prescriptions' SHA-256; each signature is audited with its hash.
   A quantity changed after signing: the EHR refuses to transmit to the pharmacy.
 
+- 21 CFR 1311.115(b) in the browser: a virtual authenticator that makes synced passkeys
+  (backup eligible) is refused at EPCS key enrolment and nothing is kept.
+
 Set-up writes the stack's own database (test set-up only): the approved EPCS permission (the
-two-admin console is tested in tests/integration/test_epcs.py) and np.chen's SMS factor.
+two-admin console is tested in tests/integration/test_epcs.py) and np.chen's SMS factor; and
+the stack's policy directory (IDP_POLICY_DIR): the shipped policies with epcs_keys.toml
+trusting Chromium's virtual authenticator (its AAGUID and attestation certificate, read from a
+registration in the test's browser before the stack starts).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
+import shutil
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import cbor2
 import pyotp
 import pytest
 import sqlalchemy as sa
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from idp import clock
+from idp.config import POLICY_DIR
 from tests.e2e.test_devstack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
 AUTHENTICATOR = {"protocol": "ctap2", "transport": "usb", "hasResidentKey": True,
                  "hasUserVerification": True, "isUserVerified": True,
-                 "automaticPresenceSimulation": True}
+                 "automaticPresenceSimulation": True, "defaultBackupEligibility": False}
+# A synced passkey: the same virtual authenticator making backup-eligible credentials.
+SYNCED = {**AUTHENTICATOR, "defaultBackupEligibility": True, "defaultBackupState": True}
 EPCS = "urn:healthidp:acr:epcs"
 RX = "RX-9002"
 PRESCRIPTIONS = ("RX-9002", "RX-9003")
@@ -48,10 +67,67 @@ STATEMENT = ("By completing the two-factor authentication protocol at this time,
              "appear above.")
 
 
+# Registers one credential with attestation "direct" on a page of a made-up https origin
+# (answered by the test itself through page.route: no server) and returns the attestation
+# object, base64.
+PROBE = """async () => {
+  const credential = await navigator.credentials.create({publicKey: {
+    rp: {id: "probe.test", name: "probe"},
+    user: {id: new Uint8Array([1]), name: "probe", displayName: "probe"},
+    challenge: new Uint8Array(32), pubKeyCredParams: [{type: "public-key", alg: -7}],
+    attestation: "direct",
+    authenticatorSelection: {authenticatorAttachment: "cross-platform",
+                             userVerification: "required"}}});
+  let text = "";
+  for (const byte of new Uint8Array(credential.response.attestationObject)) {
+    text += String.fromCharCode(byte);
+  }
+  return btoa(text);
+}"""
+
+
+def chromium_anchor(browser: Browser) -> tuple[str, bytes]:
+    """The AAGUID and attestation certificate (PEM) of Chromium's virtual authenticator, read
+    from a "packed" attestation it makes. The certificate is self-signed and re-issued at
+    each registration with the same name and key: as a trust anchor (a name and a key) it
+    covers the registrations the test makes later."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.route("https://probe.test/**", lambda route: route.fulfill(
+            status=200, content_type="text/html", body="<!doctype html><title>probe</title>"))
+        page.goto("https://probe.test/")
+        cdp = context.new_cdp_session(page)
+        cdp.send("WebAuthn.enable")
+        cdp.send("WebAuthn.addVirtualAuthenticator", {"options": AUTHENTICATOR})
+        attestation = cbor2.loads(base64.b64decode(page.evaluate(PROBE)))
+    finally:
+        context.close()
+    assert attestation["fmt"] == "packed", attestation["fmt"]
+    aaguid = str(uuid.UUID(bytes=attestation["authData"][37:53]))
+    [certificate] = attestation["attStmt"]["x5c"]
+    return aaguid, x509.load_der_x509_certificate(certificate).public_bytes(
+        serialization.Encoding.PEM)
+
+
+def policy_dir_trusting(directory: Path, aaguid: str, anchor: bytes) -> Path:
+    """The shipped policies, with epcs_keys.toml trusting the virtual authenticator."""
+    shutil.copytree(POLICY_DIR, directory)
+    (directory / "chromium-virtual-authenticator.pem").write_bytes(anchor)
+    keys = (directory / "epcs_keys.toml").read_text()
+    keys = keys.replace("roots = []", 'roots = ["chromium-virtual-authenticator.pem"]', 1)
+    keys += f'"{aaguid}" = "Chromium virtual authenticator (test only)"\n'
+    (directory / "epcs_keys.toml").write_text(keys)
+    return directory
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("devstack-epcs"),
-                       idp_host="localhost") as running:
+def stack(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator[Stack]:
+    aaguid, anchor = chromium_anchor(browser)
+    policies = policy_dir_trusting(tmp_path_factory.mktemp("epcs-policy") / "policies",
+                               aaguid, anchor)
+    with running_stack(tmp_path_factory.mktemp("devstack-epcs"), idp_host="localhost",
+                       extra_env={"IDP_POLICY_DIR": str(policies)}) as running:
         yield running
 
 
@@ -193,7 +269,7 @@ def test_controlled_substance_signing_needs_the_permission_and_a_security_key(
     expect(page.get_by_role("heading", name="Controlled-substance signing refused")
            ).to_be_visible()
     expect(page.get_by_role("alert")).to_contain_text("text messages (SMS)")
-    expect(page.get_by_role("alert")).to_contain_text("Enroll a security key or biometrics")
+    expect(page.get_by_role("alert")).to_contain_text("Enroll a security key for prescribing")
     context.close()
 
     # 3. dr.rivera with the permission and only the authenticator app: refused, not looped.
@@ -208,18 +284,27 @@ def test_controlled_substance_signing_needs_the_permission_and_a_security_key(
     page.wait_for_url(f"{ehr}/callback?**")
     assert "error=unmet_authentication_requirements" in page.url
     expect(page.get_by_role("alert")).to_contain_text(
-        "This account has no security key or biometrics set up")
+        "This account has no security key enrolled for prescribing")
     expect(page.get_by_role("alert")).to_contain_text("authenticator-app codes")
 
-    # He enrolls a security key at the IdP (recently signed in: no re-authentication) ...
+    # He enrolls a security key for prescribing at the IdP (recently signed in: no
+    # re-authentication): attestation "direct", verified against the test policy's anchor.
     page.get_by_role("link", name="Manage your sign-in methods at the identity provider").click()
     page.wait_for_url(f"{idp}/mfa/factors")
-    page.goto(f"{idp}/mfa/enroll/webauthn")
+    page.goto(f"{idp}/epcs/keys")
     page.get_by_label("Name for this key (optional)").fill("EPCS key")
-    page.get_by_role("button", name="Add security key or biometrics").click()
-    expect(page.get_by_role("heading", name="Your recovery codes")).to_be_visible()
+    page.get_by_role("button", name="Add a security key for prescribing").click()
+    page.wait_for_url(f"{idp}/epcs/keys?added=1")
+    expect(page.locator("#epcs-key-added")).to_be_visible()
+    expect(page.locator("#epcs-keys")).to_contain_text("Chromium virtual authenticator")
     assert len(cdp.send("WebAuthn.getCredentials",
                         {"authenticatorId": authenticator})["credentials"]) == 1
+    [(fmt, verified, eligible, attachment)] = _run(
+        stack, "SELECT k.attestation_fmt, k.attestation_verified, k.backup_eligible, "
+        "k.attachment FROM epcs_keys k JOIN users u ON u.id = k.user_id "
+        "WHERE u.username = 'dr.rivera'")
+    assert (fmt, bool(verified), bool(eligible), attachment) == \
+        ("packed", True, False, "cross-platform")
 
     # ... and signs both prescriptions in one ceremony: the IdP shows each one and the DEA
     # statement, asks for the password, then the key (the data still on screen).
@@ -282,4 +367,49 @@ def test_controlled_substance_signing_needs_the_permission_and_a_security_key(
     assert [d["prescription_id"] for d in details_of[1:]] == list(PRESCRIPTIONS)
     assert all(len(d["sha256"]) == 64 and d["details_sha256"] == details_hash
                for d in details_of[1:])
+    assert not problems, problems
+
+
+def test_a_synced_passkey_is_refused_as_an_epcs_key(stack: Stack, browser: Browser):
+    """1311.115(b): a backup-eligible credential (a synced passkey) of the very model the
+    policy trusts is refused at EPCS key enrolment, in words; nothing is kept."""
+    idp = stack.urls["IdP"]
+    problems: list[str] = []
+    context, page = _context(browser, problems)
+    cdp = context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    synced = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": SYNCED})["authenticatorId"]
+    page.goto(f"{idp}/epcs/keys")
+    page.wait_for_url(f"{idp}/login?**")
+    page.get_by_label("Username or NPI").fill("dr.rivera")
+    page.get_by_label("Password").fill(stack.password("dr.rivera"))
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_url(f"{idp}/mfa/challenge")
+    # The authenticator app, whichever factor the page offers first (an EPCS key enrolled by
+    # the other test comes first when it ran before).
+    [(app,)] = _run(stack, "SELECT f.id FROM mfa_factors f JOIN users u ON u.id = f.user_id "
+                    "WHERE u.username = 'dr.rivera' AND f.kind = 'totp'")
+    page.goto(f"{idp}/mfa/challenge?factor={app}")
+    page.get_by_label("Code from your authenticator app").fill(
+        pyotp.TOTP(stack.totp_secret("dr.rivera")).now())
+    page.get_by_role("button", name="Verify").click()
+    stack.forget_totp_use("dr.rivera")
+    page.wait_for_load_state()
+    if page.url.startswith(f"{idp}/account/acknowledge"):
+        page.locator("#acknowledge").check()
+        page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{idp}/epcs/keys")
+    before = _run(stack, "SELECT count(*) FROM epcs_keys")[0][0]
+    page.get_by_role("button", name="Add a security key for prescribing").click()
+    expect(page.get_by_role("alert")).to_contain_text("This is a synced passkey")
+    assert _run(stack, "SELECT count(*) FROM epcs_keys")[0][0] == before
+    [(detail,)] = _run(stack, "SELECT detail FROM audit_events WHERE event = 'epcs.key_refused'"
+                       " ORDER BY seq DESC LIMIT 1")
+    detail = detail if isinstance(detail, dict) else json.loads(detail)
+    assert detail["reason"] == "synced" and detail["backup_eligible"] is True
+    assert detail["fmt"] == "packed"  # attested, the model listed: refused for BE alone
+    # The authenticator made the credential; the IdP did not keep it.
+    assert len(cdp.send("WebAuthn.getCredentials",
+                        {"authenticatorId": synced})["credentials"]) == 1
+    context.close()
     assert not problems, problems

@@ -152,10 +152,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @contextmanager
-def running_stack(tmp: Path, idp_host: str = "localhost") -> Iterator[Stack]:
+def running_stack(tmp: Path, idp_host: str = "localhost",
+                  extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
     """`python -m clients.devstack` on free ports, every app on http://localhost:PORT as
     `make run` starts them (WebAuthn needs a host name as RP ID); `idp_host` "127.0.0.1" names
-    the IdP by its address instead."""
+    the IdP by its address instead; `extra_env` (e.g. IDP_POLICY_DIR) is added last."""
     database, schema = _database(tmp)
     ports = {"IDP_PORT": free_port(), "PORTAL_PORT": free_port(), "EHR_PORT": free_port(),
              "SMART_APP_PORT": free_port(), "MAILBOX_PORT": free_port(),
@@ -164,6 +165,7 @@ def running_stack(tmp: Path, idp_host: str = "localhost") -> Iterator[Stack]:
     env.update({k: str(v) for k, v in ports.items()})
     env.update(IDP_INSTANCE_DIR=str(tmp / "instance"), IDP_KEYS_DIR=str(tmp / "keys"),
                DATABASE_URL=database, PYTHONUNBUFFERED="1")
+    env.update(extra_env or {})
     if idp_host != "localhost":
         env["IDP_ISSUER"] = f"http://{idp_host}:{ports['IDP_PORT']}"
     proc = subprocess.Popen([sys.executable, "-m", "clients.devstack"], cwd=PROJECT_ROOT,

@@ -118,7 +118,7 @@ def test_the_idps_refusal_names_what_is_missing(ehr, client):
     page = http.get(f"{location.path}?{location.query}")
     assert page.status_code == 403
     assert "Controlled-substance signing refused" in page.text
-    assert "no security key or biometrics set up" in page.text
+    assert "no security key enrolled for prescribing" in page.text
     assert "unmet_authentication_requirements" not in page.text
     assert 'id="signed"' not in http.get("/prescriptions/controlled/").text
 

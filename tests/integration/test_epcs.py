@@ -31,11 +31,11 @@ from tests.helpers import (
     pkce,
     query,
 )
+from tests.integration.test_epcs_keys import seed_epcs_key, trust_test_vendor
 from tests.integration.test_webauthn_service import (
     SoftAuthenticator,
     password_step,
     post_json,
-    seed,
     totp_step,
 )
 
@@ -89,13 +89,15 @@ def id_token_claims(http, body: dict) -> dict:
 
 
 @pytest.fixture
-def physician(ctx):
+def physician(ctx, monkeypatch):
+    """A prescriber; the test policy lists the model of the EPCS keys seeded (test_epcs_keys)."""
+    trust_test_vendor(monkeypatch)
     return make_user()
 
 
 def test_a_ceremony_with_password_and_security_key_reaches_epcs(physician, client):
     key = SoftAuthenticator()
-    seed(physician, key)
+    seed_epcs_key(physician, key)
     grant(physician)
     rp = make_client()
     password_step(client)
@@ -149,8 +151,9 @@ def test_only_an_authenticator_app_is_refused_in_plain_words(physician, client):
     assert location.startswith(rp.redirect_uri), location  # straight back: no loop
     got = query(location)
     assert got["error"] == "unmet_authentication_requirements" and got["state"] == params["state"]
-    assert "security key or biometrics" in got["error_description"]
+    assert "no security key enrolled for prescribing" in got["error_description"]
     assert "authenticator-app codes, text messages (SMS)" in got["error_description"]
+    assert "everyday passkeys do not count" in got["error_description"]
     assert [e.detail["reason"] for e in events("epcs.refused")] == ["no_hardware_factor"]
     assert db.session.execute(select(EpcsCeremony)).first() is None
 
@@ -180,7 +183,7 @@ def test_a_text_message_sign_in_is_refused(ctx, client):
 
 
 def test_without_the_epcs_permission_the_request_is_refused(physician, client):
-    seed(physician, SoftAuthenticator())
+    seed_epcs_key(physician, SoftAuthenticator())
     rp = make_client()
     login(client)
     response, _, _ = signing_request(client, rp)
@@ -196,7 +199,7 @@ def test_without_the_epcs_permission_the_request_is_refused(physician, client):
 
 
 def test_a_wrong_password_at_the_ceremony_counts_as_a_failure(physician, client):
-    seed(physician, SoftAuthenticator())
+    seed_epcs_key(physician, SoftAuthenticator())
     grant(physician)
     rp = make_client()
     login(client)
@@ -226,7 +229,7 @@ def test_the_binding_message_is_required_and_bounded(physician, client, message,
 
 
 def test_prompt_none_cannot_hold_a_ceremony(physician, client):
-    seed(physician, SoftAuthenticator())
+    seed_epcs_key(physician, SoftAuthenticator())
     grant(physician)
     rp = make_client()
     login(client)
@@ -235,7 +238,7 @@ def test_prompt_none_cannot_hold_a_ceremony(physician, client):
 
 
 def test_a_ceremony_page_belongs_to_its_user_and_ends(physician, client, app, frozen):
-    seed(physician, SoftAuthenticator())
+    seed_epcs_key(physician, SoftAuthenticator())
     grant(physician)
     rp = make_client()
     login(client)
@@ -335,7 +338,7 @@ def test_the_rule_is_applied_at_completion_not_only_by_the_factor_offered(physic
     """Were an app code (or SMS, recovery) to finish a ceremony, the rule refuses EPCS."""
     from idp.mfa.models import LoginAttempt
 
-    seed(physician, SoftAuthenticator())
+    seed_epcs_key(physician, SoftAuthenticator())
     grant(physician)
     rp = make_client()
     login(client)

@@ -29,10 +29,10 @@ from tests.integration.test_epcs import (
     grant,
     hardware_step,
 )
+from tests.integration.test_epcs_keys import seed_epcs_key, trust_test_vendor
 from tests.integration.test_webauthn_service import (
     SoftAuthenticator,
     password_step,
-    seed,
     totp_step,
 )
 
@@ -74,11 +74,12 @@ def authorize_pushed(http, rp, uri):
 
 
 @pytest.fixture
-def prescriber(ctx, client):
+def prescriber(ctx, client, monkeypatch):
     from tests.helpers import make_user
+    trust_test_vendor(monkeypatch)
     user = make_user()
     key = SoftAuthenticator()
-    seed(user, key)
+    seed_epcs_key(user, key)
     grant(user)
     password_step(client)
     totp_step(client)

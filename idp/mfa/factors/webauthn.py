@@ -36,11 +36,14 @@ from webauthn import (
     verify_authentication_response,
     verify_registration_response,
 )
-from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
+from webauthn.helpers import base64url_to_bytes, bytes_to_base64url, parse_attestation_object
 from webauthn.helpers.structs import (
     AttestationConveyancePreference,
+    AttestationFormat,
+    AuthenticatorAttachment,
     AuthenticatorSelectionCriteria,
     AuthenticatorTransport,
+    CredentialDeviceType,
     PublicKeyCredentialDescriptor,
     ResidentKeyRequirement,
     UserVerificationRequirement,
@@ -158,15 +161,19 @@ def take_challenge(attempt: LoginAttempt, ceremony: str) -> bytes:
 
 
 # -- registration --------------------------------------------------------------------------
-def registration_options(user: User, attempt: LoginAttempt) -> dict[str, Any]:
-    """Options for navigator.credentials.create(), in the WebAuthn Level 3 JSON form."""
+def registration_options(user: User, attempt: LoginAttempt, *, attestation: str | None = None,
+                         attachment: str | None = None) -> dict[str, Any]:
+    """Options for navigator.credentials.create(), in the WebAuthn Level 3 JSON form.
+    `attestation` (default: policies/mfa.toml) and `attachment` ("cross-platform" |
+    "platform"; default: any) serve a caller that needs an attested kind of key (EPCS)."""
     challenge = new_challenge()
     options = generate_registration_options(
         rp_id=rp_id(), rp_name=RP_NAME, user_id=user_handle(user), user_name=user.username,
         user_display_name=user.name or user.username, challenge=challenge,
         timeout=timeout_ms(), attestation=AttestationConveyancePreference(
-            policy().mfa.webauthn.attestation),
+            attestation or policy().mfa.webauthn.attestation),
         authenticator_selection=AuthenticatorSelectionCriteria(
+            authenticator_attachment=AuthenticatorAttachment(attachment) if attachment else None,
             resident_key=ResidentKeyRequirement(policy().mfa.webauthn.resident_key),
             user_verification=UserVerificationRequirement.REQUIRED),
         exclude_credentials=[_descriptor(f) for f in user_factors(user)])
@@ -174,9 +181,33 @@ def registration_options(user: User, attempt: LoginAttempt) -> dict[str, Any]:
     return _options(options)
 
 
+@dataclass(frozen=True)
+class Registration:
+    """A verified navigator.credentials.create() response: the confirmed, unsaved Factor and
+    what the attestation said. `x5c`: the attestation certificate chain (DER, leaf first;
+    empty for "none" and self attestation); `backup_eligible` / `backup_state`: the BE / BS
+    flags of the authenticator data (a synced passkey is backup eligible); `attachment`: what
+    the browser reported (not signed by the authenticator)."""
+
+    factor: Factor
+    fmt: str
+    x5c: tuple[bytes, ...]
+    backup_eligible: bool
+    backup_state: bool
+    attachment: str | None
+
+
 def verify_registration(user: User, attempt: LoginAttempt, credential: object,
                         label: str | None = None) -> Factor:
     """Check a navigator.credentials.create() response; a confirmed, unsaved Factor."""
+    return register(user, attempt, credential, label).factor
+
+
+def register(user: User, attempt: LoginAttempt, credential: object, label: str | None = None
+             ) -> Registration:
+    """verify_registration with what the attestation said. py_webauthn verifies the
+    attestation statement of every format (for "packed" with x5c: signed by x5c[0]); whether
+    x5c chains to a trusted root is the caller's decision (it is given no roots here)."""
     expected = take_challenge(attempt, REGISTER)
     if not isinstance(credential, dict):
         raise WebAuthnError(FAILED)
@@ -200,11 +231,19 @@ def verify_registration(user: User, attempt: LoginAttempt, credential: object,
     transports = sorted({t for t in raw if isinstance(t, str) and t in TRANSPORTS}) \
         if isinstance(raw, list) else []
     now = clock.now()
-    return Factor(user_id=user.id, kind=KIND, label=clean_label(label), created_at=now,
-                  confirmed_at=now, credential_id=credential_id,
-                  public_key=verified.credential_public_key, sign_count=verified.sign_count,
-                  transports=transports, aaguid=str(verified.aaguid)[:64],
-                  user_verified=verified.user_verified, clone_warning=False)
+    factor = Factor(user_id=user.id, kind=KIND, label=clean_label(label), created_at=now,
+                    confirmed_at=now, credential_id=credential_id,
+                    public_key=verified.credential_public_key, sign_count=verified.sign_count,
+                    transports=transports, aaguid=str(verified.aaguid)[:64],
+                    user_verified=verified.user_verified, clone_warning=False)
+    statement = parse_attestation_object(verified.attestation_object).att_stmt
+    attachment = credential.get("authenticatorAttachment")
+    return Registration(
+        factor=factor, fmt=AttestationFormat(verified.fmt).value,
+        x5c=tuple(statement.x5c or ()),
+        backup_eligible=verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE,
+        backup_state=bool(verified.credential_backed_up),
+        attachment=attachment if attachment in ("platform", "cross-platform") else None)
 
 
 def save(factor: Factor) -> bool:
