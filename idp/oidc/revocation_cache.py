@@ -21,10 +21,10 @@ Bound: a token revoked on any node is refused by every node at most `revocation_
 after the revoking transaction committed (plus the duration of a request already in flight).
 
 Cold cache, unknown jti, or the cache off (revocation_cache_ms = 0): the database, as before.
-Userinfo claims are also cached at most CLAIMS_TTL seconds (a changed name or e-mail shows
-within that time on other nodes, like a client registration in idp.oidc.client_cache), and
-emptied in this process by any ORM change of an account. A disabled account is safe sooner:
-disabling it revokes its tokens, which moves the epoch.
+Userinfo claims are also cached at most CLAIMS_TTL seconds (a changed name, e-mail or
+feature claim such as fhirUser shows within that time, like a client registration in
+idp.oidc.client_cache), and emptied in this process by any ORM change of an account. A
+disabled account is safe sooner: disabling it revokes its tokens, which moves the epoch.
 """
 
 from __future__ import annotations
