@@ -34,6 +34,9 @@ class TokenPolicy:
     max_access_token_lifetime: int
     max_id_token_lifetime: int
     max_refresh_token_lifetime: int
+    # node-local cache of access-token records and userinfo claims (idp.oidc.revocation_cache):
+    # how long a node trusts its last reading of the revocation epoch; 0 turns the cache off
+    revocation_cache_ms: int
 
 
 @dataclass(frozen=True)

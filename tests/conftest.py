@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from idp import clock, create_app
 from idp.config import POLICY_DIR, Settings
 from idp.extensions import db, limiter
+from idp.oidc import revocation_cache
 
 # Every log line of the run is scanned for secrets (log_scan); a real slapd for the LDAP tests
 # (ldap_server: fixtures slapd, ldap_app, lctx, lclient).
@@ -180,6 +181,7 @@ def _clean_tables(request: pytest.FixtureRequest):
         for table in reversed(db.metadata.sorted_tables):
             db.session.execute(table.delete())
         db.session.commit()
+    revocation_cache.clear()  # account ids come again in the next test's emptied tables
 
 
 @pytest.fixture

@@ -205,6 +205,17 @@ class AccessTokenRecord(db.Model):
     user: Mapped[User | None] = relationship("User", lazy="joined")
 
 
+class RevocationEpoch(db.Model):  # type: ignore[name-defined]
+    """One row: a counter every token revocation adds one to in its own transaction, so it
+    moves exactly when a revocation becomes visible. Nodes compare it with the value their
+    cache of access-token records was filled under (idp.oidc.revocation_cache)."""
+
+    __tablename__ = "oauth_revocation_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class RefreshToken(db.Model):
     """Opaque refresh token, stored hashed. Tokens rotated from one grant share a family.
     `session_bound`: issued without offline_access, valid only while the SSO session `sid`

@@ -17,6 +17,7 @@ from idp.core.crypto import digest
 from idp.extensions import db
 from idp.keys import jwt
 from idp.keys.jwt import sign  # noqa: F401 - re-exported: callers and tests sign through here
+from idp.oidc import revocation_cache
 from idp.oidc.auth_context import AuthContext
 from idp.oidc.claims import roles_of
 from idp.oidc.models import AccessTokenRecord, Client, RefreshToken
@@ -138,9 +139,11 @@ def verify_access_token(token: str, check_revoked: bool = True, *, with_user: bo
     """Check an access token (idp.keys.jwt: signature, typ at+jwt, issuer, expiry) and its
     revocation record.
 
-    The record is the ORM object with its user loaded (userinfo builds claims from the user);
-    with_user=False gives a read-only row of the record's columns and the user's `username`
-    instead, one Core statement without the ORM's loading cost (introspection, revocation).
+    The record is the ORM object with its user loaded; with_user=False gives a read-only row
+    of the record's columns and the user's `username` instead, one Core statement without the
+    ORM's loading cost (introspection, userinfo, revocation), answered from the node-local
+    cache while the revocation epoch has not moved (idp.oidc.revocation_cache: no database
+    read in the common case; a revocation on any node is seen within its stated bound).
     """
     claims = jwt.verify(token, jwt.Kind.ACCESS_TOKEN).claims
     jti = claims.get("jti")
@@ -149,7 +152,8 @@ def verify_access_token(token: str, check_revoked: bool = True, *, with_user: bo
     elif with_user:
         record = db.session.get(AccessTokenRecord, jti)
     else:
-        record = db.session.connection().execute(_RECORD_ROW, {"jti": jti}).first()
+        record = revocation_cache.record(jti, lambda: db.session.connection().execute(
+            _RECORD_ROW, {"jti": jti}).first())
     if record is None:
         raise InvalidToken("unknown token")
     if check_revoked and record.revoked_at is not None:
@@ -179,6 +183,7 @@ def revoke_where(condition: Callable[[Any], Any]) -> None:
         db.session.execute(update(model).where(condition(model), model.revoked_at.is_(None))
                            .values(revoked_at=now)
                            .execution_options(synchronize_session=False))
+    revocation_cache.bump()
 
 
 def revoke_family(family_id: str) -> None:
@@ -190,6 +195,7 @@ def revoke_access_token(jti: str) -> None:
     db.session.execute(update(AccessTokenRecord).where(
         AccessTokenRecord.jti == jti, AccessTokenRecord.revoked_at.is_(None))
         .values(revoked_at=clock.now()))
+    revocation_cache.bump()
 
 
 def revoke_session_tokens(sid: str, *, keep_offline: bool = False) -> None:

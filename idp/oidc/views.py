@@ -17,11 +17,10 @@ from flask import (
     request,
 )
 
-from idp.accounts.models import User
 from idp.context import keystore, policy, settings
 from idp.core import request_log
 from idp.extensions import csrf, db
-from idp.oidc import dpop, par_endpoint, tokens
+from idp.oidc import dpop, par_endpoint, revocation_cache, tokens
 from idp.oidc import logout as logout_service
 from idp.oidc.claims import user_claims
 from idp.oidc.discovery import metadata
@@ -144,7 +143,7 @@ def userinfo() -> Response:
     else:
         return _bearer_error(401)
     try:
-        claims, record = tokens.verify_access_token(raw)
+        claims, record = tokens.verify_access_token(raw, with_user=False)
     except tokens.InvalidToken as exc:
         return _bearer_error(401, "invalid_token", str(exc))
     try:  # RFC 9449 §7: a DPoP-bound token only with a proof by its key
@@ -158,11 +157,15 @@ def userinfo() -> Response:
         return response
     if "openid" not in record.scope.split():
         return _bearer_error(403, "insufficient_scope", "the token lacks the openid scope")
-    user = db.session.get(User, record.user_id) if record.user_id else None
-    if user is None or user.disabled:
+    # The account's claims: from the node-local cache while the revocation epoch holds
+    # (idp.oidc.revocation_cache), else one read of the account.
+    active, info = revocation_cache.user_info(record.user_id, record.scope, lambda user:
+                                              user_claims(user, record.scope)) \
+        if record.user_id else (False, None)
+    if not active or info is None:
         return _bearer_error(401, "invalid_token", "the token's user is not active")
-    request_log.note(sub=user.subject, client_id=record.client_id)
-    return jsonify(user_claims(user, record.scope))
+    request_log.note(sub=info["sub"], client_id=record.client_id)
+    return jsonify(info)
 
 
 @bp.route("/logout", methods=["GET", "POST"])

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -108,3 +109,53 @@ def test_rate_limits_are_counted_across_nodes(ctx, two_nodes, person, redis_limi
             "csrf_token": csrf_from(page.text)}).status_code)
     assert statuses[:limit] == [401] * limit
     assert statuses[limit] == 429
+
+
+def test_a_token_revoked_on_a_is_refused_by_b_within_the_bound(ctx, two_nodes, person,
+                                                              redis_limits):
+    """Introspection and userinfo answer from each process's revocation cache (issue 26,
+    idp/oidc/revocation_cache.py): B's processes have the token's record cached when A
+    revokes it, and refuse it within tokens.revocation_cache_ms of the revocation's commit
+    (with Redis, as here, usually at once). Polled, not slept: the assertion is the bound."""
+    from idp.context import policy
+
+    bound = policy().tokens.revocation_cache_ms / 1000
+    assert bound > 0
+    node_a, node_b = two_nodes
+    rp = seed_client(post_logout_redirect_uris=["https://rp.example/bye"])
+    http = requests.Session()
+    verifier, challenge = pkce()
+    query = urlencode(auth_params(rp, challenge))
+    _sign_in_on(node_a, http, person, query)
+    tokens = _exchange(node_a, rp, _code_from(node_a, http, query), verifier)
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+
+    def introspect(node) -> dict:
+        response = requests.post(node.url("/introspect"), auth=(rp.client_id, rp.client_secret),
+                                 data={"token": tokens["access_token"]}, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    # every process of B (2 workers x 4 threads) answers, and caches, the live token
+    for _ in range(16):
+        assert introspect(node_b)["active"] is True
+        assert requests.get(node_b.url("/userinfo"), headers=bearer,
+                            timeout=10).status_code == 200
+
+    revoked = requests.post(node_a.url("/revoke"), auth=(rp.client_id, rp.client_secret),
+                            data={"token": tokens["access_token"]}, timeout=10)
+    assert revoked.status_code == 200
+    done = time.monotonic()
+    while introspect(node_b)["active"] is not False:
+        assert time.monotonic() - done <= bound + 0.5, "B still accepts the revoked token"
+        time.sleep(0.02)
+    refused_after = time.monotonic() - done
+    # from then on, every process of both nodes refuses it, on both endpoints
+    for _ in range(16):
+        for node in two_nodes:
+            assert introspect(node) == {"active": False}
+            info = requests.get(node.url("/userinfo"), headers=bearer, timeout=10)
+            assert info.status_code == 401 and "invalid_token" in info.headers[
+                "WWW-Authenticate"]
+    print(f"refused on B {refused_after * 1000:.0f} ms after the revocation on A "
+          f"(bound {bound * 1000:.0f} ms)")
