@@ -26,8 +26,14 @@ from __future__ import annotations
 import hashlib
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 from sqlalchemy import select
 
 from idp import clock
@@ -82,40 +88,50 @@ def options(user: User, attempt: LoginAttempt) -> dict:
                                          attachment=ATTACHMENT)
 
 
+def _is_ca(_policy: object, _cert: x509.Certificate, ext: x509.BasicConstraints | None) -> None:
+    if ext is None or not ext.ca:
+        raise ValueError("an issuer of the attestation chain is not a CA")
+
+
+# Attestation certificates are not web PKI certificates (no SAN, no EKU): the path is built and
+# checked by cryptography's verifier with the RFC 5280 rules only, plus "every issuer is a CA".
+_CA_POLICY = ExtensionPolicy.permit_all().require_present(
+    x509.BasicConstraints, Criticality.AGNOSTIC, _is_ca)
+
+
+def _same_anchor(cert: x509.Certificate, anchor: x509.Certificate) -> bool:
+    """RFC 5280 §6.1.1: a trust anchor is a name and a public key. A self-issued attestation
+    certificate with the anchor's name and key (Chromium's virtual authenticator re-issues its
+    certificate at each registration) is that anchor."""
+    return (cert.subject == anchor.subject and cert.issuer == cert.subject
+            and cert.public_key() == anchor.public_key())
+
+
 def anchored(x5c: tuple[bytes, ...], roots: tuple[bytes, ...]) -> bool:
-    """Does the attestation chain x5c (DER, leaf first) end at one of `roots` (PEM)? Each
-    certificate valid now, each one issued (name and signature) by the next, which must be a
-    CA; the last one is a root itself or issued by one. A trust anchor is a name and a key
-    (RFC 5280 §6.1.1): an attestation certificate re-issued with the same key and name (as
-    Chromium's virtual authenticator does at each registration) still chains to it."""
+    """Does the attestation chain x5c (DER, leaf first) reach one of `roots` (PEM), valid now?
+    Path building and checking are cryptography's (x509.verification), never ours."""
     try:
         chain = [x509.load_der_x509_certificate(c) for c in x5c]
         anchors = [x509.load_pem_x509_certificate(r) for r in roots]
     except ValueError:
         return False
-    now = clock.now()
-    if not chain or any(not c.not_valid_before_utc <= now <= c.not_valid_after_utc
-                        for c in chain):
+    if not chain or not anchors:
         return False
-    for child, parent in zip(chain, chain[1:], strict=False):
-        try:
-            if not parent.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-                return False
-            child.verify_directly_issued_by(parent)
-        except (x509.ExtensionNotFound, ValueError, TypeError, InvalidSignature):
-            return False
-    last = chain[-1]
-    for anchor in anchors:
-        if not anchor.not_valid_before_utc <= now <= anchor.not_valid_after_utc:
-            continue
-        if last == anchor:
-            return True
-        try:
-            last.verify_directly_issued_by(anchor)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        return True
-    return False
+    now = clock.now()
+    leaf = chain[0]
+    if len(chain) == 1 and any(_same_anchor(leaf, a) for a in anchors):
+        return leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc and any(
+            _same_anchor(leaf, a) and a.not_valid_before_utc <= now <= a.not_valid_after_utc
+            for a in anchors)
+    verifier = (PolicyBuilder().store(Store(anchors)).time(now)
+                .extension_policies(ca_policy=_CA_POLICY,
+                                    ee_policy=ExtensionPolicy.permit_all())
+                .build_client_verifier())
+    try:
+        verifier.verify(leaf, chain[1:])
+    except (VerificationError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _packed_certificate_problem(leaf: x509.Certificate, aaguid: str) -> bool:
