@@ -95,6 +95,9 @@ def create_app(settings: Settings | None = None, *,
 
     install_mfa(app)
     app.register_blueprint(admin_bp)
+    from idp.admin.nav import install as install_admin_nav
+
+    install_admin_nav(app)  # the console's nav; features add their entries (idp.core.admin_nav)
     app.register_blueprint(registration_bp)
     app.register_blueprint(reset_bp)
     app.register_blueprint(settings_bp)

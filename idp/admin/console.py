@@ -34,11 +34,15 @@ from idp.admin.access import (
     actor,
     require_role,
 )
+from idp.admin.alert_text import MARK, STATES, present
 from idp.admin.blueprint import bp
 from idp.admin.forms import ClientForm, RegistrationTokenForm, lines
 from idp.admin.models import RegistrationAccessToken
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core import admin_nav
+from idp.core.i18n import gettext as _
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db
 from idp.mfa import manage as mfa_manage
 from idp.mfa.models import Factor
@@ -57,7 +61,8 @@ Page = AnyResponse | str | tuple[str, int]
 @bp.get("/")
 @require_role(CONSOLE_ROLES)
 def index(sso: SsoSession) -> Page:
-    return render_template("admin/index.html", role=sso.user.role)
+    return render_template("admin/index.html", role=sso.user.role,
+                           tiles=admin_nav.tiles_for(sso.user.role))
 
 
 # -- clients -------------------------------------------------------------------------------
@@ -114,11 +119,11 @@ def client_new(sso: SsoSession) -> Page:
         return render_template("admin/client_form.html", form=form, client=None)
     if not form.validate_on_submit():
         return render_template("admin/client_form.html", form=form, client=None,
-                               error="Check the fields marked below."), 400
+                               error=_("Check the fields marked below.")), 400
     values = _form_values(form)
     if not values["grant_types"]:
         return render_template("admin/client_form.html", form=form, client=None,
-                               error="grant-type: choose at least one"), 400
+                               error=_("Grant types: choose at least one.")), 400
     try:
         new = client_service.create_client(
             name=values["name"], redirect_uris=values["redirect_uris"],
@@ -157,7 +162,7 @@ def client_edit(sso: SsoSession, client_id: str) -> Page:
     form = ClientForm()
     if not form.validate_on_submit():
         return render_template("admin/client_form.html", form=form, client=client,
-                               error="Check the fields marked below."), 400
+                               error=_("Check the fields marked below.")), 400
     values = _form_values(form)
     try:
         secret = client_service.update_client(
@@ -186,7 +191,7 @@ def client_rotate(sso: SsoSession, client_id: str) -> Page:
         secret = client_service.rotate_secret(client, actor=actor(sso))
     except client_service.ClientError as exc:
         db.session.rollback()
-        return render_template("admin/message.html", title="Secret not rotated",
+        return render_template("admin/message.html", title=_("Secret not rotated"),
                                message=str(exc)), 400
     db.session.commit()
     return render_template("admin/client_secret.html", client=client, secret=secret)
@@ -239,8 +244,8 @@ def _decide(sso: SsoSession, client_id: str, decision: Callable[..., dict], done
         decision(client, actor=actor(sso))
     except approval.NothingPending:
         db.session.rollback()
-        return render_template("admin/message.html", title="Nothing to decide",
-                               message="This client has no pending request."), 400
+        return render_template("admin/message.html", title=_("Nothing to decide"),
+                               message=_("This client has no pending request.")), 400
     db.session.commit()
     return redirect(url_for("admin.client_edit", client_id=client.client_id, decided=done))
 
@@ -251,8 +256,8 @@ def registration_token(sso: SsoSession) -> Page:
     """An initial access token for RFC 7591 registration at /register, shown once."""
     form = RegistrationTokenForm()
     if not form.validate_on_submit():
-        return render_template("admin/message.html", title="No token issued",
-                               message="Give a validity of 1-720 hours and 1-100 uses."), 400
+        return render_template("admin/message.html", title=_("No token issued"),
+                               message=_("Give a validity of 1-720 hours and 1-100 uses.")), 400
     issued = service.issue_initial_token(actor=actor(sso), lifetime=form.lifetime_hours.data * 3600,
                                          uses=form.uses.data, note=form.note.data)
     db.session.commit()
@@ -270,14 +275,21 @@ def _user(user_id: int) -> User:
 @bp.get("/users")
 @require_role(SECURITY_ROLES)
 def users(sso: SsoSession) -> Page:
-    text = request.args.get("q", "")
-    return render_template("admin/users.html", q=text[:100], users=service.search_users(text))
+    text = request.args.get("q", "")[:100]
+    locked = request.args.get("locked") == "1"
+    page = request.args.get("page", "1")
+    page_no = int(page) if page.isdigit() and 0 < len(page) < 6 and int(page) > 0 else 1
+    rows, total = service.user_page(text, page_no, locked=locked)
+    pages = max(1, -(-total // service.SEARCH_LIMIT))
+    return render_template("admin/users.html", q=text, users=rows, total=total,
+                           page=page_no, pages=pages, locked=locked, now=clock.now())
 
 
 @bp.get("/users/<int(max=2147483647):user_id>")
 @require_role(SECURITY_ROLES)
 def user_page(sso: SsoSession, user_id: int) -> Page:
-    return _render_user(sso, _user(user_id), done=DONE.get(request.args.get("done", "")))
+    done = DONE.get(request.args.get("done", ""))
+    return _render_user(sso, _user(user_id), done=str(done) if done else None)
 
 
 def _render_user(sso: SsoSession, user: User, *, done: str | None = None,
@@ -317,23 +329,23 @@ def _user_action(roles: RoleGroup = ADMIN_ROLES
 
 # What the user page says after an action (the query names a key, never free text).
 DONE = {
-    "unlocked": "Account unlocked.",
-    "self_disable": "You cannot disable your own account.",
-    "disabled": "Account disabled; its sessions ended and its tokens were revoked.",
-    "enabled": "Account enabled.",
-    "mfa_reset": "Every sign-in method was removed and every session ended; the next sign-in "
-                 "enrolls again.",
-    "reset_sent": "A password reset link was emailed to the account's address.",
-    "reset_failed": "The mail server did not accept the reset email; it is queued and will "
-                    "be sent when the server is back (a new link would replace it).",
-    "reset_disabled": "The account is disabled; enable it first.",
-    "self_role": "You cannot change your own role.",
-    "role_changed": "Role changed; every session ended and every token was revoked, so the new "
-                    "role appears only in new tokens (an EPCS permission is revoked when the new "
-                    "role is not clinical).",
-    "session_gone": "That session had ended already.",
-    "session_ended": "Session ended; its tokens were revoked.",
-    "sessions_ended": "Every session ended; every token revoked.",
+    "unlocked": _l("Account unlocked."),
+    "self_disable": _l("You cannot disable your own account."),
+    "disabled": _l("Account disabled; its sessions ended and its tokens were revoked."),
+    "enabled": _l("Account enabled."),
+    "mfa_reset": _l("Every sign-in method was removed and every session ended; the next "
+                    "sign-in enrolls again."),
+    "reset_sent": _l("A password reset link was emailed to the account's address."),
+    "reset_failed": _l("The mail server did not accept the reset email; it is queued and will "
+                       "be sent when the server is back (a new link would replace it)."),
+    "reset_disabled": _l("The account is disabled; enable it first."),
+    "self_role": _l("You cannot change your own role."),
+    "role_changed": _l("Role changed; every session ended and every token was revoked, so the "
+                       "new role appears only in new tokens (an EPCS permission is revoked when "
+                       "the new role is not clinical)."),
+    "session_gone": _l("That session had ended already."),
+    "session_ended": _l("Session ended; its tokens were revoked."),
+    "sessions_ended": _l("Every session ended; every token revoked."),
 }
 
 
@@ -441,7 +453,7 @@ def audit_export(sso: SsoSession) -> Page:
     try:
         service.audit_query(flt)
     except service.FilterError as exc:
-        return render_template("admin/message.html", title="Export refused",
+        return render_template("admin/message.html", title=_("Export refused"),
                                message=str(exc)), 400
     audit.record("admin.audit_exported", user_id=sso.user_id, actor=actor(sso),
                  filters=flt.as_args())
@@ -458,8 +470,10 @@ def audit_export(sso: SsoSession) -> Page:
 @require_role(SECURITY_ROLES)
 def alerts(sso: SsoSession) -> Page:
     state = request.args.get("state", "")
-    return render_template("admin/alerts.html", alerts=service.alerts(state or None),
-                           state=state, states=service.ALERT_STATES)
+    state = state if state in service.ALERT_STATES else ""
+    return render_template("admin/alerts.html", alerts=present(service.alerts(state or None)),
+                           state=state, states=service.ALERT_STATES, state_label=STATES,
+                           mark=MARK)
 
 
 @bp.post("/alerts/<int(max=2147483647):alert_id>/state")
@@ -471,7 +485,7 @@ def alert_state(sso: SsoSession, alert_id: int) -> Page:
     try:
         service.set_alert_state(alert, request.form.get("state", ""), actor=actor(sso))
     except ValueError:
-        return render_template("admin/message.html", title="Not changed",
-                               message="Unknown alert state."), 400
+        return render_template("admin/message.html", title=_("Not changed"),
+                               message=_("Unknown alert state.")), 400
     db.session.commit()
     return redirect(url_for("admin.alerts"))

@@ -13,6 +13,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from idp.core.i18n import lazy_gettext as _l
 from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES
 
 
@@ -27,34 +28,34 @@ def lines(text: str | None) -> list[str]:
 
 
 class ClientForm(FlaskForm):
-    client_name = StringField("Name", validators=[DataRequired(), Length(max=200)])
-    redirect_uris = TextAreaField("Redirect URIs (one per line)", validators=[Length(max=8000)])
-    post_logout_redirect_uris = TextAreaField("Post-logout redirect URIs (one per line)",
+    client_name = StringField(_l("Name"), validators=[DataRequired(), Length(max=200)])
+    redirect_uris = TextAreaField(_l("Redirect URIs (one per line)"), validators=[Length(max=8000)])
+    post_logout_redirect_uris = TextAreaField(_l("Post-logout redirect URIs (one per line)"),
                                               validators=[Length(max=8000)])
-    backchannel_logout_uri = StringField("Back-channel logout URI",
+    backchannel_logout_uri = StringField(_l("Back-channel logout URI"),
                                          validators=[Optional(), Length(max=500)])
-    grant_types = MultiCheckboxField("Grant types",
+    grant_types = MultiCheckboxField(_l("Grant types"),
                                      choices=[SelectChoice(g) for g in GRANT_TYPES],
                                      default=["authorization_code", "refresh_token"])
-    scope = StringField("Scopes (space-separated)", default="openid profile email",
+    scope = StringField(_l("Scopes (space-separated)"), default="openid profile email",
                         validators=[DataRequired(), Length(max=1000)])
-    token_endpoint_auth_method = SelectField("Token endpoint authentication",
+    token_endpoint_auth_method = SelectField(_l("Token endpoint authentication"),
                                              choices=[SelectChoice(m) for m in AUTH_METHODS],
                                              default="client_secret_basic")
-    require_pkce = BooleanField("Require PKCE", default=True)
-    first_party = BooleanField("First party (no consent page)")
+    require_pkce = BooleanField(_l("Require PKCE"), default=True)
+    first_party = BooleanField(_l("First party (no consent page)"))
     # Seconds; empty = the policy default. Bounds (policies/tokens.toml) are checked by
     # idp.oidc.clients.validate_lifetimes, which names the allowed range.
-    access_token_lifetime = IntegerField("Access token lifetime (seconds)",
+    access_token_lifetime = IntegerField(_l("Access token lifetime (seconds)"),
                                          validators=[Optional()])
-    id_token_lifetime = IntegerField("ID token lifetime (seconds)", validators=[Optional()])
-    refresh_token_lifetime = IntegerField("Refresh token lifetime (seconds)",
+    id_token_lifetime = IntegerField(_l("ID token lifetime (seconds)"), validators=[Optional()])
+    refresh_token_lifetime = IntegerField(_l("Refresh token lifetime (seconds)"),
                                           validators=[Optional()])
 
 
 class RegistrationTokenForm(FlaskForm):
-    lifetime_hours = IntegerField("Valid for (hours)", default=24,
+    lifetime_hours = IntegerField(_l("Valid for (hours)"), default=24,
                                   validators=[DataRequired(), NumberRange(min=1, max=720)])
-    uses = IntegerField("Registrations allowed", default=1,
+    uses = IntegerField(_l("Registrations allowed"), default=1,
                         validators=[DataRequired(), NumberRange(min=1, max=100)])
-    note = StringField("Note (who it is for)", validators=[Optional(), Length(max=200)])
+    note = StringField(_l("Note (who it is for)"), validators=[Optional(), Length(max=200)])

@@ -20,9 +20,13 @@ from idp.audit import service as audit
 from idp.audit.models import AuditEvent
 from idp.context import policy
 from idp.core.crypto import digest
+from idp.core.i18n import gettext as _
+from idp.core.i18n import lazy_gettext as _l
 from idp.epcs import service as epcs
 from idp.extensions import db
+from idp.oidc.models import Client
 from idp.security.models import SecurityAlert
+from idp.sessions.models import SsoSession
 
 SEARCH_LIMIT = 50
 AUDIT_PAGE = 100
@@ -43,6 +47,50 @@ def search_users(text: str) -> list[User]:
         .limit(SEARCH_LIMIT)).scalars())
 
 
+def user_page(text: str, page: int, locked: bool = False) -> tuple[list[User], int]:
+    """One page (from 1) of the accounts matching the text (every account for no text; only
+    the locked ones with `locked`), by username, and how many match."""
+    text = (text or "").strip()[:100]
+    query = select(User)
+    if locked:
+        query = query.where(User.locked_until > clock.now())
+    if text:
+        like = f"%{text.lower().replace('%', '').replace('_', '')}%"
+        full_name = func.lower(User.given_name + " " + User.family_name)
+        query = query.where(or_(func.lower(User.username).like(like),
+                                func.lower(User.email).like(like), User.npi.like(like),
+                                full_name.like(like)))
+    total = db.session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = db.session.execute(query.order_by(User.username).offset((page - 1) * SEARCH_LIMIT)
+                              .limit(SEARCH_LIMIT)).scalars()
+    return list(rows), int(total)
+
+
+def locked_count() -> int:
+    return int(db.session.execute(select(func.count()).select_from(User).where(
+        User.locked_until > clock.now())).scalar_one())
+
+
+def live_session_count() -> int:
+    """Sessions that still work (not ended, within the idle and absolute timeouts)."""
+    now, rules = clock.now(), policy().session
+    return int(db.session.execute(select(func.count()).select_from(SsoSession).where(
+        SsoSession.ended_at.is_(None),
+        SsoSession.last_seen_at > now - timedelta(seconds=rules.idle_timeout),
+        SsoSession.created_at > now - timedelta(seconds=rules.absolute_timeout))).scalar_one())
+
+
+def new_alert_count() -> int:
+    return int(db.session.execute(select(func.count()).select_from(SecurityAlert).where(
+        SecurityAlert.state == "new")).scalar_one())
+
+
+def pending_client_count() -> int:
+    """Self-registered clients waiting for an administrator's decision."""
+    return int(db.session.execute(select(func.count()).select_from(Client).where(
+        Client.pending_since.is_not(None))).scalar_one())
+
+
 def recent_logins(user_id: int, limit: int = 20) -> list[AuditEvent]:
     return list(db.session.execute(select(AuditEvent).where(
         AuditEvent.user_id == user_id,
@@ -50,9 +98,9 @@ def recent_logins(user_id: int, limit: int = 20) -> list[AuditEvent]:
         .order_by(AuditEvent.seq.desc()).limit(limit)).scalars())
 
 
-ROLE_UNKNOWN = "Unknown role: choose one of the roles listed."
-ROLE_UNCHANGED = "The account already holds that role; nothing was changed."
-ROLE_SELF = "You cannot change your own role."
+ROLE_UNKNOWN = _l("Unknown role: choose one of the roles listed.")
+ROLE_UNCHANGED = _l("The account already holds that role; nothing was changed.")
+ROLE_SELF = _l("You cannot change your own role.")
 
 
 def change_role(user: User, new_role: str, admin: User) -> str | None:
@@ -65,11 +113,11 @@ def change_role(user: User, new_role: str, admin: User) -> str | None:
     does. All in the caller's transaction."""
     roles = policy().roles
     if new_role not in roles:
-        return ROLE_UNKNOWN
+        return str(ROLE_UNKNOWN)
     if new_role == user.role:
-        return ROLE_UNCHANGED
+        return str(ROLE_UNCHANGED)
     if user.id == admin.id:
-        return ROLE_SELF
+        return str(ROLE_SELF)
     actor = f"admin:{admin.id}"
     old = user.role
     user.role = new_role
@@ -111,7 +159,8 @@ def _when(value: str, name: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise FilterError(f"{name}: use a date and time such as 2026-01-31T14:00") from None
+        raise FilterError(_("%(field)s: use a date and time such as 2026-01-31T14:00",
+                            field=name)) from None
     return clock.aware(parsed)
 
 

@@ -12,6 +12,8 @@ from flask import Flask
 from idp.accounts.models import User
 from idp.breakglass import service
 from idp.breakglass.views import bp
+from idp.core import admin_nav
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db
 from idp.mfa import flow
 from idp.mfa.models import LoginAttempt
@@ -79,3 +81,9 @@ def install(app: Flask) -> None:
                 checks=[Check("breakglass", check, before="consent")])
     flow.register_purpose(app, PURPOSE)
     app.register_blueprint(bp)
+    admin_nav.add(app, admin_nav.NavEntry("breakglass.review_queue", _l("Break-glass review"),
+                                          lambda: service.rules().reviewer_roles, order=85))
+    admin_nav.add_tile(app, admin_nav.Tile("breakglass.review_queue",
+                                           _l("Emergency accesses waiting for review"),
+                                           lambda: len(service.queue()),
+                                           lambda: service.rules().reviewer_roles, order=70))

@@ -29,6 +29,7 @@ from idp.audit import service as audit
 from idp.breakglass.models import BreakglassEpisode
 from idp.context import policy
 from idp.core.i18n import gettext as _
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db
 from idp.mfa import flow
 from idp.mfa.models import LoginAttempt
@@ -36,7 +37,7 @@ from idp.policy import BreakglassPolicy
 from idp.security import alerts
 from idp.sessions.models import SsoSession
 
-OUTCOMES = {"appropriate": "Appropriate use", "inappropriate": "Inappropriate use: refer"}
+OUTCOMES = {"appropriate": _l("Appropriate use"), "inappropriate": _l("Inappropriate use: refer")}
 NOT_ALLOWED = "Your role may not use emergency access (break the glass)."
 INTERACTION = "Emergency access needs the clinician at the screen."
 
@@ -284,17 +285,17 @@ def queue() -> list[BreakglassEpisode]:
 def review(episode_id: str, reviewer: User, outcome: str, note: str) -> BreakglassEpisode:
     """A privacy officer's decision (not on their own episode), audited."""
     if reviewer.role not in rules().reviewer_roles:
-        raise BreakglassError("Only a privacy officer reviews emergency access.")
+        raise BreakglassError(_("Only a privacy officer reviews emergency access."))
     if outcome not in OUTCOMES:
-        raise BreakglassError("Choose an outcome.")
+        raise BreakglassError(_("Choose an outcome."))
     note = (note or "").strip()
     if not 1 <= len(note) <= 2000:
-        raise BreakglassError("Write a review note (up to 2000 characters).")
+        raise BreakglassError(_("Write a review note (up to 2000 characters)."))
     episode = db.session.get(BreakglassEpisode, episode_id[:40])
     if episode is None or episode.verified_at is None:
-        raise BreakglassError("No such emergency access episode.")
+        raise BreakglassError(_("No such emergency access episode."))
     if episode.user_id == reviewer.id:
-        raise BreakglassError("You cannot review your own emergency access.")
+        raise BreakglassError(_("You cannot review your own emergency access."))
     result = db.session.execute(
         update(BreakglassEpisode).where(BreakglassEpisode.id == episode.id,
                                         BreakglassEpisode.reviewed_at.is_(None))
@@ -302,7 +303,7 @@ def review(episode_id: str, reviewer: User, outcome: str, note: str) -> Breakgla
                 review_note=note).execution_options(synchronize_session=False))
     done = cast("CursorResult[Any]", result).rowcount
     if not done:
-        raise BreakglassError("This episode was reviewed already.")
+        raise BreakglassError(_("This episode was reviewed already."))
     audit.record("breakglass.reviewed", user_id=episode.user_id,
                  actor=f"privacy:{reviewer.id}", episode=episode.id, outcome=outcome,
                  overdue=bool(episode.review_due_at and

@@ -103,4 +103,4 @@ def review(episode_id: str) -> Page:
         db.session.rollback()
         return _queue(str(exc), status=400)
     db.session.commit()
-    return _queue(done="Reviewed.")
+    return _queue(done=_("Reviewed."))

@@ -9,7 +9,9 @@ from typing import Any
 from flask import Flask
 
 from idp.accounts.models import User
-from idp.core import events
+from idp.context import policy
+from idp.core import admin_nav, events
+from idp.core.i18n import lazy_gettext as _l
 from idp.epcs import details, purpose, service
 from idp.epcs.views import bp
 from idp.oidc.auth_context import AuthContext
@@ -84,3 +86,9 @@ def install(app: Flask) -> None:
     purpose.install(app)
     events.subscribe(app, events.ROLE_CHANGED, service.withdraw_on_role_change)
     app.register_blueprint(bp)
+    admin_nav.add(app, admin_nav.NavEntry("epcs.admin_epcs", _l("EPCS"),
+                                          lambda: policy().console.admin_roles, order=80))
+    admin_nav.add_tile(app, admin_nav.Tile("epcs.admin_epcs",
+                                           _l("EPCS permissions waiting for approval"),
+                                           service.proposed_count,
+                                           lambda: policy().console.admin_roles, order=60))

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from flask import g, has_request_context
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core.i18n import gettext as _
 from idp.epcs import details as rx
 from idp.epcs import keys
 from idp.epcs.models import DeaRegistration, EpcsCeremony, EpcsPermission
@@ -125,16 +126,17 @@ def entitlements(user: User) -> list[str]:
 
 def propose(user: User, admin: User) -> EpcsPermission:
     if user.id == admin.id:
-        raise EpcsError("You cannot propose the EPCS permission for your own account.")
+        raise EpcsError(_("You cannot propose the EPCS permission for your own account."))
     role = policy().roles.get(user.role)
     if role is None or not role.clinical:
-        raise EpcsError("Only prescribers (clinical roles) can hold the EPCS permission.")
+        raise EpcsError(_("Only prescribers (clinical roles) can hold the EPCS permission."))
     if user.disabled:
-        raise EpcsError("The account is disabled.")
+        raise EpcsError(_("The account is disabled."))
     held = live_permission(user.id)
     if held is not None:
-        raise EpcsError("The account already has an EPCS permission "
-                        f"{'waiting for approval' if held.approved_at is None else 'granted'}.")
+        raise EpcsError(_("The account already has an EPCS permission waiting for approval.")
+                        if held.approved_at is None else
+                        _("The account already has an EPCS permission granted."))
     item = EpcsPermission(user_id=user.id, proposed_by=admin.id, proposed_at=clock.now())
     db.session.add(item)
     db.session.flush()
@@ -148,12 +150,12 @@ def approve(item: EpcsPermission, admin: User) -> None:
     approval is audited too."""
     problem = None
     if item.revoked_at is not None or item.approved_at is not None:
-        problem = "This proposal is no longer waiting for approval."
+        problem = _("This proposal is no longer waiting for approval.")
     elif admin.id == item.proposed_by:
-        problem = ("A different administrator must approve: the one who proposed the EPCS "
-                   "permission cannot also approve it.")
+        problem = _("A different administrator must approve: the one who proposed the EPCS "
+                    "permission cannot also approve it.")
     elif admin.id == item.user_id:
-        problem = "You cannot approve the EPCS permission for your own account."
+        problem = _("You cannot approve the EPCS permission for your own account.")
     if problem:
         audit.record("epcs.permission_approval_refused", user_id=item.user_id,
                      actor=f"admin:{admin.id}", permission_id=item.id)
@@ -165,7 +167,7 @@ def approve(item: EpcsPermission, admin: User) -> None:
         .values(approved_by=admin.id, approved_at=clock.now())
         .execution_options(synchronize_session=False)).rowcount
     if not done:
-        raise EpcsError("This proposal is no longer waiting for approval.")
+        raise EpcsError(_("This proposal is no longer waiting for approval."))
     db.session.refresh(item)
     audit.record("epcs.permission_approved", user_id=item.user_id, actor=f"admin:{admin.id}",
                  permission_id=item.id, proposed_by=item.proposed_by)
@@ -174,7 +176,7 @@ def approve(item: EpcsPermission, admin: User) -> None:
 def revoke(item: EpcsPermission, admin: User) -> None:
     """One admin suffices to take the permission away (or withdraw a proposal)."""
     if item.revoked_at is not None:
-        raise EpcsError("The permission was revoked already.")
+        raise EpcsError(_("The permission was revoked already."))
     was = item.state
     item.revoked_by, item.revoked_at = admin.id, clock.now()
     audit.record("epcs.permission_revoked" if was == "active" else
@@ -291,6 +293,10 @@ def dea_report(within_days: int | None = None) -> list[dict]:
              "days_left": (reg.expires_on - today).days,
              "expired": reg.expires_on < today, "epcs_permission": has_permission(user),
              "checked_by": reg.checked_by} for reg, user in rows]
+def proposed_count() -> int:
+    """Permissions proposed and waiting for a second administrator (the dashboard)."""
+    return int(db.session.execute(select(func.count()).select_from(EpcsPermission).where(
+        EpcsPermission.approved_at.is_(None), EpcsPermission.revoked_at.is_(None))).scalar_one())
 
 
 # -- the ceremony --------------------------------------------------------------------------

@@ -83,9 +83,9 @@ def ceremony(ceremony_id: str) -> Page:
 
 
 # -- the permission console (admins) -------------------------------------------------------
-MESSAGES = {"proposed": "Proposed. A different administrator must approve it.",
-            "approved": "Approved: the EPCS permission is granted.",
-            "revoked": "Revoked."}
+MESSAGES = {"proposed": _l("Proposed. A different administrator must approve it."),
+            "approved": _l("Approved: the EPCS permission is granted."),
+            "revoked": _l("Revoked.")}
 
 
 def _console(sso: SsoSession, error: str | None = None, status: int = 200,
@@ -98,7 +98,8 @@ def _console(sso: SsoSession, error: str | None = None, status: int = 200,
 @bp.get("/admin/epcs")
 @require_role(ADMIN_ROLES)
 def admin_epcs(sso: SsoSession) -> Page:
-    return _console(sso, done=MESSAGES.get(request.args.get("done", "")))
+    done = MESSAGES.get(request.args.get("done", ""))
+    return _console(sso, done=str(done) if done else None)
 
 
 @bp.post("/admin/epcs/propose")
@@ -106,10 +107,10 @@ def admin_epcs(sso: SsoSession) -> Page:
 def admin_epcs_propose(sso: SsoSession) -> Page:
     form = ProposeForm()
     if not form.validate_on_submit():
-        return _console(sso, "Enter the username or NPI of the prescriber.", 400)
+        return _console(sso, _("Enter the username or NPI of the prescriber."), 400)
     user = accounts.find_by_login(form.username.data.strip())
     if user is None:
-        return _console(sso, "No account has that username or NPI.", 404)
+        return _console(sso, _("No account has that username or NPI."), 404)
     try:
         service.propose(user, sso.user)
     except service.EpcsError as exc:
@@ -134,7 +135,7 @@ def _decide(sso: SsoSession, permission_id: int,
     `keep_refusal` commits its audit event (a refused approval is evidence) instead of
     rolling back."""
     if not ActionForm().validate_on_submit():
-        return _console(sso, "This form has expired; reload the page.", 400)
+        return _console(sso, _("This form has expired; reload the page."), 400)
     item = _permission(permission_id)
     try:
         act(item, sso.user)

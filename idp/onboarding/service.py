@@ -234,6 +234,12 @@ def queue(status: str = "open", role: str = "", facility_id: int | None = None
                                    .limit(500)).scalars())
 
 
+def open_count() -> int:
+    """Confirmed applications waiting for a verifier or for the applicant (the dashboard)."""
+    return int(db.session.execute(select(func.count()).select_from(Application).where(
+        Application.status.in_(OPEN_STATES))).scalar_one())
+
+
 def age(item: Application, now: datetime | None = None) -> timedelta:
     return (now or clock.now()) - (item.submitted_at or item.created_at)
 

@@ -7,6 +7,8 @@ Content-Security-Policy does not apply to: nothing about the page is loosened fo
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,36 @@ def assert_accessible(page: Page, what: str = "") -> None:
             for node in item["nodes"][:6]:
                 lines.append(f"    {node['target']}: {node['summary']}")
         pytest.fail("\n".join(lines), pytrace=False)
+
+
+SKIP_LINK = re.compile(r"\.(jsonl|json|csv|pdf|zip)(\?|$)|format=|export|download")
+
+
+def crawl(page: Page, start: str, prefix: str, *, depth: int = 3, limit: int = 80,
+          lang: str | None = None, shoot: Callable[[Page, str], None] | None = None
+          ) -> set[str]:
+    """Every page under `prefix` reachable by links from `start` (up to `depth` clicks, at
+    most `limit` pages; downloads and exports left out): each answers 200, says
+    <html lang=`lang`> when given, and passes axe. `shoot(page, url)` runs after each check
+    (screenshots). Returns the URLs checked."""
+    seen: set[str] = set()
+    queue = [start.split("#")[0]]
+    for _depth in range(depth):
+        found: list[str] = []
+        for url in queue:
+            if url in seen or len(seen) >= limit:
+                continue
+            seen.add(url)
+            response = page.goto(url)
+            assert response is not None and response.status == 200, url
+            if lang is not None:
+                assert page.locator("html").get_attribute("lang") == lang, url
+            assert_accessible(page, f"{url} ({lang})" if lang else url)
+            if shoot is not None:
+                shoot(page, url)
+            for href in page.eval_on_selector_all(
+                    "a[href]", "els => els.map(e => e.href.split('#')[0])"):
+                if href.startswith(prefix) and href not in seen and not SKIP_LINK.search(href):
+                    found.append(href)
+        queue = sorted(set(found))
+    return seen

@@ -47,6 +47,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from idp import clock
 from idp.config import POLICY_DIR
+from tests.e2e.axe import assert_accessible
 from tests.e2e.test_devstack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
@@ -210,6 +211,8 @@ def _sign_in_with_sms(page: Page, stack: Stack, username: str) -> None:
     page.goto(f"{stack.urls['EHR']}/")
     page.get_by_role("button", name="Sign in").click()
     _password(page, stack, username)
+    expect(page.get_by_label(re.compile("Code sent by text message"))).to_be_visible()
+    assert_accessible(page, "MFA challenge: text-message code")
     page.get_by_label(re.compile("Code sent by text message")).fill(_last_sms(stack))
     page.get_by_role("button", name="Verify").click()
     _after_second_factor(page, stack)
@@ -315,12 +318,14 @@ def test_controlled_substance_signing_needs_the_permission_and_a_security_key(
     assert "request_uri=" in next_url and "authorization_details" not in next_url
     expect(page.locator("#binding-message")).to_contain_text(RX)
     _expect_prescriptions(page)
+    assert_accessible(page, "EPCS signing ceremony")
     page.get_by_label("Password").fill(stack.password("dr.rivera"))
     page.get_by_role("button", name="Continue").click()
     page.wait_for_url(f"{idp}/mfa/challenge")
     expect(page.locator("#binding-message")).to_contain_text(RX)
     _expect_prescriptions(page)
     expect(page.get_by_text("Use a recovery code")).to_have_count(0)
+    assert_accessible(page, "EPCS signing ceremony: the security key step")
     page.get_by_role("button", name="Use security key or biometrics").click()
     page.wait_for_url(f"{ehr}/prescriptions/controlled/complete")
     expect(page.locator("#signed")).to_contain_text(

@@ -311,3 +311,46 @@ def test_a_code_works_for_one_sign_in_only(idp_server: Server, person: Person, r
     _expect_consent(second_page, idp_server, "Cardiology Scheduler")
     second_page.get_by_role("button", name="Allow").click()
     assert _landed(second_page, rp, rp_site)["state"] == asked["state"]
+
+
+def test_show_password_toggles_and_the_form_still_signs_in(idp_server: Server, person: Person,
+                                                           page: Page):
+    """The show-password button: a toggle (aria-pressed) that shows and hides the typed
+    password; the field goes back to a password field when the form is sent (what password
+    managers look for), and the sign-in works. axe on the page with the password shown."""
+    from tests.e2e.axe import assert_accessible
+
+    page.goto(idp_server.url("/login"))
+    field = page.locator("#password")
+    toggle = page.get_by_role("button", name="Show password")
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    field.fill(person.password)
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    expect(field).to_have_attribute("type", "text")
+    assert_accessible(page, "login, password shown")
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    expect(field).to_have_attribute("type", "password")
+    toggle.click()
+    page.locator("#username").fill(person.username)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_url("**/mfa/challenge")
+
+
+def test_the_new_password_fields_have_one_toggle(idp_server: Server, person: Person,
+                                                 page: Page):
+    page.goto(idp_server.url("/login?next=/account/password"))
+    page.locator("#username").fill(person.username)
+    page.locator("#password").fill(person.password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.get_by_label("Code from your authenticator app").fill(person.totp_now())
+    page.get_by_role("button", name="Verify").click()
+    forget_totp_use(person.username)
+    page.wait_for_url("**/account/password")
+    toggle = page.get_by_role("button", name="Show passwords")
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#new_password")).to_have_attribute("type", "text")
+    expect(page.locator("#confirm_password")).to_have_attribute("type", "text")
+    expect(page.locator("#current_password")).to_have_attribute("type", "password")

@@ -148,3 +148,38 @@ def test_consent_and_logout_in_spanish(idp_server: Server, person: Person, rp_si
     page.get_by_role("button", name="Cerrar sesión").click()
     _spanish(page, "Ha cerrado sesión", "signed out")
     expect(page.get_by_role("link", name="Volver a iniciar sesión")).to_be_visible()
+
+
+@pytest.mark.parametrize(("locale", "lang", "label", "verify"), [
+    ("en-US", "en", "Code sent by text message to", "Verify"),
+    ("es-ES", "es", "Código enviado por mensaje de texto a", "Verificar")])
+def test_text_message_challenge_passes_axe(ctx, idp_server: Server, browser: Browser,
+                                           locale: str, lang: str, label: str, verify: str):
+    """The challenge for a text-message code, as sent and after a wrong code, in English and
+    in Spanish: lang right, no WCAG 2.1 A/AA violation."""
+    import re
+
+    from idp import clock
+    from idp.mfa.models import Factor
+
+    user = make_user(f"sms.{lang}", npi=None, totp=False)
+    db.session.add(Factor(user_id=user.id, kind="sms", label="Phone", created_at=clock.now(),
+                          confirmed_at=clock.now(), destination="+12025550123"))
+    db.session.commit()
+    context = browser.new_context(locale=locale)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page.goto(idp_server.url("/login"))
+    page.locator("#username").fill(user.username)
+    page.locator("#password").fill(PASSWORD)
+    page.locator("form button[type=submit]").first.click()
+    page.wait_for_url("**/mfa/challenge")
+    code = page.get_by_label(re.compile(label))
+    expect(code).to_be_visible()
+    expect(page.locator("html")).to_have_attribute("lang", lang)
+    assert_accessible(page, f"MFA challenge: text-message code ({lang})")
+    code.fill("000000")
+    page.get_by_role("button", name=verify, exact=True).click()
+    expect(page.locator("#challenge-error")).to_be_focused()
+    assert_accessible(page, f"MFA challenge: wrong text-message code ({lang})")
+    context.close()

@@ -504,3 +504,58 @@ def test_the_user_page_shows_only_its_own_messages(ctx, client):
     page = client.get(f"/admin/users/{doc.id}", query_string={"done": "Call 555-0100 now"})
     assert page.status_code == 200 and "555-0100" not in page.text
     assert "Account unlocked." in client.get(f"/admin/users/{doc.id}?done=unlocked").text
+
+
+def _tile(page: str, label: str) -> int:
+    found = re.search(r'<span class="count">(\d+)</span> ' + re.escape(label), page)
+    assert found, label
+    return int(found.group(1))
+
+
+def test_the_dashboard_counts_what_waits(ctx, client):
+    """The console's start page: counts linking to the lists they count; each role sees only
+    the tiles of the pages it may open."""
+    from datetime import timedelta
+
+    from idp.security.alerts import raise_alert
+
+    locked = make_user("locked.one", npi=None)
+    locked.locked_until = clock.now() + timedelta(minutes=20)
+    make_user("was.locked", npi=None).locked_until = clock.now() - timedelta(minutes=1)
+    raise_alert("repeated_lockouts", user_id=locked.id, detail={"lockouts": 3, "window": 86400})
+    rp = make_client()
+    row = db.session.execute(select(Client).where(Client.client_id == rp.client_id)).scalar_one()
+    row.pending_scope, row.pending_since = "patient/*.read", clock.now()
+    db.session.commit()
+    _admin(client)
+    page = client.get("/admin/").text
+    assert _tile(page, "Locked accounts") == 1
+    assert _tile(page, "New security alerts") == 1
+    assert _tile(page, "Client requests waiting for approval") == 1
+    assert _tile(page, "Active sessions") == 1  # the admin's own
+    assert _tile(page, "Provider applications waiting") == 0
+    assert 'href="/admin/users?locked=1"' in page and 'href="/admin/alerts?state=new"' in page
+    listed = client.get("/admin/users?locked=1").text
+    assert ">locked.one</a>" in listed and ">was.locked</a>" not in listed
+    client.get("/logout")
+    other = client.application.test_client()
+    _admin(other, "sec.officer", role="security")
+    page = other.get("/admin/").text
+    assert _tile(page, "Locked accounts") == 1
+    assert "Client requests waiting" not in page and "/admin/clients" not in page
+
+
+def test_users_are_listed_page_by_page(ctx, client, monkeypatch):
+    monkeypatch.setattr(admin_service, "SEARCH_LIMIT", 2)
+    for n in range(4):
+        make_user(f"user.{n}", npi=None)
+    _admin(client)  # a fifth account
+    first = client.get("/admin/users").text
+    assert "5 accounts" in first and "page 1 of 3" in first
+    assert ">root.admin</a>" in first and ">user.0</a>" in first and ">user.1</a>" not in first
+    assert 'href="/admin/users?page=2" rel="next"' in first
+    last = client.get("/admin/users?page=3").text
+    assert ">user.3</a>" in last and 'rel="prev"' in last and 'rel="next"' not in last
+    found = client.get("/admin/users?q=user.&page=2").text
+    assert ">user.2</a>" in found and ">user.3</a>" in found and "4 accounts" in found
+    assert client.get("/admin/users?page=99999999").status_code == 200  # past the end: empty

@@ -137,6 +137,9 @@ def test_security_staff_triage_alerts(ctx, mailbox):
     login(staff, "sec.officer")
     page = staff.get("/admin/alerts")
     assert page.status_code == 200 and "unusual_sign_in" in page.text
+    # readable: what happened and to whom (name and username), from where, never raw JSON
+    assert "Unusual sign-in" in page.text and "(drsmith)" in page.text
+    assert "10.1.2.3" in page.text and "&#34;" not in page.text and "{" not in page.text
     alert = db.session.execute(select(SecurityAlert)).scalar_one()
     response = staff.post(f"/admin/alerts/{alert.id}/state",
                           data={"state": "acknowledged", "csrf_token": csrf_from(page.text)})

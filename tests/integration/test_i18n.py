@@ -106,18 +106,27 @@ def test_policy_texts_in_spanish(ctx, client):
     assert "(Aplicación de autenticación)" in factors.text
 
 
-def test_untranslated_staff_consoles_stay_english(ctx, client):
-    """The admin console is not translated yet: English and lang="en", never English text
-    under lang="es"."""
+def test_staff_consoles_in_spanish(ctx, client):
+    """The admin console, its users, alerts, verification, EPCS and report pages answer in
+    the browser's language: Spanish text under lang="es", the nav included."""
     from tests.helpers import login
 
     make_user("root", npi=None, role="admin")
     client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "es"
     assert login(client, "root").status_code == 302
+    for path, text in (("/admin/", "Consola de administración"), ("/admin/users", "Usuarios"),
+                       ("/admin/alerts", "Alertas de seguridad"),
+                       ("/admin/clients/new", "Registrar un cliente"),
+                       ("/admin/verifications", "Cola de verificación"),
+                       ("/admin/epcs", "Permisos EPCS"), ("/admin/reports/", "Informes"),
+                       ("/admin/audit", "Registro de auditoría")):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert _lang(page.text) == "es" and text in page.text, path
+        assert "Panel" in page.text and "Skip to main content" not in page.text, path
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
     page = client.get("/admin/")
-    assert page.status_code == 200
-    assert _lang(page.text) == "en" and "Skip to main content" in page.text
-    assert _lang(client.get("/account").text) == "es"
+    assert _lang(page.text) == "en" and "Admin console" in page.text
 
 
 def test_sms_code_text_in_spanish(ctx, app):
