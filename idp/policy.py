@@ -522,7 +522,6 @@ class SamlSpPolicy:
 
     attributes: tuple[str, ...] | None
     roles: tuple[str, ...] | None
-    rename: dict[str, str]
     nameid_format: str | None
 
 
@@ -547,7 +546,7 @@ class SamlPolicy:
     sps: dict[str, SamlSpPolicy]
 
     def sp(self, entity_id: str) -> SamlSpPolicy:
-        return self.sps.get(entity_id) or SamlSpPolicy(None, None, {}, None)
+        return self.sps.get(entity_id) or SamlSpPolicy(None, None, None)
 
 
 @dataclass(frozen=True)
@@ -769,8 +768,8 @@ def _saml(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePoli
     <= 60 s), known attributes, roles and acr values."""
     sps = {}
     for entity_id, spec in dict(data.pop("sps", {})).items():
-        sp = _build(SamlSpPolicy, {"attributes": None, "roles": None, "rename": {},
-                                   "nameid_format": None, **spec},
+        sp = _build(SamlSpPolicy, {"attributes": None, "roles": None, "nameid_format": None,
+                                   **spec},
                     f"saml.toml [sps.{entity_id!r}]")
         if sp.roles is not None and set(sp.roles) - set(roles):
             raise PolicyError(f"saml.toml [sps.{entity_id!r}]: unknown roles")

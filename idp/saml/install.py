@@ -5,6 +5,8 @@ policies/saml.toml has `enabled = true`."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Flask
 from sqlalchemy import update
 
@@ -28,7 +30,7 @@ def on_session_ended(sids: list[str], reason: str) -> None:
                        .values(ended_at=clock.now())
                        .execution_options(synchronize_session=False))
     for pid in ids:
-        run_after_response(lambda pid=pid: deliver(pid))
+        run_after_response(partial(deliver, pid))
 
 
 def deliver(participant_id: str) -> None:

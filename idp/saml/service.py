@@ -402,7 +402,6 @@ def answer(row: SamlRequest, user: User, *, sid: str, acr: str | None,
     name_id = name_id_for(user, sp, fmt)
     srv = server([sp])
     ident = identity(user, sp.entity_id)
-    rename = rules.sp(sp.entity_id).rename
     authn = {"class_ref": rules.authn_context.get(acr or "", rules.authn_context[
         policy().assurance.password_acr]), "authn_instant": int(auth_time.timestamp()),
         "authn_auth": entity_id()}
@@ -411,8 +410,6 @@ def answer(row: SamlRequest, user: User, *, sid: str, acr: str | None,
         name_id=name_id, authn=authn, sign_assertion=True, sign_response=rules.sign_response,
         sign_alg=xmldsig.SIG_RSA_SHA256, digest_alg=xmldsig.DIGEST_SHA256)
     xml = str(response)
-    if rename:
-        xml = _renamed(xml, rename)
     row.answered_at = clock.now()
     db.session.add(SamlParticipant(id=secrets.token_urlsafe(24), sid=sid, user_id=user.id,
                                    sp_entity_id=sp.entity_id, name_id=name_id.text,
@@ -423,10 +420,6 @@ def answer(row: SamlRequest, user: User, *, sid: str, acr: str | None,
     if row.relay_state is not None:
         fields.append(("RelayState", row.relay_state))
     return row.acs_url, fields
-
-
-def _renamed(xml: str, rename: dict[str, str]) -> str:  # pragma: no cover - policy feature
-    raise Refused("attribute renaming is not available yet", 501)
 
 
 def error_response(row: SamlRequest, status: str, message: str

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
 from idp import clock
 from idp.audit import service as audit
@@ -69,7 +70,7 @@ def metadata() -> Response:
 
 @bp.route("/sso", methods=["GET", "POST"])
 @csrf.exempt
-def sso() -> Response | tuple[str, int]:
+def sso() -> Response | BaseResponse | tuple[str, int]:
     value, redirect_binding, extra = _message()
     try:
         row = service.receive_authn_request(value, redirect=redirect_binding, **extra)
@@ -80,7 +81,7 @@ def sso() -> Response | tuple[str, int]:
 
 
 @bp.get("/launch")
-def launch() -> Response | tuple[str, int]:
+def launch() -> Response | BaseResponse | tuple[str, int]:
     sp = registry.get(request.args.get("sp", ""))
     if sp is None:
         return refused_page("the service provider is not registered here", 404)
@@ -93,7 +94,7 @@ def launch() -> Response | tuple[str, int]:
 
 
 @bp.get("/resume/<key>")
-def resume(key: str) -> Response | tuple[str, int]:
+def resume(key: str) -> Response | BaseResponse | tuple[str, int]:
     """The sign-in checks of /authorize (login, second factor, step-up, gates), then the
     signed Response posted to the SP's ACS."""
     row = service.pending(key)
@@ -104,7 +105,7 @@ def resume(key: str) -> Response | tuple[str, int]:
     return answer
 
 
-def decide(row: SamlRequest) -> Response | tuple[str, int]:
+def decide(row: SamlRequest) -> Response | BaseResponse | tuple[str, int]:
     sp = registry.get(row.sp_entity_id)
     if sp is None:
         return refused_page("the service provider is no longer registered", 403)
@@ -145,7 +146,7 @@ def decide(row: SamlRequest) -> Response | tuple[str, int]:
 
 @bp.route("/slo", methods=["GET", "POST"])
 @csrf.exempt
-def slo() -> Response | tuple[str, int]:
+def slo() -> Response | BaseResponse | tuple[str, int]:
     """SP-initiated logout: our SSO session ends (every other participant hears of it:
     SAML SPs by SOAP, OIDC relying parties by back-channel logout) and the SP gets a signed
     LogoutResponse. A LogoutResponse arriving here ends nothing."""

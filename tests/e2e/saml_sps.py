@@ -41,6 +41,7 @@ LoadModule authz_core_module {modules}/mod_authz_core.so
 LoadModule authz_user_module {modules}/mod_authz_user.so
 LoadModule dir_module {modules}/mod_dir.so
 LoadModule mime_module {modules}/mod_mime.so
+LoadModule env_module {modules}/mod_env.so
 LoadModule include_module {modules}/mod_include.so
 LoadModule auth_mellon_module {modules}/mod_auth_mellon.so
 TypesConfig /etc/mime.types
@@ -60,6 +61,10 @@ DocumentRoot "{docroot}"
   MellonSPMetadataFile {root}/sp.xml
   MellonIdPMetadataFile {root}/idp.xml
   MellonSecureCookie Off
+  # mellon marks its cookies SameSite=None, which needs Secure, which plain-http loopback
+  # cannot have (Chromium drops the cookie). The IdP and this SP share the host 127.0.0.1
+  # (same site): without the attribute (Lax by default) the cookie reaches the ACS POST.
+  SetEnv MELLON_DISABLE_SAMESITE 1
   MellonMergeEnvVars On ","
   MellonDefaultLoginPath /protected/
 </Location>

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from saml2 import BINDING_HTTP_POST, xmldsig
+from saml2 import BINDING_HTTP_POST, BINDING_SOAP, xmldsig
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
 from sqlalchemy import func, select
 
@@ -20,7 +22,7 @@ from idp.cli import main
 from idp.extensions import db
 from idp.saml.models import SamlParticipant, SamlRequest
 from idp.sessions.models import SsoSession
-from tests.helpers import login, make_user
+from tests.helpers import csrf_from, login, make_user
 from tests.integration.saml_sp import (
     SamlTestSp,
     form_action,
@@ -75,7 +77,7 @@ def _sign_in_and_post(client, sp: SamlTestSp, url: str) -> tuple[str, dict[str, 
     assert done.status_code == 302 and done.headers["Location"] == resume, done.text[:300]
     page = client.get(resume)
     assert page.status_code == 200, page.text[:400]
-    assert "form-action http://sp.test" in page.headers["Content-Security-Policy"]
+    assert f"form-action {sp.base}" in page.headers["Content-Security-Policy"]
     return form_action(page.text), form_fields(page.text)
 
 
@@ -351,3 +353,72 @@ def test_unsigned_logout_request_is_refused(client, sp, user):
     answer = client.post("/saml/slo", data={"SAMLRequest": base64.b64encode(
         str(request).encode())})
     assert answer.status_code == 400 and _live_sessions() == 1
+
+
+# -- our session's end reaches the SAML SPs; IdP-initiated sign-in -----------------------------
+class _SoapSp(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        length = int(self.headers.get("Content-Length", "0"))
+        self.server.posts.append(self.rfile.read(length).decode())
+        body = b'<?xml version="1.0"?><Envelope xmlns="http://schemas.xmlsoap.org/soap/envelope/"/>'
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def soap_sp(ctx, client, env, tmp_path):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _SoapSp)
+    httpd.posts = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    key, cert = make_keypair(tmp_path, "soap")
+    made = SamlTestSp(f"http://127.0.0.1:{httpd.server_port}/metadata", key, cert,
+                      base=f"http://127.0.0.1:{httpd.server_port}")
+    made.idp_metadata = client.get("/saml/metadata").text
+    path = tmp_path / "soap.xml"
+    path.write_bytes(made.metadata())
+    code, out = _cli(env, "saml", "sps", "create", "--metadata-file", str(path), "--json")
+    assert code == 0, out
+    yield made, httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_logout_at_the_idp_sends_the_sp_a_signed_soap_logout_request(client, soap_sp, user):
+    sp, receiver = soap_sp
+    name_id = _signed_in_at_sp(client, sp)
+    page = client.get("/logout")
+    client.post("/logout", data={"confirm": "yes", "csrf_token": csrf_from(page.text)})
+    assert _live_sessions() == 0
+    assert len(receiver.posts) == 1
+    request = sp.client().parse_logout_request(receiver.posts[0], BINDING_SOAP)
+    assert request.message.name_id.text == name_id.text
+    assert request.message.signature is not None  # verified by the SP's pysaml2 + xmlsec1
+    db.session.rollback()
+    events = db.session.execute(select(AuditEvent.event)).scalars().all()
+    assert "saml.logout_sent" in events
+    assert db.session.execute(select(SamlParticipant.ended_at)).scalar_one() is not None
+
+
+def test_idp_initiated_launch_signs_in_first_and_posts_an_unsolicited_assertion(
+        client, sp, user):
+    first = client.get("/saml/launch", query_string={"sp": sp.entity_id, "RelayState": "/home"})
+    assert first.status_code == 302
+    resume = first.headers["Location"]
+    assert client.get(resume).headers["Location"].startswith("/login")
+    login(client, next_url=resume)
+    page = client.get(resume)
+    fields = form_fields(page.text)
+    assert form_action(page.text) == sp.acs and fields["RelayState"] == "/home"
+    parsed = sp.client().parse_authn_request_response(fields["SAMLResponse"],
+                                                      BINDING_HTTP_POST, outstanding={})
+    assert parsed.get_identity()["preferred_username"] == ["drsmith"]
+    assert "InResponseTo" not in base64.b64decode(fields["SAMLResponse"]).decode()
+    assert client.get("/saml/launch", query_string={"sp": "http://nobody.test"}
+                      ).status_code == 404

@@ -15,6 +15,7 @@ from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc6749.util import scope_to_list
 from flask import Response, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
 from idp import clock
 from idp.accounts import gates
@@ -126,7 +127,7 @@ def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
         ix.grant.request, grant=ix.grant, grant_user=ix.user))
 
 
-def browser_step(ix: Interaction, outcome: Outcome, markers: dict) -> Response | None:
+def browser_step(ix: Interaction, outcome: Outcome, markers: dict) -> BaseResponse | None:
     """What the browser must do first for this outcome (sign in, step up, a gate's page), or
     None when the outcome is not such a step. Shared with the other sign-in protocols (the
     SAML IdP runs the same checks: idp.oidc.interaction.checks SIGN_IN) so that each comes
