@@ -5,6 +5,8 @@ and the protected page leads to our login page again."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pyotp
 import pytest
 from sqlalchemy import select
@@ -96,5 +98,42 @@ def test_mellon_signs_in_through_password_totp_and_acknowledgment_then_logs_out(
         assert live == []
         page.goto(mellon.url("/protected/"))
         page.wait_for_url(f"{idp_server.base}/login?**")
+    finally:
+        context.close()
+
+
+def test_mellon_idp_initiated_then_logout_at_the_idp_then_single_sign_on_from_the_idp(
+        idp_server, env, browser, person, mellon):
+    """IdP-initiated (/saml/launch, the portal's tile link) signs in first; logout at the IdP
+    ends the mellon session too (SOAP LogoutRequest); signed in at the IdP itself, the mellon
+    SP then signs in without a password prompt (one SSO session for both protocols)."""
+    register_sp(env, mellon.root / "sp.xml", "--name", "Mellon test SP")
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(idp_server.url("/saml/launch?sp=" + quote(mellon.entity_id, safe="")
+                                 + "&RelayState=" + quote(mellon.url("/protected/"), safe="")))
+        _sign_in(page, idp_server, person)
+        arrived(page, mellon, "/protected/")
+        assert page.locator("#preferred_username").inner_text() == person.username
+
+        # Logout at the IdP: the SP hears of it by SOAP and forgets its session.
+        page.goto(idp_server.url("/logout"))
+        page.get_by_role("button", name="Logout").click()
+        page.wait_for_load_state()
+        page.goto(mellon.url("/protected/"))
+        page.wait_for_url(f"{idp_server.base}/login?**")
+        db.session.rollback()
+        events = db.session.execute(select(AuditEvent.event, AuditEvent.detail).where(
+            AuditEvent.event == "saml.logout_sent")).all()
+        assert events and events[0].detail.get("outcome") == "delivered", events
+
+        # Signed in at the IdP (its own sign-in page), the SP needs no password.
+        page.goto(idp_server.url("/login?next=/account"))
+        _sign_in(page, idp_server, person)
+        page.wait_for_url(f"{idp_server.base}/account**")
+        page.goto(mellon.url("/protected/"))
+        arrived(page, mellon, "/protected/")
+        assert page.locator("#email").inner_text() == person.email
     finally:
         context.close()
