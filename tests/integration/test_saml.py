@@ -20,9 +20,10 @@ from idp import clock
 from idp.audit.models import AuditEvent
 from idp.cli import main
 from idp.extensions import db
+from idp.oidc import backchannel
 from idp.saml.models import SamlParticipant, SamlRequest
 from idp.sessions.models import SsoSession
-from tests.helpers import csrf_from, login, make_user
+from tests.helpers import csrf_from, exchange, get_code, login, make_client, make_user
 from tests.integration.saml_sp import (
     SamlTestSp,
     form_action,
@@ -31,6 +32,7 @@ from tests.integration.saml_sp import (
     query_of,
     redirect_payload,
 )
+from tests.receiver import Receiver
 
 IDP = "http://idp.test/saml/metadata"
 SSO = "http://idp.test/saml/sso"
@@ -422,3 +424,25 @@ def test_idp_initiated_launch_signs_in_first_and_posts_an_unsolicited_assertion(
     assert "InResponseTo" not in base64.b64decode(fields["SAMLResponse"]).decode()
     assert client.get("/saml/launch", query_string={"sp": "http://nobody.test"}
                       ).status_code == 404
+
+
+def test_sp_initiated_logout_fans_out_to_oidc_relying_parties(client, sp, user):
+    """Mixed protocols: the SAML SP's LogoutRequest ends the SSO session, and the OpenID
+    relying party that received tokens in it gets its back-channel logout token."""
+    receiver = Receiver().start()
+    try:
+        rp = make_client(backchannel_logout_uri=receiver.url())
+        name_id = _signed_in_at_sp(client, sp)
+        code, verifier, _ = get_code(client, rp, scope="openid")  # same session, no password
+        assert exchange(client, rp, code, verifier).status_code == 200
+        _, request = sp.client().create_logout_request(SLO, IDP, name_id=name_id, sign=True,
+                                                       sign_alg=xmldsig.SIG_RSA_SHA256,
+                                                       digest_alg=xmldsig.DIGEST_SHA256)
+        answer = client.post("/saml/slo", data={"SAMLRequest": base64.b64encode(
+            str(request).encode())})
+        assert answer.status_code == 302 and _live_sessions() == 0
+        [post] = receiver.posts
+        assert post.logout_token
+        assert backchannel.deliveries(None)[0].client_id == rp.client_id
+    finally:
+        receiver.stop()
