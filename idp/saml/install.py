@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from flask import Flask
+from flask import Flask, has_request_context
 from sqlalchemy import update
 
 from idp import clock
@@ -30,15 +30,20 @@ def on_session_ended(sids: list[str], reason: str) -> None:
                        .values(ended_at=clock.now())
                        .execution_options(synchronize_session=False))
     for pid in ids:
-        run_after_response(partial(deliver, pid))
+        if has_request_context():  # after the response, in a transaction of its own
+            run_after_response(partial(deliver, pid, commit=True))
+        else:  # the CLI: now, recorded in the command's transaction (it commits)
+            deliver(pid, commit=False)
 
 
-def deliver(participant_id: str) -> None:
+def deliver(participant_id: str, *, commit: bool) -> None:
+    """One SOAP LogoutRequest, attempted once (no retry queue yet), its outcome audited."""
     outcome = service.soap_logout(participant_id)
     row = db.session.get(SamlParticipant, participant_id)
     audit.record("saml.logout_sent", actor="idp", user_id=row.user_id if row else None,
                  sp=row.sp_entity_id if row else None, outcome=outcome[:120])
-    db.session.commit()
+    if commit:
+        db.session.commit()
 
 
 def install(app: Flask) -> None:

@@ -446,3 +446,14 @@ def test_sp_initiated_logout_fans_out_to_oidc_relying_parties(client, sp, user):
         assert backchannel.deliveries(None)[0].client_id == rp.client_id
     finally:
         receiver.stop()
+
+
+def test_a_session_ended_from_the_cli_reaches_the_sp_too(client, soap_sp, user, env):
+    """Deprovisioning (`idp users disable`) ends the account's sessions outside any request:
+    the SP gets its LogoutRequest in the command, recorded in its transaction."""
+    sp, receiver = soap_sp
+    _signed_in_at_sp(client, sp)
+    code, out = _cli(env, "users", "disable", "drsmith", "--json")
+    assert code == 0, out
+    assert _live_sessions() == 0 and len(receiver.posts) == 1
+    assert "saml.logout_sent" in db.session.execute(select(AuditEvent.event)).scalars().all()
