@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from saml2 import BINDING_HTTP_POST, BINDING_SOAP, xmldsig
-from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
+from saml2.saml import NAMEID_FORMAT_PERSISTENT, AuthnContextClassRef, NameID
+from saml2.samlp import RequestedAuthnContext
 from sqlalchemy import func, select
 
 from idp import clock
@@ -457,3 +458,19 @@ def test_a_session_ended_from_the_cli_reaches_the_sp_too(client, soap_sp, user, 
     assert code == 0, out
     assert _live_sessions() == 0 and len(receiver.posts) == 1
     assert "saml.logout_sent" in db.session.execute(select(AuditEvent.event)).scalars().all()
+
+
+@pytest.mark.parametrize("ref", ["urn:oasis:names:tc:SAML:2.0:ac:classes:Kerberos",
+                                 "urn:rsa:names:tc:SAML:2.0:ac:classes:FIDO"],
+                         ids=["unknown-class", "unreachable-for-this-account"])
+def test_requested_authn_context_that_cannot_be_met_answers_no_authn_context(
+        client, sp, user, ref):
+    login(client)
+    wanted = RequestedAuthnContext(authn_context_class_ref=[AuthnContextClassRef(text=ref)],
+                                   comparison="exact")
+    resume = client.get(sp.authn_redirect(IDP, requested_authn_context=wanted)
+                        ).headers["Location"]
+    page = client.get(resume)
+    assert page.status_code == 200, page.text[:300]
+    raw = base64.b64decode(form_fields(page.text)["SAMLResponse"]).decode()
+    assert "status:NoAuthnContext" in raw and "Assertion" not in raw
