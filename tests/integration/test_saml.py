@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -133,6 +134,9 @@ def test_sp_initiated_sign_in_posts_a_signed_assertion_the_sp_accepts(client, sp
     assert assertion.conditions.audience_restriction[0].audience[0].text == sp.entity_id
     name_id = parsed.name_id
     assert name_id.format == NAMEID_FORMAT_PERSISTENT and name_id.text != user.subject
+    issued = datetime.fromisoformat(assertion.issue_instant.replace("Z", "+00:00"))
+    until = datetime.fromisoformat(assertion.conditions.not_on_or_after.replace("Z", "+00:00"))
+    assert timedelta(0) < until - issued <= timedelta(minutes=5)
     confirmation = assertion.subject.subject_confirmation[0]
     assert confirmation.method == "urn:oasis:names:tc:SAML:2.0:cm:bearer"
     assert confirmation.subject_confirmation_data.recipient == sp.acs
