@@ -125,6 +125,10 @@ def create_app(settings: Settings | None = None, *,
         from idp.federation.ldap.install import install as install_ldap
 
         install_ldap(app)
+    if policy.saml.enabled:  # SAML 2.0 IdP (saml.toml); off: no /saml route
+        from idp.saml.install import install as install_saml
+
+        install_saml(app)
     app.register_blueprint(reports_bp)
     from idp.web.openapi import bp as openapi_bp
 

@@ -27,6 +27,7 @@ from idp.oidc.models import (
            UsedDpopProof,
 )
 from idp.onboarding.models import Application, ApplicationLink, Department, Facility
+from idp.saml.models import SamlParticipant, SamlRequest, SamlServiceProvider
 from idp.scim.models import GroupMember, ProvisionedGroup, ScimProfile, ScimToken
 from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
@@ -48,3 +49,4 @@ __all__ += ["PractitionerLink"]
 __all__ += ["BreakglassEpisode"]
 __all__ += ["GroupMember", "ProvisionedGroup", "ScimProfile", "ScimToken"]
 __all__ += ["LdapLink"]
+__all__ += ["SamlParticipant", "SamlRequest", "SamlServiceProvider"]

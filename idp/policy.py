@@ -570,6 +570,36 @@ class LdapPolicy:
     bind_limit: int
     bind_window: int
     sync_page_size: int
+class SamlSpPolicy:
+    """saml.toml [sps."<entityID>"]: what one service provider receives."""
+
+    attributes: tuple[str, ...] | None
+    roles: tuple[str, ...] | None
+    nameid_format: str | None
+
+
+@dataclass(frozen=True)
+class SamlPolicy:
+    """policies/saml.toml: the SAML 2.0 identity provider (idp/saml)."""
+
+    enabled: bool  # off: create_app installs nothing of SAML
+    assertion_lifetime: int
+    clock_skew: int
+    request_lifetime: int
+    request_max_age: int
+    metadata_valid_hours: int
+    max_message_bytes: int
+    max_inflated_bytes: int
+    max_xml_depth: int
+    max_relay_state: int
+    default_nameid_format: str
+    sign_response: bool
+    attributes: tuple[str, ...]
+    authn_context: dict[str, str]
+    sps: dict[str, SamlSpPolicy]
+
+    def sp(self, entity_id: str) -> SamlSpPolicy:
+        return self.sps.get(entity_id) or SamlSpPolicy(None, None, None)
 
 
 @dataclass(frozen=True)
@@ -604,6 +634,7 @@ class Policy:
     device: DevicePolicy
     scim: ScimPolicy
     ldap: LdapPolicy
+    saml: SamlPolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -780,7 +811,8 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
                   breakglass=_breakglass(section("breakglass.toml"), roles, scopes),
                   device=_build(DevicePolicy, section("device.toml"), "device.toml"),
                   scim=_scim(section("scim.toml"), roles),
-                  ldap=_ldap(section("federation.toml", "ldap"), roles))
+                  ldap=_ldap(section("federation.toml", "ldap"), roles),
+                  saml=_saml(section("saml.toml"), roles, assurance))
 
 
 def _ldap(data: dict[str, Any], roles: dict[str, Role]) -> LdapPolicy:
@@ -803,6 +835,38 @@ def _ldap(data: dict[str, Any], roles: dict[str, Role]) -> LdapPolicy:
         raise PolicyError("federation.toml [ldap]: user_base, username_attribute and "
                           "guid_attribute are required")
     return ldap
+
+
+NAMEID_FORMATS = ("persistent", "email", "transient")
+
+
+def _saml(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePolicy
+          ) -> SamlPolicy:
+    """saml.toml, checked: the lifetimes SAML profiles allow (assertions <= 5 minutes, skew
+    <= 60 s), known attributes, roles and acr values."""
+    sps = {}
+    for entity_id, spec in dict(data.pop("sps", {})).items():
+        sp = _build(SamlSpPolicy, {"attributes": None, "roles": None, "nameid_format": None,
+                                   **spec},
+                    f"saml.toml [sps.{entity_id!r}]")
+        if sp.roles is not None and set(sp.roles) - set(roles):
+            raise PolicyError(f"saml.toml [sps.{entity_id!r}]: unknown roles")
+        if sp.nameid_format is not None and sp.nameid_format not in NAMEID_FORMATS:
+            raise PolicyError(f"saml.toml [sps.{entity_id!r}]: nameid_format one of "
+                              f"{NAMEID_FORMATS}")
+        sps[entity_id] = sp
+    saml = _build(SamlPolicy, {**data, "authn_context": dict(data.get("authn_context", {})),
+                               "sps": sps}, "saml.toml")
+    if not (0 < saml.assertion_lifetime <= 300 and 0 <= saml.clock_skew <= 60):
+        raise PolicyError("saml.toml: 0 < assertion_lifetime <= 300, 0 <= clock_skew <= 60")
+    if saml.default_nameid_format not in NAMEID_FORMATS:
+        raise PolicyError(f"saml.toml default_nameid_format: one of {NAMEID_FORMATS}")
+    if set(saml.authn_context) != set(assurance.acr_values):
+        raise PolicyError("saml.toml [authn_context]: one class ref per acr of assurance.toml")
+    for entity_id, sp in sps.items():
+        if sp.attributes is not None and set(sp.attributes) - set(saml.attributes):
+            raise PolicyError(f"saml.toml [sps.{entity_id!r}]: attributes beyond `attributes`")
+    return saml
 
 
 def _scim(data: dict[str, Any], roles: dict[str, Role]) -> ScimPolicy:

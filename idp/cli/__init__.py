@@ -22,6 +22,7 @@ from idp.cli.notify import notify_group
 from idp.cli.onboarding import onboarding_group
 from idp.cli.ops import backup_command, restore_command
 from idp.cli.reports import reports_command
+from idp.cli.saml import saml_group
 from idp.cli.scim import scim_group
 from idp.cli.serve import serve_command
 from idp.cli.sessions import sessions_group
@@ -37,5 +38,5 @@ def main() -> None:
 for _command in (db_group, keys_group, clients_group, users_group, audit_group, mfa_group,
                  serve_command, sessions_group, demo_group, onboarding_group, reports_command,
                  notify_group, backup_command, restore_command, smart_group,
-                 breakglass_group, scim_group, ldap_group, epcs_group):
+                 breakglass_group, scim_group, ldap_group, epcs_group, saml_group):
     main.add_command(_command)

@@ -45,6 +45,14 @@ ALLOW: dict[str, str] = {
     "accounts.acknowledge": "the gate page itself (the daily acknowledgment)",
     "accounts.login": "signing in again, possibly as someone else, replaces the session",
     "oidc.logout": "signing out must always be possible",
+    "saml.slo": "SAML single logout: signing out must always be possible",
+    "saml.metadata": _PUBLIC_DOCUMENT,
+    "saml.sso": ("receives a SAML AuthnRequest and keeps it for saml.resume; nothing is "
+                 "issued there"),
+    "saml.launch": "IdP-initiated SAML sign-in: goes to saml.resume, which checks the gates",
+    "saml.resume": ("checks the same gates itself (the /authorize checks: "
+                    "idp.oidc.interaction.checks SIGN_IN) and answers IsPassive with NoPassive "
+                    "to the service provider"),
     "oidc.authorize": ("checks the same gates itself, after login and step-up, and answers "
                        "prompt=none with interaction_required to the relying party "
                        "(OIDC Core §3.1.2.6) instead of a redirect to a page"),

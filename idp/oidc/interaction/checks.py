@@ -122,3 +122,8 @@ BUILTIN = (
     Check("gates", gates),
     Check("consent", consent),
 )
+
+# The checks of a sign-in itself, without the OAuth consent: what another protocol's single
+# sign-on (the SAML IdP, idp.saml) runs before it answers, so that its users meet the same
+# login, second factor, step-up and gates as at /authorize.
+SIGN_IN = tuple(c for c in BUILTIN if c.name != "consent")

@@ -34,6 +34,22 @@ class Services:
     remember_consent: Callable[[Any, Any, str], None]   # (user, client, scope); /authorize commits
 
 
+@dataclass(frozen=True)
+class _NoScope:
+    scope: str = ""
+
+
+@dataclass(frozen=True)
+class ProtocolRequest:
+    """Stands for Authlib's grant when another protocol (a SAML AuthnRequest) runs the
+    sign-in checks: `client` is its party (a SAML service provider), there is no
+    redirect_uri (the protocol answers errors its own way) and no scope."""
+
+    client: Any
+    redirect_uri: str | None = None
+    request: _NoScope = field(default_factory=_NoScope)
+
+
 @dataclass
 class Interaction:
     """One authorization request being decided.

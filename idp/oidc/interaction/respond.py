@@ -15,6 +15,7 @@ from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc6749.util import scope_to_list
 from flask import Response, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
 from idp import clock
 from idp.accounts import gates
@@ -108,16 +109,9 @@ def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
         return authorization_error(outcome.error, ix.params.get("state"))
     if kind == pipeline.PAGE:
         return error_page("invalid_request", outcome.description or "")
-    if kind == pipeline.LOGIN:
-        if outcome.mark and ix.key not in markers:
-            session[MARKERS] = {**dict(list(markers.items())[-4:]), ix.key: ix.now}
-        return redirect(url_for("accounts.login", next=ix.return_to,
-                                login_hint=ix.params.get("login_hint") or None))
-    if kind == pipeline.STEP_UP:
-        mfa_flow.begin(ix.user, ix.return_to, purpose="stepup", target_acr=outcome.acr)
-        return redirect(url_for("mfa.challenge"))
-    if kind == pipeline.REDIRECT:
-        return redirect(url_for(outcome.endpoint, **outcome.args))
+    step = browser_step(ix, outcome, markers)
+    if step is not None:
+        return step
     if kind == pipeline.CONSENT:
         return consent_page(ix.client, ix.scope, ix.user)
     if not par.consume(ix.grant.request):  # a pushed request answers once
@@ -131,6 +125,25 @@ def respond(ix: Interaction, outcome: Outcome, markers: dict) -> Answer:
     carry(ix.grant.request, outcome.auth, dict(outcome.values))
     return _deliver(ix, server.create_authorization_response(
         ix.grant.request, grant=ix.grant, grant_user=ix.user))
+
+
+def browser_step(ix: Interaction, outcome: Outcome, markers: dict) -> BaseResponse | None:
+    """What the browser must do first for this outcome (sign in, step up, a gate's page), or
+    None when the outcome is not such a step. Shared with the other sign-in protocols (the
+    SAML IdP runs the same checks: idp.oidc.interaction.checks SIGN_IN) so that each comes
+    back to its own `return_to` once the step is done."""
+    kind = outcome.kind
+    if kind == pipeline.LOGIN:
+        if outcome.mark and ix.key not in markers:
+            session[MARKERS] = {**dict(list(markers.items())[-4:]), ix.key: ix.now}
+        return redirect(url_for("accounts.login", next=ix.return_to,
+                                login_hint=ix.params.get("login_hint") or None))
+    if kind == pipeline.STEP_UP:
+        mfa_flow.begin(ix.user, ix.return_to, purpose="stepup", target_acr=outcome.acr)
+        return redirect(url_for("mfa.challenge"))
+    if kind == pipeline.REDIRECT:
+        return redirect(url_for(outcome.endpoint, **outcome.args))
+    return None
 
 
 def consent_page(client: Client, scope: str, user: User | None) -> str:

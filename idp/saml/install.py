@@ -1,0 +1,53 @@
+"""The SAML IdP plugs in: its blueprint, and its part in every session's end (a core event:
+idp.core.events SESSION_ENDED): the SPs that received an assertion in an ended session get a
+signed LogoutRequest by SOAP once the response has gone out. create_app installs it while
+policies/saml.toml has `enabled = true`."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from flask import Flask, has_request_context
+from sqlalchemy import update
+
+from idp import clock
+from idp.audit import service as audit
+from idp.core import events
+from idp.core.after_response import run_after_response
+from idp.extensions import db
+from idp.saml import service
+from idp.saml.models import SamlParticipant
+from idp.saml.views import bp
+
+
+def on_session_ended(sids: list[str], reason: str) -> None:
+    """Every live participant of the ended sessions is owed a LogoutRequest (SOAP)."""
+    rows = service.participants_of(sids)
+    if not rows:
+        return
+    ids = [r.id for r in rows]
+    db.session.execute(update(SamlParticipant).where(SamlParticipant.id.in_(ids))
+                       .values(ended_at=clock.now())
+                       .execution_options(synchronize_session=False))
+    for pid in ids:
+        if has_request_context():  # after the response, in a transaction of its own
+            run_after_response(partial(deliver, pid, commit=True))
+        else:  # the CLI: now, recorded in the command's transaction (it commits)
+            deliver(pid, commit=False)
+
+
+def deliver(participant_id: str, *, commit: bool) -> None:
+    """One SOAP LogoutRequest, attempted once (no retry queue yet), its outcome audited."""
+    outcome = service.soap_logout(participant_id)
+    row = db.session.get(SamlParticipant, participant_id)
+    audit.record("saml.logout_sent", actor="idp", user_id=row.user_id if row else None,
+                 sp=row.sp_entity_id if row else None, outcome=outcome[:120])
+    if commit:
+        db.session.commit()
+
+
+def install(app: Flask) -> None:
+    app.register_blueprint(bp)
+    events.subscribe(app, events.SESSION_ENDED, on_session_ended)
+    with app.app_context():
+        service.key_files()  # generated at first start, not at the first request

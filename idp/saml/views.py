@@ -1,0 +1,174 @@
+"""SAML endpoints (design.md contract): /saml/metadata, /saml/sso (HTTP-Redirect, HTTP-POST),
+/saml/resume/<key> (where the browser comes back after signing in), /saml/launch
+(IdP-initiated) and /saml/slo. Views parse, call idp.saml.service and answer; a refused
+message is a readable 4xx page and nothing is posted to anyone."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from idp import clock
+from idp.audit import service as audit
+from idp.context import policy
+from idp.extensions import csrf, db
+from idp.oidc.interaction import pipeline
+from idp.oidc.interaction.checks import SIGN_IN
+from idp.oidc.interaction.pipeline import Interaction, ProtocolRequest
+from idp.oidc.interaction.respond import SERVICES, browser_step
+from idp.saml import registry, service
+from idp.saml.models import SamlRequest
+from idp.sessions import service as sessions
+from idp.sessions.models import SsoSession
+
+bp = Blueprint("saml", __name__, url_prefix="/saml")
+
+
+def refused_page(reason: str, status: int = 400) -> tuple[str, int]:
+    return render_template("oidc/error.html", error="saml_request_refused",
+                           description=reason), status
+
+
+def _refuse(exc: service.Refused, what: str) -> tuple[str, int]:
+    db.session.rollback()
+    audit.record("saml.refused", what=what, reason=exc.reason[:200])
+    db.session.commit()
+    return refused_page(exc.reason, exc.status)
+
+
+def post_page(action: str, fields: list[tuple[str, str]]) -> Response:
+    """An auto-submitting form to an SP endpoint (our script file, like form_post): only that
+    endpoint's origin may receive it (CSP form-action)."""
+    page = Response(render_template("oidc/form_post.html", action=action, params=fields), 200,
+                    mimetype="text/html")
+    target = urlsplit(action)
+    page.headers["Content-Security-Policy"] = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; base-uri 'none'; "
+        f"frame-ancestors 'none'; form-action {target.scheme}://{target.netloc}")
+    page.headers["Cache-Control"] = "no-store"
+    return page
+
+
+def _message() -> tuple[str, bool, dict[str, Any]]:
+    """(encoded message, redirect binding?, RelayState/SigAlg/Signature/raw query)."""
+    redirect_binding = request.method == "GET"
+    source = request.args if redirect_binding else request.form
+    value = source.get("SAMLRequest") or source.get("SAMLResponse") or ""
+    extra = {"relay_state": source.get("RelayState"), "sigalg": source.get("SigAlg"),
+             "signature": source.get("Signature"),
+             "raw_query": request.query_string.decode("latin-1")}
+    return value, redirect_binding, extra
+
+
+@bp.get("/metadata")
+def metadata() -> Response:
+    return Response(service.metadata_xml(), 200, mimetype="application/samlmetadata+xml")
+
+
+@bp.route("/sso", methods=["GET", "POST"])
+@csrf.exempt
+def sso() -> Response | BaseResponse | tuple[str, int]:
+    value, redirect_binding, extra = _message()
+    try:
+        row = service.receive_authn_request(value, redirect=redirect_binding, **extra)
+    except service.Refused as exc:
+        return _refuse(exc, "AuthnRequest")
+    db.session.commit()
+    return redirect(url_for("saml.resume", key=row.key))
+
+
+@bp.get("/launch")
+def launch() -> Response | BaseResponse | tuple[str, int]:
+    sp = registry.get(request.args.get("sp", ""))
+    if sp is None:
+        return refused_page("the service provider is not registered here", 404)
+    try:
+        row = service.launch_request(sp, request.args.get("RelayState"))
+    except service.Refused as exc:
+        return _refuse(exc, "launch")
+    db.session.commit()
+    return redirect(url_for("saml.resume", key=row.key))
+
+
+@bp.get("/resume/<key>")
+def resume(key: str) -> Response | BaseResponse | tuple[str, int]:
+    """The sign-in checks of /authorize (login, second factor, step-up, gates), then the
+    signed Response posted to the SP's ACS."""
+    row = service.pending(key)
+    if row is None:
+        return refused_page("this sign-in request has expired or was answered already")
+    answer = decide(row)
+    db.session.commit()
+    return answer
+
+
+def decide(row: SamlRequest) -> Response | BaseResponse | tuple[str, int]:
+    sp = registry.get(row.sp_entity_id)
+    if sp is None:
+        return refused_page("the service provider is no longer registered", 403)
+    if row.acr == "unknown":
+        return post_page(*service.error_response(
+            row, service.STATUS_NO_AUTHN_CONTEXT, "authentication context not supported"))
+    sso = sessions.current()
+    prompts = (["login"] if row.force_authn else []) + (["none"] if row.is_passive else [])
+    params = {"prompt": " ".join(prompts), "acr_values": row.acr or ""}
+    ix = Interaction(grant=ProtocolRequest(client=sp), sso=sso, params=params,
+                     key="saml:" + row.key, return_to=url_for("saml.resume", key=row.key),
+                     now=clock.now().timestamp(), assurance=policy().assurance,
+                     services=SERVICES,
+                     marker=row.created_at.timestamp() if row.force_authn else None)
+    outcome = pipeline.run(ix, SIGN_IN)
+    if outcome.kind == pipeline.ERROR:
+        status = service.STATUS_NO_AUTHN_CONTEXT if outcome.reason == "unmet_acr" \
+            else service.STATUS_NO_PASSIVE
+        return post_page(*service.error_response(row, status, outcome.reason))
+    step = browser_step(ix, outcome, {})
+    if step is not None:
+        return step
+    if outcome.kind != pipeline.ISSUE or ix.sso is None:
+        return refused_page("this sign-in request cannot be completed")
+    user = ix.sso.user
+    if not service.allowed(user, sp.entity_id):
+        audit.record("saml.sso_denied", user_id=user.id, sp=sp.entity_id)
+        return refused_page("your account may not sign in to this application", 403)
+    ctx = outcome.auth
+    try:
+        action, fields = service.answer(row, user, sid=ix.sso.id,
+                                        acr=ctx.acr if ctx else ix.sso.acr,
+                                        auth_time=ctx.auth_time if ctx else ix.sso.auth_time)
+    except service.Refused as exc:
+        return refused_page(exc.reason, exc.status)
+    return post_page(action, fields)
+
+
+@bp.route("/slo", methods=["GET", "POST"])
+@csrf.exempt
+def slo() -> Response | BaseResponse | tuple[str, int]:
+    """SP-initiated logout: our SSO session ends (every other participant hears of it:
+    SAML SPs by SOAP, OIDC relying parties by back-channel logout) and the SP gets a signed
+    LogoutResponse. A LogoutResponse arriving here ends nothing."""
+    value, redirect_binding, extra = _message()
+    source = request.args if redirect_binding else request.form
+    if "SAMLResponse" in source and "SAMLRequest" not in source:
+        return Response(render_template("oidc/logged_out.html"), 200)
+    current = sessions.current()
+    try:
+        sp, logout_request, sids = service.receive_logout_request(
+            value, redirect=redirect_binding, browser_sid=current.id if current else None,
+            browser_user=current.user_id if current else None, **extra)
+    except service.Refused as exc:
+        return _refuse(exc, "LogoutRequest")
+    if sids:
+        sessions.end_where(SsoSession.id.in_(sids), reason="saml_logout")
+    if current is not None and current.id in sids:
+        sessions.end(current, "saml_logout")
+    answer = service.logout_response(sp, logout_request, extra["relay_state"])
+    db.session.commit()
+    if answer.location:
+        return redirect(answer.location)
+    if answer.action and answer.fields is not None:
+        return post_page(answer.action, answer.fields)
+    return Response(render_template("oidc/logged_out.html"), 200)

@@ -1,0 +1,480 @@
+"""The SAML IdP in-process: metadata, the SP registry (CLI), SP-initiated sign-in through the
+/authorize checks to a signed assertion a pysaml2 SP accepts, and the bad input of issue 25
+(each answered with a readable 4xx page or a SAML error status, nothing issued, no 500)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from saml2 import BINDING_HTTP_POST, BINDING_SOAP, xmldsig
+from saml2.saml import NAMEID_FORMAT_PERSISTENT, AuthnContextClassRef, NameID
+from saml2.samlp import RequestedAuthnContext
+from sqlalchemy import func, select
+
+from idp import clock
+from idp.audit.models import AuditEvent
+from idp.cli import main
+from idp.extensions import db
+from idp.oidc import backchannel
+from idp.saml.models import SamlParticipant, SamlRequest
+from idp.sessions.models import SsoSession
+from tests.helpers import csrf_from, exchange, get_code, login, make_client, make_user
+from tests.integration.saml_sp import (
+    SamlTestSp,
+    form_action,
+    form_fields,
+    make_keypair,
+    query_of,
+    redirect_payload,
+)
+from tests.receiver import Receiver
+
+IDP = "http://idp.test/saml/metadata"
+SSO = "http://idp.test/saml/sso"
+SLO = "http://idp.test/saml/slo"
+
+
+def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [*args], env=env, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def sp(ctx, client, env, tmp_path: Path) -> SamlTestSp:
+    key, cert = make_keypair(tmp_path)
+    made = SamlTestSp("http://sp.test/metadata", key, cert)
+    made.idp_metadata = client.get("/saml/metadata").text
+    path = tmp_path / "sp.xml"
+    path.write_bytes(made.metadata())
+    code, out = _cli(env, "saml", "sps", "create", "--metadata-file", str(path), "--name",
+                     "Test SP", "--json")
+    assert code == 0, out
+    assert json.loads(out)["entity_id"] == made.entity_id
+    return made
+
+
+@pytest.fixture
+def user(ctx):
+    return make_user(facility="General Hospital")
+
+
+def _requests() -> int:
+    db.session.rollback()
+    return db.session.execute(select(func.count()).select_from(SamlRequest)).scalar_one()
+
+
+def _sign_in_and_post(client, sp: SamlTestSp, url: str) -> tuple[str, dict[str, str]]:
+    first = client.get(url)
+    assert first.status_code == 302, first.text[:400]
+    resume = first.headers["Location"]
+    assert resume.startswith("/saml/resume/")
+    to_login = client.get(resume)
+    assert to_login.status_code == 302 and to_login.headers["Location"].startswith("/login")
+    done = login(client, next_url=resume)
+    assert done.status_code == 302 and done.headers["Location"] == resume, done.text[:300]
+    page = client.get(resume)
+    assert page.status_code == 200, page.text[:400]
+    assert f"form-action {sp.base}" in page.headers["Content-Security-Policy"]
+    return form_action(page.text), form_fields(page.text)
+
+
+def test_metadata_is_signed_with_valid_until_and_names_the_endpoints(client, ctx):
+    page = client.get("/saml/metadata")
+    assert page.status_code == 200
+    assert page.mimetype == "application/samlmetadata+xml"
+    text = page.text
+    assert f'entityID="{IDP}"' in text and "validUntil=" in text
+    assert "Signature" in text and 'use="signing"' in text
+    assert f'Location="{SSO}"' in text and f'Location="{SLO}"' in text
+    assert "nameid-format:persistent" in text and "nameid-format:emailAddress" in text
+
+
+def test_cli_registers_updates_lists_and_deletes(sp, env, tmp_path):
+    path = tmp_path / "again.xml"
+    path.write_bytes(sp.metadata())
+    code, out = _cli(env, "saml", "sps", "create", "--metadata-file", str(path),
+                     "--nameid-format", "email", "--json")
+    assert code == 0 and json.loads(out)["created"] is False
+    assert json.loads(out)["nameid_format"] == "email"
+    code, out = _cli(env, "saml", "sps", "list", "--json")
+    assert [r["entity_id"] for r in json.loads(out)] == [sp.entity_id]
+    code, out = _cli(env, "saml", "sps", "delete", sp.entity_id, "--json")
+    assert code == 0
+    code, out = _cli(env, "saml", "sps", "list", "--json")
+    assert json.loads(out) == []
+
+
+def test_metadata_url_goes_through_the_outbound_rules(ctx, env):
+    code, out = _cli(env, "saml", "sps", "create", "--metadata-url",
+                     "http://169.254.169.254/latest/meta-data", "--json")
+    assert code == 2 and "refused" in out
+
+
+def test_sp_initiated_sign_in_posts_a_signed_assertion_the_sp_accepts(client, sp, user):
+    url = sp.authn_redirect(IDP, relay_state="https://elsewhere.example/x?y=1")
+    action, fields = _sign_in_and_post(client, sp, url)
+    assert action == sp.acs
+    assert fields["RelayState"] == "https://elsewhere.example/x?y=1"  # data, unchanged
+    parsed = sp.client().parse_authn_request_response(
+        fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={_request_id(url): sp.acs})
+    assert parsed is not None
+    ava = parsed.get_identity()
+    assert ava["email"] == [user.email] and ava["roles"] == ["physician"]
+    assert ava["npi"] == [user.npi] and ava["facility"] == ["General Hospital"]
+    assert ava["preferred_username"] == ["drsmith"] and ava["given_name"] == ["Ana"]
+    assertion = parsed.assertion
+    assert assertion.signature is not None
+    assert assertion.conditions.audience_restriction[0].audience[0].text == sp.entity_id
+    name_id = parsed.name_id
+    assert name_id.format == NAMEID_FORMAT_PERSISTENT and name_id.text != user.subject
+    issued = datetime.fromisoformat(assertion.issue_instant.replace("Z", "+00:00"))
+    until = datetime.fromisoformat(assertion.conditions.not_on_or_after.replace("Z", "+00:00"))
+    assert timedelta(0) < until - issued <= timedelta(minutes=5)
+    confirmation = assertion.subject.subject_confirmation[0]
+    assert confirmation.method == "urn:oasis:names:tc:SAML:2.0:cm:bearer"
+    assert confirmation.subject_confirmation_data.recipient == sp.acs
+    ref = assertion.authn_statement[0].authn_context.authn_context_class_ref.text
+    assert ref == "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorContract"
+    raw = base64.b64decode(fields["SAMLResponse"]).decode()
+    assert f'Destination="{sp.acs}"' in raw
+    db.session.rollback()
+    assert db.session.execute(select(SamlParticipant)).scalar_one().sp_entity_id == \
+        sp.entity_id
+    assert "saml.sso" in db.session.execute(select(AuditEvent.event)).scalars().all()
+    # the request is answered once
+    again = client.get(f"/saml/resume/{db.session.execute(select(SamlRequest.key)).scalar()}")
+    assert again.status_code == 400
+
+
+def _request_id(url: str) -> str:
+    import zlib
+
+    payload = query_of("http://x/?" + url.split("?", 1)[1])["SAMLRequest"]
+    xml = zlib.decompress(base64.b64decode(payload), -15).decode()
+    return xml.split('ID="', 1)[1].split('"', 1)[0]
+
+
+def test_tampering_with_one_signed_attribute_is_refused_by_the_sp(client, sp, user):
+    url = sp.authn_redirect(IDP)
+    _, fields = _sign_in_and_post(client, sp, url)
+    raw = base64.b64decode(fields["SAMLResponse"]).decode()
+    assert ">physician<" in raw
+    forged = base64.b64encode(raw.replace(">physician<", ">administrator<").encode()).decode()
+    with pytest.raises(Exception):  # noqa: B017,PT011 - pysaml2's SignatureError family
+        sp.client().parse_authn_request_response(forged, BINDING_HTTP_POST,
+                                                 outstanding={_request_id(url): sp.acs})
+
+
+# -- bad input -------------------------------------------------------------------------------
+def test_unregistered_entity_id_gets_a_page_and_nothing_is_kept(client, ctx, tmp_path, user):
+    key, cert = make_keypair(tmp_path, "stranger")
+    stranger = SamlTestSp("http://stranger.test/metadata", key, cert, base="http://stranger.test")
+    stranger.idp_metadata = client.get("/saml/metadata").text
+    answer = client.get(stranger.authn_redirect(IDP))
+    assert answer.status_code == 403 and "not registered" in answer.text
+    assert "SAMLResponse" not in answer.text and _requests() == 0
+    login(client)  # even signed in, nothing goes anywhere
+    answer = client.get(stranger.authn_redirect(IDP))
+    assert answer.status_code == 403 and "SAMLResponse" not in answer.text
+
+
+def test_acs_url_not_in_metadata_is_refused_before_sign_in(client, sp, user):
+    xml = sp.authn_request_xml(IDP, SSO, assertion_consumer_service_url="http://evil.test/acs",
+                               sign=True, sign_alg=xmldsig.SIG_RSA_SHA256,
+                               digest_alg=xmldsig.DIGEST_SHA256)
+    login(client)
+    answer = client.post("/saml/sso", data={"SAMLRequest": base64.b64encode(xml.encode())})
+    assert answer.status_code == 400 and "AssertionConsumerServiceURL" in answer.text
+    assert "SAMLResponse" not in answer.text and _requests() == 0
+
+
+def test_replayed_authn_request_is_refused(client, sp, user):
+    url = sp.authn_redirect(IDP)
+    assert client.get(url).status_code == 302
+    again = client.get(url)
+    assert again.status_code == 400 and "replay" in again.text
+    assert _requests() == 1
+
+
+def test_unsigned_request_from_an_sp_that_signs_is_refused(client, sp):
+    url = sp.authn_redirect(IDP)
+    stripped = url.split("&SigAlg=")[0]
+    answer = client.get(stripped)
+    assert answer.status_code == 400 and _requests() == 0
+    forged = url.replace("Signature=", "Signature=AAAA")
+    assert client.get(forged).status_code == 400 and _requests() == 0
+
+
+XXE = """<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>
+<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"
+ xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="id1" Version="2.0"
+ IssueInstant="2026-01-01T00:00:00Z"><saml:Issuer>&x;</saml:Issuer></samlp:AuthnRequest>"""
+LAUGHS = """<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">
+<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"
+ xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="id2" Version="2.0"
+ IssueInstant="2026-01-01T00:00:00Z"><saml:Issuer>&lol3;</saml:Issuer></samlp:AuthnRequest>"""
+
+
+@pytest.mark.parametrize("xml", [XXE, LAUGHS], ids=["xxe", "billion-laughs"])
+def test_dtds_and_entities_are_refused(client, sp, xml):
+    for answer in (client.post("/saml/sso", data={"SAMLRequest": base64.b64encode(
+            xml.encode())}), client.get("/saml/sso", query_string={
+                "SAMLRequest": redirect_payload(xml)})):
+        assert answer.status_code == 400 and "DTD" in answer.text
+        assert "root:" not in answer.text
+    assert _requests() == 0
+
+
+def test_oversized_and_deflate_bomb_payloads_are_refused(client, sp):
+    huge = base64.b64encode(b"<a>" + b"x" * 200_000 + b"</a>").decode()
+    assert client.post("/saml/sso", data={"SAMLRequest": huge}).status_code == 413  # body cap
+    answer = client.get("/saml/sso", query_string={"SAMLRequest": huge})
+    assert answer.status_code == 400 and "size limit" in answer.text
+    bomb = redirect_payload("<a>" + "A" * 5_000_000 + "</a>")
+    assert len(bomb) < 20_000  # small on the wire
+    answer = client.get("/saml/sso", query_string={"SAMLRequest": bomb})
+    assert answer.status_code == 400 and "size limit" in answer.text
+    deep = "<a>" * 200 + "</a>" * 200
+    answer = client.get("/saml/sso", query_string={"SAMLRequest": redirect_payload(deep)})
+    assert answer.status_code == 400 and "deeply" in answer.text
+    assert client.get("/saml/sso", query_string={"SAMLRequest": "%%%not-base64"}
+                      ).status_code == 400
+    assert client.get("/saml/sso").status_code == 400
+    assert _requests() == 0
+
+
+def test_clock_skew_bounds(client, sp, frozen, user):
+    url = sp.authn_redirect(IDP)
+    frozen.advance(11 * 60)  # issued 11 minutes ago: request_max_age 600 s
+    assert client.get(url).status_code == 400
+    frozen.advance(-13 * 60)  # issued 2 minutes in the future: skew 60 s
+    assert client.get(url).status_code == 400
+    frozen.advance(90)  # 30 s ahead: within the skew
+    assert client.get(url).status_code == 302
+
+
+def test_is_passive_without_a_session_answers_no_passive(client, sp):
+    url = sp.authn_redirect(IDP, is_passive="true")
+    resume = client.get(url).headers["Location"]
+    page = client.get(resume)
+    assert page.status_code == 200
+    raw = base64.b64decode(form_fields(page.text)["SAMLResponse"]).decode()
+    assert "urn:oasis:names:tc:SAML:2.0:status:NoPassive" in raw and "Assertion" not in raw
+
+
+def test_force_authn_asks_for_the_password_again(client, sp, user):
+    login(client)
+    url = sp.authn_redirect(IDP, force_authn="true")
+    resume = client.get(url).headers["Location"]
+    again = client.get(resume)
+    assert again.status_code == 302 and again.headers["Location"].startswith("/login")
+
+
+# -- single logout ---------------------------------------------------------------------------
+def _signed_in_at_sp(client, sp) -> NameID:
+    url = sp.authn_redirect(IDP)
+    _, fields = _sign_in_and_post(client, sp, url)
+    parsed = sp.client().parse_authn_request_response(
+        fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={_request_id(url): sp.acs})
+    return parsed.name_id
+
+
+def _live_sessions() -> int:
+    db.session.rollback()
+    return len(db.session.execute(select(SsoSession).where(
+        SsoSession.ended_at.is_(None))).scalars().all())
+
+
+def test_sp_initiated_logout_ends_our_session_and_answers_signed(client, sp, user):
+    name_id = _signed_in_at_sp(client, sp)
+    assert _live_sessions() == 1
+    sp_client = sp.client()
+    _, request = sp_client.create_logout_request(SLO, IDP, name_id=name_id, sign=True,
+                                                 sign_alg=xmldsig.SIG_RSA_SHA256,
+                                                 digest_alg=xmldsig.DIGEST_SHA256)
+    answer = client.post("/saml/slo", data={"SAMLRequest": base64.b64encode(
+        str(request).encode()), "RelayState": "bye"})
+    assert answer.status_code == 302, answer.text[:300]
+    assert answer.headers["Location"].startswith(f"{sp.base}/slo?SAMLResponse=")
+    got = query_of(answer.headers["Location"])
+    assert got["RelayState"] == "bye" and got["Signature"]
+    assert _live_sessions() == 0
+    events = db.session.execute(select(AuditEvent.event)).scalars().all()
+    assert "saml.slo" in events
+
+
+def test_logout_request_with_a_comment_in_the_name_id_is_refused(client, sp, user):
+    name_id = _signed_in_at_sp(client, sp)
+    forged = NameID(format=name_id.format, text=name_id.text[:5] + "<!---->" + name_id.text[5:],
+                    name_qualifier=name_id.name_qualifier,
+                    sp_name_qualifier=name_id.sp_name_qualifier)
+    _, request = sp.client().create_logout_request(SLO, IDP, name_id=forged, sign=True,
+                                                   sign_alg=xmldsig.SIG_RSA_SHA256,
+                                                   digest_alg=xmldsig.DIGEST_SHA256)
+    text = str(request).replace("&lt;!----&gt;", "<!---->")
+    answer = client.post("/saml/slo", data={"SAMLRequest": base64.b64encode(text.encode())})
+    assert answer.status_code == 400
+    assert _live_sessions() == 1
+
+
+def test_signature_wrapping_of_a_logout_request_is_refused(client, sp, user):
+    """XSW: the signed LogoutRequest (naming nobody) moved inside an unsigned one naming the
+    victim: the signature no longer covers what would be acted on."""
+    victim = _signed_in_at_sp(client, sp)
+    decoy = NameID(format=victim.format, text="nobody", name_qualifier=victim.name_qualifier,
+                   sp_name_qualifier=victim.sp_name_qualifier)
+    _, signed = sp.client().create_logout_request(SLO, IDP, name_id=decoy, sign=True,
+                                                  sign_alg=xmldsig.SIG_RSA_SHA256,
+                                                  digest_alg=xmldsig.DIGEST_SHA256)
+    signed_text = str(signed)
+    # XSW variant 1: a fresh unsigned root naming the victim, carrying the signed original
+    # in an Extensions element; variant 2: the victim's NameID swapped in, signature kept.
+    inner = signed_text.split("?>", 1)[-1]
+    wrapped = (f'<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+               f'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="evil" Version="2.0" '
+               f'IssueInstant="{clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")}" '
+               f'Destination="{SLO}"><saml:Issuer>{sp.entity_id}</saml:Issuer>'
+               f'<samlp:Extensions>{inner}</samlp:Extensions>'
+               f'<saml:NameID Format="{victim.format}">{victim.text}</saml:NameID>'
+               f'</samlp:LogoutRequest>')
+    swapped = signed_text.replace(">nobody<", f">{victim.text}<")
+    for forged in (wrapped, swapped):
+        answer = client.post("/saml/slo", data={"SAMLRequest": base64.b64encode(
+            forged.encode())})
+        assert answer.status_code == 400, answer.text[:300]
+    assert _live_sessions() == 1
+
+
+def test_unsigned_logout_request_is_refused(client, sp, user):
+    name_id = _signed_in_at_sp(client, sp)
+    _, request = sp.client().create_logout_request(SLO, IDP, name_id=name_id, sign=False)
+    answer = client.post("/saml/slo", data={"SAMLRequest": base64.b64encode(
+        str(request).encode())})
+    assert answer.status_code == 400 and _live_sessions() == 1
+
+
+# -- our session's end reaches the SAML SPs; IdP-initiated sign-in -----------------------------
+class _SoapSp(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        length = int(self.headers.get("Content-Length", "0"))
+        self.server.posts.append(self.rfile.read(length).decode())
+        body = b'<?xml version="1.0"?><Envelope xmlns="http://schemas.xmlsoap.org/soap/envelope/"/>'
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def soap_sp(ctx, client, env, tmp_path):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _SoapSp)
+    httpd.posts = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    key, cert = make_keypair(tmp_path, "soap")
+    made = SamlTestSp(f"http://127.0.0.1:{httpd.server_port}/metadata", key, cert,
+                      base=f"http://127.0.0.1:{httpd.server_port}")
+    made.idp_metadata = client.get("/saml/metadata").text
+    path = tmp_path / "soap.xml"
+    path.write_bytes(made.metadata())
+    code, out = _cli(env, "saml", "sps", "create", "--metadata-file", str(path), "--json")
+    assert code == 0, out
+    yield made, httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_logout_at_the_idp_sends_the_sp_a_signed_soap_logout_request(client, soap_sp, user):
+    sp, receiver = soap_sp
+    name_id = _signed_in_at_sp(client, sp)
+    page = client.get("/logout")
+    client.post("/logout", data={"confirm": "yes", "csrf_token": csrf_from(page.text)})
+    assert _live_sessions() == 0
+    assert len(receiver.posts) == 1
+    request = sp.client().parse_logout_request(receiver.posts[0], BINDING_SOAP)
+    assert request.message.name_id.text == name_id.text
+    assert request.message.signature is not None  # verified by the SP's pysaml2 + xmlsec1
+    db.session.rollback()
+    events = db.session.execute(select(AuditEvent.event)).scalars().all()
+    assert "saml.logout_sent" in events
+    assert db.session.execute(select(SamlParticipant.ended_at)).scalar_one() is not None
+
+
+def test_idp_initiated_launch_signs_in_first_and_posts_an_unsolicited_assertion(
+        client, sp, user):
+    first = client.get("/saml/launch", query_string={"sp": sp.entity_id, "RelayState": "/home"})
+    assert first.status_code == 302
+    resume = first.headers["Location"]
+    assert client.get(resume).headers["Location"].startswith("/login")
+    login(client, next_url=resume)
+    page = client.get(resume)
+    fields = form_fields(page.text)
+    assert form_action(page.text) == sp.acs and fields["RelayState"] == "/home"
+    parsed = sp.client().parse_authn_request_response(fields["SAMLResponse"],
+                                                      BINDING_HTTP_POST, outstanding={})
+    assert parsed.get_identity()["preferred_username"] == ["drsmith"]
+    assert "InResponseTo" not in base64.b64decode(fields["SAMLResponse"]).decode()
+    assert client.get("/saml/launch", query_string={"sp": "http://nobody.test"}
+                      ).status_code == 404
+
+
+def test_sp_initiated_logout_fans_out_to_oidc_relying_parties(client, sp, user):
+    """Mixed protocols: the SAML SP's LogoutRequest ends the SSO session, and the OpenID
+    relying party that received tokens in it gets its back-channel logout token."""
+    receiver = Receiver().start()
+    try:
+        rp = make_client(backchannel_logout_uri=receiver.url())
+        name_id = _signed_in_at_sp(client, sp)
+        code, verifier, _ = get_code(client, rp, scope="openid")  # same session, no password
+        assert exchange(client, rp, code, verifier).status_code == 200
+        _, request = sp.client().create_logout_request(SLO, IDP, name_id=name_id, sign=True,
+                                                       sign_alg=xmldsig.SIG_RSA_SHA256,
+                                                       digest_alg=xmldsig.DIGEST_SHA256)
+        answer = client.post("/saml/slo", data={"SAMLRequest": base64.b64encode(
+            str(request).encode())})
+        assert answer.status_code == 302 and _live_sessions() == 0
+        [post] = receiver.posts
+        assert post.logout_token
+        assert backchannel.deliveries(None)[0].client_id == rp.client_id
+    finally:
+        receiver.stop()
+
+
+def test_a_session_ended_from_the_cli_reaches_the_sp_too(client, soap_sp, user, env):
+    """Deprovisioning (`idp users disable`) ends the account's sessions outside any request:
+    the SP gets its LogoutRequest in the command, recorded in its transaction."""
+    sp, receiver = soap_sp
+    _signed_in_at_sp(client, sp)
+    code, out = _cli(env, "users", "disable", "drsmith", "--json")
+    assert code == 0, out
+    assert _live_sessions() == 0 and len(receiver.posts) == 1
+    assert "saml.logout_sent" in db.session.execute(select(AuditEvent.event)).scalars().all()
+
+
+@pytest.mark.parametrize("ref", ["urn:oasis:names:tc:SAML:2.0:ac:classes:Kerberos",
+                                 "urn:rsa:names:tc:SAML:2.0:ac:classes:FIDO"],
+                         ids=["unknown-class", "unreachable-for-this-account"])
+def test_requested_authn_context_that_cannot_be_met_answers_no_authn_context(
+        client, sp, user, ref):
+    login(client)
+    wanted = RequestedAuthnContext(authn_context_class_ref=[AuthnContextClassRef(text=ref)],
+                                   comparison="exact")
+    resume = client.get(sp.authn_redirect(IDP, requested_authn_context=wanted)
+                        ).headers["Location"]
+    page = client.get(resume)
+    assert page.status_code == 200, page.text[:300]
+    raw = base64.b64decode(form_fields(page.text)["SAMLResponse"]).decode()
+    assert "status:NoAuthnContext" in raw and "Assertion" not in raw
