@@ -570,6 +570,9 @@ class LdapPolicy:
     bind_limit: int
     bind_window: int
     sync_page_size: int
+
+
+@dataclass(frozen=True)
 class SamlSpPolicy:
     """saml.toml [sps."<entityID>"]: what one service provider receives."""
 
