@@ -12,6 +12,13 @@ from idp.audit.models import AuditEvent, AuditHead
 from idp.auditstream.models import AuditStreamCursor
 from idp.breakglass.models import BreakglassEpisode
 from idp.epcs.models import EpcsCeremony, EpcsPermission
+from idp.federation.upstream.models import (
+           Upstream,
+           UpstreamFlow,
+           UpstreamLink,
+           UpstreamPending,
+           UpstreamSession,
+)
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode, RecoveryCode
 from idp.notify.models import MailOutbox, SmsOutbox
 from idp.oidc.models import (
@@ -46,3 +53,4 @@ __all__ += ["AuditStreamCursor"]
 __all__ += ["PractitionerLink"]
 __all__ += ["BreakglassEpisode"]
 __all__ += ["GroupMember", "ProvisionedGroup", "ScimProfile", "ScimToken"]
+__all__ += ["Upstream", "UpstreamFlow", "UpstreamLink", "UpstreamPending", "UpstreamSession"]
