@@ -173,6 +173,19 @@ def test_link_an_existing_account_then_sso_to_the_ehr_then_upstream_logout(
     _acknowledge_if_asked(page, idp)
     page.wait_for_url(f"{portal}/")
     expect(page.get_by_role("heading", name="Today's appointments")).to_be_visible()
+
+    # Sign out here: the IdP offers to sign out at the upstream too (RP-initiated logout
+    # there), then the upstream sends the browser back to our sign-in page.
+    page.get_by_role("button", name="Logout").click()
+    page.wait_for_url(f"{idp}/logout**")
+    page.get_by_role("link", name="Also sign out of hospital").click()
+    page.wait_for_url(f"{upstream.issuer}/session/end**")
+    page.get_by_role("button", name="Yes, sign me out").click()
+    page.wait_for_url(f"{idp}/login**")
+    # The upstream's session is gone too: it asks for the password again.
+    page.get_by_role("link", name="Sign in with hospital").click()
+    page.wait_for_url(f"{upstream.issuer}/interaction/**")
+    expect(page.get_by_label("Password")).to_be_visible()
     assert failures == []
     context.close()
 

@@ -10,8 +10,10 @@ account claiming the email of an existing local account (no silent takeover)."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import os
+import re
 import subprocess
 import time
 from datetime import date, timedelta
@@ -29,7 +31,7 @@ from idp.federation.upstream.models import UpstreamLink, UpstreamPending, Upstre
 from idp.onboarding.models import Application, Facility
 from idp.sessions.models import SsoSession
 from tests.conftest import TEST_ISSUER
-from tests.helpers import PASSWORD, csrf_from, make_user, pass_totp
+from tests.helpers import PASSWORD, csrf_from, login, make_user, pass_totp
 from tests.integration.test_cli import IDP
 from tests.upstream_support import (
     UPSTREAM_SECRET,
@@ -465,3 +467,58 @@ def test_unlink_needs_a_recent_sign_in(ctx, signed_in, forge, frozen):
                             data={"csrf_token": csrf_from(page.text)})
     assert answer.status_code in (302, 303) and "/account/linked" not in answer.headers["Location"]
     assert db.session.get(UpstreamLink, link.id) is not None
+
+
+def test_our_logout_offers_to_sign_out_at_the_upstream(ctx, client, forge):
+    user = make_user()
+    row = _register("forge", forge)
+    service.link(user, row, {"sub": forge.subject}, "proven")
+    db.session.commit()
+    client.get(callback_path(_forge_trip(client, forge)))
+    pass_totp(client, "drsmith")
+    page = client.get("/logout")
+    answer = client.post("/logout", data={"confirm": "yes", "csrf_token": csrf_from(page.text)})
+    assert answer.status_code == 200 and _sessions() == []
+    from tests.upstream_support import query_of
+
+    found = re.search(r'href="([^"]+)" data-logout-offer', answer.text)
+    assert found, answer.text
+    offer = html.unescape(found.group(1))
+    assert offer.startswith(f"{forge.issuer}/logout?")
+    asked = query_of(offer)
+    assert asked["client_id"] == "healthidp"
+    assert asked["post_logout_redirect_uri"] == f"{TEST_ISSUER}/login"
+    assert asked["id_token_hint"].count(".") == 2  # the upstream's own ID token, as its hint
+
+
+# -- admin console ---------------------------------------------------------------------------
+def test_admin_console_adds_lists_and_disables_upstreams(ctx, client, forge):
+    doc_browser = client.application.test_client()
+    make_user("dr.jones", npi=None)
+    assert login(doc_browser, "dr.jones").status_code == 302
+    assert doc_browser.get("/admin/upstreams").status_code == 403  # a clinician
+    make_user("root.admin", npi=None, role="admin")
+    assert login(client, "root.admin").status_code == 302
+    page = client.get("/admin/upstreams")
+    assert page.status_code == 200 and "No upstream yet." in page.text
+    bad = client.post("/admin/upstreams", data={
+        "name": "Bad Name!", "issuer": forge.issuer, "client_id": "abc",
+        "client_secret": "s3cret-value", "scope": "openid", "link_by": "email",
+        "csrf_token": csrf_from(page.text)})
+    assert bad.status_code == 400 and "name:" in bad.text
+    made = client.post("/admin/upstreams", data={
+        "name": "entra", "issuer": forge.issuer, "client_id": "abc",
+        "client_secret": "s3cret-value", "scope": "openid profile email", "link_by": "upn",
+        "allowed_domains": "hospital.example", "csrf_token": csrf_from(page.text)})
+    assert made.status_code == 200
+    assert f"{TEST_ISSUER}/upstream/entra/callback" in made.text
+    assert "s3cret-value" not in made.text
+    row = service.by_name("entra")
+    assert (row.link_by, row.allowed_domains) == ("upn", ["hospital.example"])
+    off = client.post("/admin/upstreams/entra/disable",
+                      data={"csrf_token": csrf_from(made.text)})
+    assert off.status_code == 302
+    db.session.refresh(row)
+    assert not row.enabled and "Sign in with entra" not in client.get("/login").text
+    events = [e.event for e in db.session.execute(select(AuditEvent)).scalars()]
+    assert "upstream.created" in events and "upstream.disabled" in events

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, StringField
+from wtforms import PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length
 
 from idp.core.i18n import lazy_gettext as _l
@@ -18,3 +18,20 @@ class ProveAccountForm(FlaskForm):
 
 class ButtonForm(FlaskForm):
     """A button-only POST: the CSRF token is the whole form."""
+
+
+class UpstreamForm(FlaskForm):
+    """The admin console's "Add an upstream" form (the CLI's `idp upstreams create`)."""
+
+    name = StringField("Name", validators=[DataRequired(), Length(max=64)])
+    issuer = StringField("Issuer URL", validators=[DataRequired(), Length(max=500)])
+    client_id = StringField("Client ID", validators=[DataRequired(), Length(max=255)])
+    client_secret = PasswordField("Client secret", validators=[Length(max=1024)])
+    client_secret_env = StringField("or: environment variable holding it",
+                                    validators=[Length(max=100)])
+    scope = StringField("Scope", default="openid profile email",
+                        validators=[DataRequired(), Length(max=500)])
+    link_by = SelectField("Link by", choices=[("email", "email"), ("upn", "upn"),
+                                              ("npi", "npi")])
+    allowed_domains = StringField("Allowed domains (space-separated)",
+                                  validators=[Length(max=1000)])

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from flask import Flask, url_for
 
-from idp.core import applicants, events, login_options
+from idp.context import settings
+from idp.core import applicants, events, login_options, logout_offers
 from idp.federation.upstream import onboarding, service, signin
-from idp.federation.upstream.views import bp
+from idp.federation.upstream.views import admin_bp, bp
 
 
 def _options(next_url: str) -> list[login_options.LoginOption]:
@@ -18,9 +19,17 @@ def _options(next_url: str) -> list[login_options.LoginOption]:
             for row in service.listing(enabled_only=True)]
 
 
+def _logout_offers(sso_session_id: str) -> list[logout_offers.LogoutOffer]:
+    found = service.logout_at_upstream(sso_session_id, f"{settings().issuer}/login")
+    return [logout_offers.LogoutOffer(found[0].name, found[1])] if found else []
+
+
 def install(app: Flask) -> None:
     app.register_blueprint(bp)
+    app.register_blueprint(admin_bp)
+    app.jinja_env.globals["upstreams_installed"] = True  # the admin console's nav link
     login_options.register(app, _options)
+    logout_offers.register(app, _logout_offers)
     signin.install(app)
     applicants.register(app, onboarding.prefill)
     events.subscribe(app, events.APPLICATION_SUBMITTED, onboarding.on_submitted)

@@ -11,12 +11,13 @@ from idp.accounts import notices
 from idp.accounts import service as accounts
 from idp.accounts.models import User
 from idp.accounts.views import locked_message, login_failed_message, safe_next
+from idp.admin.access import actor, require_role
 from idp.audit import service as audit
 from idp.context import policy
 from idp.core.i18n import gettext as _
 from idp.extensions import csrf, db, limiter
 from idp.federation.upstream import service, signin
-from idp.federation.upstream.forms import ButtonForm, ProveAccountForm
+from idp.federation.upstream.forms import ButtonForm, ProveAccountForm, UpstreamForm
 from idp.mfa import flow
 from idp.mfa.models import LoginAttempt
 from idp.sessions.models import SsoSession
@@ -196,3 +197,54 @@ def unlink(sso: SsoSession, link_id: int) -> Page:
                                form=form, error=str(exc)), 400
     db.session.commit()
     return redirect(url_for("upstream.linked_identities"))
+
+
+# -- admin console -----------------------------------------------------------------------------
+admin_bp = Blueprint("upstream_admin", __name__, url_prefix="/admin")
+
+
+def _admin_page(form: UpstreamForm | None = None, status: int = 200, error: str | None = None,
+                made: service.Upstream | None = None) -> tuple[str, int]:
+    rows = [(row, service.redirect_uri(row), service.backchannel_logout_uri(row))
+            for row in service.listing()]
+    return render_template("admin/upstreams.html", rows=rows, form=form or UpstreamForm(),
+                           button=ButtonForm(), error=error, made=made), status
+
+
+@admin_bp.route("/upstreams", methods=["GET", "POST"])
+@require_role()
+def upstreams(sso: SsoSession) -> Page:
+    if request.method == "GET":
+        return _admin_page()
+    form = UpstreamForm()
+    if not form.validate_on_submit():
+        return _admin_page(form, 400, "Fill in the name, issuer, client ID and scope.")
+    try:
+        made = service.create(
+            name=form.name.data or "", issuer=form.issuer.data or "",
+            client_id=form.client_id.data or "", client_secret=form.client_secret.data or None,
+            secret_env=form.client_secret_env.data or None, scope=form.scope.data or "",
+            link_by=form.link_by.data or "email",
+            allowed_domains=(form.allowed_domains.data or "").replace(",", " ").split(),
+            actor=actor(sso))
+    except service.ConfigError as exc:
+        db.session.rollback()
+        return _admin_page(form, 400, str(exc))
+    except service.outbound.OutboundRefused as exc:
+        db.session.rollback()
+        return _admin_page(form, 400, f"issuer: {exc.reason}")
+    db.session.commit()
+    return _admin_page(made=made)
+
+
+@admin_bp.post("/upstreams/<name>/<any(enable, disable):action>")
+@require_role()
+def upstream_action(sso: SsoSession, name: str, action: str) -> Page:
+    row = service.by_name(name)
+    if row is None:
+        abort(404)
+    if not ButtonForm().validate_on_submit():
+        return _admin_page(status=400, error="The form has expired: reload the page.")
+    service.set_enabled(row, action == "enable", actor(sso))
+    db.session.commit()
+    return redirect(url_for(".upstreams"))
