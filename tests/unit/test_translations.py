@@ -30,6 +30,7 @@ PENDING = {
     "admin/facilities.html", "admin/index.html",
     "admin/registration_token.html", "admin/sms_outbox.html", "admin/user.html",
     "admin/users.html", "admin/verification.html", "admin/verifications.html",
+    "admin/upstreams.html",
     "breakglass/review.html",
     "epcs/admin.html",
     "reports/index.html", "reports/report.html",
