@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, SelectField, StringField
+from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from idp.core.i18n import lazy_gettext as _l
@@ -31,7 +31,7 @@ class UpstreamForm(FlaskForm):
                                     validators=[Length(max=100)])
     scope = StringField("Scope", default="openid profile email",
                         validators=[DataRequired(), Length(max=500)])
-    link_by = SelectField("Link by", choices=[("email", "email"), ("upn", "upn"),
-                                              ("npi", "npi")])
+    link_by = StringField("Link by", default="email",
+                          validators=[Length(max=10)])  # checked by service.create
     allowed_domains = StringField("Allowed domains (space-separated)",
                                   validators=[Length(max=1000)])

@@ -237,11 +237,11 @@ def upstreams(sso: SsoSession) -> Page:
     return _admin_page(made=made)
 
 
-@admin_bp.post("/upstreams/<name>/<any(enable, disable):action>")
+@admin_bp.post("/upstreams/<name>/<action>")
 @require_role()
 def upstream_action(sso: SsoSession, name: str, action: str) -> Page:
     row = service.by_name(name)
-    if row is None:
+    if row is None or action not in ("enable", "disable"):
         abort(404)
     if not ButtonForm().validate_on_submit():
         return _admin_page(status=400, error="The form has expired: reload the page.")
