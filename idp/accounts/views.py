@@ -12,7 +12,7 @@ from idp.accounts import acknowledgment, notices, passwords, service
 from idp.accounts.forms import AcknowledgmentForm, LoginForm, NewPasswordForm
 from idp.audit import service as audit
 from idp.context import policy
-from idp.core import login_options
+from idp.core import account_pages, login_options
 from idp.core.i18n import gettext as _
 from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db, limiter
@@ -24,6 +24,8 @@ from idp.web.guards import signed_in
 bp = Blueprint("accounts", __name__)
 # The login page's other ways to sign in (idp.core.login_options: features fill it).
 bp.add_app_template_global(login_options.options, "login_alternatives")
+# Pages features add to the account page (idp.core.account_pages).
+bp.add_app_template_global(account_pages.pages, "feature_account_pages")
 
 TEMPORARY_EXPIRED = _l("Your temporary password has expired. Use \u201cForgot password\u201d "
                         "below or ask your IT helpdesk for a new one.")

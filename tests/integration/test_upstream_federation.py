@@ -436,6 +436,7 @@ def test_account_page_lists_links_and_unlink_keeps_a_way_to_sign_in(ctx, signed_
     link = service.link(user, row, {"sub": forge.subject, "email": "a@partner.example"},
                         "proven")
     db.session.commit()
+    assert "/account/linked" in signed_in.get("/account").text  # the account page links it
     page = signed_in.get("/account/linked")
     assert "a@partner.example" in page.text and "forge" in page.text
     user.password_hash = None  # federated-only account: the link is its only way in

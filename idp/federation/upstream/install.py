@@ -8,9 +8,13 @@ from __future__ import annotations
 from flask import Flask, url_for
 
 from idp.context import settings
-from idp.core import applicants, events, login_options, logout_offers
+from idp.core import account_pages, applicants, events, login_options, logout_offers
 from idp.federation.upstream import onboarding, service, signin
 from idp.federation.upstream.views import admin_bp, bp
+
+
+def N_(message: str) -> str:  # noqa: N802  (babel's keyword: marks a msgid, translated later)
+    return message
 
 
 def _options(next_url: str) -> list[login_options.LoginOption]:
@@ -30,6 +34,9 @@ def install(app: Flask) -> None:
     app.jinja_env.globals["upstreams_installed"] = True  # the admin console's nav link
     login_options.register(app, _options)
     logout_offers.register(app, _logout_offers)
+    account_pages.register(app, account_pages.AccountPage(
+        "upstream.linked_identities", N_("Linked sign-in identities"),
+        N_("your accounts at your organization's identity provider.")))
     signin.install(app)
     applicants.register(app, onboarding.prefill)
     events.subscribe(app, events.APPLICATION_SUBMITTED, onboarding.on_submitted)
