@@ -129,6 +129,10 @@ def create_app(settings: Settings | None = None, *,
         from idp.saml.install import install as install_saml
 
         install_saml(app)
+    if policy.upstreams.enabled:  # upstream OpenID Providers (upstreams.toml); off: no route
+        from idp.federation.upstream.install import install as install_upstreams
+
+        install_upstreams(app)
     app.register_blueprint(reports_bp)
     from idp.web.openapi import bp as openapi_bp
 

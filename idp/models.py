@@ -13,6 +13,13 @@ from idp.auditstream.models import AuditStreamCursor
 from idp.breakglass.models import BreakglassEpisode
 from idp.epcs.models import DeaRegistration, EpcsCeremony, EpcsKey, EpcsPermission
 from idp.federation.ldap.models import LdapLink
+from idp.federation.upstream.models import (
+    Upstream,
+    UpstreamFlow,
+    UpstreamLink,
+    UpstreamPending,
+    UpstreamSession,
+)
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode, RecoveryCode
 from idp.notify.models import MailOutbox, SmsOutbox
 from idp.oidc.models import (
@@ -50,3 +57,4 @@ __all__ += ["BreakglassEpisode"]
 __all__ += ["GroupMember", "ProvisionedGroup", "ScimProfile", "ScimToken"]
 __all__ += ["LdapLink"]
 __all__ += ["SamlParticipant", "SamlRequest", "SamlServiceProvider"]
+__all__ += ["Upstream", "UpstreamFlow", "UpstreamLink", "UpstreamPending", "UpstreamSession"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -603,6 +603,31 @@ class SamlPolicy:
 
     def sp(self, entity_id: str) -> SamlSpPolicy:
         return self.sps.get(entity_id) or SamlSpPolicy(None, None, None)
+class UpstreamRule:
+    """How far the IdP trusts one upstream OpenID Provider (upstreams.toml)."""
+
+    auto_link: bool
+    trust_upstream_mfa: bool
+
+
+@dataclass(frozen=True)
+class UpstreamsPolicy:
+    """policies/upstreams.toml: identity brokering (idp/federation/upstream)."""
+
+    enabled: bool
+    discovery_cache_seconds: int
+    jwks_refetch_min_seconds: int
+    flow_lifetime: int
+    link_lifetime: int
+    auto_link: bool
+    trust_upstream_mfa: bool
+    mfa_amr: tuple[str, ...]
+    mfa_acr: tuple[str, ...]
+    trusted_mfa_acr: str
+    upstream: dict[str, UpstreamRule] = field(default_factory=dict)
+
+    def rule(self, name: str) -> UpstreamRule:
+        return self.upstream.get(name) or UpstreamRule(self.auto_link, self.trust_upstream_mfa)
 
 
 @dataclass(frozen=True)
@@ -638,6 +663,7 @@ class Policy:
     scim: ScimPolicy
     ldap: LdapPolicy
     saml: SamlPolicy
+    upstreams: UpstreamsPolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -815,7 +841,8 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
                   device=_build(DevicePolicy, section("device.toml"), "device.toml"),
                   scim=_scim(section("scim.toml"), roles),
                   ldap=_ldap(section("federation.toml", "ldap"), roles),
-                  saml=_saml(section("saml.toml"), roles, assurance))
+                  saml=_saml(section("saml.toml"), roles, assurance),
+                  upstreams=_upstreams(section("upstreams.toml"), assurance))
 
 
 def _ldap(data: dict[str, Any], roles: dict[str, Role]) -> LdapPolicy:
@@ -870,6 +897,28 @@ def _saml(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePoli
         if sp.attributes is not None and set(sp.attributes) - set(saml.attributes):
             raise PolicyError(f"saml.toml [sps.{entity_id!r}]: attributes beyond `attributes`")
     return saml
+
+
+def _upstreams(data: dict[str, Any], assurance: AssurancePolicy) -> UpstreamsPolicy:
+    """upstreams.toml, checked: per-upstream tables hold only the two rules, the trusted acr
+    is one of ours."""
+    data = dict(data)
+    data.setdefault("upstream", {})
+    rules = {}
+    for name, table in (data.get("upstream") or {}).items():
+        if not isinstance(table, dict):
+            raise PolicyError(f"upstreams.toml [upstream.{name}]: a table")
+        rules[name] = _build(UpstreamRule, {"auto_link": data.get("auto_link", False),
+                                            "trust_upstream_mfa":
+                                                data.get("trust_upstream_mfa", False),
+                                            **table}, f"upstreams.toml [upstream.{name}]")
+    built = _build(UpstreamsPolicy, {**data, "upstream": rules}, "upstreams.toml")
+    if built.trusted_mfa_acr not in assurance.acr_values:
+        raise PolicyError("upstreams.toml trusted_mfa_acr is not one of assurance.toml "
+                          "acr_values")
+    if min(built.flow_lifetime, built.link_lifetime, built.discovery_cache_seconds) < 1:
+        raise PolicyError("upstreams.toml: lifetimes must be positive")
+    return built
 
 
 def _scim(data: dict[str, Any], roles: dict[str, Role]) -> ScimPolicy:

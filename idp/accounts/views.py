@@ -3,7 +3,8 @@ the account page."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from typing import cast
+from urllib.parse import parse_qs, urlsplit
 
 from flask import Blueprint, Response, make_response, redirect, render_template, request, url_for
 
@@ -11,6 +12,7 @@ from idp.accounts import acknowledgment, notices, passwords, service
 from idp.accounts.forms import AcknowledgmentForm, LoginForm, NewPasswordForm
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core import account_pages, login_options
 from idp.core.i18n import gettext as _
 from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db, limiter
@@ -20,6 +22,10 @@ from idp.sessions.models import SsoSession
 from idp.web.guards import signed_in
 
 bp = Blueprint("accounts", __name__)
+# The login page's other ways to sign in (idp.core.login_options: features fill it).
+bp.add_app_template_global(login_options.options, "login_alternatives")
+# Pages features add to the account page (idp.core.account_pages).
+bp.add_app_template_global(account_pages.pages, "feature_account_pages")
 
 TEMPORARY_EXPIRED = _l("Your temporary password has expired. Use \u201cForgot password\u201d "
                         "below or ask your IT helpdesk for a new one.")
@@ -58,6 +64,13 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+def _idp_hint(next_url: str) -> str:
+    """`idp_hint` of this request, or of the authorization request it came from."""
+    hint = request.args.get("idp_hint") or \
+        (parse_qs(urlsplit(next_url).query).get("idp_hint") or [""])[0]
+    return hint[:64]
+
+
 def _account_key() -> str:
     return "acct:" + (request.form.get("username") or "").strip().lower()[:254]
 
@@ -73,6 +86,9 @@ def login() -> Response | tuple[str, int] | str:
         hint = request.args.get("login_hint", "")[:254]
         if hint:
             form.username.data = hint
+        chosen = login_options.hinted(_idp_hint(next_url), next_url)
+        if chosen is not None:  # idp_hint: straight to that way of signing in
+            return cast(Response, redirect(chosen.url))
         return render_template("accounts/login.html", form=form, next_url=next_url)
     if not form.validate_on_submit():
         return render_template("accounts/login.html", form=form, next_url=next_url,

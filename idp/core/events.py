@@ -14,6 +14,10 @@ Events:
   issued in session `keep_sid` (None: all). The OpenID provider revokes them (idp.oidc).
 - ACCOUNT_APPROVED (user_id: int): an onboarding application became an account (in the
   approving transaction; idp.onboarding). SMART resolves the clinician's Practitioner.
+- APPLICATION_SUBMITTED (application_id: int, source: str | None): an onboarding application was
+  submitted, pre-filled by `source` (idp.core.applicants) or not (None).
+- APPLICATION_APPROVED (application_id: int, user_id: int): the application became that
+  account (beside ACCOUNT_APPROVED; a pre-filling feature links its identity).
 - AUDIT_RECORDED (seq: int): an audit event was appended in the current transaction
   (idp.audit); the audit stream delivers it once that transaction has committed.
 - ROLE_CHANGED (user_id: int, role: str, clinical: bool, actor: str): an account was given
@@ -32,6 +36,8 @@ SESSION_ENDED = "session_ended"
 TOKENS_WITHDRAWN = "tokens_withdrawn"
 AUDIT_RECORDED = "audit_recorded"
 ACCOUNT_APPROVED = "account_approved"
+APPLICATION_SUBMITTED = "application_submitted"
+APPLICATION_APPROVED = "application_approved"
 ROLE_CHANGED = "role_changed"
 EXTENSION = "idp.events"
 

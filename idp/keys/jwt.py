@@ -55,6 +55,9 @@ class Kind(Enum):
     SOFTWARE_STATEMENT = "a software statement"
     REQUEST_OBJECT = "a request object"
     DPOP_PROOF = "a DPoP proof"  # its key is in its header: verify(..., algorithms=)
+    # An upstream OpenID Provider's tokens, when the IdP is the relying party (federation).
+    UPSTREAM_ID_TOKEN = "an upstream ID token"
+    UPSTREAM_LOGOUT_TOKEN = "an upstream logout token"
 
 
 # Accepted `typ` values, compared case-insensitively with any "application/" prefix removed
@@ -69,6 +72,8 @@ _TYPS: dict[Kind, frozenset[str]] = {
     # RFC 9101 §10.8 explicit typing, required here (FAPI 2.0 clients send it).
     Kind.REQUEST_OBJECT: frozenset({REQUEST_OBJECT_TYP}),
     Kind.DPOP_PROOF: frozenset({DPOP_TYP}),
+    Kind.UPSTREAM_ID_TOKEN: frozenset({"", "jwt"}),
+    Kind.UPSTREAM_LOGOUT_TOKEN: frozenset({"", "jwt", LOGOUT_TOKEN_TYP}),
 }
 _OURS = frozenset({Kind.ID_TOKEN_HINT, Kind.ACCESS_TOKEN, Kind.LOGOUT_TOKEN})
 
@@ -151,6 +156,10 @@ def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
     exp may be absent).
     DPOP_PROOF: `algorithms` (the policy's); the key is the proof's own header `jwk`, its
     thumbprint is Verified.jkt.
+    UPSTREAM_ID_TOKEN: `issuer` (the upstream's discovered issuer), `client_id` (ours there:
+    in `aud`, and `azp` when present or when `aud` names others); exp and iat required. The
+    nonce is the caller's (it is bound to the browser's flow).
+    UPSTREAM_LOGOUT_TOKEN: `issuer` and `client_id` likewise; events, iat, jti, no nonce.
     """
     if kind is Kind.DPOP_PROOF:
         return _dpop_proof(token, algorithms or (*ALGORITHMS, "PS256"))
@@ -169,7 +178,7 @@ def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
     typ = head.get("typ", "")
     if not isinstance(typ, str) or _normal(typ) not in _TYPS[kind]:
         raise InvalidJWT(f"not {kind.value}")
-    if "events" in claims and kind is not Kind.LOGOUT_TOKEN:
+    if "events" in claims and kind not in (Kind.LOGOUT_TOKEN, Kind.UPSTREAM_LOGOUT_TOKEN):
         raise InvalidJWT(f"not {kind.value}")  # a Security Event Token (a logout token)
     ours = settings().issuer
     if kind in _OURS and claims.get("iss") != ours:
@@ -316,6 +325,49 @@ def _request_object(claims: dict, *, client_id: str | None, audiences: Collectio
             raise InvalidJWT(f"the request object's {name} is too old")
 
 
+def _upstream_id_token(claims: dict, *, issuer: str | None, client_id: str | None,
+                       **_: Any) -> None:
+    """OIDC Core §3.1.3.7 steps 2-5, 9, 10 for a token an upstream provider issued to us."""
+    if not issuer or not client_id:
+        raise TypeError("UPSTREAM_ID_TOKEN needs the upstream issuer and our client_id")
+    if claims.get("iss") != issuer:
+        raise InvalidJWT("wrong issuer")
+    _upstream_audience(claims, client_id)
+    if not isinstance(claims.get("sub"), str) or not claims["sub"] or len(claims["sub"]) > 255:
+        raise InvalidJWT("not an ID token (sub)")
+    _registry(claims, LEEWAY, {"exp": {"essential": True}, "iat": {"essential": True}})
+
+
+def _upstream_logout_token(claims: dict, *, issuer: str | None, client_id: str | None,
+                           **_: Any) -> None:
+    """Back-Channel Logout 1.0 §2.6 for a logout token an upstream provider sent us."""
+    if not issuer or not client_id:
+        raise TypeError("UPSTREAM_LOGOUT_TOKEN needs the upstream issuer and our client_id")
+    if claims.get("iss") != issuer:
+        raise InvalidJWT("wrong issuer")
+    _upstream_audience(claims, client_id)
+    events = claims.get("events")
+    if not isinstance(events, dict) or not isinstance(events.get(LOGOUT_EVENT), dict):
+        raise InvalidJWT("not a logout token (events)")
+    if "nonce" in claims:
+        raise InvalidJWT("not a logout token (nonce)")
+    if not (isinstance(claims.get("sub"), str) or isinstance(claims.get("sid"), str)):
+        raise InvalidJWT("not a logout token (sub or sid)")
+    _registry(claims, LEEWAY, {"iat": {"essential": True}, "jti": {"essential": True}})
+
+
+def _upstream_audience(claims: dict, client_id: str) -> None:
+    aud = claims.get("aud")
+    audience = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audience, list) or client_id not in audience:
+        raise InvalidJWT("wrong audience")
+    azp = claims.get("azp")
+    if azp is not None and azp != client_id:
+        raise InvalidJWT("wrong authorized party (azp)")
+    if len(audience) > 1 and azp is None:
+        raise InvalidJWT("several audiences and no azp")
+
+
 def _registry(claims: dict, leeway: int, options: dict[str, Any]) -> None:
     """Registered claims: types, exp/nbf/iat against now (with leeway), options."""
     try:
@@ -334,4 +386,6 @@ _CHECKS: dict[Kind, Callable[..., None]] = {
     Kind.CLIENT_ASSERTION: _client_assertion,
     Kind.SOFTWARE_STATEMENT: _software_statement,
     Kind.REQUEST_OBJECT: _request_object,
+    Kind.UPSTREAM_ID_TOKEN: _upstream_id_token,
+    Kind.UPSTREAM_LOGOUT_TOKEN: _upstream_logout_token,
 }

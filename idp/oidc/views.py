@@ -18,7 +18,7 @@ from flask import (
 )
 
 from idp.context import keystore, policy, settings
-from idp.core import request_log
+from idp.core import logout_offers, request_log
 from idp.extensions import csrf, db
 from idp.oidc import dpop, par_endpoint, revocation_cache, tokens
 from idp.oidc import logout as logout_service
@@ -183,8 +183,15 @@ def logout() -> Response | tuple[str, int] | str:
         if request.method != "POST" or request.form.get("confirm") != "yes":
             return render_template("oidc/logout_confirm.html", plan=plan, values=values)
         csrf.protect()
-    logout_service.end(plan, sessions.current())
+    sso = sessions.current()
+    # Signed in through an upstream identity provider: offer to sign out there too, then go
+    # on to the relying party (idp.core.logout_offers).
+    offers = logout_offers.collect(sso.id) if sso is not None else []
+    logout_service.end(plan, sso)
     db.session.commit()
+    if offers:
+        return render_template("oidc/logged_out.html", offers=offers,
+                               continue_url=plan.redirect_to)
     if plan.redirect_to:
         return redirect(plan.redirect_to)
     return render_template("oidc/logged_out.html")

@@ -191,11 +191,17 @@ def verify_email(token: str) -> Application | None:
     found = valid_link(token, "verify")
     if found is None or found[1].status != "email_pending" or not _claim(found[0]):
         return None
-    item = found[1]
+    return enter_queue(found[1])
+
+
+def enter_queue(item: Application, vouched_by: str | None = None) -> Application:
+    """The email is confirmed (by its link, or by the source that pre-filled the application
+    and verified the address: idp.core.applicants): into the review queue, the registry asked."""
     item.status = "pending"
     item.submitted_at = clock.now()
     item.registry_result = registry_check(item)
-    audit.record("onboarding.email_verified", actor="applicant", application=item.id)
+    audit.record("onboarding.email_verified", actor="applicant", application=item.id,
+                 vouched_by=vouched_by)
     return item
 
 
@@ -330,6 +336,8 @@ def approve(item: Application | None, verifier: User, role: str, facility_id: in
     audit.record("onboarding.approved", actor=f"admin:{verifier.id}", user_id=user.id,
                  application=item.id, first_approval_by=item.first_approval_by, **choice)
     domain_events.emit(domain_events.ACCOUNT_APPROVED, user_id=user.id)
+    domain_events.emit(domain_events.APPLICATION_APPROVED, application_id=item.id,
+                       user_id=user.id)
     return Approval(user, password)
 
 

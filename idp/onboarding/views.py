@@ -11,6 +11,8 @@ from idp import clock
 from idp.accounts.models import User
 from idp.admin.access import actor, require_role
 from idp.context import policy
+from idp.core import applicants
+from idp.core import events as domain_events
 from idp.core.i18n import gettext as _
 from idp.core.i18n import policy_text
 from idp.extensions import db, limiter
@@ -61,7 +63,11 @@ def throttled(exc: Exception) -> tuple[str, int]:
 def apply() -> Page:
     form = forms.ApplicationForm()
     _fill_choices(form)
+    prefill = applicants.current()  # an upstream identity provider knows who this is
     if request.method == "GET":
+        if prefill is not None:
+            form.given_name.data, form.family_name.data = prefill.given_name, prefill.family_name
+            form.email.data, form.npi.data = prefill.email, prefill.npi
         return render_template("onboarding/apply.html", form=form, errors={})
     errors: dict[str, str] = {}
     if not form.validate_on_submit():
@@ -86,6 +92,13 @@ def apply() -> Page:
     if errors:
         return render_template("onboarding/apply.html", form=form, errors=errors), 400
     item, url = service.submit(data)
+    domain_events.emit(domain_events.APPLICATION_SUBMITTED, application_id=item.id,
+                       source=prefill.source if prefill else None)
+    if prefill is not None and prefill.email_verified and \
+            prefill.email.strip().lower() == item.email.lower():
+        service.enter_queue(item, vouched_by=prefill.source)  # no link to mail: vouched for
+        db.session.commit()
+        return render_template("onboarding/verified.html", item=item)
     db.session.commit()
     send_mail(*service.verify_mail(item, url))
     return render_template("onboarding/check_email.html", email=item.email,

@@ -65,6 +65,10 @@ ALLOW: dict[str, str] = {
     "mfa.show_recovery_codes": ("shows, once, the recovery codes generated a moment ago at a "
                                 "sign-in's first enrollment; they live only in this browser's "
                                 "flow cookie and would be lost"),
+    "upstream.start": _SIGN_IN + " (at an upstream identity provider)",
+    "upstream.callback": _SIGN_IN + " (the upstream identity provider's answer)",
+    "upstream.choose": _SIGN_IN + " (an upstream identity proves or applies for an account)",
+    "upstream.backchannel_logout": _PROTOCOL + " (an upstream provider's logout token)",
     "oidc.token": _PROTOCOL,
     "device.authorization": _PROTOCOL,
     "oidc.userinfo": _PROTOCOL,

@@ -36,6 +36,7 @@ REVIEWED_ALLOW = {
     "static", "accounts.required_password_change", "accounts.acknowledge", "accounts.login",
     "oidc.logout", "oidc.authorize", "mfa.challenge", "mfa.use_recovery",
     "mfa.webauthn_options", "mfa.webauthn_verify", "mfa.passkey_options", "mfa.passkey_verify",
+    "upstream.start", "upstream.callback", "upstream.choose", "upstream.backchannel_logout",
     "mfa.show_recovery_codes", "oidc.token", "oidc.userinfo", "oidc.introspect", "oidc.revoke",
     "oidc.pushed_authorization_request", "device.authorization",
     "registration.register", "registration.read", "registration.replace",

@@ -20,6 +20,7 @@ from idp.keys.jwt import Kind
 CLIENT = "client-123"
 PUBLISHER = "https://vendor.example"
 OTHER_CLIENT = "client-456"
+UPSTREAM = "https://login.hospital.example/tenant"  # an upstream OpenID Provider (federation)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,20 @@ def request_object(key: RSAKey, typ: str | None = jwt.REQUEST_OBJECT_TYP, **chan
     return jose.encode(header, {k: v for k, v in claims.items() if v is not None}, key)
 
 
+def upstream_id_token(key: RSAKey, **changes) -> str:
+    claims = {"iss": UPSTREAM, "sub": "upstream-user", "aud": CLIENT, "iat": _now(),
+              "exp": _now() + 300, "nonce": "n1", **changes}
+    return jose.encode({"alg": "RS256", "kid": key.kid, "typ": "JWT"},
+                       {k: v for k, v in claims.items() if v is not None}, key)
+
+
+def upstream_logout_token(key: RSAKey, **changes) -> str:
+    claims = {"iss": UPSTREAM, "aud": CLIENT, "iat": _now(), "exp": _now() + 120, "jti": "u1",
+              "sid": "up-sid", "events": {jwt.LOGOUT_EVENT: {}}, **changes}
+    return jose.encode({"alg": "RS256", "kid": key.kid, "typ": "logout+jwt"},
+                       {k: v for k, v in claims.items() if v is not None}, key)
+
+
 def dpop_proof(key: RSAKey, typ: str = jwt.DPOP_TYP, **changes) -> str:
     claims = {"jti": f"d-{time.perf_counter_ns()}", "htm": "POST",
               "htu": f"{settings().issuer}/token", "iat": _now(), **changes}
@@ -101,6 +116,8 @@ def check(token: str, kind: Kind, keys: KeySet | None = None, **options) -> jwt.
         Kind.REQUEST_OBJECT: {"client_id": CLIENT, "max_lifetime": 600,
                               "audiences": [settings().issuer]},
         Kind.DPOP_PROOF: {},
+        Kind.UPSTREAM_ID_TOKEN: {"issuer": UPSTREAM, "client_id": CLIENT},
+        Kind.UPSTREAM_LOGOUT_TOKEN: {"issuer": UPSTREAM, "client_id": CLIENT},
     }[kind]
     if keys is not None:
         base = {**base, "keys": keys}
@@ -113,7 +130,9 @@ def genuine(kind: Kind, key: RSAKey) -> str:
             Kind.CLIENT_ASSERTION: lambda: assertion(key),
             Kind.SOFTWARE_STATEMENT: lambda: statement(key),
             Kind.REQUEST_OBJECT: lambda: request_object(key),
-            Kind.DPOP_PROOF: lambda: dpop_proof(key)}[kind]()
+            Kind.DPOP_PROOF: lambda: dpop_proof(key),
+            Kind.UPSTREAM_ID_TOKEN: lambda: upstream_id_token(key),
+            Kind.UPSTREAM_LOGOUT_TOKEN: lambda: upstream_logout_token(key)}[kind]()
 
 
 @pytest.mark.parametrize("made_as", list(Kind), ids=lambda k: k.name)
@@ -344,3 +363,29 @@ def test_no_other_idp_module_signs_or_decodes_jwts():
     offenders = [str(path.relative_to(root)) for path in sorted(root.rglob("*.py"))
                  if path != root / "keys" / "jwt.py" and codec.search(path.read_text())]
     assert offenders == []
+
+
+@pytest.mark.parametrize("changes,reason", [
+    ({"iss": "https://other.example"}, "issuer"),
+    ({"aud": OTHER_CLIENT}, "audience"),
+    ({"aud": [CLIENT, OTHER_CLIENT]}, "azp"),
+    ({"aud": [CLIENT, OTHER_CLIENT], "azp": OTHER_CLIENT}, "azp"),
+    ({"exp": None}, "exp"),
+    ({"iat": None}, "iat"),
+    ({"exp": 1000}, "expired"),
+    ({"sub": None}, "sub"),
+])
+def test_upstream_id_token_rules(every_key, client_key, changes, reason):
+    """OIDC Core 3.1.3.7 for a token an upstream provider issued to us (idp.federation)."""
+    with pytest.raises(jwt.InvalidJWT, match=reason):
+        check(upstream_id_token(client_key, **changes), Kind.UPSTREAM_ID_TOKEN, every_key)
+    several = upstream_id_token(client_key, aud=[CLIENT, OTHER_CLIENT], azp=CLIENT)
+    assert check(several, Kind.UPSTREAM_ID_TOKEN, every_key).claims["azp"] == CLIENT
+
+
+@pytest.mark.parametrize("changes", [{"events": None}, {"nonce": "n"}, {"jti": None},
+                                     {"sid": None}, {"aud": OTHER_CLIENT}])
+def test_upstream_logout_token_rules(every_key, client_key, changes):
+    with pytest.raises(jwt.InvalidJWT):
+        check(upstream_logout_token(client_key, **changes), Kind.UPSTREAM_LOGOUT_TOKEN,
+              every_key)
