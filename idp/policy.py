@@ -603,6 +603,9 @@ class SamlPolicy:
 
     def sp(self, entity_id: str) -> SamlSpPolicy:
         return self.sps.get(entity_id) or SamlSpPolicy(None, None, None)
+
+
+@dataclass(frozen=True)
 class UpstreamRule:
     """How far the IdP trusts one upstream OpenID Provider (upstreams.toml)."""
 

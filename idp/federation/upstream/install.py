@@ -8,7 +8,8 @@ from __future__ import annotations
 from flask import Flask, url_for
 
 from idp.context import settings
-from idp.core import account_pages, applicants, events, login_options, logout_offers
+from idp.core import account_pages, admin_nav, applicants, events, login_options, logout_offers
+from idp.core.i18n import lazy_gettext as _l
 from idp.federation.upstream import onboarding, service, signin
 from idp.federation.upstream.views import admin_bp, bp
 
@@ -31,7 +32,8 @@ def _logout_offers(sso_session_id: str) -> list[logout_offers.LogoutOffer]:
 def install(app: Flask) -> None:
     app.register_blueprint(bp)
     app.register_blueprint(admin_bp)
-    app.jinja_env.globals["upstreams_installed"] = True  # the admin console's nav link
+    admin_nav.add(app, admin_nav.NavEntry("upstream_admin.upstreams", _l("Upstreams"),
+                                          lambda: ("admin",), order=80))
     login_options.register(app, _options)
     logout_offers.register(app, _logout_offers)
     account_pages.register(app, account_pages.AccountPage(

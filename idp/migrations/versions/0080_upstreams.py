@@ -11,7 +11,7 @@ from alembic import op
 import idp.models_base
 
 revision = '0080'
-down_revision = '0060'
+down_revision = '0070'
 branch_labels = None
 depends_on = None
 

@@ -11,7 +11,7 @@ from alembic import op
 import idp.models_base
 
 revision = '0085'
-down_revision = '0070'
+down_revision = '0080'
 branch_labels = None
 depends_on = None
 
