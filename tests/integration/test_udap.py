@@ -33,6 +33,7 @@ from idp.udap import service
 from idp.udap.models import UdapClient, UdapUsedJti
 from tests.conftest import TEST_ISSUER
 from tests.helpers import auth_params, csrf_from, login, make_user, pkce, query
+from tests.integration.test_smart import EHR, FHIR_BASE, stack  # noqa: F401 - the fixture
 from tests.udap_client import UdapClient as Udap
 from tests.udap_client import b2b, sign, validate_signed_metadata
 from tests.udap_pki import B2B_URI, CLIENT_URI, pem, pki
@@ -358,3 +359,24 @@ def test_cli_communities_add_and_list(app, ctx, tmp_path, monkeypatch):
     bad = runner.invoke(udap_group, ["communities", "add", "--name", "bad name!", "--anchor",
                                      str(tmp_path / "root.pem")])
     assert bad.exit_code == 2
+
+
+# -- the EHR's FHIR API serves the B2B token (end to end) -----------------------------------------
+def test_the_ehrs_fhir_api_serves_a_udap_b2b_token(stack, client, community):  # noqa: F811
+    """A payer registers through UDAP, an admin approves system/Patient.rs, the payer's
+    client_credentials token (x5c assertion, hl7-b2b) is accepted by the EHR's FHIR API."""
+    udap = _approved_b2b(client)
+    response = udap.client_credentials(client, "system/Patient.rs", b2b=b2b())
+    assert response.status_code == 200, response.text
+    token = response.get_json()["access_token"]
+    access = _payload(token)
+    assert access["aud"] == EHR and access["extensions"]["hl7-b2b"]["purpose_of_use"]
+    http = stack["ehr"].test_client()
+    bearer = {"Authorization": f"Bearer {token}"}
+    found = http.get(f"{FHIR_BASE}/Patient", headers=bearer)
+    assert found.status_code == 200, found.text
+    assert found.get_json()["resourceType"] == "Bundle" and found.get_json()["entry"]
+    assert http.get(f"{FHIR_BASE}/Patient/DEMO-0002", headers=bearer).status_code == 200
+    # a scope it was not granted is refused by the IdP, not silently narrowed
+    refused = udap.client_credentials(client, "system/Observation.rs", b2b=b2b())
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_scope"
