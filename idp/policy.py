@@ -534,6 +534,7 @@ class UdapPolicy:
     statement_max_lifetime: int
     assertion_max_lifetime: int
     metadata_lifetime: int
+    metadata_base: str
     jti_retention: int
     max_chain_length: int
     max_chain_depth: int

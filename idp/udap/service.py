@@ -94,7 +94,8 @@ def server_credentials() -> tuple[list[x509.Certificate], Any] | None:
 
 def signed_metadata() -> str | None:
     """IG §2.3: a JWT signed with the server's certificate key (x5c: its chain), iss = sub =
-    the base URL (the certificate's SAN URI), the endpoints, exp within a year."""
+    the base URL (udap.toml metadata_base, else the issuer; the certificate's SAN URI), the
+    endpoints, exp within a year."""
     found = server_credentials()
     if found is None:
         return None
@@ -107,7 +108,8 @@ def signed_metadata() -> str | None:
         jwk, alg = ECKey.import_key(key), "ES256"  # type: ignore[arg-type]
     else:
         return None
-    claims = {"iss": issuer(), "sub": issuer(), "iat": now,
+    base = policy().udap.metadata_base or issuer()
+    claims = {"iss": base, "sub": base, "iat": now,
               "exp": now + policy().udap.metadata_lifetime, "jti": secrets.token_urlsafe(16),
               "authorization_endpoint": f"{issuer()}/authorize",
               "token_endpoint": token_endpoint(),

@@ -51,7 +51,11 @@ def community(ctx) -> None:
 def server_cert(ctx, tmp_path: Path, monkeypatch) -> None:
     """The server's certificate (SAN URI = the issuer) and key, configured like
     IDP_UDAP_CERTIFICATE / IDP_UDAP_KEY."""
-    holder = pki().server(TEST_ISSUER)
+    _configure_server_cert(ctx, tmp_path, monkeypatch, TEST_ISSUER)
+
+
+def _configure_server_cert(ctx, tmp_path: Path, monkeypatch, base: str) -> None:
+    holder = pki().server(base)
     cert, key = tmp_path / "server.pem", tmp_path / "server.key"
     cert.write_bytes(holder.cert_pem() + b"".join(pem(c) for c in holder.chain))
     key.write_bytes(holder.key_pem())
@@ -95,6 +99,22 @@ def test_discovery_serves_signed_metadata_a_client_can_validate(client, communit
 def test_discovery_without_a_server_certificate_has_no_signed_metadata(client):
     doc = client.get("/.well-known/udap").get_json()
     assert "signed_metadata" not in doc and doc["udap_versions_supported"] == ["1"]
+
+
+def test_the_fhir_base_serves_metadata_signed_for_it(stack, ctx, client, tmp_path,  # noqa: F811
+                                                    monkeypatch):
+    """IG §2.3: signed_metadata's iss is the FHIR server's base URL. With udap.toml
+    metadata_base = the EHR's FHIR base (and a certificate for it), the EHR relays the IdP's
+    document at <FHIR base>/.well-known/udap and a client validates it against that base."""
+    _configure_server_cert(ctx, tmp_path, monkeypatch, FHIR_BASE)
+    runtime = ctx.extensions["idp"]
+    rules = dataclasses.replace(runtime.policy.udap, metadata_base=FHIR_BASE)
+    monkeypatch.setattr(runtime, "policy", dataclasses.replace(runtime.policy, udap=rules))
+    relayed = stack["ehr"].test_client().get(f"{FHIR_BASE}/.well-known/udap")
+    assert relayed.status_code == 200, relayed.text
+    doc = relayed.get_json()
+    claims = validate_signed_metadata(doc, FHIR_BASE, [pki().root])
+    assert claims["token_endpoint"] == f"{TEST_ISSUER}/token"
 
 
 # -- registration (IG §3) --------------------------------------------------------------------------
