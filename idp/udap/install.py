@@ -17,3 +17,4 @@ def install(app: Flask) -> None:
                 registrars=[Registrar(service.recognizes, service.verify_registration)],
                 assertion_sources=[service.assertion_check])
     app.register_blueprint(bp)
+    app.jinja_env.globals["udap_console"] = True  # the console's nav links the page

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from idp import clock
 from idp.audit import service as audit
+from idp.audit.models import AuditEvent
 from idp.context import policy, settings
 from idp.core.crypto import digest
 from idp.extensions import db
@@ -370,6 +371,17 @@ def describe_communities() -> list[dict[str, Any]]:
                           "not_after": a.not_valid_after_utc.isoformat()} for a in c.anchors],
              "intermediates": len(c.intermediates), "crls": len(c.crls)}
             for c in trust.communities()]
+
+
+def b2b_activity(limit: int = 50) -> list[dict[str, Any]]:
+    """The latest hl7-b2b token requests accepted (audit events udap.b2b), newest first."""
+    rows = db.session.execute(select(AuditEvent).where(AuditEvent.event == "udap.b2b")
+                              .order_by(AuditEvent.seq.desc()).limit(limit)).scalars()
+    return [{"at": clock.aware(e.at), "client_id": e.client_id or "",
+             "organization": (e.detail or {}).get("organization_name") or
+             (e.detail or {}).get("organization_id", ""),
+             "purpose_of_use": " ".join((e.detail or {}).get("purpose_of_use", []))}
+            for e in rows]
 
 
 def clients() -> list[dict[str, Any]]:

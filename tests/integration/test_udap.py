@@ -381,7 +381,7 @@ def test_cli_communities_add_and_list(app, ctx, tmp_path, monkeypatch):
     assert bad.exit_code == 2
 
 
-# -- the EHR's FHIR API serves the B2B token (end to end) -----------------------------------------
+# -- the EHR's FHIR API serves the B2B token (end to end) ------------------------------------
 def test_the_ehrs_fhir_api_serves_a_udap_b2b_token(stack, client, community):  # noqa: F811
     """A payer registers through UDAP, an admin approves system/Patient.rs, the payer's
     client_credentials token (x5c assertion, hl7-b2b) is accepted by the EHR's FHIR API."""
@@ -400,3 +400,22 @@ def test_the_ehrs_fhir_api_serves_a_udap_b2b_token(stack, client, community):  #
     # a scope it was not granted is refused by the IdP, not silently narrowed
     refused = udap.client_credentials(client, "system/Observation.rs", b2b=b2b())
     assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_scope"
+
+
+# -- the admin console ---------------------------------------------------------------------
+def test_the_console_shows_communities_udap_clients_and_b2b_activity(app, client, community):
+    udap = _approved_b2b(client)
+    assert udap.client_credentials(client, "system/Patient.rs", b2b=b2b()).status_code == 200
+    # a clinician may not see the page
+    make_user()
+    login(client)
+    assert client.get("/admin/udap").status_code == 403
+    admin = app.test_client()
+    make_user("root.admin", npi=None, role="admin")
+    assert login(admin, "root.admin").status_code == 302
+    page = admin.get("/admin/udap")
+    assert page.status_code == 200, page.text[:300]
+    assert 'data-community="fast-test"' in page.text and "Test Community Root CA" in page.text
+    assert f'data-client="{udap.client_id}"' in page.text and "Payer Service" in page.text
+    assert "Example Payer" in page.text and "TREAT" in page.text
+    assert 'href="/admin/udap"' in admin.get("/admin/").text
