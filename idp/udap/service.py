@@ -162,6 +162,10 @@ def verify_registration(body: dict[str, Any]) -> TrustedRegistration:
         raise Refused("invalid_software_statement", "the statement's jti was used before")
     row = db.session.execute(select(UdapClient).where(UdapClient.iss == iss)
                              ).scalar_one_or_none()
+    if row is not None and row.community != trusted.community:
+        # the same URI vouched for by another community does not take the registration over
+        raise Refused("unapproved_software_statement", "this iss is registered through "
+                      "another trust community")
     cancel = meta["grant_types"] == []
 
     def bind(client: Client) -> None:
@@ -171,7 +175,8 @@ def verify_registration(body: dict[str, Any]) -> TrustedRegistration:
             audit.record("udap.registration_cancelled", client_id=client.client_id,
                          actor="registration:udap", iss=iss[:200])
             return
-        link = row or UdapClient(client_id=client.client_id, iss=iss, registered_at=now)
+        link = row or UdapClient(iss=iss, registered_at=now)
+        link.client_id = client.client_id  # a client deleted meanwhile was registered anew
         link.community, link.subject, link.serial = (trusted.community, trusted.subject,
                                                      trusted.serial)
         link.updated_at = now
@@ -252,7 +257,7 @@ def assertion_check(client: Client, assertion: str) -> AssertionCheck | None:
         return None
     try:
         head = jwt.unverified_header(assertion, jwt.Kind.UDAP_CLIENT_ASSERTION)
-        trusted = trust.validate(head.get("x5c"), row.iss)
+        trusted = trust.validate(head.get("x5c"), row.iss, row.community)
     except (jwt.InvalidJWT, trust.Untrusted) as exc:
         raise Refused("invalid_client", str(exc)) from None
 

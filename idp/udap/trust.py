@@ -149,18 +149,20 @@ def _digital_signature(_policy: object, _cert: x509.Certificate,
         raise ValueError("the certificate's key usage does not allow digitalSignature")
 
 
-def validate(x5c: object, expected_uri: str | None) -> Trusted:
-    """The chain of `x5c` validated against the first community that anchors it, its leaf's
+def validate(x5c: object, expected_uri: str | None, community_name: str | None = None
+             ) -> Trusted:
+    """The chain of `x5c` validated against the first community that anchors it (only
+    `community_name` when given: a registered client stays in its community), its leaf's
     SAN URI equal to `expected_uri` (None: any URI, returned in Trusted.uris), not revoked."""
     chain = parse_x5c(x5c)
     leaf, intermediates = chain[0], chain[1:]
     reasons = []
     for community in communities():
-        if not community.anchors:
+        if not community.anchors or community_name not in (None, community.name):
             continue
         try:
             path = _verify(community, leaf, intermediates)
-        except verification.VerificationError as exc:
+        except (verification.VerificationError, ValueError, TypeError) as exc:
             reasons.append(_reason(str(exc)))
             continue
         _check_revocation(community, path)

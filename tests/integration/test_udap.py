@@ -22,16 +22,18 @@ from joserfc.jwk import RSAKey
 from joserfc.util import urlsafe_b64decode, urlsafe_b64encode
 from sqlalchemy import func, select
 
+from idp import create_app
 from idp.admin import approval
 from idp.audit.models import AuditEvent
 from idp.cli import common
 from idp.cli.udap import udap_group
+from idp.config import Settings
 from idp.extensions import db
 from idp.oidc.models import Client
 from idp.policy import UdapCommunityFiles
 from idp.udap import service
 from idp.udap.models import UdapClient, UdapUsedJti
-from tests.conftest import TEST_ISSUER
+from tests.conftest import TEST_ISSUER, TEST_POLICY, ClosingClient
 from tests.helpers import auth_params, csrf_from, login, make_user, pkce, query
 from tests.integration.test_smart import EHR, FHIR_BASE, stack  # noqa: F401 - the fixture
 from tests.udap_client import UdapClient as Udap
@@ -223,6 +225,29 @@ def test_a_reused_jti_is_refused(client, community):
     assert _clients() == 1 and db.session.execute(select(UdapUsedJti)).first() is not None
 
 
+def test_another_community_cannot_take_a_registration_over(client, community):
+    """The same SAN URI vouched for by a second community neither modifies nor cancels the
+    registration, nor authenticates as the client."""
+    p = pki()
+    udap = _udap()
+    assert udap.register(client).status_code == 201
+    service.add_community("second", pem(p.untrusted_root), actor="test")
+    db.session.commit()
+    impostor = _udap(p.untrusted, CLIENT_URI)
+    for grants in (None, []):
+        body = impostor.register_body(impostor.statement(grant_types=grants))
+        response = client.post("/register", json=body)
+        assert response.status_code == 400
+        assert response.get_json()["error"] == "unapproved_software_statement"
+    assert _clients() == 1
+    row = db.session.execute(select(Client)).scalar_one()
+    approval.approve(row, actor="test-admin")
+    db.session.commit()
+    impostor.client_id = udap.client_id
+    taken = impostor.client_credentials(client, "system/*.read", b2b=b2b())
+    assert taken.status_code == 401 and taken.get_json()["error"] == "invalid_client"
+
+
 def test_without_a_community_nothing_is_trusted(client):
     udap = _udap()
     response = client.post("/register", json=udap.register_body(udap.statement()))
@@ -348,10 +373,35 @@ def test_authorization_code_with_pkce_and_an_x5c_assertion(client, community):
     assert "id_token" in tokens.get_json()
 
 
-def _second_code(client, udap: Udap, redirect: str) -> tuple[str, str]:
+def test_as_the_upstream_of_tiered_oauth_it_authenticates_for_another_server(client,
+                                                                              community):
+    """IG §6 from the IdP's side: another organisation's server (a UDAP client) registers
+    with `openid udap`; once an admin approves `udap`, a user's sign-in gives it an ID token."""
+    udap = _udap()
+    redirect = "https://apps.example.org/cb"
+    response = udap.register(client, grant_types=["authorization_code"], scope="openid udap",
+                             redirect_uris=[redirect])
+    assert response.status_code == 201, response.text
+    assert response.get_json()["pending_scope"] == "udap"  # an admin decides
+    approval.approve(db.session.execute(select(Client)).scalar_one(), actor="test-admin")
+    db.session.commit()
+    assert "udap" in client.get("/.well-known/udap").get_json()["scopes_supported"]
+    make_user()
+    login(client)
+    code, verifier = _second_code(client, udap, redirect, "openid udap")
+    tokens = udap.code_exchange(client, code, redirect, verifier)
+    assert tokens.status_code == 200, tokens.text
+    body = tokens.get_json()
+    assert body["scope"] == "openid udap"
+    id_token = _payload(body["id_token"])
+    assert id_token["aud"] == [udap.client_id] and id_token["iss"] == TEST_ISSUER
+
+
+def _second_code(client, udap: Udap, redirect: str, scope: str = "openid profile"
+                 ) -> tuple[str, str]:
     verifier, challenge = pkce()
     params = auth_params(type("Rp", (), {"client_id": udap.client_id, "redirect_uri": redirect})(),
-                         challenge, scope="openid profile")
+                         challenge, scope=scope)
     response = client.get("/authorize?" + urlencode(params))
     if response.status_code == 200:  # consent again
         response = client.post(response.request.full_path, data={
@@ -419,3 +469,19 @@ def test_the_console_shows_communities_udap_clients_and_b2b_activity(app, client
     assert f'data-client="{udap.client_id}"' in page.text and "Payer Service" in page.text
     assert "Example Payer" in page.text and "TREAT" in page.text
     assert 'href="/admin/udap"' in admin.get("/admin/").text
+
+
+def test_udap_off_leaves_no_trace(app, env, ctx):
+    """policies/udap.toml `enabled = false`: no metadata, no UDAP registration (a UDAP body is
+    an RFC 7591 request needing an initial access token), no `udap` scope."""
+    off = create_app(Settings.from_env(env),
+                     policy_overrides={**TEST_POLICY, "udap": {"enabled": False}})
+    off.test_client_class = ClosingClient
+    http = off.test_client()
+    assert http.get("/.well-known/udap").status_code == 404
+    udap = _udap()
+    with off.app_context():
+        response = http.post("/register", json=udap.register_body(udap.statement()))
+        assert response.status_code == 401 and response.get_json()["error"] == "invalid_token"
+        assert "udap" not in http.get("/.well-known/openid-configuration").get_json()[
+            "scopes_supported"]
