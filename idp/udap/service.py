@@ -26,7 +26,7 @@ from idp.core.crypto import digest
 from idp.extensions import db
 from idp.keys import jwt
 from idp.oidc.models import Client
-from idp.oidc.registry import AssertionCheck, Refused, TrustedRegistration
+from idp.oidc.registry import AssertionCheck, Refused, TrustedRegistration, registry
 from idp.udap import trust
 from idp.udap.models import UdapClient, UdapCommunity, UdapUsedJti
 
@@ -65,7 +65,7 @@ def metadata() -> dict[str, Any]:
         "udap_certifications_supported": list(rules.certifications),
         "udap_certifications_required": [],
         "grant_types_supported": list(GRANTS),
-        "scopes_supported": sorted(s for s in policy().scopes),
+        "scopes_supported": sorted(registry().supported_scopes(policy())),
         "authorization_endpoint": f"{base}/authorize",
         "token_endpoint": token_endpoint(),
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
