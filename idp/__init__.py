@@ -133,6 +133,10 @@ def create_app(settings: Settings | None = None, *,
         from idp.federation.upstream.install import install as install_upstreams
 
         install_upstreams(app)
+    if policy.udap.enabled:  # UDAP / FAST Security IG; off: no /.well-known/udap
+        from idp.udap.install import install as install_udap
+
+        install_udap(app)
     app.register_blueprint(reports_bp)
     from idp.web.openapi import bp as openapi_bp
 

@@ -126,6 +126,10 @@ class Settings:
     geoip_db: Path | None = None  # MaxMind GeoLite2/GeoIP2 City or Country mmdb (optional)
     metrics_token: str | None = field(default=None, repr=False)  # /metrics only when set
     software_statement_issuers: Path | None = None  # RFC 7591 trusted publishers (JSON)
+    # UDAP (idp/udap): the server's certificate chain (PEM, leaf first, SAN URI = the issuer)
+    # and its private key (PEM), which sign /.well-known/udap signed_metadata.
+    udap_certificate: Path | None = None
+    udap_key: Path | None = None
     # Earlier IDP_SECRET_KEYs: still accepted when verifying cookies and CSRF tokens (rotation).
     secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
     trusted_hosts: tuple[str, ...] = ()
@@ -237,6 +241,9 @@ class Settings:
             geoip_db=Path(geoip) if geoip else None,
             metrics_token=metrics_token,
             software_statement_issuers=Path(statements) if statements else None,
+            udap_certificate=Path(env["IDP_UDAP_CERTIFICATE"])
+            if env.get("IDP_UDAP_CERTIFICATE") else None,
+            udap_key=Path(env["IDP_UDAP_KEY"]) if env.get("IDP_UDAP_KEY") else None,
             secret_key_fallbacks=fallbacks,
             trusted_hosts=_trusted_hosts(env.get("IDP_TRUSTED_HOSTS"), issuer),
             log_format=log_format,

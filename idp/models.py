@@ -39,6 +39,7 @@ from idp.scim.models import GroupMember, ProvisionedGroup, ScimProfile, ScimToke
 from idp.security.models import SecurityAlert
 from idp.sessions.models import SsoSession
 from idp.smart.models import PractitionerLink, SmartContext, SmartLaunch
+from idp.udap.models import UdapClient, UdapCommunity, UdapUsedJti
 
 __all__ = ["Factor", "LoginAttempt", "OneTimeCode", "RecoveryCode", "SmsOutbox",
            "Acknowledgment", "EmailChange", "PasswordHistory", "PasswordResetToken",
@@ -46,7 +47,8 @@ __all__ = ["Factor", "LoginAttempt", "OneTimeCode", "RecoveryCode", "SmsOutbox",
            "BackchannelLogout", "Client",
            "Consent", "RefreshToken", "SsoSession", "UsedAssertion", "User",
            "InitialAccessToken", "RegistrationAccessToken", "SecurityAlert",
-           "Application", "ApplicationLink", "Department", "Facility"]
+           "Application", "ApplicationLink", "Department", "Facility",
+           "UdapClient", "UdapCommunity", "UdapUsedJti"]
 __all__ += ["SmartContext", "SmartLaunch"]
 __all__ += ["DeaRegistration", "EpcsCeremony", "EpcsKey", "EpcsPermission"]
 __all__ += ["MailOutbox"]

@@ -634,6 +634,37 @@ class UpstreamsPolicy:
 
 
 @dataclass(frozen=True)
+class UdapCommunityFiles:
+    """udap.toml [communities.<name>]: a trust community's anchors, intermediates and CRLs."""
+
+    name: str
+    anchors: tuple[str, ...]
+    intermediates: tuple[str, ...]
+    crls: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UdapPolicy:
+    """policies/udap.toml: UDAP and the HL7 FAST Security IG (idp/udap)."""
+
+    enabled: bool
+    statement_max_lifetime: int
+    assertion_max_lifetime: int
+    metadata_lifetime: int
+    metadata_base: str
+    jti_retention: int
+    max_chain_length: int
+    max_chain_depth: int
+    profiles: tuple[str, ...]
+    authorization_extensions: tuple[str, ...]
+    authorization_extensions_required: tuple[str, ...]
+    certifications: tuple[str, ...]
+    b2b_required: tuple[str, ...]
+    require_crl: bool
+    communities: dict[str, UdapCommunityFiles]
+
+
+@dataclass(frozen=True)
 class Policy:
     tokens: TokenPolicy
     keys: KeyPolicy
@@ -667,6 +698,7 @@ class Policy:
     ldap: LdapPolicy
     saml: SamlPolicy
     upstreams: UpstreamsPolicy
+    udap: UdapPolicy
 
     @property
     def max_token_lifetime(self) -> int:
@@ -845,7 +877,8 @@ def load_policy(directory: Path, overrides: dict[str, dict[str, Any]] | None = N
                   scim=_scim(section("scim.toml"), roles),
                   ldap=_ldap(section("federation.toml", "ldap"), roles),
                   saml=_saml(section("saml.toml"), roles, assurance),
-                  upstreams=_upstreams(section("upstreams.toml"), assurance))
+                  upstreams=_upstreams(section("upstreams.toml"), assurance),
+                  udap=_udap(section("udap.toml"), directory))
 
 
 def _ldap(data: dict[str, Any], roles: dict[str, Role]) -> LdapPolicy:
@@ -922,6 +955,29 @@ def _upstreams(data: dict[str, Any], assurance: AssurancePolicy) -> UpstreamsPol
     if min(built.flow_lifetime, built.link_lifetime, built.discovery_cache_seconds) < 1:
         raise PolicyError("upstreams.toml: lifetimes must be positive")
     return built
+
+
+def _udap(data: dict[str, Any], directory: Path) -> UdapPolicy:
+    """udap.toml, checked: positive bounds, lifetimes within the IG's, known profiles;
+    community file paths relative to the policy directory made absolute."""
+    communities = {}
+    for name, spec in dict(data.pop("communities", {}) or {}).items():
+        paths = {k: tuple(str(directory / p) for p in spec.get(k, ())) for k in
+                 ("anchors", "intermediates", "crls")}
+        if not paths["anchors"]:
+            raise PolicyError(f"udap.toml [communities.{name}]: at least one anchor")
+        communities[name] = UdapCommunityFiles(name, **paths)
+    udap = _build(UdapPolicy, {**data, "communities": communities}, "udap.toml")
+    if not (0 < udap.statement_max_lifetime <= 300 and 0 < udap.assertion_max_lifetime <= 300):
+        raise PolicyError("udap.toml: lifetimes between 1 and 300 seconds (the IG's 5 minutes)")
+    if not 0 < udap.metadata_lifetime <= 366 * 86400:
+        raise PolicyError("udap.toml: metadata_lifetime at most a year")
+    if udap.max_chain_length < 1 or udap.max_chain_depth < 2:
+        raise PolicyError("udap.toml: max_chain_length >= 1, max_chain_depth >= 2")
+    unknown = set(udap.profiles) - {"udap_dcr", "udap_authn", "udap_authz", "udap_to"}
+    if unknown:
+        raise PolicyError(f"udap.toml profiles: unknown {sorted(unknown)}")
+    return udap
 
 
 def _scim(data: dict[str, Any], roles: dict[str, Role]) -> ScimPolicy:

@@ -89,6 +89,28 @@ def smart_configuration() -> Response:
     return response
 
 
+@bp.get(f"{FHIR}/.well-known/udap")
+def udap_metadata() -> Response:
+    """UDAP server metadata (HL7 FAST Security IG §2) at the FHIR base: the IdP's document,
+    relayed unchanged (its signed_metadata names this base when the IdP's udap.toml
+    metadata_base says so); not cached here, the signed part carries its own iat and jti."""
+    try:
+        answer = _http_get()(f"{rp.rp_settings().issuer}/.well-known/udap", timeout=5)
+        answer.raise_for_status()
+        document = answer.json()
+        if not isinstance(document, dict):
+            raise ValueError("not a document")
+    except (requests.RequestException, ValueError):
+        response = jsonify(error="temporarily_unavailable")
+        response.status_code = 503
+        response.headers["Retry-After"] = "5"
+        return response
+    response = jsonify(document)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cache-Control"] = "public, max-age=60"
+    return response
+
+
 # -- FHIR reads ------------------------------------------------------------------------------
 def _outcome(status: int, code: str, text: str) -> Response:
     response = jsonify(resourceType="OperationOutcome",

@@ -34,6 +34,7 @@ from idp.extensions import csrf, db
 from idp.oidc import client_profile
 from idp.oidc import clients as client_service
 from idp.oidc.models import Client
+from idp.oidc.registry import Refused, Registrar, registry
 
 bp = Blueprint("registration", __name__)
 csrf.exempt(bp)
@@ -189,6 +190,10 @@ def _json(doc: dict, status: int = 200) -> Response:
 
 @bp.post("/register")
 def register() -> Response:
+    body = request.get_json(silent=True)
+    for registrar in registry().registrars:  # UDAP: trust from a certificate, not a token
+        if isinstance(body, dict) and registrar.recognizes(body):
+            return _trusted(registrar, body)
     token = _bearer()
     if token is None:
         return _invalid_token("an initial access token is required")
@@ -222,6 +227,63 @@ def register() -> Response:
     db.session.commit()
     return _json(_document(new.client, client_secret=new.client_secret,
                            registration_access_token=access), 201)
+
+
+def _trusted(registrar: Registrar, body: dict[str, Any]) -> Response:
+    """A registration a feature vouches for (idp.oidc.registry Registrar: UDAP). The same
+    metadata rules and admin approval as any registration; the same identity registering
+    again modifies its client (200), with empty grant_types cancels it (200, grant_types [])."""
+    try:
+        accepted = registrar.verify(body)
+    except Refused as exc:
+        db.session.rollback()
+        return _error(exc.error, str(exc))
+    existing = None
+    if accepted.client_id:
+        existing = db.session.execute(select(Client).where(
+            Client.client_id == accepted.client_id)).scalar_one_or_none()
+    actor = "registration:trusted"
+    if accepted.cancel:
+        if existing is None:
+            db.session.rollback()
+            return _error("invalid_client_metadata", "no registration to cancel")
+        doc = {**_document(existing), "grant_types": [], "scope": "",
+               "software_statement": accepted.statement}
+        doc.pop("registration_client_uri", None)
+        accepted.bind(existing)
+        client_service.delete_client(existing, actor=actor)
+        db.session.commit()
+        return _json(doc)
+    try:
+        meta = _metadata(accepted.metadata)
+        if existing is None:
+            client = client_service.create_client(
+                name=meta["name"], redirect_uris=meta["redirect_uris"], public=False,
+                grant_types=meta["grant_types"], scope=meta["scope"], first_party=False,
+                auth_method="private_key_jwt", jwks=meta["jwks"], require_pkce=True,
+                actor=actor).client
+            approval.hold_back(client, introspect_any=False, actor=actor)
+        else:
+            client, before = existing, approval.Granted.of(existing)
+            client_service.update_client(
+                client, name=meta["name"], redirect_uris=meta["redirect_uris"],
+                grant_types=meta["grant_types"], scope=meta["scope"],
+                post_logout_redirect_uris=[], backchannel_logout_uri=None,
+                auth_method="private_key_jwt", first_party=False, require_pkce=True,
+                jwks=meta["jwks"], actor=actor)
+            approval.hold_back(client, introspect_any=False, before=before, actor=actor)
+        client.software_statement = accepted.statement
+        accepted.bind(client)
+    except MetadataError as exc:
+        db.session.rollback()
+        return _error(exc.code, str(exc))
+    except client_service.ClientError as exc:
+        db.session.rollback()
+        return _client_error(exc, actor)
+    db.session.commit()
+    doc = _document(client)
+    doc.pop("registration_client_uri", None)  # UDAP: modify by registering again
+    return _json(doc, 200 if existing is not None else 201)
 
 
 def _managed_client(client_id: str) -> Client | Response:

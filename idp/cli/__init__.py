@@ -27,6 +27,7 @@ from idp.cli.scim import scim_group
 from idp.cli.serve import serve_command
 from idp.cli.sessions import sessions_group
 from idp.cli.smart import smart_group
+from idp.cli.udap import udap_group
 from idp.cli.upstreams import upstreams_group
 from idp.cli.users import users_group
 
@@ -40,5 +41,5 @@ for _command in (db_group, keys_group, clients_group, users_group, audit_group, 
                  serve_command, sessions_group, demo_group, onboarding_group, reports_command,
                  notify_group, backup_command, restore_command, smart_group,
                  breakglass_group, scim_group, ldap_group, epcs_group, saml_group,
-                 upstreams_group):
+                 upstreams_group, udap_group):
     main.add_command(_command)

@@ -22,6 +22,7 @@ SHIPPED = (
     _l("Read lab results in the EHR"), _l("Read billing and insurance data in the EHR"),
     _l("Sign prescriptions in the EHR"),
     _l("Emergency access to records outside your care team (break the glass)"),
+    _l("Sign you in to another organisation's server that trusts this one (UDAP)"),
     _l("Your identity in the EHR (your practitioner record)"),
     _l("Open with the patient and encounter chosen in the EHR"),
     _l("Ask you to choose a patient when it starts"),

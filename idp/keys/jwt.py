@@ -58,6 +58,10 @@ class Kind(Enum):
     # An upstream OpenID Provider's tokens, when the IdP is the relying party (federation).
     UPSTREAM_ID_TOKEN = "an upstream ID token"
     UPSTREAM_LOGOUT_TOKEN = "an upstream logout token"
+    # UDAP (HL7 FAST Security IG): signed with the key of the x5c leaf certificate, whose
+    # path the caller validated (idp.udap.trust) before handing its key here.
+    UDAP_SOFTWARE_STATEMENT = "a UDAP software statement"
+    UDAP_CLIENT_ASSERTION = "a UDAP client assertion"
 
 
 # Accepted `typ` values, compared case-insensitively with any "application/" prefix removed
@@ -74,7 +78,15 @@ _TYPS: dict[Kind, frozenset[str]] = {
     Kind.DPOP_PROOF: frozenset({DPOP_TYP}),
     Kind.UPSTREAM_ID_TOKEN: frozenset({"", "jwt"}),
     Kind.UPSTREAM_LOGOUT_TOKEN: frozenset({"", "jwt", LOGOUT_TOKEN_TYP}),
+    Kind.UDAP_SOFTWARE_STATEMENT: frozenset({"", "jwt"}),
+    Kind.UDAP_CLIENT_ASSERTION: frozenset({"", "jwt"}),
 }
+_UDAP = frozenset({Kind.UDAP_SOFTWARE_STATEMENT, Kind.UDAP_CLIENT_ASSERTION})
+MAX_UDAP_LENGTH = 24576           # UDAP tokens carry their certificate chain (x5c)
+# The x5c header of a UDAP token holds a chain of certificates: joserfc's default header
+# bound (512 bytes) is for a header of names; the token's own length bound still applies.
+_X5C_REGISTRY = jws.JWSRegistry()
+_X5C_REGISTRY.max_header_length = MAX_UDAP_LENGTH
 _OURS = frozenset({Kind.ID_TOKEN_HINT, Kind.ACCESS_TOKEN, Kind.LOGOUT_TOKEN})
 
 
@@ -128,12 +140,26 @@ def unverified_claims(token: Any, kind: Kind) -> dict[str, Any]:
         raise InvalidJWT("malformed token")
     _bounded(token)
     try:
-        payload = json.loads(jws.extract_compact(token.encode()).payload)
+        payload = json.loads(jws.extract_compact(
+            token.encode(), registry=_X5C_REGISTRY if kind in _UDAP else None).payload)
     except (JoseError, ValueError, TypeError, UnicodeError):
         raise InvalidJWT("malformed token") from None
     if not isinstance(payload, dict):
         raise InvalidJWT("malformed token")
     return payload
+
+
+def unverified_header(token: Any, kind: Kind) -> dict[str, Any]:
+    """The protected header before any check (a UDAP token's x5c, whose path is validated
+    before its leaf's key verifies the token). Never trust what it says."""
+    if not isinstance(token, str) or len(token) > _limit(kind) or token.count(".") != 2:
+        raise InvalidJWT("malformed token")
+    _bounded(token)
+    try:
+        head = jws.extract_compact(token.encode(), registry=_X5C_REGISTRY).headers()
+    except (JoseError, ValueError, TypeError, UnicodeError):
+        raise InvalidJWT("malformed token") from None
+    return dict(head)
 
 
 def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
@@ -160,6 +186,12 @@ def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
     in `aud`, and `azp` when present or when `aud` names others); exp and iat required. The
     nonce is the caller's (it is bound to the browser's flow).
     UPSTREAM_LOGOUT_TOKEN: `issuer` and `client_id` likewise; events, iat, jti, no nonce.
+    UDAP_SOFTWARE_STATEMENT: `keys` (the x5c leaf's, path already validated), `issuer` (the
+    certificate's SAN URI: iss == sub == it), `audiences` (our registration endpoint),
+    `max_lifetime` (exp at most this far after iat); exp, iat and jti required. `jti` single
+    use is the caller's.
+    UDAP_CLIENT_ASSERTION: like CLIENT_ASSERTION (client_id, audiences, max_lifetime), with
+    iat required; the header must carry x5c.
     """
     if kind is Kind.DPOP_PROOF:
         return _dpop_proof(token, algorithms or (*ALGORITHMS, "PS256"))
@@ -171,13 +203,16 @@ def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
     _bounded(token)
     try:
         decoded = jwt.decode(token, keys if keys is not None else keystore().verification_keys(),
-                             algorithms=list(ALGORITHMS))
+                             algorithms=list(ALGORITHMS),
+                             registry=_X5C_REGISTRY if kind in _UDAP else None)
     except (JoseError, ValueError, TypeError, KeyError, UnicodeError):
         raise InvalidJWT("signature or format invalid") from None
     head, claims = dict(decoded.header), decoded.claims
     typ = head.get("typ", "")
     if not isinstance(typ, str) or _normal(typ) not in _TYPS[kind]:
         raise InvalidJWT(f"not {kind.value}")
+    if kind in _UDAP and not isinstance(head.get("x5c"), list):
+        raise InvalidJWT(f"not {kind.value} (x5c)")
     if "events" in claims and kind not in (Kind.LOGOUT_TOKEN, Kind.UPSTREAM_LOGOUT_TOKEN):
         raise InvalidJWT(f"not {kind.value}")  # a Security Event Token (a logout token)
     ours = settings().issuer
@@ -238,6 +273,8 @@ def _dpop_proof(token: Any, algorithms: Collection[str]) -> Verified:
 
 
 def _limit(kind: Kind) -> int:
+    if kind in _UDAP:
+        return MAX_UDAP_LENGTH
     return MAX_STATEMENT_LENGTH if kind in (Kind.SOFTWARE_STATEMENT, Kind.REQUEST_OBJECT) \
         else MAX_LENGTH
 
@@ -301,6 +338,38 @@ def _software_statement(claims: dict, *, issuer: str | None, **_: Any) -> None:
     if not issuer:
         raise TypeError("SOFTWARE_STATEMENT needs the publisher (issuer)")
     _registry(claims, LEEWAY, {"iss": {"essential": True, "value": issuer}})
+
+
+def _udap_software_statement(claims: dict, *, issuer: str | None, audiences: Collection[str],
+                             max_lifetime: int | None, **_: Any) -> None:
+    """FAST Security IG §3.1: iss == sub == the certificate's SAN URI, aud our registration
+    endpoint, exp at most max_lifetime (5 minutes) after iat, jti present."""
+    if not issuer or not audiences or max_lifetime is None:
+        raise TypeError("UDAP_SOFTWARE_STATEMENT needs issuer, audiences and max_lifetime")
+    if claims.get("iss") != issuer or claims.get("sub") != issuer:
+        raise InvalidJWT("iss and sub must both be the certificate's URI")
+    _udap_times(claims, audiences, max_lifetime)
+
+
+def _udap_client_assertion(claims: dict, *, client_id: str | None, audiences: Collection[str],
+                           max_lifetime: int | None, **_: Any) -> None:
+    """FAST Security IG §4.2.1 / §5.2.1: iss == sub == client_id, aud the token endpoint,
+    exp at most max_lifetime after iat, iat and jti present."""
+    if not client_id or not audiences or max_lifetime is None:
+        raise TypeError("UDAP_CLIENT_ASSERTION needs client_id, audiences and max_lifetime")
+    if claims.get("iss") != client_id or claims.get("sub") != client_id:
+        raise InvalidJWT("iss and sub must both be the client_id")
+    _udap_times(claims, audiences, max_lifetime)
+
+
+def _udap_times(claims: dict, audiences: Collection[str], max_lifetime: int) -> None:
+    _registry(claims, LEEWAY, {"aud": {"essential": True, "values": list(audiences)},
+                               "exp": {"essential": True}, "iat": {"essential": True},
+                               "jti": {"essential": True}})
+    if not isinstance(claims["iat"], int | float) or claims["exp"] - claims["iat"] > max_lifetime:
+        raise InvalidJWT(f"the token must expire within {max_lifetime} seconds of iat")
+    if claims["iat"] > clock.timestamp() + LEEWAY:
+        raise InvalidJWT("the token is issued in the future")
 
 
 def _request_object(claims: dict, *, client_id: str | None, audiences: Collection[str],
@@ -388,4 +457,6 @@ _CHECKS: dict[Kind, Callable[..., None]] = {
     Kind.REQUEST_OBJECT: _request_object,
     Kind.UPSTREAM_ID_TOKEN: _upstream_id_token,
     Kind.UPSTREAM_LOGOUT_TOKEN: _upstream_logout_token,
+    Kind.UDAP_SOFTWARE_STATEMENT: _udap_software_statement,
+    Kind.UDAP_CLIENT_ASSERTION: _udap_client_assertion,
 }

@@ -16,8 +16,12 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
+    from joserfc.jwk import KeySet
+
     from idp.accounts.models import User
+    from idp.keys.jwt import Kind
     from idp.oidc.auth_context import AuthContext
+    from idp.oidc.models import Client
     from idp.policy import Policy
 
 EXTENSION = "idp.oidc"
@@ -38,6 +42,56 @@ RequestRule = Callable[[Any, str], None]
 # At code issuance: (oauth request, grant family id, user, values the interaction settled);
 # raises BindingRefused when the grant cannot be made (nothing is stored then)
 CodeBinder = Callable[[Any, str, "User", Mapping[str, Any]], None]
+
+
+class Refused(ValueError):
+    """A feature refuses a registration or a client assertion: `error` is the protocol's
+    error code, str() its safe description."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class TrustedRegistration:
+    """What a registrar (UDAP) accepted at /register: the RFC 7591 metadata to register under
+    the usual rules and admin approval (idp.admin.registration), the client this identity
+    registered before (a modification, or with `cancel` its cancellation), the statement to
+    echo, and `bind(client)` to record the feature's link once the client exists."""
+
+    metadata: dict[str, Any]
+    client_id: str | None
+    cancel: bool
+    statement: str
+    bind: Callable[[Client], None]
+
+
+@dataclass(frozen=True)
+class Registrar:
+    """A kind of registration request a feature answers at /register without an initial
+    access token: `recognizes(body)` (e.g. `udap` with a software_statement) and
+    `verify(body)` -> TrustedRegistration, or Refused (error code of the feature's spec)."""
+
+    recognizes: Callable[[Any], bool]
+    verify: Callable[[dict[str, Any]], TrustedRegistration]
+
+
+@dataclass(frozen=True)
+class AssertionCheck:
+    """How to verify a client assertion of a client a feature manages: the signer's keys
+    (validated by the feature: UDAP's x5c leaf), the JWT kind, and `accept(claims,
+    grant_type)`, run on the verified claims, which returns claims the access token carries
+    (UDAP hl7-b2b) or raises Refused."""
+
+    keys: KeySet
+    kind: Kind
+    accept: Callable[[dict[str, Any], str | None], Mapping[str, Any]]
+
+
+# (client, the assertion) -> AssertionCheck for a client the feature manages, else None;
+# raises Refused (e.g. the certificate chain is not trusted)
+AssertionSource = Callable[["Client", str], "AssertionCheck | None"]
 
 
 class BindingRefused(ValueError):
@@ -66,6 +120,8 @@ class Registry:
     code_binders: list[CodeBinder] = field(default_factory=list)
     scope_families: list[ScopeFamily] = field(default_factory=list)
     discovery: list[DiscoverySource] = field(default_factory=list)
+    registrars: list[Registrar] = field(default_factory=list)
+    assertion_sources: list[AssertionSource] = field(default_factory=list)
     # /authorize interaction checks (idp.oidc.interaction.Check), placed by their `before`
     checks: list[Any] = field(default_factory=list)
     _scopes: frozenset[str] | None = None

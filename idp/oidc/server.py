@@ -24,6 +24,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
+    InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Error,
@@ -60,7 +61,7 @@ from idp.oidc.claims import user_claims
 from idp.oidc.clients import AUTH_METHODS, CONFIDENTIAL_METHODS
 from idp.oidc.endpoints import Introspection, Revocation
 from idp.oidc.models import AuthorizationCode, Client, RefreshToken, UsedAssertion
-from idp.oidc.registry import BindingRefused, registry
+from idp.oidc.registry import AssertionCheck, BindingRefused, Refused, registry
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
@@ -190,11 +191,13 @@ class TokenGenerator:
     def __call__(self, grant_type: str, client: Client, user: User | None = None,
                  scope: str | None = None, expires_in: int | None = None,
                  include_refresh_token: bool = True, *, ctx: AuthContext | None = None,
-                 previous: RefreshToken | None = None, jkt: str | None = None) -> dict:
+                 previous: RefreshToken | None = None, jkt: str | None = None,
+                 extra: dict | None = None) -> dict:
         """`jkt`: the DPoP key the tokens are bound to (access tokens always; a public
-        client's refresh token too, RFC 9449 §5)."""
+        client's refresh token too, RFC 9449 §5); `extra`: claims a feature accepted from the
+        client's assertion (UDAP hl7-b2b) for the access token."""
         scope = scope or ""
-        access, _ = tokens.issue_access_token(client, user, scope, ctx, jkt=jkt)
+        access, _ = tokens.issue_access_token(client, user, scope, ctx, jkt=jkt, extra=extra)
         token = {"token_type": "DPoP" if jkt else "Bearer", "access_token": access,
                  "expires_in": tokens.lifetime(client, "access_token"), "scope": scope}
         if include_refresh_token and user is not None and ctx is not None:
@@ -447,7 +450,8 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
                        grant_type: str | None = None, expires_in: int | None = None,
                        include_refresh_token: bool = True) -> dict:
         return token_generator(grant_type or self.GRANT_TYPE, self.request.client, user,
-                               scope, expires_in, False, jkt=_dpop_key(self))
+                               scope, expires_in, False, jkt=_dpop_key(self),
+                               extra=getattr(self.request, "assertion_token_claims", None))
 
 
 def check_userless_scope(client: Client, scope: str | None) -> None:
@@ -558,7 +562,11 @@ class ClientAssertion(JWTBearerClientAssertion):
             return None
         try:
             try:
-                subject = jwt.unverified_claims(assertion, jwt.Kind.CLIENT_ASSERTION).get("sub")
+                # Features' assertions (UDAP) carry a certificate chain in x5c: read the sub
+                # within their bound; each kind's own bounds apply at verification.
+                kind = jwt.Kind.UDAP_CLIENT_ASSERTION if registry().assertion_sources \
+                    else jwt.Kind.CLIENT_ASSERTION
+                subject = jwt.unverified_claims(assertion, kind).get("sub")
             except jwt.InvalidJWT as exc:
                 raise InvalidClientError(description=str(exc)) from None
             if not isinstance(subject, str):
@@ -566,18 +574,32 @@ class ClientAssertion(JWTBearerClientAssertion):
             client = query_client(subject)
             if not client:
                 raise InvalidClientError(description="The client does not exist on this server.")
-            keys = self.resolve_client_public_key(client)
             request.client = client
+            check = _feature_check(client, assertion)
+            if check is not None:  # a client a feature manages (UDAP: x5c, community)
+                claims = self.process_assertion_claims(assertion, check.keys, client.client_id,
+                                                       kind=check.kind)
+                oauth_request: Any = request
+                try:
+                    oauth_request.assertion_token_claims = dict(
+                        check.accept(claims, oauth_request.payload.grant_type))
+                except Refused as exc:
+                    if exc.error == "invalid_client":
+                        raise InvalidClientError(description=str(exc)) from None
+                    raise InvalidGrantError(description=str(exc)) from None
+                return self.authenticate_client(client)
+            keys = self.resolve_client_public_key(client)
             self.process_assertion_claims(assertion, keys, client.client_id)
             return self.authenticate_client(client)
         except InvalidClientError as error:
             error.status_code = 401
             raise
 
-    def process_assertion_claims(self, assertion: str, keys: KeySet, client_id: str) -> dict:
+    def process_assertion_claims(self, assertion: str, keys: KeySet, client_id: str,
+                                 kind: jwt.Kind = jwt.Kind.CLIENT_ASSERTION) -> dict:
         """The verified claims of an assertion by `client_id`, its jti now used."""
         try:
-            verified = jwt.verify(assertion, jwt.Kind.CLIENT_ASSERTION, keys=keys,
+            verified = jwt.verify(assertion, kind, keys=keys,
                                   client_id=client_id, audiences=self.get_audiences(),
                                   max_lifetime=policy().tokens.client_assertion_max_lifetime)
         except jwt.InvalidJWT as exc:
@@ -624,6 +646,19 @@ class ClientAssertion(JWTBearerClientAssertion):
         except IntegrityError:
             return False  # a concurrent request used the same assertion
         return True
+
+
+def _feature_check(client: Client, assertion: str) -> AssertionCheck | None:
+    """The check of the feature that manages `client` (idp.oidc.registry assertion_sources),
+    if one does; a refusal there is a failed client authentication."""
+    for source in registry().assertion_sources:
+        try:
+            check = source(client, assertion)
+        except Refused as exc:
+            raise InvalidClientError(description=str(exc)) from None
+        if check is not None:
+            return check
+    return None
 
 
 class FeatureHooks:

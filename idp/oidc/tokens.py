@@ -53,9 +53,11 @@ def lifetime(client: TokenClient, kind: str) -> int:
 
 
 def issue_access_token(client: TokenClient, user: User | None, scope: str,
-                       ctx: AuthContext | None, *, jkt: str | None = None) -> tuple[str, str]:
+                       ctx: AuthContext | None, *, jkt: str | None = None,
+                       extra: dict[str, Any] | None = None) -> tuple[str, str]:
     """The signed JWT access token and its jti; its record is written in this transaction.
-    `jkt`: the DPoP key it is bound to (cnf, RFC 9449 §6.1)."""
+    `jkt`: the DPoP key it is bound to (cnf, RFC 9449 §6.1); `extra`: claims a feature
+    accepted from the client's assertion (UDAP `extensions`), never overriding ours."""
     now = clock.now()
     lifetime_ = lifetime(client, "access_token")
     jti = secrets.token_urlsafe(18)
@@ -71,6 +73,8 @@ def issue_access_token(client: TokenClient, user: User | None, scope: str,
         "client_id": client.client_id,
         "scope": scope or "",
     }
+    for name, value in (extra or {}).items():
+        claims.setdefault(name, value)
     if jkt:
         claims["cnf"] = {"jkt": jkt}
     if user is not None and ctx is not None:

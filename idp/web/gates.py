@@ -94,6 +94,7 @@ ALLOW: dict[str, str] = {
     "openapi.openapi": _PUBLIC_DOCUMENT,
     "smart.configuration": _PUBLIC_DOCUMENT,
     "smart.style": _PUBLIC_DOCUMENT,
+    "udap.metadata": _PUBLIC_DOCUMENT + " (FAST Security IG: UDAP server metadata)",
 }
 
 

@@ -48,6 +48,8 @@ REVIEWED_ALLOW = {
     "scim.users_replace", "scim.users_patch", "scim.users_delete", "scim.groups_list",
     "scim.group", "scim.groups_create", "scim.groups_replace", "scim.groups_patch",
     "scim.groups_delete", "scim.unknown",
+    # UDAP (idp/udap): the server's public metadata document.
+    "udap.metadata",
 }
 
 

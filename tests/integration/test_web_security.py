@@ -79,7 +79,7 @@ def test_every_authenticated_page_is_no_store(app, ctx, client):
         response = client.get(rule.rule)
         walked += 1
         if rule.rule in ("/.well-known/openid-configuration", "/.well-known/smart-configuration",
-                         "/jwks.json", "/openapi.json"):
+                         "/.well-known/udap", "/jwks.json", "/openapi.json"):
             assert "public" in response.headers["Cache-Control"], rule.rule
             continue
         assert _no_store(response), f"{rule.rule} -> {response.status_code} " \

@@ -26,7 +26,7 @@ KEYWORDS = {**DEFAULT_KEYWORDS, "_l": None, "lazy_gettext": None}
 # Templates not translated yet (empty since the staff consoles were translated; only shrinks).
 PENDING: set[str] = set()
 # Words that read the same in every language offered.
-UNIVERSAL = {"IP", "NPI", "UTC", "USB", "NFC", "OK", "CSV", "JSON", "EPCS", "MFA", "SMS"}
+UNIVERSAL = {"IP", "NPI", "UTC", "USB", "NFC", "OK", "CSV", "JSON", "EPCS", "MFA", "SMS", "UDAP"}
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
