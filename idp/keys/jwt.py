@@ -116,6 +116,13 @@ def sign(claims: dict, alg: str, typ: str | None = None) -> str:
     return jwt.encode(header(alg, typ), claims, key.key, algorithms=[alg])
 
 
+def sign_with_certificate(claims: dict, key: Any, alg: str, x5c: list[str]) -> str:
+    """Claims signed with a certificate's key, the chain in the `x5c` header: UDAP signed
+    metadata (HL7 FAST Security IG §2.3), whose key is the server's certificate's, not one of
+    our OIDC signing keys."""
+    return jwt.encode({"alg": alg, "x5c": x5c}, claims, key, algorithms=[alg])
+
+
 # -- verifying ---------------------------------------------------------------------------------
 # A JWT's header and payload are JSON an outsider wrote: bounded like any JSON body (a payload
 # of 1,400 nested arrays made the parser raise RecursionError, a 500, before this).

@@ -13,7 +13,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from joserfc import jwt as jose_jwt
 from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -115,8 +114,7 @@ def signed_metadata() -> str | None:
               "authorization_endpoint": f"{issuer()}/authorize",
               "token_endpoint": token_endpoint(),
               "registration_endpoint": registration_endpoint()}
-    header = {"alg": alg, "x5c": [trust.b64der(c) for c in chain]}
-    return jose_jwt.encode(header, claims, jwk, algorithms=[alg])
+    return jwt.sign_with_certificate(claims, jwk, alg, [trust.b64der(c) for c in chain])
 
 
 # -- registration (IG §3) --------------------------------------------------------------------

@@ -96,6 +96,18 @@ def upstream_logout_token(key: RSAKey, **changes) -> str:
                        {k: v for k, v in claims.items() if v is not None}, key)
 
 
+UDAP_URI = "https://udap-app.example/fhir-client"  # a UDAP client's certificate SAN URI
+
+
+def udap_token(key: RSAKey, aud: str, **changes) -> str:
+    """A UDAP software statement or client assertion: iss == sub == the SAN URI, x5c header
+    (its path is validated by idp.udap before verify() sees the key: any chain will do here)."""
+    claims = {"iss": UDAP_URI, "sub": UDAP_URI, "aud": aud, "iat": _now(),
+              "exp": _now() + 120, "jti": f"u-{time.perf_counter_ns()}", **changes}
+    return jose.encode({"alg": "RS256", "kid": key.kid, "x5c": ["MIIB"]},
+                       {k: v for k, v in claims.items() if v is not None}, key)
+
+
 def dpop_proof(key: RSAKey, typ: str = jwt.DPOP_TYP, **changes) -> str:
     claims = {"jti": f"d-{time.perf_counter_ns()}", "htm": "POST",
               "htu": f"{settings().issuer}/token", "iat": _now(), **changes}
@@ -118,6 +130,10 @@ def check(token: str, kind: Kind, keys: KeySet | None = None, **options) -> jwt.
         Kind.DPOP_PROOF: {},
         Kind.UPSTREAM_ID_TOKEN: {"issuer": UPSTREAM, "client_id": CLIENT},
         Kind.UPSTREAM_LOGOUT_TOKEN: {"issuer": UPSTREAM, "client_id": CLIENT},
+        Kind.UDAP_SOFTWARE_STATEMENT: {"issuer": UDAP_URI, "max_lifetime": 300,
+                                       "audiences": [f"{settings().issuer}/register"]},
+        Kind.UDAP_CLIENT_ASSERTION: {"client_id": UDAP_URI, "max_lifetime": 300,
+                                     "audiences": [f"{settings().issuer}/token"]},
     }[kind]
     if keys is not None:
         base = {**base, "keys": keys}
@@ -132,7 +148,11 @@ def genuine(kind: Kind, key: RSAKey) -> str:
             Kind.REQUEST_OBJECT: lambda: request_object(key),
             Kind.DPOP_PROOF: lambda: dpop_proof(key),
             Kind.UPSTREAM_ID_TOKEN: lambda: upstream_id_token(key),
-            Kind.UPSTREAM_LOGOUT_TOKEN: lambda: upstream_logout_token(key)}[kind]()
+            Kind.UPSTREAM_LOGOUT_TOKEN: lambda: upstream_logout_token(key),
+            Kind.UDAP_SOFTWARE_STATEMENT: lambda: udap_token(
+                key, f"{settings().issuer}/register"),
+            Kind.UDAP_CLIENT_ASSERTION: lambda: udap_token(key, f"{settings().issuer}/token"),
+            }[kind]()
 
 
 @pytest.mark.parametrize("made_as", list(Kind), ids=lambda k: k.name)
