@@ -23,15 +23,15 @@ class ButtonForm(FlaskForm):
 class UpstreamForm(FlaskForm):
     """The admin console's "Add an upstream" form (the CLI's `idp upstreams create`)."""
 
-    name = StringField("Name", validators=[DataRequired(), Length(max=64)])
-    issuer = StringField("Issuer URL", validators=[DataRequired(), Length(max=500)])
-    client_id = StringField("Client ID", validators=[DataRequired(), Length(max=255)])
-    client_secret = PasswordField("Client secret", validators=[Length(max=1024)])
-    client_secret_env = StringField("or: environment variable holding it",
+    name = StringField(_l("Name"), validators=[DataRequired(), Length(max=64)])
+    issuer = StringField(_l("Issuer URL"), validators=[DataRequired(), Length(max=500)])
+    client_id = StringField(_l("Client ID"), validators=[DataRequired(), Length(max=255)])
+    client_secret = PasswordField(_l("Client secret"), validators=[Length(max=1024)])
+    client_secret_env = StringField(_l("or: environment variable holding it"),
                                     validators=[Length(max=100)])
-    scope = StringField("Scope", default="openid profile email",
+    scope = StringField(_l("Scope"), default="openid profile email",
                         validators=[DataRequired(), Length(max=500)])
-    link_by = StringField("Link by", default="email",
+    link_by = StringField(_l("Link by"), default="email",
                           validators=[Length(max=10)])  # checked by service.create
-    allowed_domains = StringField("Allowed domains (space-separated)",
+    allowed_domains = StringField(_l("Allowed domains (space-separated)"),
                                   validators=[Length(max=1000)])

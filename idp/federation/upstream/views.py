@@ -218,7 +218,7 @@ def upstreams(sso: SsoSession) -> Page:
         return _admin_page()
     form = UpstreamForm()
     if not form.validate_on_submit():
-        return _admin_page(form, 400, "Fill in the name, issuer, client ID and scope.")
+        return _admin_page(form, 400, _("Fill in the name, issuer, client ID and scope."))
     try:
         made = service.create(
             name=form.name.data or "", issuer=form.issuer.data or "",
@@ -232,7 +232,7 @@ def upstreams(sso: SsoSession) -> Page:
         return _admin_page(form, 400, str(exc))
     except service.outbound.OutboundRefused as exc:
         db.session.rollback()
-        return _admin_page(form, 400, f"issuer: {exc.reason}")
+        return _admin_page(form, 400, _("issuer: %(reason)s", reason=exc.reason))
     db.session.commit()
     return _admin_page(made=made)
 
@@ -244,7 +244,7 @@ def upstream_action(sso: SsoSession, name: str, action: str) -> Page:
     if row is None or action not in ("enable", "disable"):
         abort(404)
     if not ButtonForm().validate_on_submit():
-        return _admin_page(status=400, error="The form has expired: reload the page.")
+        return _admin_page(status=400, error=_("This form has expired; reload the page."))
     service.set_enabled(row, action == "enable", actor(sso))
     db.session.commit()
     return redirect(url_for(".upstreams"))
