@@ -108,11 +108,21 @@ def _view() -> Callable[..., object] | None:
     return current_app.view_functions.get(request.endpoint or "")
 
 
+def this_page() -> str:
+    """The path and query of this GET, to come back to. The gates run before the hook that
+    refuses a non-UTF-8 query string (idp.web.security), so such a query is dropped here rather
+    than decoded (request.full_path would raise UnicodeDecodeError: a 500)."""
+    try:
+        return request.full_path.rstrip("?")
+    except UnicodeDecodeError:
+        return request.path
+
+
 def _back() -> str:
     """Where to come back after the step: this page for a GET, the page the form was on (when
     it is ours) for anything else, else the account page."""
     if request.method == "GET":
-        return request.full_path.rstrip("?")
+        return this_page()
     referrer = urlsplit(request.referrer or "")
     if referrer.netloc == request.host and referrer.path.startswith("/"):
         return referrer.path + (f"?{referrer.query}" if referrer.query else "")

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
-from idp.web.gates import recent_sign_in
+from idp.web.gates import recent_sign_in, this_page
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,7 +26,7 @@ def login_url(back: str | None = None) -> str:
     """Sign in, then back: to this page for a GET, else to the endpoint `back` (by default
     the account page: a form's POST cannot be replayed after signing in)."""
     if request.method == "GET":
-        return url_for("accounts.login", next=request.full_path.rstrip("?"))
+        return url_for("accounts.login", next=this_page())
     return url_for("accounts.login", next=url_for(back or "accounts.account"))
 
 
