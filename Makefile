@@ -48,7 +48,10 @@ lint: install
 bench: install
 	$(BIN)/python bench/run.py
 
-# docs/screenshots/*.png: the ten-minute tour (tests/e2e/test_tour.py) in Chromium against the
-# stack `make run` starts, saving the main pages as it passes them (axe-core checks each).
+# docs/screenshots/*.png: the ten-minute tour (tests/e2e/test_tour.py) and the upstream
+# sign-in (tests/e2e/test_browser_upstream.py: the admin console's Upstreams page, the login
+# page's "Sign in with" buttons) in Chromium against the stack `make run` starts, saving the
+# main pages as they pass them (axe-core checks each).
 screenshots: install node-deps
-	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q -p no:randomly tests/e2e/test_tour.py
+	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q -p no:randomly tests/e2e/test_tour.py \
+	    tests/e2e/test_browser_upstream.py

@@ -11,7 +11,7 @@ from playwright.sync_api import Browser, Page, expect
 from idp.extensions import db
 from tests.e2e.axe import assert_accessible
 from tests.e2e.conftest import Person, Server
-from tests.helpers import PASSWORD, forget_totp_use, make_user
+from tests.helpers import PASSWORD, forget_totp_use, make_user, totp_now
 
 pytestmark = pytest.mark.e2e
 
@@ -111,6 +111,49 @@ def test_enrolment_and_public_pages_in_spanish(ctx, idp_server: Server, tab: Pag
     public.get_by_role("button", name="Enviar solicitud").click()
     expect(public.locator("#error-summary")).to_contain_text("requieren su atención")
     _spanish(public, "Registro de nuevos proveedores", "registration errors")
+
+
+def _new_password(page: Page, password: str) -> None:
+    page.get_by_label("Contraseña nueva", exact=True).fill(password)
+    page.get_by_label("Confirme la contraseña nueva").fill(password)
+    page.get_by_role("button", name="Guardar contraseña").click()
+
+
+def test_forced_password_change_and_acknowledgment_in_spanish(ctx, idp_server: Server,
+                                                               tab: Page):
+    """A first sign-in with a temporary password, as after approval: the forced change and the
+    daily acknowledgment, each also with its error, in Spanish."""
+    temporary, chosen = "Temporal-Abedul-Senal-64!", "Granito-Orquidea-Terciopelo-93?"
+    make_user("enf.garcia", npi=None, role="nurse_practitioner", password=temporary,
+              temporary=True, acknowledged=False)
+    db.session.commit()  # end the read transaction: SQLite writers in gunicorn must not wait
+    page = tab
+    _password_step(page, idp_server, "enf.garcia", temporary)
+    page.wait_for_url("**/mfa/challenge")
+    page.get_by_label("Código de su aplicación de autenticación").fill(totp_now("enf.garcia"))
+    page.get_by_role("button", name="Verificar").click()
+    page.wait_for_url("**/account/password/required**")
+    forget_totp_use("enf.garcia")
+    _spanish(page, "Establezca una contraseña nueva", "forced password change")
+    expect(page.get_by_text("Inició sesión con una contraseña temporal")).to_be_visible()
+    _new_password(page, temporary)  # the temporary one cannot stay
+    expect(page.locator("#password-errors")).to_contain_text("Esta contraseña no se puede usar")
+    expect(page.locator("#password-errors")).to_be_focused()
+    _spanish(page, "Establezca una contraseña nueva", "forced password change error")
+    _new_password(page, chosen)
+
+    page.wait_for_url("**/account/acknowledge**")
+    _spanish(page, "Declaración diaria de seguridad", "acknowledgment")
+    expect(page.locator(".ack-text")).to_contain_text("información de los pacientes")
+    page.get_by_role("button", name="Continuar").click()
+    expect(page.locator("#acknowledge-error")).to_have_text("Marque la casilla para continuar.")
+    expect(page.locator("#acknowledge-error")).to_be_focused()
+    expect(page.locator("#acknowledge")).to_have_attribute("aria-invalid", "true")
+    _spanish(page, "Declaración diaria de seguridad", "acknowledgment error")
+    page.get_by_label("He leído y acepto la declaración anterior").check()
+    page.get_by_role("button", name="Continuar").click()
+    page.wait_for_url("**/account")
+    _spanish(page, "Su cuenta", "account after the acknowledgment")
 
 
 def test_consent_and_logout_in_spanish(idp_server: Server, person: Person, rp_site, tab: Page):

@@ -9,6 +9,13 @@ upstream.mjs, standing in for Entra ID or Okta), registered with `idp upstreams 
   portal's.
 - A new person signed in upstream applies through the pre-filled onboarding form and lands in
   the verification queue.
+- An administrator adds a second upstream in the admin console (/admin/upstreams), which shows
+  the redirect URI to register there; the login page then offers "Sign in with okta", which
+  leads through that upstream to the choice an unknown identity is given.
+
+axe-core checks the admin page, the login page and the choice page (tests/e2e/axe.py). With
+SCREENSHOTS_DIR set (`make screenshots`), they are saved there as PNG files for
+docs/federation.md and the README.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.test_devstack import Stack, running_stack
+from tests.e2e.axe import assert_accessible
+from tests.e2e.test_devstack import Stack, _chromium_sign_in, running_stack
 from tests.upstream_support import UPSTREAM_SECRET, NodeUpstream
 
 pytestmark = pytest.mark.e2e
@@ -41,6 +49,15 @@ ACCOUNTS = {
         "email": "maria.lopez@directory.example", "email_verified": True,
         "given_name": "Maria", "family_name": "Lopez"}},
 }
+SHOTS = Path(os.environ["SCREENSHOTS_DIR"]) if os.environ.get("SCREENSHOTS_DIR") else None
+
+
+def _check(page: Page, name: str) -> None:
+    """axe on the page as it is now; its screenshot under `make screenshots`."""
+    assert_accessible(page, name)
+    if SHOTS is not None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +237,53 @@ def test_a_new_person_applies_prefilled_and_lands_in_the_verification_queue(
                                      "subject = 'mlopez'")
     assert pending_app == app_id
     context.close()
+
+
+def test_an_admin_adds_an_upstream_in_the_console_and_the_login_page_offers_it(
+        stack: Stack, upstream: NodeUpstream, browser: Browser,
+        tmp_path_factory: pytest.TempPathFactory):
+    idp, portal = stack.urls["IdP"], stack.urls["Portal"]
+    okta = NodeUpstream(tmp_path_factory.mktemp("node-okta"), [idp], ACCOUNTS, name="okta")
+    try:
+        admin = browser.new_context(viewport={"width": 1100, "height": 800})
+        admin.set_default_timeout(20_000)
+        page = admin.new_page()
+        page.goto(f"{idp}/login?next=/admin/upstreams")
+        _chromium_sign_in(page, stack, "idp.admin")
+        page.wait_for_url(f"{idp}/admin/upstreams")
+        expect(page.get_by_role("cell", name=f"{idp}/upstream/hospital/callback")).to_be_visible()
+        page.get_by_label("Name (the button reads").fill("okta")
+        page.get_by_label("Issuer URL").fill(okta.issuer)
+        page.get_by_label("Client ID").fill(okta.client_id)
+        page.get_by_label("Client secret (stored encrypted)").fill(UPSTREAM_SECRET)
+        page.get_by_label("Allowed domains").fill("directory.example")
+        _check(page, "admin-upstream-new")
+        page.get_by_role("button", name="Add upstream").click()
+        expect(page.get_by_role("status")).to_contain_text("Upstream okta added")
+        expect(page.locator("#made-redirect-uri")).to_have_text(f"{idp}/upstream/okta/callback")
+        expect(page.get_by_label("Issuer URL")).to_have_value("")  # the form is empty again
+        _check(page, "admin-upstreams")
+        [(issuer, enabled)] = _query(stack, "SELECT issuer, enabled FROM upstreams WHERE "
+                                            "name = 'okta'")
+        assert issuer == okta.issuer and enabled
+        admin.close()
+
+        # Someone signed out: the login page offers both upstreams; the new one works.
+        context = browser.new_context(viewport={"width": 1100, "height": 800})
+        context.set_default_timeout(20_000)
+        page = context.new_page()
+        page.goto(f"{portal}/")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{idp}/login?**")
+        expect(page.get_by_role("link", name="Sign in with hospital")).to_be_visible()
+        expect(page.get_by_role("link", name="Sign in with okta")).to_be_visible()
+        _check(page, "login-upstreams")
+        page.get_by_role("link", name="Sign in with okta").click()
+        _at_upstream(page, okta, "mlopez")
+        page.wait_for_url(f"{idp}/upstream/link")
+        expect(page.get_by_text("maria.lopez@directory.example", exact=False)).to_be_visible()
+        expect(page.get_by_role("link", name="Apply for an account")).to_be_visible()
+        _check(page, "upstream-link")
+        context.close()
+    finally:
+        okta.stop()

@@ -234,7 +234,7 @@ def upstreams(sso: SsoSession) -> Page:
         db.session.rollback()
         return _admin_page(form, 400, _("issuer: %(reason)s", reason=exc.reason))
     db.session.commit()
-    return _admin_page(made=made)
+    return _admin_page(UpstreamForm(formdata=None), made=made)  # saved: an empty form again
 
 
 @admin_bp.post("/upstreams/<name>/<action>")
