@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, redirect, render_template, url_for
 
 from clients import rp
-from clients.portal import dashboard
+from clients.portal import apps, dashboard
 
 bp = Blueprint("pages", __name__)
 
@@ -22,6 +22,8 @@ def index() -> Response | str:
     roles = user.get("roles") or []
     panels = dashboard.load(current_app.config["EHR_API"], token, roles)
     labels = [dashboard.ROLE_LABELS.get(r, r) for r in roles]
+    tiles = apps.load(rp.rp_settings().issuer, token)
     return render_template("index.html", user=user, role_labels=labels, panels=panels,
+                           tiles=tiles,
                            ehr_url=current_app.config["EHR_API"],
                            minutes_left=rp.session_minutes_left())

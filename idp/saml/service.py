@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlencode
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -365,6 +365,22 @@ def allowed(user: User, sp_entity_id: str) -> bool:
     """The per-SP role restriction of saml.toml."""
     roles = policy().saml.sp(sp_entity_id).roles
     return roles is None or user.role in roles
+
+
+@dataclass(frozen=True)
+class App:
+    """One SP a user may open: the portal's tile (name, and the IdP-initiated link)."""
+
+    entity_id: str
+    name: str
+    launch_url: str
+
+
+def apps_for(user: User) -> list[App]:
+    """The registered SPs this account may sign in to (saml.toml role restrictions), by name,
+    each with its IdP-initiated link `<issuer>/saml/launch?sp=<entityID>`."""
+    return [App(sp.entity_id, sp.name, endpoint("launch") + "?" + urlencode({"sp": sp.entity_id}))
+            for sp in registry.all_sps() if allowed(user, sp.entity_id)]
 
 
 def name_id_for(user: User, sp: SamlServiceProvider, fmt: str) -> NameID:

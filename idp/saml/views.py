@@ -1,20 +1,23 @@
 """SAML endpoints (design.md contract): /saml/metadata, /saml/sso (HTTP-Redirect, HTTP-POST),
 /saml/resume/<key> (where the browser comes back after signing in), /saml/launch
-(IdP-initiated) and /saml/slo. Views parse, call idp.saml.service and answer; a refused
-message is a readable 4xx page and nothing is posted to anyone."""
+(IdP-initiated), /saml/slo, and /saml/apps (the SPs a user may open, for the portal's tiles:
+a bearer access token of a first-party client). Views parse, call idp.saml.service and
+answer; a refused message is a readable 4xx page and nothing is posted to anyone."""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import clock
+from idp.accounts.models import User
 from idp.audit import service as audit
-from idp.context import policy
+from idp.context import policy, settings
 from idp.extensions import csrf, db
+from idp.oidc import client_cache, dpop, tokens
 from idp.oidc.interaction import pipeline
 from idp.oidc.interaction.checks import SIGN_IN
 from idp.oidc.interaction.pipeline import Interaction, ProtocolRequest
@@ -91,6 +94,57 @@ def launch() -> Response | BaseResponse | tuple[str, int]:
         return _refuse(exc, "launch")
     db.session.commit()
     return redirect(url_for("saml.resume", key=row.key))
+
+
+def _apps_error(status: int, error: str | None = None, description: str | None = None
+                ) -> Response:
+    """RFC 6750 §3: the WWW-Authenticate challenge and a JSON body, never cached."""
+    challenge = f'Bearer realm="{settings().issuer}"'
+    if error:
+        challenge += f', error="{error}", error_description="{description}"'
+    response = jsonify({"error": error, "error_description": description} if error else {})
+    response.status_code = status
+    response.headers["WWW-Authenticate"] = challenge
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/apps")
+def apps() -> Response:
+    """The service providers the token's user may open (tiles linking to /saml/launch).
+    Called by a first-party relying party (the portal) with the user's access token
+    (`Authorization: Bearer`, scope openid); a DPoP-bound token needs its proof, as at
+    userinfo. Third-party clients are refused: the list of a user's applications is not a
+    claim they were granted."""
+    scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+    scheme, raw = scheme.lower(), raw.strip()
+    if not raw:
+        return _apps_error(401)
+    if scheme not in ("bearer", "dpop"):
+        return _apps_error(401, "invalid_token", "expected a Bearer or DPoP token")
+    try:
+        claims, record = tokens.verify_access_token(raw, with_user=False)
+        dpop.check_resource_request(request.headers, method="GET",
+                                    url=dpop.endpoint_url("/saml/apps"), scheme=scheme,
+                                    token=raw, claims=claims)
+    except tokens.InvalidToken as exc:
+        return _apps_error(401, "invalid_token", str(exc))
+    except dpop.ResourceRefused as exc:
+        return _apps_error(401, exc.error, exc.description)
+    if "openid" not in record.scope.split():
+        return _apps_error(403, "insufficient_scope", "the token lacks the openid scope")
+    client = client_cache.get(record.client_id)
+    if client is None or client.disabled or not client.first_party:
+        return _apps_error(403, "insufficient_scope",
+                           "only first-party applications list a user's applications")
+    user = db.session.get(User, record.user_id) if record.user_id else None
+    if user is None or user.disabled:
+        return _apps_error(401, "invalid_token", "the token's user is not active")
+    response = jsonify({"apps": [{"entity_id": a.entity_id, "name": a.name,
+                                  "launch_url": a.launch_url}
+                                 for a in service.apps_for(user)]})
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/resume/<key>")

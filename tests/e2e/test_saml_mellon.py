@@ -1,22 +1,28 @@
 """The SAML IdP with a real service provider that is not ours: Apache httpd with
 mod_auth_mellon, in Chromium. SP-initiated sign-in through password, TOTP and the daily
 acknowledgment shows our attributes on its page; logout at the SP (SAML SLO) ends our session,
-and the protected page leads to our login page again."""
+and the protected page leads to our login page again. Mixed protocols through the real portal
+(the development stack, `make run`): signed in at the OIDC portal, the SP's tile signs in at
+mellon without a password prompt, and logout at the portal ends the SAML session too."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import pyotp
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import select
 
 from idp.accounts.models import User
 from idp.audit.models import AuditEvent
 from idp.extensions import db
 from idp.sessions.models import SsoSession
-from tests.e2e.conftest import Person
-from tests.e2e.saml_sps import mellon_sp, register_sp
+from tests.e2e.conftest import Person, Server
+from tests.e2e.saml_sps import MellonSp, mellon_sp, register_sp
+from tests.e2e.test_devstack import Stack, running_stack
 from tests.helpers import PASSWORD, TOTP_SECRETS, forget_totp_use, make_user
 
 pytestmark = pytest.mark.e2e
@@ -135,5 +141,103 @@ def test_mellon_idp_initiated_then_logout_at_the_idp_then_single_sign_on_from_th
         page.goto(mellon.url("/protected/"))
         arrived(page, mellon, "/protected/")
         assert page.locator("#email").inner_text() == person.email
+    finally:
+        context.close()
+
+
+# -- mixed protocols through the real portal (the development stack) ---------------------------
+@pytest.fixture
+def stack_and_mellon(tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[tuple[Stack, MellonSp, dict[str, str]]]:
+    """`make run`'s stack with its IdP on 127.0.0.1 (the same site as mellon's loopback port:
+    mellon's cookies carry no SameSite, see saml_sps) and mellon registered with it through
+    `idp saml sps create`, against the stack's own database, keys and instance directory."""
+    tmp = tmp_path_factory.mktemp("devstack-saml")
+    with running_stack(tmp, idp_host="127.0.0.1") as stack:
+        idp = Server(stack.urls["IdP"], tmp)
+        stack_env = {"DATABASE_URL": stack.database, "IDP_KEYS_DIR": str(tmp / "keys"),
+                     "IDP_INSTANCE_DIR": str(stack.instance), "IDP_ISSUER": idp.base}
+        with mellon_sp(idp, stack_env) as sp:
+            yield stack, sp, stack_env
+
+
+def _stack_rows(stack: Stack, query: sa.Select) -> list[sa.Row]:
+    engine = sa.create_engine(stack.database)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(query))
+    finally:
+        engine.dispose()
+
+
+def _await_logout_sent(stack: Stack, sp: MellonSp) -> list[sa.Row]:
+    """The IdP sends the SOAP LogoutRequest after its logout response has gone out: wait
+    until it is recorded (a wait, not a timed assertion: the bound only ends a broken run)."""
+    events = AuditEvent.__table__
+    query = sa.select(events.c.event, events.c.detail).where(
+        events.c.event == "saml.logout_sent")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = _stack_rows(stack, query)
+        if rows:
+            return rows
+        time.sleep(0.2)
+    pytest.fail(f"no saml.logout_sent recorded:\n{stack.output}\n{sp.log()}")
+
+
+def test_portal_tile_signs_in_at_mellon_without_a_password_and_portal_logout_ends_it(
+        stack_and_mellon, browser):
+    stack, mellon, stack_env = stack_and_mellon
+    idp, portal = stack.urls["IdP"], stack.urls["Portal"]
+    registered = register_sp(stack_env, mellon.root / "sp.xml", "--name", "Mellon test SP")
+    assert registered["entity_id"] == mellon.entity_id
+    username = "dr.rivera"
+    context = browser.new_context()
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    visited: list[str] = []
+    page.on("framenavigated", lambda frame: visited.append(frame.url)
+            if frame == page.main_frame else None)
+    try:
+        # Signed in at the OIDC portal: password, authenticator app, (daily acknowledgment).
+        page.goto(f"{portal}/")
+        page.locator("#sign-in").click()
+        page.wait_for_url(f"{idp}/login?**")
+        page.get_by_label("Username or NPI").fill(username)
+        page.get_by_label("Password").fill(stack.password(username))
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        page.wait_for_url(f"{idp}/mfa/challenge")
+        page.get_by_label("Code from your authenticator app").fill(
+            pyotp.TOTP(stack.totp_secret(username)).now())
+        page.get_by_role("button", name="Verify").click()
+        stack.forget_totp_use(username)
+        page.wait_for_load_state()
+        if page.url.startswith(f"{idp}/account/acknowledge"):
+            page.locator("#acknowledge").check()
+            page.get_by_role("button", name="Continue").click()
+        page.wait_for_url(f"{portal}/")
+        assert "Welcome, Alex Rivera" in page.content()
+
+        # The portal learnt the user's SAML applications from the IdP (/saml/apps): one tile,
+        # the IdP-initiated link. Clicking it signs in at mellon with no password prompt.
+        tile = page.locator("#apps").get_by_role("link", name="Mellon test SP")
+        assert tile.get_attribute("href") == (
+            f"{idp}/saml/launch?sp=" + quote(mellon.entity_id, safe=""))
+        before = len(visited)
+        tile.click()
+        arrived(page, mellon, "/protected/")
+        assert page.locator("#preferred_username").inner_text() == username
+        assert not [u for u in visited[before:] if u.startswith(f"{idp}/login")], visited
+
+        # Logout at the portal: RP-initiated logout ends the IdP session, whose SAML
+        # participant (mellon) gets a SOAP LogoutRequest; the protected page then leads to
+        # our login page again.
+        page.goto(f"{portal}/")
+        page.get_by_role("button", name="Logout").click()
+        page.wait_for_url(f"{portal}/?state=**")
+        sent = _await_logout_sent(stack, mellon)
+        assert sent[0].detail.get("outcome") == "delivered", (sent, mellon.log())
+        page.goto(mellon.url("/protected/"))
+        page.wait_for_url(f"{idp}/login?**")
     finally:
         context.close()
