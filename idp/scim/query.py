@@ -260,6 +260,9 @@ def sort_column(sort_by: str | None) -> Any:
     return column
 
 
+MAX_START_INDEX = 2**31 - 1
+
+
 def page(start_index: str | None, count: str | None, default: int, maximum: int
          ) -> tuple[int, int]:
     """(offset, limit) from startIndex (1-based; below 1 is 1) and count (negative is 0,
@@ -271,6 +274,8 @@ def page(start_index: str | None, count: str | None, default: int, maximum: int
             return int(raw)
         except ValueError:
             raise ScimError(400, f"{name} must be an integer", "invalidValue") from None
-    start = max(1, number(start_index, "startIndex", 1))
+    # Beyond any result set, and within a 32-bit OFFSET: 99999999999999999999 made SQLite raise
+    # OverflowError (a 500) and would overflow PostgreSQL's bigint.
+    start = min(max(1, number(start_index, "startIndex", 1)), MAX_START_INDEX)
     limit = min(max(0, number(count, "count", default)), maximum)
     return start - 1, limit

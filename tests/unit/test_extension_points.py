@@ -26,6 +26,9 @@ def test_a_features_scopes_are_offered_only_while_it_is_installed():
     assert SMART_SCOPES <= reg.supported_scopes(POLICY)
     assert "emergency_access" not in reg.supported_scopes(POLICY)
     registry.add_feature(app, "breakglass")
+    assert "emergency_access" in reg.supported_scopes(POLICY)
+    assert "udap" not in reg.supported_scopes(POLICY)
+    registry.add_feature(app, "udap")
     assert reg.supported_scopes(POLICY) == set(POLICY.scopes)
 
 
