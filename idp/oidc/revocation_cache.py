@@ -120,20 +120,22 @@ def record(jti: str, load: Callable[[], Any]) -> Any:
     return row
 
 
-def user_info(user_id: int, scope: str, build: Callable[[User], dict[str, Any]]
-              ) -> tuple[bool, dict[str, Any] | None]:
+def user_info(user_id: int, scope: str, build: Callable[[User], dict[str, Any]],
+              subject: str | None = None) -> tuple[bool, dict[str, Any] | None]:
     """(active, claims) of the account for a userinfo answer: from the cache when the epoch
     and CLAIMS_TTL allow, else read and built by `build(user)`. (False, None): no such
-    account, or disabled."""
+    account, disabled, or not the account `subject` (the token's `sub`) names: an account id
+    can come again (SQLite reuses the highest id after a delete), a subject never does."""
     epoch = current_epoch()
     key = (user_id, scope)
     now = _clock()
     if epoch is not None:
         entry = _claims.get(key)
-        if entry is not None and entry[0] == epoch and entry[1] > now:
+        if entry is not None and entry[0] == epoch and entry[1] > now and (
+                subject is None or (entry[3] or {}).get("sub") == subject):
             return entry[2], dict(entry[3]) if entry[3] is not None else None
     user = db.session.get(User, user_id)
-    if user is None or user.disabled:
+    if user is None or user.disabled or (subject is not None and user.subject != subject):
         active, claims = False, None
     else:
         active, claims = True, build(user)

@@ -160,7 +160,8 @@ def userinfo() -> Response:
     # The account's claims: from the node-local cache while the revocation epoch holds
     # (idp.oidc.revocation_cache), else one read of the account.
     active, info = revocation_cache.user_info(record.user_id, record.scope, lambda user:
-                                              user_claims(user, record.scope)) \
+                                              user_claims(user, record.scope),
+                                              claims.get("sub")) \
         if record.user_id else (False, None)
     if not active or info is None:
         return _bearer_error(401, "invalid_token", "the token's user is not active")

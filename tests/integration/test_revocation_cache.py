@@ -170,3 +170,21 @@ def test_the_cache_off_reads_every_time(app, client, signed_in, monkeypatch):
     with counting(app) as counter:
         assert _introspect(client, rp, tokens["access_token"])["active"] is True
     assert len(counter) == 1, counter.report()  # the record, as before the cache
+
+
+def test_cached_claims_are_only_for_the_tokens_subject(app, client, signed_in):
+    """An account id can come again (SQLite reuses the highest id after a delete; the test
+    tables are emptied under a running server): claims cached for the id are served only to a
+    token whose `sub` is theirs, and a token whose `sub` is not the account's is refused."""
+    _, tokens = signed_in
+    first = _userinfo(client, tokens["access_token"])
+    assert first.status_code == 200
+    with app.app_context():
+        user_id = db.session.execute(db.select(AccessTokenRecord.user_id)).scalars().first()
+        build = lambda user: {"sub": user.subject}  # noqa: E731
+        subject = first.get_json()["sub"]
+        assert revocation_cache.user_info(user_id, "openid", build, subject)[0]
+        assert revocation_cache.user_info(user_id, "openid", build, subject)[1] == {
+            "sub": subject}  # cached now
+        assert revocation_cache.user_info(user_id, "openid", build, "someone-else") == (
+            False, None)
