@@ -5,7 +5,6 @@ fixture)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -18,11 +17,10 @@ import requests
 from click.testing import CliRunner
 
 from idp.cli import main
+from tests.e2e import apache
+from tests.e2e.apache import MODULES, require_module, run_as, running_httpd
 from tests.e2e.conftest import Server, free_port
-from tests.helpers import wait_ready
 
-APACHE = "/usr/sbin/apache2"
-MODULES = Path("/usr/lib/apache2/modules")
 CREATE_METADATA = "/usr/sbin/mellon_create_metadata"
 SOAP = "urn:oasis:names:tc:SAML:2.0:bindings:SOAP"
 
@@ -101,12 +99,7 @@ class MellonSp:
         return self.base + path
 
     def log(self) -> str:
-        text = ""
-        for name in ("stdout", "error.log"):
-            path = self.root / name
-            if path.exists():
-                text += path.read_text(errors="replace")[-4000:]
-        return text
+        return apache.output(self.root)
 
 
 def register_sp(env: dict[str, str], metadata: Path, *extra: str) -> dict:
@@ -122,9 +115,7 @@ def register_sp(env: dict[str, str], metadata: Path, *extra: str) -> dict:
 
 @contextmanager
 def mellon_sp(idp_server: Server, env: dict[str, str]) -> Iterator[MellonSp]:
-    assert Path(APACHE).is_file(), "apache2 is not installed (Debian package apache2)"
-    assert (MODULES / "mod_auth_mellon.so").is_file(), \
-        "mod_auth_mellon is not installed (Debian package libapache2-mod-auth-mellon)"
+    require_module("mod_auth_mellon.so", "libapache2-mod-auth-mellon")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     entity_id = f"{base}/sp"
@@ -151,30 +142,15 @@ def mellon_sp(idp_server: Server, env: dict[str, str]) -> Iterator[MellonSp]:
     (docroot / "protected" / "index.shtml").write_text(PAGE)
     (docroot / "bye.html").write_text("<!doctype html><p>Signed out of the SP</p>")
     (docroot / "readyz").write_text('{"status": "ready"}')
-    user = "User nobody\nGroup nogroup" if os.geteuid() == 0 else ""
     for path in (root, docroot, docroot / "protected"):
         path.chmod(0o755)
     for name in ("sp.key", "sp.crt", "sp.xml", "idp.xml"):
         (root / name).chmod(0o644)  # a throw-away test key; httpd's children read it
     conf = root / "httpd.conf"
-    conf.write_text(MELLON_CONFIG.format(root=root, port=port, user=user, modules=MODULES,
+    conf.write_text(MELLON_CONFIG.format(root=root, port=port, user=run_as(), modules=MODULES,
                                          docroot=docroot))
-    out = (root / "stdout").open("wb")
-    proc = subprocess.Popen([APACHE, "-f", str(conf), "-DFOREGROUND"], stdout=out,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                 "LANG": "C"})
-    sp = MellonSp(base, entity_id, root)
     try:
-        wait_ready(proc, lambda: requests.get(f"{base}/readyz", timeout=2), sp.log,
-                   "httpd (mod_auth_mellon)", 20.0)
-        yield sp
+        with running_httpd(conf, base, "httpd (mod_auth_mellon)"):
+            yield MellonSp(base, entity_id, root)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        out.close()
         shutil.rmtree(root, ignore_errors=True)

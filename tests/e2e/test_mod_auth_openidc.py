@@ -16,10 +16,8 @@ and stops it by pid."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,14 +32,13 @@ from idp.accounts.models import User
 from idp.extensions import db
 from idp.oidc.models import RefreshToken
 from idp.sessions.models import SsoSession
+from tests.e2e.apache import MODULES, require_module, run_as, running_httpd
 from tests.e2e.conftest import Server, browser_sign_in, free_port, seed_client
 from tests.e2e.refresh_checks import at_hash, refused, verified_claims
-from tests.helpers import Rp, register_secret, wait_ready
+from tests.helpers import Rp, register_secret
 
 pytestmark = pytest.mark.e2e
 
-APACHE = "/usr/sbin/apache2"
-MODULES = Path("/usr/lib/apache2/modules")
 SCOPE = "openid profile email"
 
 CONFIG = """\
@@ -107,9 +104,7 @@ class Portal:
 
 @pytest.fixture
 def portal(idp_server: Server, ctx) -> Iterator[Portal]:
-    assert Path(APACHE).is_file(), "apache2 is not installed (Debian package apache2)"
-    assert (MODULES / "mod_auth_openidc.so").is_file(), \
-        "mod_auth_openidc is not installed (Debian package libapache2-mod-auth-openidc)"
+    require_module("mod_auth_openidc.so", "libapache2-mod-auth-openidc")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     rp = seed_client(redirect_uri=f"{base}/protected/redirect_uri", name="Apache portal",
@@ -120,44 +115,21 @@ def portal(idp_server: Server, ctx) -> Iterator[Portal]:
     (docroot / "protected" / "index.html").write_text("<!doctype html><p>Portal home</p>")
     (docroot / "bye").write_text("<!doctype html><p>Signed out</p>")
     (docroot / "readyz").write_text('{"status": "ready"}')
-    # httpd's children drop root for this user, and must read the document root.
-    user = "User nobody\nGroup nogroup" if os.geteuid() == 0 else ""
+    # httpd's children drop root (apache.run_as), and must read the document root.
     for path in (root, docroot, docroot / "protected"):
         path.chmod(0o755)
     passphrase = secrets.token_urlsafe(24)
     register_secret("mod_auth_openidc passphrase", passphrase)
     conf = root / "httpd.conf"
-    conf.write_text(CONFIG.format(root=root, port=port, user=user, modules=MODULES,
+    conf.write_text(CONFIG.format(root=root, port=port, user=run_as(), modules=MODULES,
                                   docroot=docroot, issuer=idp_server.base,
                                   client_id=rp.client_id, client_secret=rp.client_secret,
                                   passphrase=passphrase, scope=SCOPE))
     conf.chmod(0o600)  # it holds the client secret; the root parent reads it
-    out = (root / "stdout").open("wb")
-    proc = subprocess.Popen([APACHE, "-f", str(conf), "-DFOREGROUND"], stdout=out,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                 "LANG": "C"})
-    log = root / "error.log"
-
-    def output() -> str:
-        text = ""
-        for path in (root / "stdout", log):
-            if path.exists():
-                text += path.read_text(errors="replace")[-4000:]
-        return text
-
     try:
-        wait_ready(proc, lambda: requests.get(f"{base}/readyz", timeout=2), output,
-                   "httpd (mod_auth_openidc)", 20.0)
-        yield Portal(base, rp, log)
+        with running_httpd(conf, base, "httpd (mod_auth_openidc)"):
+            yield Portal(base, rp, root / "error.log")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        out.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
