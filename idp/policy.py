@@ -707,6 +707,11 @@ class Policy:
         return max(self.tokens.access_token_lifetime, self.tokens.id_token_lifetime,
                    self.tokens.max_access_token_lifetime, self.tokens.max_id_token_lifetime)
 
+    def is_clinical(self, role: str) -> bool:
+        """Is `role` one of roles.toml's clinical roles (an unknown role is not)?"""
+        found = self.roles.get(role)
+        return bool(found and found.clinical)
+
     def claims_for(self, scopes: list[str]) -> set[str]:
         return {c for s in scopes if s in self.scopes for c in self.scopes[s].claims}
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from datetime import date
 
+from idp import clock
+from idp.accounts.models import User
 from idp.core.i18n import gettext as _
 from idp.policy import LicenseState
 
@@ -35,3 +37,10 @@ def problems(states: dict[str, LicenseState], state: str, number: str, expires: 
         found["license_expires"] = _("This license has expired: the expiry date must "
                                      "be in the future.")
     return found
+
+
+def credentials_complete(user: User) -> bool:
+    """A verified NPI and an unexpired license on the account (what onboarding's verifier
+    records, and what provisioning from HR or the directory must find before a clinical role)."""
+    return bool(user.npi and user.license_number and user.license_expires
+                and user.license_expires > clock.now().date())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import update
 
 from idp import clock
-from idp.accounts import reset
+from idp.accounts import licenses, reset
 from idp.accounts import settings as account_settings
 from idp.accounts.models import User
 from idp.audit import service as audit
@@ -50,17 +50,6 @@ def send_welcome(user: User) -> None:
     outbox.deliver_after_response([row.id])
 
 
-def _clinical(role: str) -> bool:
-    found = policy().roles.get(role)
-    return bool(found and found.clinical)
-
-
-def credentials_complete(user: User) -> bool:
-    """A valid NPI and an unexpired license (checked for shape and state when written)."""
-    return bool(user.npi and user.license_number and user.license_expires
-                and user.license_expires > clock.now().date())
-
-
 def role_wanted(user: User, profile: ScimProfile, role: str, token_name: str, *,
                 joining: bool = False) -> None:
     """The role the connector asks for. A clinical one without credentials is held (the
@@ -69,7 +58,7 @@ def role_wanted(user: User, profile: ScimProfile, role: str, token_name: str, *,
         profile.requested_role = None
         return
     target = role
-    if _clinical(role) and not credentials_complete(user):
+    if policy().is_clinical(role) and not licenses.credentials_complete(user):
         if profile.requested_role != role:
             audit.record("scim.clinician_pending", user_id=user.id, actor=actor(token_name),
                          token_name=token_name, requested_role=role)
@@ -90,8 +79,8 @@ def change_role(user: User, role: str, token_name: str, *, joining: bool = False
     moved: dict[str, str] = {"from": old, "to": role}
     audit.record("user.role_changed", user_id=user.id, actor=actor(token_name),
                  token_name=token_name, **moved)  # type: ignore[arg-type]
-    events.emit(events.ROLE_CHANGED, user_id=user.id, role=role, clinical=_clinical(role),
-                actor=actor(token_name))
+    events.emit(events.ROLE_CHANGED, user_id=user.id, role=role,
+                clinical=policy().is_clinical(role), actor=actor(token_name))
     if not joining:
         account_settings.sign_out_everywhere(user, "role_changed", actor=actor(token_name))
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 
 from idp import clock
+from idp.accounts import licenses
 from idp.accounts import service as accounts
 from idp.accounts import settings as account_settings
 from idp.accounts.models import User
@@ -53,17 +54,6 @@ def link_of(user: User) -> LdapLink | None:
         return None
     return db.session.execute(
         select(LdapLink).where(LdapLink.user_id == user.id)).scalar_one_or_none()
-
-
-def _clinical(role: str) -> bool:
-    found = policy().roles.get(role)
-    return bool(found and found.clinical)
-
-
-def credentials_complete(user: User) -> bool:
-    """A verified NPI and an unexpired license (what onboarding's verifier records)."""
-    return bool(user.npi and user.license_number and user.license_expires
-                and user.license_expires > clock.now().date())
 
 
 def wanted_role(entry: Entry) -> str:
@@ -163,7 +153,7 @@ def _set_role(user: User, link: LdapLink, entry: Entry, actor: str, *, joining: 
     wanted = wanted_role(entry)
     link.directory_role = wanted
     target = wanted
-    pending = _clinical(wanted) and not credentials_complete(user)
+    pending = policy().is_clinical(wanted) and not licenses.credentials_complete(user)
     if pending:
         target = policy().ldap.pending_role
     if target != user.role:
@@ -171,7 +161,7 @@ def _set_role(user: User, link: LdapLink, entry: Entry, actor: str, *, joining: 
         moved: dict[str, Any] = {"from": old, "to": target}  # "from" is a keyword
         audit.record("user.role_changed", user_id=user.id, actor=actor, source="ldap", **moved)
         events.emit(events.ROLE_CHANGED, user_id=user.id, role=target,
-                    clinical=_clinical(target), actor=actor)
+                    clinical=policy().is_clinical(target), actor=actor)
         if not joining:
             account_settings.sign_out_everywhere(user, "role_changed", actor=actor)
     if pending:
