@@ -7,11 +7,9 @@ from flask import Blueprint, Response, redirect, render_template, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp import clock
-from idp.accounts import lockout, notices
-from idp.accounts import service as accounts
+from idp.accounts import reauth
 from idp.accounts.views import login_failed_message
 from idp.admin.access import require_admin
-from idp.audit import service as audit
 from idp.breakglass import service
 from idp.breakglass.forms import RequestForm, ReviewForm
 from idp.breakglass.models import BreakglassEpisode
@@ -57,16 +55,10 @@ def request(episode_id: str) -> Page:
     if problem:
         return _request_page(episode, form, problem, 400)
     user = sso.user
-    if lockout.is_locked(user) or not accounts.verify_password(user, form.password.data):
-        failure = None if lockout.is_locked(user) else lockout.register_failure(user)
-        audit.record("login.failure", user_id=user.id, reason="breakglass_password",
-                     episode=episode.id)
-        db.session.commit()
-        if failure is not None and failure.newly_locked:
-            notices.account_locked(user)
+    if not reauth.password_again(user, form.password.data, purpose="breakglass",
+                                 episode=episode.id):
         return _request_page(episode, form, login_failed_message(), 401)
     service.begin_second_factor(episode, user, form.reason.data, form.justification.data)
-    audit.record("login.password_verified", user_id=user.id, purpose="breakglass")
     db.session.commit()
     return redirect(url_for("mfa.challenge"))
 

@@ -452,9 +452,13 @@ def signed_for(family_id: str | None, acr: str | None) -> EpcsCeremony | None:
     token endpoint's statement budget, tests/integration/test_sql_budget.py)."""
     if not family_id or acr != epcs_acr():
         return None
-    return db.session.execute(select(EpcsCeremony).where(
-        EpcsCeremony.family_id == family_id,
-        EpcsCeremony.details_sha256.is_not(None)).limit(1)).scalar_one_or_none()
+    # token_claims and token_response both ask within one token response: one read.
+    found: dict[str, EpcsCeremony | None] = g.setdefault("epcs_signed_for", {})
+    if family_id not in found:
+        found[family_id] = db.session.execute(select(EpcsCeremony).where(
+            EpcsCeremony.family_id == family_id,
+            EpcsCeremony.details_sha256.is_not(None)).limit(1)).scalar_one_or_none()
+    return found[family_id]
 
 
 def signature_claims(ceremony: EpcsCeremony | None) -> dict:

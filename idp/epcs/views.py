@@ -17,12 +17,11 @@ from flask import (
 )
 
 from idp import clock
-from idp.accounts import lockout, notices
+from idp.accounts import notices, reauth
 from idp.accounts import service as accounts
 from idp.accounts.models import User
 from idp.accounts.views import login_failed_message
 from idp.admin.access import ADMIN_ROLES, require_role
-from idp.audit import service as audit
 from idp.context import policy
 from idp.core.i18n import gettext as _
 from idp.core.i18n import lazy_gettext as _l
@@ -68,16 +67,10 @@ def ceremony(ceremony_id: str) -> Page:
     if not form.validate():
         return _ceremony_page(item, form, _("Enter your password."), 400)
     user = sso.user
-    if lockout.is_locked(user) or not accounts.verify_password(user, form.password.data):
-        failure = None if lockout.is_locked(user) else lockout.register_failure(user)
-        audit.record("login.failure", user_id=user.id, reason="epcs_password",
-                     binding_message=item.binding_message)
-        db.session.commit()
-        if failure is not None and failure.newly_locked:
-            notices.account_locked(user)
+    if not reauth.password_again(user, form.password.data, purpose="epcs",
+                                 binding_message=item.binding_message):
         return _ceremony_page(item, form, login_failed_message(), 401)
     service.begin_second_factor(item, user)
-    audit.record("login.password_verified", user_id=user.id, purpose="epcs")
     db.session.commit()
     return redirect(url_for("mfa.challenge"))
 
