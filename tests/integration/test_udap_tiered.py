@@ -1,0 +1,376 @@
+"""UDAP Tiered OAuth for User Authentication (HL7 FAST Security IG STU2 §6, `udap_to`;
+docs/udap.md), the data holder's side, end to end and its attacks.
+
+The IdP under test runs in-process (the Flask test client is the browser at it). Its upstream
+is A SECOND INSTANCE OF THIS IdP, a real gunicorn process with its own SQLite database, keys,
+issuer, server certificate (SAN URI = its base URL, from the test community's CA) and the
+test community as a trust community of its own: it answers our UDAP registration, signs the
+person in (password, authenticator app, consent) and issues the ID token our IdP verifies.
+For the attacks a small forging UDAP upstream on loopback (tests/upstream_support.py) spoils
+one thing at a time: a certificate from an untrusted root, an ID token for another audience,
+a wrong nonce. Nothing of the IdP is replaced."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import pyotp
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from idp.audit.models import AuditEvent
+from idp.config import POLICY_DIR
+from idp.extensions import db
+from idp.federation.upstream.models import Upstream, UpstreamLink
+from idp.sessions.models import SsoSession
+from tests.conftest import TEST_ISSUER, free_port
+from tests.e2e.conftest import Server, gunicorn_process
+from tests.helpers import (
+    PASSWORD,
+    csrf_from,
+    forget_totp_use,
+    make_client,
+    make_user,
+    pkce,
+    query,
+    totp_now,
+)
+from tests.integration.test_smart import FHIR_BASE, stack  # noqa: F401 - the fixture
+from tests.integration.test_udap import community, server_cert  # noqa: F401 - fixtures
+from tests.udap_pki import pem, pki
+from tests.upstream_support import ForgingUdapUpstream, callback_path
+
+IDP = str(Path(sys.executable).parent / "idp")
+UPSTREAM_PASSWORD = "Tiered-Upstream-Juniper-58!"
+SCOPE = "openid udap user/Patient.rs"
+
+
+@dataclasses.dataclass
+class SecondIdp:
+    server: Server
+    totp_secret: str
+
+    @property
+    def base(self) -> str:
+        return self.server.base
+
+
+@pytest.fixture(scope="module")
+def second_idp(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[SecondIdp]:
+    """Another organisation's instance of this IdP as the Tiered OAuth upstream: its UDAP
+    server certificate, the test community, `udap` a self-service scope for registered
+    clients (its operator lets UDAP-registered servers ask `openid udap` without approval),
+    and one person, ana.up, with an authenticator app."""
+    from tests.log_scan import register
+
+    tmp = tmp_path_factory.mktemp("tiered-upstream")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    policies = tmp / "policies"
+    shutil.copytree(POLICY_DIR, policies)
+    scopes = policies / "scopes.toml"
+    text = scopes.read_text()
+    line = re.search(r"^self_service_scopes = \[.*\]$", text, re.M)
+    assert line, "scopes.toml has no self_service_scopes"
+    scopes.write_text(text.replace(line.group(0), line.group(0)[:-1] + ', "udap"]'))
+    holder = pki().server(base)
+    (tmp / "server.pem").write_bytes(holder.cert_pem() + b"".join(pem(c) for c in holder.chain))
+    (tmp / "server.key").write_bytes(holder.key_pem())
+    (tmp / "root.pem").write_bytes(pki().anchor_pem())
+    (tmp / "ca.crl").write_bytes(pki().crl_pem())
+    child = {**os.environ, **env, "IDP_ISSUER": base,
+             "DATABASE_URL": f"sqlite:///{tmp / 'upstream.sqlite3'}",
+             "IDP_INSTANCE_DIR": str(tmp / "instance"), "IDP_KEYS_DIR": str(tmp / "keys"),
+             "IDP_POLICY_DIR": str(policies), "IDP_RATELIMIT_PREFIX": f"tiered-{port}",
+             "IDP_UDAP_CERTIFICATE": str(tmp / "server.pem"),
+             "IDP_UDAP_KEY": str(tmp / "server.key"), "IDP_LOG_FORMAT": "json"}
+    child.pop("IDP_PROXY_HOPS", None)
+
+    def idp(*args: str) -> dict:
+        done = subprocess.run([IDP, *args, "--json"], env=child, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    idp("db", "upgrade")
+    idp("udap", "communities", "add", "--name", "fast-test", "--anchor", str(tmp / "root.pem"),
+        "--crl", str(tmp / "ca.crl"))
+    register("password", UPSTREAM_PASSWORD)
+    idp("users", "create", "--username", "ana.up", "--email", "ana@partner.example",
+        "--role", "physician", "--password", UPSTREAM_PASSWORD, "--given-name", "Ana",
+        "--family-name", "Smith")
+    secret = idp("mfa", "enroll-totp", "ana.up")["secret"]
+    register("TOTP seed", secret)
+    log_dir = tmp / "logs"
+    log_dir.mkdir()
+    with gunicorn_process(["--workers", "1", "--worker-class", "gthread", "--threads", "4"],
+                          port, child, Server(base, log_dir)) as server:
+        yield SecondIdp(server, secret)
+    assert "unhandled" not in server.full_log(), server.stderr()
+
+
+def _authorize(http, rp, idp: str, scope: str = SCOPE, **extra: str):
+    verifier, challenge = pkce()
+    params = {"response_type": "code", "client_id": rp.client_id,
+              "redirect_uri": rp.redirect_uri, "scope": scope, "state": "st-tiered",
+              "nonce": "n-tiered", "code_challenge": challenge,
+              "code_challenge_method": "S256", "idp": idp, **extra}
+    return http.get("/authorize?" + urlencode(params)), verifier
+
+
+def _follow_to_upstream(http, response) -> str:
+    """Our /authorize -> /upstream/<name>/start -> the upstream's authorization endpoint."""
+    assert response.status_code == 302, response.text[:500]
+    start = response.headers["Location"]
+    assert start.startswith("/upstream/to-"), start
+    trip = http.get(start)
+    assert trip.status_code == 302, trip.text[:500]
+    return trip.headers["Location"]
+
+
+def _sign_in_at_second(url: str, second: SecondIdp) -> str:
+    """The browser at the second IdP: password, authenticator app, acknowledgment, consent;
+    returns where it sends the browser back (our callback)."""
+    browser = requests.Session()
+    for _ in range(12):
+        response = browser.get(url, allow_redirects=False, timeout=10)
+        if response.status_code in (302, 303):
+            url = requests.compat.urljoin(url, response.headers["Location"])
+            if not url.startswith(second.base):
+                return url
+            continue
+        assert response.status_code == 200, response.text[:500]
+        page = response.text
+        if 'name="password"' in page:
+            data = {"username": "ana.up", "password": UPSTREAM_PASSWORD,
+                    "next": html.unescape(re.search(r'name="next" value="([^"]*)"',
+                                                    page).group(1))}
+        elif 'name="code"' in page:
+            data = {"code": pyotp.TOTP(second.totp_secret).now()}
+        elif 'name="acknowledge"' in page:
+            data = {"acknowledge": "y"}
+        elif 'name="decision"' in page:
+            data = {"decision": "allow"}
+        else:
+            raise AssertionError(page[:800])
+        posted = browser.post(url, data={**data, "csrf_token": csrf_from(page)},
+                              allow_redirects=False, timeout=10)
+        assert posted.status_code in (302, 303), posted.text[:800]
+        url = requests.compat.urljoin(url, posted.headers["Location"])
+        if not url.startswith(second.base):
+            return url
+    raise AssertionError("the upstream IdP never sent the browser back")
+
+
+def _form_post(http, path: str, data: dict):
+    page = http.get(path)
+    assert page.status_code == 200, page.text[:500]
+    return http.post(path, data={**data, "csrf_token": csrf_from(page.text)})
+
+
+def _events(kind: str) -> list[AuditEvent]:
+    return list(db.session.execute(select(AuditEvent).where(AuditEvent.event == kind)
+                                   ).scalars())
+
+
+def _count(model: type) -> int:
+    db.session.rollback()
+    return db.session.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+# -- end to end: a second instance of this IdP as the upstream -------------------------------
+def test_tiered_oauth_through_a_second_instance_of_this_idp(
+        second_idp, stack, client, community, server_cert):  # noqa: F811
+    """IG §6: `openid udap` + idp= at our /authorize: the upstream's signed metadata is
+    trusted, we register there by UDAP DCR, the person signs in there, its ID token is
+    verified, the person proves the local account once (linking rules, our second factor),
+    the client gets its code, and the EHR's FHIR API serves the resulting access token."""
+    make_user()
+    rp = make_client(scope=SCOPE)
+    first, verifier = _authorize(client, rp, second_idp.base)
+    at_upstream = _follow_to_upstream(client, first)
+    assert at_upstream.startswith(second_idp.base + "/authorize?"), at_upstream
+    asked = query(at_upstream)
+    assert asked["scope"] == "openid udap" and asked["nonce"] and asked["state"]
+    assert asked["code_challenge_method"] == "S256"
+    row = db.session.execute(select(Upstream)).scalar_one()
+    assert (row.issuer, row.client_auth, row.client_id) == (second_idp.base, "udap",
+                                                            asked["client_id"])
+    back = _sign_in_at_second(at_upstream, second_idp)
+    assert back.startswith(f"{TEST_ISSUER}/upstream/{row.name}/callback?"), back
+    # an unknown upstream identity: nothing linked silently, the person proves the account
+    answer = client.get(callback_path(back))
+    assert answer.headers["Location"] == "/upstream/link", answer.text[:500]
+    assert _count(UpstreamLink) == 0
+    proven = _form_post(client, "/upstream/link", {"username": "drsmith",
+                                                   "password": PASSWORD})
+    assert proven.headers["Location"] == "/mfa/challenge", proven.text[:500]
+    done = _form_post(client, "/mfa/challenge", {"code": totp_now("drsmith")})
+    forget_totp_use("drsmith")
+    resumed = done.headers["Location"]
+    assert resumed.startswith("/authorize?") and "idp=" in resumed, resumed
+    # back at the original /authorize: the session was signed in at that upstream
+    final = client.get(resumed)
+    assert final.status_code == 302, final.text[:500]
+    code = query(final.headers["Location"])
+    assert final.headers["Location"].startswith(rp.redirect_uri) and code["state"] == "st-tiered"
+    link = db.session.execute(select(UpstreamLink)).scalar_one()
+    assert (link.issuer, link.how) == (second_idp.base, "proven")
+    sso = db.session.execute(select(SsoSession).where(SsoSession.ended_at.is_(None))
+                             ).scalar_one()
+    assert sso.amr[0] == "fed" and "mfa" in sso.amr
+    tokens = client.post("/token", data={
+        "grant_type": "authorization_code", "code": code["code"],
+        "redirect_uri": rp.redirect_uri, "code_verifier": verifier,
+        "client_id": rp.client_id, "client_secret": rp.client_secret})
+    assert tokens.status_code == 200, tokens.text
+    access = tokens.get_json()["access_token"]
+    fhir = stack["ehr"].test_client().get(f"{FHIR_BASE}/Patient",
+                                          headers={"Authorization": f"Bearer {access}"})
+    assert fhir.status_code == 200, fhir.text
+    assert fhir.get_json()["resourceType"] == "Bundle"
+    # our client_id at the upstream is kept: a later request (another browser) registers
+    # no more
+    assert len(_events("udap.tiered_registered")) == 1
+    other = client.application.test_client()
+    again, _ = _authorize(other, rp, second_idp.base)
+    assert query(_follow_to_upstream(other, again))["client_id"] == row.client_id
+    assert len(_events("udap.tiered_registered")) == 1
+
+
+def test_as_the_upstream_the_second_instance_announces_udap_to(second_idp):
+    """The upstream's side: /.well-known/udap announces udap_to only now that it works."""
+    doc = requests.get(second_idp.base + "/.well-known/udap", timeout=10).json()
+    assert "udap_to" in doc["udap_profiles_supported"] and doc["signed_metadata"]
+
+
+# -- attacks ----------------------------------------------------------------------------------
+@pytest.fixture
+def forging():
+    upstream = ForgingUdapUpstream(pki().server)
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
+def impostor():
+    upstream = ForgingUdapUpstream(pki().untrusted_server)
+    yield upstream
+    upstream.stop()
+
+
+def _refused_with_invalid_idp(client, idp: str, reason: str) -> None:
+    rp = make_client(scope=SCOPE)
+    response, _ = _authorize(client, rp, idp)
+    assert response.status_code == 302, response.text[:500]
+    location = response.headers["Location"]
+    assert location.startswith(rp.redirect_uri + "?"), location
+    answer = query(location)
+    assert answer["error"] == "invalid_idp" and answer["state"] == "st-tiered"
+    assert _count(Upstream) == 0 and _count(UpstreamLink) == 0
+    refused = _events("udap.tiered_refused")
+    assert len(refused) == 1 and reason in refused[0].detail["reason"], refused[0].detail
+
+
+def test_an_upstream_whose_certificate_chains_to_an_untrusted_root_is_refused(
+        client, community, server_cert, impostor):  # noqa: F811
+    _refused_with_invalid_idp(client, impostor.issuer, "not trusted")
+    assert impostor.registrations == []  # not even registered with
+
+
+def test_an_unreachable_upstream_is_refused(client, community, server_cert):  # noqa: F811
+    _refused_with_invalid_idp(client, f"http://127.0.0.1:{free_port()}", "unreachable")
+
+
+def test_an_upstream_on_an_internal_address_is_refused_by_the_outbound_client(
+        client, community, server_cert):  # noqa: F811
+    _refused_with_invalid_idp(client, "http://169.254.169.254", "outbound policy refused")
+
+
+def test_an_idp_that_is_not_a_base_url_is_refused(client, community, server_cert):  # noqa: F811
+    _refused_with_invalid_idp(client, "javascript:alert(1)", "not a base URL")
+
+
+def test_without_a_server_certificate_we_cannot_register_upstream(
+        client, community, forging):  # noqa: F811
+    _refused_with_invalid_idp(client, forging.issuer, "no server certificate")
+
+
+def test_policy_may_let_the_user_sign_in_here_instead(app, client, community, impostor,
+                                                      monkeypatch):  # noqa: F811
+    """udap.toml tiered_fallback = "local": an unusable upstream leaves the local sign-in."""
+    runtime = app.extensions["idp"]
+    rules = dataclasses.replace(runtime.policy.udap, tiered_fallback="local")
+    monkeypatch.setattr(runtime, "policy", dataclasses.replace(runtime.policy, udap=rules))
+    rp = make_client(scope=SCOPE)
+    response, _ = _authorize(client, rp, impostor.issuer)
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login?")
+    assert _count(Upstream) == 0
+
+
+def test_prompt_none_cannot_go_upstream(client, community, server_cert, forging):  # noqa: F811
+    rp = make_client(scope=SCOPE)
+    response, _ = _authorize(client, rp, forging.issuer, prompt="none")
+    assert query(response.headers["Location"])["error"] == "interaction_required"
+    assert forging.registrations == []
+
+
+def _trip(client, upstream: ForgingUdapUpstream):
+    """To the forging upstream and straight back to our callback (it signs anyone in)."""
+    make_user()
+    rp = make_client(scope=SCOPE)
+    response, _ = _authorize(client, rp, upstream.issuer)
+    at_upstream = _follow_to_upstream(client, response)
+    back = requests.get(at_upstream, allow_redirects=False, timeout=10)
+    assert back.status_code == 302
+    return back.headers["Location"]
+
+
+def _refused_at_callback(client, url: str) -> None:
+    answer = client.get(callback_path(url))
+    assert answer.status_code == 400, answer.text[:500]
+    assert "upstream" in answer.text.lower()
+    assert _count(UpstreamLink) == 0
+    assert db.session.execute(select(func.count()).select_from(SsoSession)).scalar_one() == 0
+
+
+def test_an_id_token_for_another_audience_is_refused(client, community, server_cert,
+                                                     forging):  # noqa: F811
+    forging.tamper = {"aud": "another-server"}
+    url = _trip(client, forging)
+    _refused_at_callback(client, url)
+    # our token request authenticated with a client assertion carrying our certificate
+    sent = forging.token_requests[0]
+    assert sent["client_assertion_type"].endswith("jwt-bearer") and sent["udap"] == "1"
+    assert "client_secret" not in sent and not sent["authorization"]
+    failed = _events("upstream.login_failed")
+    assert "wrong audience" in failed[0].detail["reason"]
+
+
+def test_an_id_token_with_another_nonce_is_refused(client, community, server_cert,
+                                                   forging):  # noqa: F811
+    forging.tamper = {"nonce": "someone-elses-nonce"}
+    _refused_at_callback(client, _trip(client, forging))
+    assert "nonce" in _events("upstream.login_failed")[0].detail["reason"]
+
+
+def test_a_callback_with_another_state_is_refused(client, community, server_cert,
+                                                  forging):  # noqa: F811
+    url = _trip(client, forging)
+    parts = urlsplit(url)
+    forged = url.replace("state=", "state=x", 1)
+    assert forged != url and parts.path.endswith("/callback")
+    _refused_at_callback(client, forged)
+    assert forging.token_requests == []  # the code was never redeemed
