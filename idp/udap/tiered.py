@@ -167,12 +167,14 @@ def register(idp: str, endpoint: str, redirect_uri: str) -> str:
     certificate; returns our client_id there. Refused unless `openid udap` is granted."""
     now = int(clock.timestamp())
     me = service.server_uri()
-    statement = service.sign_as_server({
+    claims = {
         "iss": me, "sub": me, "aud": endpoint, "iat": now,
         "exp": now + policy().udap.statement_max_lifetime, "jti": secrets.token_urlsafe(24),
         "client_name": settings().issuer, "redirect_uris": [redirect_uri],
         "grant_types": ["authorization_code"], "response_types": ["code"],
-        "token_endpoint_auth_method": "private_key_jwt", "scope": SCOPE})
+        "token_endpoint_auth_method": "private_key_jwt", "scope": SCOPE,
+        "logo_uri": policy().udap.tiered_logo_uri or None}
+    statement = service.sign_as_server({k: v for k, v in claims.items() if v is not None})
     if statement is None:
         raise TieredError("no server certificate (IDP_UDAP_CERTIFICATE) to register with")
     status, answer = _call("POST", endpoint, json={"software_statement": statement,
@@ -180,8 +182,9 @@ def register(idp: str, endpoint: str, redirect_uri: str) -> str:
                            headers={"Accept": "application/json"})
     if status not in (200, 201) or not isinstance(answer, dict) or \
             not isinstance(answer.get("client_id"), str) or not answer["client_id"]:
-        error = answer.get("error") if isinstance(answer, dict) else None
-        raise TieredError(f"the upstream refused our registration ({status} {str(error)[:40]})")
+        said = [str(answer.get(k))[:80] for k in ("error", "error_description")
+                if isinstance(answer, dict) and answer.get(k)]
+        raise TieredError(f"the upstream refused our registration ({status} {' '.join(said)})")
     granted = str(answer.get("scope") or "").split()
     if not {"openid", "udap"} <= set(granted):
         raise TieredError("the upstream has not granted openid udap (awaiting its approval?)")

@@ -10,6 +10,7 @@ For the attacks a small forging UDAP upstream on loopback (tests/upstream_suppor
 one thing at a time: a certificate from an untrusted root, an ID token for another audience,
 a wrong nonce. Nothing of the IdP is replaced."""
 
+# ruff: noqa: F811 - pytest fixtures imported from test_udap are parameters here
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +18,7 @@ import html
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -29,12 +31,13 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
+from clients import ehr
 from idp.audit.models import AuditEvent
 from idp.config import POLICY_DIR
 from idp.extensions import db
 from idp.federation.upstream.models import Upstream, UpstreamLink
 from idp.sessions.models import SsoSession
-from tests.conftest import TEST_ISSUER, free_port
+from tests.conftest import free_port
 from tests.e2e.conftest import Server, gunicorn_process
 from tests.helpers import (
     PASSWORD,
@@ -46,14 +49,15 @@ from tests.helpers import (
     query,
     totp_now,
 )
-from tests.integration.test_smart import FHIR_BASE, stack  # noqa: F401 - the fixture
+from tests.integration.test_smart import EHR, FHIR_BASE
 from tests.integration.test_udap import community, server_cert  # noqa: F401 - fixtures
+from tests.rp_helpers import rp_env
 from tests.udap_pki import pem, pki
 from tests.upstream_support import ForgingUdapUpstream, callback_path
 
 IDP = str(Path(sys.executable).parent / "idp")
 UPSTREAM_PASSWORD = "Tiered-Upstream-Juniper-58!"
-SCOPE = "openid udap user/Patient.rs"
+SCOPE = "openid udap roles user/Patient.rs"  # roles: the EHR lets staff read any patient
 
 
 @dataclasses.dataclass
@@ -134,7 +138,8 @@ def _follow_to_upstream(http, response) -> str:
     """Our /authorize -> /upstream/<name>/start -> the upstream's authorization endpoint."""
     assert response.status_code == 302, response.text[:500]
     start = response.headers["Location"]
-    assert start.startswith("/upstream/to-"), start
+    assert start.startswith("/upstream/to-"), (start, [e.detail for e in _events(
+        "udap.tiered_refused")])
     trip = http.get(start)
     assert trip.status_code == 302, trip.text[:500]
     return trip.headers["Location"]
@@ -191,62 +196,133 @@ def _count(model: type) -> int:
 
 
 # -- end to end: a second instance of this IdP as the upstream -------------------------------
+@pytest.fixture(scope="module")
+def holder_idp(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[Server]:
+    """The IdP under test as the data holder, a gunicorn process on the test database (what
+    a test seeds in-process it serves), issuer http://127.0.0.1:PORT (a loopback redirect
+    URI: the upstream accepts http only there), with its UDAP server certificate and a
+    logo_uri for its registrations (the IG requires one for authorization_code)."""
+    tmp = tmp_path_factory.mktemp("tiered-holder")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    policies = tmp / "policies"
+    shutil.copytree(env["IDP_POLICY_DIR"], policies)
+    udap_toml = policies / "udap.toml"
+    udap_toml.write_text(udap_toml.read_text().replace(
+        'tiered_logo_uri = ""', 'tiered_logo_uri = "https://holder.example/logo.png"'))
+    holder = pki().server(base)
+    (tmp / "server.pem").write_bytes(holder.cert_pem() + b"".join(pem(c) for c in holder.chain))
+    (tmp / "server.key").write_bytes(holder.key_pem())
+    child = {**os.environ, **env, "IDP_ISSUER": base, "IDP_POLICY_DIR": str(policies),
+             "IDP_UDAP_CERTIFICATE": str(tmp / "server.pem"),
+             "IDP_UDAP_KEY": str(tmp / "server.key"), "IDP_LOG_FORMAT": "json"}
+    child.pop("IDP_PROXY_HOPS", None)
+    log_dir = tmp / "logs"
+    log_dir.mkdir()
+    with gunicorn_process(["--workers", "1", "--worker-class", "gthread", "--threads", "4"],
+                          port, child, Server(base, log_dir)) as server:
+        yield server
+    assert "unhandled" not in server.full_log(), server.stderr()
+
+
+def _start(browser: requests.Session, holder: Server, rp, idp: str) -> tuple[str, str]:
+    """The browser at our /authorize (Tiered OAuth) and on to the upstream; returns (the
+    upstream's authorization URL, our PKCE verifier)."""
+    verifier, challenge = pkce()
+    params = {"response_type": "code", "client_id": rp.client_id,
+              "redirect_uri": rp.redirect_uri, "scope": SCOPE, "state": "st-tiered",
+              "nonce": "n-" + secrets.token_hex(6), "code_challenge": challenge,
+              "code_challenge_method": "S256", "idp": idp}
+    first = browser.get(holder.url("/authorize?" + urlencode(params)), allow_redirects=False,
+                        timeout=20)
+    assert first.status_code == 302, first.text[:500]
+    start = first.headers["Location"]
+    assert start.startswith("/upstream/to-"), (start, _refusals())
+    trip = browser.get(holder.url(start), allow_redirects=False, timeout=10)
+    assert trip.status_code == 302, trip.text[:500]
+    return trip.headers["Location"], verifier
+
+
+def _refusals() -> list:
+    db.session.rollback()
+    return [e.detail for e in _events("udap.tiered_refused")]
+
+
+def _browser_form(browser: requests.Session, holder: Server, path: str, data: dict
+                  ) -> requests.Response:
+    page = browser.get(holder.url(path), timeout=10)
+    assert page.status_code == 200, page.text[:500]
+    return browser.post(holder.url(path), data={**data, "csrf_token": csrf_from(page.text)},
+                        allow_redirects=False, timeout=10)
+
+
 def test_tiered_oauth_through_a_second_instance_of_this_idp(
-        second_idp, stack, client, community, server_cert):  # noqa: F811
-    """IG §6: `openid udap` + idp= at our /authorize: the upstream's signed metadata is
-    trusted, we register there by UDAP DCR, the person signs in there, its ID token is
-    verified, the person proves the local account once (linking rules, our second factor),
-    the client gets its code, and the EHR's FHIR API serves the resulting access token."""
+        holder_idp, second_idp, community, tmp_path):
+    """IG §6 with two real servers: `openid udap` + idp= at our /authorize; the upstream's
+    signed metadata is trusted, we register there by UDAP DCR, the person signs in there, its
+    ID token is verified, the person proves the local account once (linking rules, our second
+    factor), the client gets its code, and the EHR's FHIR API serves the access token."""
     make_user()
     rp = make_client(scope=SCOPE)
-    first, verifier = _authorize(client, rp, second_idp.base)
-    at_upstream = _follow_to_upstream(client, first)
+    db.session.commit()  # the gunicorn processes write next
+    browser = requests.Session()
+    at_upstream, verifier = _start(browser, holder_idp, rp, second_idp.base)
     assert at_upstream.startswith(second_idp.base + "/authorize?"), at_upstream
     asked = query(at_upstream)
     assert asked["scope"] == "openid udap" and asked["nonce"] and asked["state"]
     assert asked["code_challenge_method"] == "S256"
+    db.session.rollback()
     row = db.session.execute(select(Upstream)).scalar_one()
     assert (row.issuer, row.client_auth, row.client_id) == (second_idp.base, "udap",
                                                             asked["client_id"])
+    db.session.commit()
     back = _sign_in_at_second(at_upstream, second_idp)
-    assert back.startswith(f"{TEST_ISSUER}/upstream/{row.name}/callback?"), back
+    assert back.startswith(holder_idp.url(f"/upstream/{row.name}/callback?")), back
     # an unknown upstream identity: nothing linked silently, the person proves the account
-    answer = client.get(callback_path(back))
+    answer = browser.get(back, allow_redirects=False, timeout=10)
     assert answer.headers["Location"] == "/upstream/link", answer.text[:500]
     assert _count(UpstreamLink) == 0
-    proven = _form_post(client, "/upstream/link", {"username": "drsmith",
-                                                   "password": PASSWORD})
+    db.session.commit()
+    proven = _browser_form(browser, holder_idp, "/upstream/link",
+                           {"username": "drsmith", "password": PASSWORD})
     assert proven.headers["Location"] == "/mfa/challenge", proven.text[:500]
-    done = _form_post(client, "/mfa/challenge", {"code": totp_now("drsmith")})
-    forget_totp_use("drsmith")
+    done = _browser_form(browser, holder_idp, "/mfa/challenge", {"code": totp_now("drsmith")})
+    assert done.status_code == 302, done.text[:500]
     resumed = done.headers["Location"]
     assert resumed.startswith("/authorize?") and "idp=" in resumed, resumed
     # back at the original /authorize: the session was signed in at that upstream
-    final = client.get(resumed)
+    final = browser.get(holder_idp.url(resumed), allow_redirects=False, timeout=10)
     assert final.status_code == 302, final.text[:500]
+    assert final.headers["Location"].startswith(rp.redirect_uri), final.headers["Location"]
     code = query(final.headers["Location"])
-    assert final.headers["Location"].startswith(rp.redirect_uri) and code["state"] == "st-tiered"
+    assert code["state"] == "st-tiered"
+    forget_totp_use("drsmith")
+    db.session.rollback()
     link = db.session.execute(select(UpstreamLink)).scalar_one()
     assert (link.issuer, link.how) == (second_idp.base, "proven")
     sso = db.session.execute(select(SsoSession).where(SsoSession.ended_at.is_(None))
                              ).scalar_one()
     assert sso.amr[0] == "fed" and "mfa" in sso.amr
-    tokens = client.post("/token", data={
+    db.session.commit()
+    tokens = requests.post(holder_idp.url("/token"), timeout=10, data={
         "grant_type": "authorization_code", "code": code["code"],
-        "redirect_uri": rp.redirect_uri, "code_verifier": verifier,
-        "client_id": rp.client_id, "client_secret": rp.client_secret})
+        "redirect_uri": rp.redirect_uri, "code_verifier": verifier},
+        auth=(rp.client_id, rp.client_secret))
     assert tokens.status_code == 200, tokens.text
-    access = tokens.get_json()["access_token"]
-    fhir = stack["ehr"].test_client().get(f"{FHIR_BASE}/Patient",
-                                          headers={"Authorization": f"Bearer {access}"})
+    access = tokens.json()["access_token"]
+    ehr_app = ehr.create_app(rp_env("ehr", tmp_path / "ehr", IDP_ISSUER=holder_idp.base,
+                                    EHR_URL=EHR, EHR_AUDIENCE=EHR))
+    fhir = ehr_app.test_client().get(f"{FHIR_BASE}/Patient",
+                                     headers={"Authorization": f"Bearer {access}"})
     assert fhir.status_code == 200, fhir.text
     assert fhir.get_json()["resourceType"] == "Bundle"
-    # our client_id at the upstream is kept: a later request (another browser) registers
-    # no more
+    # our client_id at the upstream is kept: another browser's request registers no more
     assert len(_events("udap.tiered_registered")) == 1
-    other = client.application.test_client()
-    again, _ = _authorize(other, rp, second_idp.base)
-    assert query(_follow_to_upstream(other, again))["client_id"] == row.client_id
+    db.session.commit()
+    again, _ = _start(requests.Session(), holder_idp, rp, second_idp.base)
+    assert query(again)["client_id"] == row.client_id
+    db.session.rollback()
     assert len(_events("udap.tiered_registered")) == 1
 
 
@@ -285,31 +361,31 @@ def _refused_with_invalid_idp(client, idp: str, reason: str) -> None:
 
 
 def test_an_upstream_whose_certificate_chains_to_an_untrusted_root_is_refused(
-        client, community, server_cert, impostor):  # noqa: F811
+        client, community, server_cert, impostor):
     _refused_with_invalid_idp(client, impostor.issuer, "not trusted")
     assert impostor.registrations == []  # not even registered with
 
 
-def test_an_unreachable_upstream_is_refused(client, community, server_cert):  # noqa: F811
+def test_an_unreachable_upstream_is_refused(client, community, server_cert):
     _refused_with_invalid_idp(client, f"http://127.0.0.1:{free_port()}", "unreachable")
 
 
 def test_an_upstream_on_an_internal_address_is_refused_by_the_outbound_client(
-        client, community, server_cert):  # noqa: F811
+        client, community, server_cert):
     _refused_with_invalid_idp(client, "http://169.254.169.254", "outbound policy refused")
 
 
-def test_an_idp_that_is_not_a_base_url_is_refused(client, community, server_cert):  # noqa: F811
+def test_an_idp_that_is_not_a_base_url_is_refused(client, community, server_cert):
     _refused_with_invalid_idp(client, "javascript:alert(1)", "not a base URL")
 
 
 def test_without_a_server_certificate_we_cannot_register_upstream(
-        client, community, forging):  # noqa: F811
+        client, community, forging):
     _refused_with_invalid_idp(client, forging.issuer, "no server certificate")
 
 
 def test_policy_may_let_the_user_sign_in_here_instead(app, client, community, impostor,
-                                                      monkeypatch):  # noqa: F811
+                                                      monkeypatch):
     """udap.toml tiered_fallback = "local": an unusable upstream leaves the local sign-in."""
     runtime = app.extensions["idp"]
     rules = dataclasses.replace(runtime.policy.udap, tiered_fallback="local")
@@ -320,7 +396,7 @@ def test_policy_may_let_the_user_sign_in_here_instead(app, client, community, im
     assert _count(Upstream) == 0
 
 
-def test_prompt_none_cannot_go_upstream(client, community, server_cert, forging):  # noqa: F811
+def test_prompt_none_cannot_go_upstream(client, community, server_cert, forging):
     rp = make_client(scope=SCOPE)
     response, _ = _authorize(client, rp, forging.issuer, prompt="none")
     assert query(response.headers["Location"])["error"] == "interaction_required"
@@ -341,13 +417,13 @@ def _trip(client, upstream: ForgingUdapUpstream):
 def _refused_at_callback(client, url: str) -> None:
     answer = client.get(callback_path(url))
     assert answer.status_code == 400, answer.text[:500]
-    assert "upstream" in answer.text.lower()
+    assert "Sign-in did not work" in answer.text
     assert _count(UpstreamLink) == 0
     assert db.session.execute(select(func.count()).select_from(SsoSession)).scalar_one() == 0
 
 
 def test_an_id_token_for_another_audience_is_refused(client, community, server_cert,
-                                                     forging):  # noqa: F811
+                                                     forging):
     forging.tamper = {"aud": "another-server"}
     url = _trip(client, forging)
     _refused_at_callback(client, url)
@@ -360,17 +436,18 @@ def test_an_id_token_for_another_audience_is_refused(client, community, server_c
 
 
 def test_an_id_token_with_another_nonce_is_refused(client, community, server_cert,
-                                                   forging):  # noqa: F811
+                                                   forging):
     forging.tamper = {"nonce": "someone-elses-nonce"}
     _refused_at_callback(client, _trip(client, forging))
     assert "nonce" in _events("upstream.login_failed")[0].detail["reason"]
 
 
 def test_a_callback_with_another_state_is_refused(client, community, server_cert,
-                                                  forging):  # noqa: F811
+                                                  forging):
     url = _trip(client, forging)
     parts = urlsplit(url)
     forged = url.replace("state=", "state=x", 1)
     assert forged != url and parts.path.endswith("/callback")
     _refused_at_callback(client, forged)
     assert forging.token_requests == []  # the code was never redeemed
+
