@@ -205,7 +205,7 @@ def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
     iat required; the header must carry x5c.
     UDAP_SIGNED_METADATA: `keys` (the x5c leaf's, path already validated), `issuer` (the
     server's base URL, its certificate's SAN URI: iss == sub == it), `max_lifetime` (exp at
-    most this far after iat); exp and iat required.
+    most this far after iat); exp, iat and the endpoints required, no aud.
     """
     if kind is Kind.DPOP_PROOF:
         return _dpop_proof(token, algorithms or (*ALGORITHMS, "PS256"))
@@ -384,6 +384,9 @@ def _udap_signed_metadata(claims: dict, *, issuer: str | None, max_lifetime: int
         raise TypeError("UDAP_SIGNED_METADATA needs issuer and max_lifetime")
     if claims.get("iss") != issuer or claims.get("sub") != issuer:
         raise InvalidJWT("iss and sub must both be the server's base URL")
+    if "aud" in claims or not all(isinstance(claims.get(name), str) for name in
+                                  ("authorization_endpoint", "token_endpoint")):
+        raise InvalidJWT("not UDAP signed metadata (endpoints)")  # e.g. a software statement
     _registry(claims, LEEWAY, {"exp": {"essential": True}, "iat": {"essential": True}})
     if not isinstance(claims["iat"], int | float) or claims["exp"] - claims["iat"] > max_lifetime:
         raise InvalidJWT(f"the metadata must expire within {max_lifetime} seconds of iat")
