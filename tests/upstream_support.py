@@ -220,6 +220,7 @@ class ForgingUdapUpstream(ForgingUpstream):
                   "registration_endpoint": f"{self.issuer}/register"}
         return {"udap_versions_supported": ["1"], "udap_profiles_supported": ["udap_dcr",
                                                                               "udap_to"],
+                "scopes_supported": ["openid", "udap", "profile", "email"],
                 **{k: v for k, v in claims.items() if k.endswith("endpoint")},
                 "signed_metadata": sign(self.holder, claims)}
 

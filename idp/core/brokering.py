@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Flask, current_app
+from flask import Flask, current_app, session
 
 BROKER = "idp.broker"
 CLIENT_AUTH = "idp.broker_client_auth"
@@ -73,3 +73,23 @@ def register_client_auth(app: Flask, name: str, auth: ClientAuth) -> None:
 
 def client_auth(name: str) -> ClientAuth | None:
     return current_app.extensions.get(CLIENT_AUTH, {}).get(name)
+
+
+# -- a trip that failed, told to the feature that asked for it -------------------------------
+FAILED_KEY = "broker_failed"  # flow cookie: {"issuer": ..., "error": ...}
+
+
+def note_failure(issuer: str, error: str) -> None:
+    """The broker could not complete the sign-in at `issuer` that a feature started (an
+    invalid state, the upstream's error, an ID token refused): the browser goes back to the
+    feature's URL, which reads this once (`take_failure`) and answers its client `error`."""
+    session[FAILED_KEY] = {"issuer": issuer, "error": error}
+
+
+def take_failure(issuer: str) -> str | None:
+    found = session.get(FAILED_KEY)
+    if not isinstance(found, dict) or found.get("issuer") != issuer:
+        return None
+    session.pop(FAILED_KEY, None)
+    error = found.get("error")
+    return error if isinstance(error, str) else None

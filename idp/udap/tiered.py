@@ -55,11 +55,11 @@ class TieredError(Exception):
 
 
 def requested(ix: Interaction) -> str | None:
-    """The `idp` of a Tiered OAuth request (`openid` and `udap` in scope), or None."""
+    """The `idp` of a Tiered OAuth request (`udap` in scope), or None."""
     idp = ix.params.get("idp")
     if not isinstance(idp, str) or not idp:
         return None
-    if not {"openid", "udap"} <= set(ix.scope.split()):
+    if "udap" not in ix.scope.split():  # IG §6.1: idp means nothing without udap
         return None
     return idp
 
@@ -72,6 +72,13 @@ def check(ix: Interaction) -> Outcome | None:
     if idp is None or "udap_to" not in policy().udap.profiles:
         return None
     broker = brokering.broker()
+    failed = brokering.take_failure(idp) if broker is not None else None
+    if failed is not None:  # the trip to this upstream failed: the IG's error to the client
+        audit.record("udap.tiered_failed", client_id=ix.client.client_id, idp=idp[:200],
+                     error=failed)
+        return Outcome.fail("udap_to", OAuth2Error(
+            error=failed, description="signing in at the identity provider named by idp "
+            "did not succeed", redirect_uri=ix.redirect_uri))
     if ix.sso is not None and broker is not None and broker.signed_in_by(ix.sso.id) == idp:
         return None
     if "none" in ix.prompts:
@@ -152,6 +159,9 @@ def upstream_metadata(idp: str) -> dict[str, str]:
         raise TieredError(f"upstream certificate not trusted: {exc}") from None
     except jwt.InvalidJWT as exc:
         raise TieredError(f"signed_metadata refused: {exc}") from None
+    scopes = doc.get("scopes_supported")
+    if not isinstance(scopes, list) or not {"openid", "udap"} <= set(scopes):
+        raise TieredError("the upstream does not support the openid and udap scopes")
     endpoints = {}
     for name in ("authorization_endpoint", "token_endpoint", "registration_endpoint"):
         value = claims.get(name)

@@ -37,7 +37,7 @@ from idp.config import POLICY_DIR
 from idp.extensions import db
 from idp.federation.upstream.models import Upstream, UpstreamLink
 from idp.sessions.models import SsoSession
-from tests.conftest import free_port
+from tests.conftest import TEST_ISSUER, free_port
 from tests.e2e.conftest import Server, gunicorn_process
 from tests.helpers import (
     PASSWORD,
@@ -414,19 +414,29 @@ def _trip(client, upstream: ForgingUdapUpstream):
     return back.headers["Location"]
 
 
-def _refused_at_callback(client, url: str) -> None:
+def _refused_at_callback(client, url: str, error: str) -> None:
+    """The callback refuses, nothing is linked and no session starts; the browser goes back
+    to the client's /authorize, which answers the client `error` (IG §6) at its redirect
+    URI, once."""
     answer = client.get(callback_path(url))
-    assert answer.status_code == 400, answer.text[:500]
-    assert "Sign-in did not work" in answer.text
+    assert answer.status_code == 302, answer.text[:500]
+    resumed = answer.headers["Location"]
+    assert resumed.startswith("/authorize?") and "idp=" in resumed, resumed
+    told = client.get(resumed)
+    assert told.status_code == 302, told.text[:500]
+    assert told.headers["Location"].startswith("https://rp.example/cb?"), told.headers
+    answered = query(told.headers["Location"])
+    assert answered["error"] == error and answered["state"] == "st-tiered"
     assert _count(UpstreamLink) == 0
     assert db.session.execute(select(func.count()).select_from(SsoSession)).scalar_one() == 0
+    assert len(_events("udap.tiered_failed")) == 1
 
 
 def test_an_id_token_for_another_audience_is_refused(client, community, server_cert,
                                                      forging):
     forging.tamper = {"aud": "another-server"}
     url = _trip(client, forging)
-    _refused_at_callback(client, url)
+    _refused_at_callback(client, url, "invalid_idp")
     # our token request authenticated with a client assertion carrying our certificate
     sent = forging.token_requests[0]
     assert sent["client_assertion_type"].endswith("jwt-bearer") and sent["udap"] == "1"
@@ -438,16 +448,31 @@ def test_an_id_token_for_another_audience_is_refused(client, community, server_c
 def test_an_id_token_with_another_nonce_is_refused(client, community, server_cert,
                                                    forging):
     forging.tamper = {"nonce": "someone-elses-nonce"}
-    _refused_at_callback(client, _trip(client, forging))
+    _refused_at_callback(client, _trip(client, forging), "invalid_idp")
     assert "nonce" in _events("upstream.login_failed")[0].detail["reason"]
 
 
-def test_a_callback_with_another_state_is_refused(client, community, server_cert,
-                                                  forging):
+def test_a_callback_with_another_state_is_a_server_error(client, community, server_cert,
+                                                          forging):
     url = _trip(client, forging)
-    parts = urlsplit(url)
     forged = url.replace("state=", "state=x", 1)
-    assert forged != url and parts.path.endswith("/callback")
-    _refused_at_callback(client, forged)
+    assert forged != url and urlsplit(url).path.endswith("/callback")
+    _refused_at_callback(client, forged, "server_error")
     assert forging.token_requests == []  # the code was never redeemed
 
+
+def test_the_upstreams_own_error_is_access_denied(client, community, server_cert, forging):
+    url = _trip(client, forging)
+    parts = urlsplit(url)
+    state = query(url)["state"]
+    denied = f"{parts.path}?" + urlencode({"error": "access_denied", "state": state,
+                                           "iss": forging.issuer})
+    _refused_at_callback(client, TEST_ISSUER + denied, "access_denied")
+
+
+def test_an_upstream_without_the_udap_scope_is_refused(client, community, server_cert,
+                                                       forging, monkeypatch):
+    plain = forging.udap_metadata()
+    monkeypatch.setattr(forging, "udap_metadata", lambda: {**plain,
+                                                           "scopes_supported": ["openid"]})
+    _refused_with_invalid_idp(client, forging.issuer, "openid and udap scopes")
