@@ -476,3 +476,24 @@ def test_an_upstream_without_the_udap_scope_is_refused(client, community, server
     monkeypatch.setattr(forging, "udap_metadata", lambda: {**plain,
                                                            "scopes_supported": ["openid"]})
     _refused_with_invalid_idp(client, forging.issuer, "openid and udap scopes")
+
+
+def test_a_person_who_connects_no_account_leaves_the_client_access_denied(
+        client, community, server_cert, forging):
+    """IG §6: a data holder that cannot resolve the person to a local user answers
+    access_denied. The person, shown the unknown identity's page, goes back without
+    connecting an account; a forged or tokenless cancel is refused (400), never a 500."""
+    answer = client.get(callback_path(_trip(client, forging)))
+    assert answer.headers["Location"] == "/upstream/link", answer.text[:500]
+    page = client.get("/upstream/link")
+    assert page.status_code == 200 and 'name="cancel"' in page.text
+    assert client.post("/upstream/link", data={"cancel": "1"}).status_code == 400  # no CSRF
+    cancelled = client.post("/upstream/link", data={"cancel": "1",
+                                                    "csrf_token": csrf_from(page.text)})
+    assert cancelled.status_code == 302, cancelled.text[:500]
+    told = client.get(cancelled.headers["Location"])
+    answered = query(told.headers["Location"])
+    assert answered["error"] == "access_denied" and answered["state"] == "st-tiered"
+    assert _count(UpstreamLink) == 0
+    assert client.get("/upstream/link").status_code == 404  # the held identity is gone
+    assert len(_events("upstream.link_declined")) == 1

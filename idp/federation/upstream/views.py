@@ -163,7 +163,10 @@ def choose() -> Page:
     row = db.session.get(service.Upstream, item.upstream_id)
     form = ProveAccountForm()
     if request.method == "GET":
-        return render_template("upstream/choose.html", form=form, item=item, row=row)
+        return render_template("upstream/choose.html", form=form, item=item, row=row,
+                               cancel=ButtonForm())
+    if "cancel" in request.form:
+        return _cancel(item, row)
     if not form.validate_on_submit():
         return render_template("upstream/choose.html", form=form, item=item, row=row,
                                error=_("Enter your username or NPI and your password.")), 400
@@ -184,6 +187,22 @@ def choose() -> Page:
     audit.record("login.password_verified", user_id=result.user.id, upstream_link=True)
     db.session.commit()
     return redirect(url_for("mfa.challenge"))
+
+
+def _cancel(item: service.UpstreamPending, row: service.Upstream | None) -> Page:
+    """The person connects no account (offered for an upstream a feature enrolled): the held
+    identity is dropped and the request that sent the person upstream answers its client
+    access_denied (FAST Security IG §6: an identity the data holder cannot resolve)."""
+    if row is None or row.client_auth == "client_secret" or \
+            not ButtonForm().validate_on_submit():
+        abort(400)
+    if not service.use_pending(item):
+        return render_template("upstream/expired.html"), 409
+    session.pop(signin.PENDING_KEY, None)
+    brokering.note_failure(row.issuer, "access_denied")
+    audit.record("upstream.link_declined", upstream=row.name)
+    db.session.commit()
+    return redirect(item.next_url)
 
 
 @bp.post("/upstream/<name>/backchannel-logout")
