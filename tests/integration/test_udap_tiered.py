@@ -497,3 +497,4 @@ def test_a_person_who_connects_no_account_leaves_the_client_access_denied(
     assert _count(UpstreamLink) == 0
     assert client.get("/upstream/link").status_code == 404  # the held identity is gone
     assert len(_events("upstream.link_declined")) == 1
+    assert forging.issuer in page.text  # the upstream by its URL, not its internal name
