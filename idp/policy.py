@@ -661,6 +661,8 @@ class UdapPolicy:
     certifications: tuple[str, ...]
     b2b_required: tuple[str, ...]
     require_crl: bool
+    tiered_fallback: str          # Tiered OAuth, an upstream not usable: "error" | "local"
+    tiered_logo_uri: str          # Tiered OAuth: logo_uri of our registrations upstream
     communities: dict[str, UdapCommunityFiles]
 
 
@@ -979,6 +981,10 @@ def _udap(data: dict[str, Any], directory: Path) -> UdapPolicy:
         raise PolicyError("udap.toml: metadata_lifetime at most a year")
     if udap.max_chain_length < 1 or udap.max_chain_depth < 2:
         raise PolicyError("udap.toml: max_chain_length >= 1, max_chain_depth >= 2")
+    if udap.tiered_logo_uri and not udap.tiered_logo_uri.startswith("https://"):
+        raise PolicyError("udap.toml: tiered_logo_uri must be an https URL")
+    if udap.tiered_fallback not in ("error", "local"):
+        raise PolicyError("udap.toml: tiered_fallback is \"error\" or \"local\"")
     unknown = set(udap.profiles) - {"udap_dcr", "udap_authn", "udap_authz", "udap_to"}
     if unknown:
         raise PolicyError(f"udap.toml profiles: unknown {sorted(unknown)}")

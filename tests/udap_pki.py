@@ -129,6 +129,11 @@ class Pki:
         """The authorization server's certificate (SAN URI = its issuer)."""
         return _server(issuer)
 
+    def untrusted_server(self, issuer: str) -> Holder:
+        """An authorization server's certificate (SAN URI = its issuer) under the root nobody
+        configured."""
+        return _untrusted_server(issuer)
+
     def anchor_pem(self) -> bytes:
         return pem(self.root)
 
@@ -137,6 +142,7 @@ class Pki:
 
 
 _INTERMEDIATE_KEY: dict[int, Key] = {}
+_UNTRUSTED_ROOT_KEY: dict[int, Key] = {}
 
 
 @functools.cache
@@ -162,6 +168,7 @@ def pki() -> Pki:
                      not_after=past - timedelta(days=1))
     no_signature = holder("Encipherment Only", CLIENT_URI, _ec(), digital_signature=False)
     other_root = issue("Untrusted Root CA", other_root_key, ca=True)
+    _UNTRUSTED_ROOT_KEY[id(other_root)] = other_root_key
     untrusted_key = _rsa()
     untrusted = Holder(issue("Impostor App", untrusted_key, issuer=(other_root, other_root_key),
                              san=CLIENT_URI), untrusted_key, ())
@@ -182,3 +189,10 @@ def _server(issuer: str) -> Holder:
     return Holder(issue("Authorization Server", key,
                         issuer=(p.intermediate, _INTERMEDIATE_KEY[id(p.intermediate)]),
                         san=issuer), key, (p.intermediate,))
+
+
+@functools.cache
+def _untrusted_server(issuer: str) -> Holder:
+    p, key = pki(), _ec()
+    return Holder(issue("Impostor Server", key, issuer=(
+        p.untrusted_root, _UNTRUSTED_ROOT_KEY[id(p.untrusted_root)]), san=issuer), key, ())

@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import requests
@@ -29,6 +30,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from tests.conftest import free_port
+from tests.udap_client import sign
 
 NODE_DIR = Path(__file__).parent / "e2e" / "node"
 UPSTREAM_SECRET = "upstream-client-secret-0123456789abcdef"
@@ -190,6 +192,49 @@ class ForgingUpstream:
                 response = Response(json.dumps(body), mimetype="application/json")
         else:
             response = Response("not found", status=404)
+        return response(environ, start_response)
+
+
+class ForgingUdapUpstream(ForgingUpstream):
+    """A ForgingUpstream that is also a UDAP server (Tiered OAuth upstream, FAST Security IG
+    §6): /.well-known/udap with signed_metadata signed by `holder` (a tests.udap_pki Holder:
+    trusted, or from an untrusted root), /register answering any software statement with
+    `client_id` (kept: its ID tokens name it as aud unless tampered), and token requests
+    recorded with their client assertion."""
+
+    def __init__(self, holder_for: Any, client_id: str = "tiered-client-1") -> None:
+        super().__init__(client_id)
+        self.holder = holder_for(self.issuer)
+        self.registrations: list[dict] = []
+
+    def metadata(self) -> dict:
+        return {**super().metadata(),
+                "token_endpoint_auth_methods_supported": ["private_key_jwt"]}
+
+    def udap_metadata(self) -> dict:
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": self.issuer, "iat": now, "exp": now + 3600,
+                  "jti": secrets.token_hex(8),
+                  "authorization_endpoint": f"{self.issuer}/authorize",
+                  "token_endpoint": f"{self.issuer}/token",
+                  "registration_endpoint": f"{self.issuer}/register"}
+        return {"udap_versions_supported": ["1"], "udap_profiles_supported": ["udap_dcr",
+                                                                              "udap_to"],
+                "scopes_supported": ["openid", "udap", "profile", "email"],
+                **{k: v for k, v in claims.items() if k.endswith("endpoint")},
+                "signed_metadata": sign(self.holder, claims)}
+
+    def _app(self, environ, start_response):  # noqa: ANN001, ANN202
+        request = Request(environ)
+        if request.path == "/.well-known/udap":
+            response = Response(json.dumps(self.udap_metadata()), mimetype="application/json")
+        elif request.path == "/register" and request.method == "POST":
+            self.registrations.append(request.get_json(silent=True) or {})
+            response = Response(json.dumps({"client_id": self.client_id,
+                                            "scope": "openid udap"}),
+                                status=201, mimetype="application/json")
+        else:
+            return super()._app(environ, start_response)
         return response(environ, start_response)
 
 

@@ -62,6 +62,8 @@ class Kind(Enum):
     # path the caller validated (idp.udap.trust) before handing its key here.
     UDAP_SOFTWARE_STATEMENT = "a UDAP software statement"
     UDAP_CLIENT_ASSERTION = "a UDAP client assertion"
+    # Another server's /.well-known/udap signed_metadata (Tiered OAuth: the upstream IdP).
+    UDAP_SIGNED_METADATA = "UDAP signed metadata"
 
 
 # Accepted `typ` values, compared case-insensitively with any "application/" prefix removed
@@ -80,8 +82,10 @@ _TYPS: dict[Kind, frozenset[str]] = {
     Kind.UPSTREAM_LOGOUT_TOKEN: frozenset({"", "jwt", LOGOUT_TOKEN_TYP}),
     Kind.UDAP_SOFTWARE_STATEMENT: frozenset({"", "jwt"}),
     Kind.UDAP_CLIENT_ASSERTION: frozenset({"", "jwt"}),
+    Kind.UDAP_SIGNED_METADATA: frozenset({"", "jwt"}),
 }
-_UDAP = frozenset({Kind.UDAP_SOFTWARE_STATEMENT, Kind.UDAP_CLIENT_ASSERTION})
+_UDAP = frozenset({Kind.UDAP_SOFTWARE_STATEMENT, Kind.UDAP_CLIENT_ASSERTION,
+                   Kind.UDAP_SIGNED_METADATA})
 MAX_UDAP_LENGTH = 24576           # UDAP tokens carry their certificate chain (x5c)
 # The x5c header of a UDAP token holds a chain of certificates: joserfc's default header
 # bound (512 bytes) is for a header of names; the token's own length bound still applies.
@@ -199,6 +203,9 @@ def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
     use is the caller's.
     UDAP_CLIENT_ASSERTION: like CLIENT_ASSERTION (client_id, audiences, max_lifetime), with
     iat required; the header must carry x5c.
+    UDAP_SIGNED_METADATA: `keys` (the x5c leaf's, path already validated), `issuer` (the
+    server's base URL, its certificate's SAN URI: iss == sub == it), `max_lifetime` (exp at
+    most this far after iat); exp, iat and the endpoints required, no aud.
     """
     if kind is Kind.DPOP_PROOF:
         return _dpop_proof(token, algorithms or (*ALGORITHMS, "PS256"))
@@ -369,6 +376,22 @@ def _udap_client_assertion(claims: dict, *, client_id: str | None, audiences: Co
     _udap_times(claims, audiences, max_lifetime)
 
 
+def _udap_signed_metadata(claims: dict, *, issuer: str | None, max_lifetime: int | None,
+                          **_: Any) -> None:
+    """FAST Security IG §2.3: iss == sub == the server's base URL, exp and iat, exp within
+    the metadata's lifetime bound (a year)."""
+    if not issuer or max_lifetime is None:
+        raise TypeError("UDAP_SIGNED_METADATA needs issuer and max_lifetime")
+    if claims.get("iss") != issuer or claims.get("sub") != issuer:
+        raise InvalidJWT("iss and sub must both be the server's base URL")
+    if "aud" in claims or not all(isinstance(claims.get(name), str) for name in
+                                  ("authorization_endpoint", "token_endpoint")):
+        raise InvalidJWT("not UDAP signed metadata (endpoints)")  # e.g. a software statement
+    _registry(claims, LEEWAY, {"exp": {"essential": True}, "iat": {"essential": True}})
+    if not isinstance(claims["iat"], int | float) or claims["exp"] - claims["iat"] > max_lifetime:
+        raise InvalidJWT(f"the metadata must expire within {max_lifetime} seconds of iat")
+
+
 def _udap_times(claims: dict, audiences: Collection[str], max_lifetime: int) -> None:
     _registry(claims, LEEWAY, {"aud": {"essential": True, "values": list(audiences)},
                                "exp": {"essential": True}, "iat": {"essential": True},
@@ -466,4 +489,5 @@ _CHECKS: dict[Kind, Callable[..., None]] = {
     Kind.UPSTREAM_LOGOUT_TOKEN: _upstream_logout_token,
     Kind.UDAP_SOFTWARE_STATEMENT: _udap_software_statement,
     Kind.UDAP_CLIENT_ASSERTION: _udap_client_assertion,
+    Kind.UDAP_SIGNED_METADATA: _udap_signed_metadata,
 }

@@ -96,11 +96,26 @@ def signed_metadata() -> str | None:
     """IG §2.3: a JWT signed with the server's certificate key (x5c: its chain), iss = sub =
     the base URL (udap.toml metadata_base, else the issuer; the certificate's SAN URI), the
     endpoints, exp within a year."""
+    if server_credentials() is None:
+        return None
+    now = clock.timestamp()
+    base = server_uri()
+    claims = {"iss": base, "sub": base, "iat": now,
+              "exp": now + policy().udap.metadata_lifetime, "jti": secrets.token_urlsafe(16),
+              "authorization_endpoint": f"{issuer()}/authorize",
+              "token_endpoint": token_endpoint(),
+              "registration_endpoint": registration_endpoint()}
+    return sign_as_server(claims)
+
+
+def sign_as_server(claims: dict[str, Any]) -> str | None:
+    """`claims` signed with the server certificate's key, its chain in x5c (signed metadata;
+    as a client of another server, Tiered OAuth: software statements and client
+    assertions), or None when the certificate is not configured."""
     found = server_credentials()
     if found is None:
         return None
     chain, key = found
-    now = clock.timestamp()
     if isinstance(key, rsa.RSAPrivateKey):
         jwk: RSAKey | ECKey = RSAKey.import_key(key)  # type: ignore[arg-type]
         alg = "RS256"
@@ -108,13 +123,12 @@ def signed_metadata() -> str | None:
         jwk, alg = ECKey.import_key(key), "ES256"  # type: ignore[arg-type]
     else:
         return None
-    base = policy().udap.metadata_base or issuer()
-    claims = {"iss": base, "sub": base, "iat": now,
-              "exp": now + policy().udap.metadata_lifetime, "jti": secrets.token_urlsafe(16),
-              "authorization_endpoint": f"{issuer()}/authorize",
-              "token_endpoint": token_endpoint(),
-              "registration_endpoint": registration_endpoint()}
     return jwt.sign_with_certificate(claims, jwk, alg, [trust.b64der(c) for c in chain])
+
+
+def server_uri() -> str:
+    """The URI this server's certificate names (its SAN URI): metadata_base or the issuer."""
+    return policy().udap.metadata_base or issuer()
 
 
 # -- registration (IG §3) --------------------------------------------------------------------

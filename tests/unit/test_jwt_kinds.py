@@ -99,7 +99,7 @@ def upstream_logout_token(key: RSAKey, **changes) -> str:
 UDAP_URI = "https://udap-app.example/fhir-client"  # a UDAP client's certificate SAN URI
 
 
-def udap_token(key: RSAKey, aud: str, **changes) -> str:
+def udap_token(key: RSAKey, aud: str | None, **changes) -> str:
     """A UDAP software statement or client assertion: iss == sub == the SAN URI, x5c header
     (its path is validated by idp.udap before verify() sees the key: any chain will do here)."""
     claims = {"iss": UDAP_URI, "sub": UDAP_URI, "aud": aud, "iat": _now(),
@@ -134,6 +134,7 @@ def check(token: str, kind: Kind, keys: KeySet | None = None, **options) -> jwt.
                                        "audiences": [f"{settings().issuer}/register"]},
         Kind.UDAP_CLIENT_ASSERTION: {"client_id": UDAP_URI, "max_lifetime": 300,
                                      "audiences": [f"{settings().issuer}/token"]},
+        Kind.UDAP_SIGNED_METADATA: {"issuer": UDAP_URI, "max_lifetime": 3600},
     }[kind]
     if keys is not None:
         base = {**base, "keys": keys}
@@ -152,6 +153,9 @@ def genuine(kind: Kind, key: RSAKey) -> str:
             Kind.UDAP_SOFTWARE_STATEMENT: lambda: udap_token(
                 key, f"{settings().issuer}/register"),
             Kind.UDAP_CLIENT_ASSERTION: lambda: udap_token(key, f"{settings().issuer}/token"),
+            Kind.UDAP_SIGNED_METADATA: lambda: udap_token(
+                key, None, jti=None, authorization_endpoint=f"{UDAP_URI}/authorize",
+                token_endpoint=f"{UDAP_URI}/token"),
             }[kind]()
 
 

@@ -326,3 +326,16 @@ def test_scim_policy_is_checked(tmp_path):
     scim.write_text(scim.read_text().replace('display = "Nothing"',
                                              'display = "Ward"\nfacility = "General"'))
     assert load_policy(copy).scim.groups["empty"].facility == "General"
+
+
+def test_udap_tiered_oauth_settings_are_checked(policies: Path):
+    """udap.toml: udap_to is announced; tiered_fallback is error or local; the logo_uri of
+    our registrations at upstreams is https."""
+    policy = load_policy(policies)
+    assert "udap_to" in policy.udap.profiles and policy.udap.tiered_fallback == "error"
+    assert load_policy(policies, {"udap": {"tiered_fallback": "local"}}).udap.tiered_fallback \
+        == "local"
+    with pytest.raises(PolicyError, match="tiered_fallback"):
+        load_policy(policies, {"udap": {"tiered_fallback": "maybe"}})
+    with pytest.raises(PolicyError, match="tiered_logo_uri must be an https URL"):
+        load_policy(policies, {"udap": {"tiered_logo_uri": "http://example.org/logo.png"}})

@@ -8,9 +8,17 @@ from __future__ import annotations
 from flask import Flask, url_for
 
 from idp.context import settings
-from idp.core import account_pages, admin_nav, applicants, events, login_options, logout_offers
+from idp.core import (
+    account_pages,
+    admin_nav,
+    applicants,
+    brokering,
+    events,
+    login_options,
+    logout_offers,
+)
 from idp.core.i18n import lazy_gettext as _l
-from idp.federation.upstream import onboarding, service, signin
+from idp.federation.upstream import broker, onboarding, service, signin
 from idp.federation.upstream.views import admin_bp, bp
 
 
@@ -21,7 +29,8 @@ def N_(message: str) -> str:  # noqa: N802  (babel's keyword: marks a msgid, tra
 def _options(next_url: str) -> list[login_options.LoginOption]:
     return [login_options.LoginOption(row.name, row.name,
                                       url_for("upstream.start", name=row.name, next=next_url))
-            for row in service.listing(enabled_only=True)]
+            for row in service.listing(enabled_only=True)
+            if row.client_auth == "client_secret"]  # enrolled by a feature: not a button
 
 
 def _logout_offers(sso_session_id: str) -> list[logout_offers.LogoutOffer]:
@@ -40,6 +49,7 @@ def install(app: Flask) -> None:
         "upstream.linked_identities", N_("Linked sign-in identities"),
         N_("your accounts at your organization's identity provider.")))
     signin.install(app)
+    brokering.set_broker(app, broker.BROKER)
     applicants.register(app, onboarding.prefill)
     events.subscribe(app, events.APPLICATION_SUBMITTED, onboarding.on_submitted)
     events.subscribe(app, events.APPLICATION_APPROVED, onboarding.on_approved)

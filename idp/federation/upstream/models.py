@@ -35,6 +35,11 @@ class Upstream(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy
     discovery_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     jwks: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     jwks_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # How our token requests authenticate: "client_secret" (the operator's upstreams), or the
+    # name of a feature's idp.core.brokering.ClientAuth for an upstream that feature enrolled
+    # ("udap": UDAP Tiered OAuth, private_key_jwt with the server certificate's x5c).
+    client_auth: Mapped[str] = mapped_column(String(20), default="client_secret",
+                                             server_default="client_secret")
 
 
 class UpstreamLink(db.Model):  # type: ignore[name-defined]

@@ -27,7 +27,7 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
-from idp.core import bounded_json, crypto, outbound
+from idp.core import bounded_json, brokering, crypto, outbound
 from idp.core.crypto import digest
 from idp.extensions import db
 from idp.federation.upstream.models import (
@@ -69,7 +69,10 @@ def rules() -> UpstreamsPolicy:
 def create(*, name: str, issuer: str, client_id: str, client_secret: str | None,
            secret_env: str | None = None, scope: str = "openid profile email",
            link_by: str = "email", allowed_domains: list[str] | tuple[str, ...] = (),
-           actor: str) -> Upstream:
+           actor: str, client_auth: str = "client_secret") -> Upstream:
+    """A new upstream. `client_auth`: "client_secret" (the secret, or the environment
+    variable holding it, is required), or the name of a feature's ClientAuth
+    (idp.core.brokering) for an upstream that feature enrolls (no secret)."""
     name = (name or "").strip().lower()
     if not NAME_RE.fullmatch(name):
         raise ConfigError("name: 1-64 lowercase letters, digits, '-' or '_' (it is in the "
@@ -83,7 +86,10 @@ def create(*, name: str, issuer: str, client_id: str, client_secret: str | None,
         raise ConfigError("issuer: https is required (this IdP's issuer is https)")
     if not client_id or len(client_id) > 255:
         raise ConfigError("client-id: required, at most 255 characters")
-    if bool(client_secret) == bool(secret_env):
+    if client_auth != "client_secret":
+        if client_secret or secret_env or brokering.client_auth(client_auth) is None:
+            raise ConfigError(f"client auth {client_auth!r}: no such method, and no secret")
+    elif bool(client_secret) == bool(secret_env):
         raise ConfigError("give the client secret (stored encrypted) or the name of the "
                           "environment variable that holds it, one of the two")
     if secret_env and not ENV_RE.fullmatch(secret_env):
@@ -103,11 +109,12 @@ def create(*, name: str, issuer: str, client_id: str, client_secret: str | None,
     row = Upstream(name=name, issuer=issuer, client_id=client_id,
                    client_secret_encrypted=crypto.encrypt(client_secret) if client_secret
                    else None, secret_env=secret_env, scope=" ".join(scopes), link_by=link_by,
-                   allowed_domains=domains, enabled=True, created_at=clock.now())
+                   allowed_domains=domains, enabled=True, created_at=clock.now(),
+                   client_auth=client_auth)
     db.session.add(row)
     db.session.flush()
     audit.record("upstream.created", actor=actor, upstream=name, issuer=issuer,
-                 link_by=link_by, domains=domains)
+                 link_by=link_by, domains=domains, client_auth=client_auth)
     return row
 
 
@@ -302,13 +309,21 @@ def exchange(row: Upstream, flow: UpstreamFlow, code: str) -> Upstreamed:
             "redirect_uri": redirect_uri(row),
             "code_verifier": crypto.decrypt(flow.verifier_encrypted)}
     methods = meta.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
-    secret = client_secret(row)
     headers = {"Accept": "application/json"}
-    if "client_secret_basic" in methods:
+    if row.client_auth != "client_secret":
+        auth = brokering.client_auth(row.client_auth)
+        if auth is None:
+            raise UpstreamError(f"client authentication {row.client_auth} not installed")
+        try:
+            data.update(auth(row.client_id, meta["token_endpoint"]))
+        except brokering.BrokerRefused as exc:
+            raise UpstreamError(f"client authentication: {exc}") from None
+    elif "client_secret_basic" in methods:
+        secret = client_secret(row)
         pair = f"{_form(row.client_id)}:{_form(secret)}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
     else:
-        data.update(client_id=row.client_id, client_secret=secret)
+        data.update(client_id=row.client_id, client_secret=client_secret(row))
     try:
         response = outbound.client().post(meta["token_endpoint"], data=data, headers=headers)
     except outbound.OutboundRefused as exc:

@@ -14,10 +14,13 @@ from idp.accounts.views import locked_message, login_failed_message, safe_next
 from idp.admin.access import actor, require_role
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core import brokering
+from idp.core.crypto import digest
 from idp.core.i18n import gettext as _
 from idp.extensions import csrf, db, limiter
 from idp.federation.upstream import service, signin
 from idp.federation.upstream.forms import ButtonForm, ProveAccountForm, UpstreamForm
+from idp.federation.upstream.models import UpstreamFlow
 from idp.mfa import flow
 from idp.mfa.models import LoginAttempt
 from idp.sessions.models import SsoSession
@@ -64,18 +67,27 @@ def start(name: str) -> Page:
 def callback(name: str) -> Page:
     row = _upstream(name)
     browser_state = session.pop(signin.STATE_KEY, None)
+    stage = "state"
     try:
         flow_row = service.claim_flow(row, request.args.get("state", ""), browser_state)
+        stage = "response"
         service.check_issuer_parameter(row, request.args.get("iss"))
         if request.args.get("error"):
+            stage = "error"
             raise service.UpstreamError(
                 f"upstream answered {request.args.get('error', '')[:40]}")
+        stage = "token"
         done = service.exchange(row, flow_row, request.args.get("code", ""))
     except service.UpstreamError as exc:
         db.session.rollback()
         # The state is spent even when the rest fails (a replay is refused as a replay).
         _spend(row, request.args.get("state", ""), browser_state)
-        return _failed(row.name, exc.reason)
+        back = _back_to_feature(row, browser_state, stage)
+        if back is None:
+            return _failed(row.name, exc.reason)
+        audit.record("upstream.login_failed", upstream=row.name, reason=exc.reason)
+        db.session.commit()
+        return redirect(back)
     next_url = flow_row.next_url
     link = service.find_link(row.issuer, str(done.claims["sub"]))
     if link is None:
@@ -111,6 +123,27 @@ def callback(name: str) -> Page:
     return redirect(next_url)
 
 
+# What the feature that enrolled an upstream tells its client when the trip fails (FAST
+# Security IG §6: an invalid state is a server_error; the upstream's own error, access_denied;
+# an ID token not returned or refused, invalid_idp).
+_FEATURE_ERRORS = {"state": "server_error", "error": "access_denied",
+                   "response": "invalid_idp", "token": "invalid_idp"}
+
+
+def _back_to_feature(row: service.Upstream, browser_state: str | None, stage: str
+                     ) -> str | None:
+    """For an upstream a feature enrolled (UDAP Tiered OAuth), the URL of the request that
+    sent this browser there (its own trip, found by the state in its cookie), with the
+    failure noted for the feature to answer its client; None for the operator's upstreams."""
+    if row.client_auth == "client_secret" or not browser_state:
+        return None
+    trip = db.session.get(UpstreamFlow, digest(browser_state))
+    if trip is None or trip.upstream_id != row.id:
+        return None
+    brokering.note_failure(row.issuer, _FEATURE_ERRORS[stage])
+    return trip.next_url
+
+
 def _spend(row: service.Upstream, state: str, browser_state: str | None) -> None:
     try:
         service.claim_flow(row, state, browser_state)
@@ -130,7 +163,10 @@ def choose() -> Page:
     row = db.session.get(service.Upstream, item.upstream_id)
     form = ProveAccountForm()
     if request.method == "GET":
-        return render_template("upstream/choose.html", form=form, item=item, row=row)
+        return render_template("upstream/choose.html", form=form, item=item, row=row,
+                               cancel=ButtonForm())
+    if "cancel" in request.form:
+        return _cancel(item, row)
     if not form.validate_on_submit():
         return render_template("upstream/choose.html", form=form, item=item, row=row,
                                error=_("Enter your username or NPI and your password.")), 400
@@ -151,6 +187,22 @@ def choose() -> Page:
     audit.record("login.password_verified", user_id=result.user.id, upstream_link=True)
     db.session.commit()
     return redirect(url_for("mfa.challenge"))
+
+
+def _cancel(item: service.UpstreamPending, row: service.Upstream | None) -> Page:
+    """The person connects no account (offered for an upstream a feature enrolled): the held
+    identity is dropped and the request that sent the person upstream answers its client
+    access_denied (FAST Security IG §6: an identity the data holder cannot resolve)."""
+    if row is None or row.client_auth == "client_secret" or \
+            not ButtonForm().validate_on_submit():
+        abort(400)
+    if not service.use_pending(item):
+        return render_template("upstream/expired.html"), 409
+    session.pop(signin.PENDING_KEY, None)
+    brokering.note_failure(row.issuer, "access_denied")
+    audit.record("upstream.link_declined", upstream=row.name)
+    db.session.commit()
+    return redirect(item.next_url)
 
 
 @bp.post("/upstream/<name>/backchannel-logout")

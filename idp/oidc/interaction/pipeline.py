@@ -119,6 +119,7 @@ ISSUE = "issue"        # the authorization response with a code for the user
 LOGIN = "login"        # to the sign-in page; `mark`: remember when (prompt=login, max_age)
 STEP_UP = "stepup"     # a stronger factor now (MFA step-up to `acr`)
 REDIRECT = "redirect"  # to `endpoint` (a gate, an EPCS ceremony, the SMART patient picker)
+#                        or `url` (a feature's same-site URL: UDAP Tiered OAuth's upstream)
 CONSENT = "consent"    # the consent page
 DENY = "deny"          # the user said no: access_denied to the client
 ERROR = "error"        # `error` (an OAuth2Error) to the client's redirect_uri
@@ -131,6 +132,7 @@ class Outcome:
     reason: str  # the deciding check's reason code (no_session, max_age, step_up, ...)
     endpoint: str | None = None
     args: Mapping[str, Any] = field(default_factory=dict)
+    url: str | None = None  # REDIRECT to this same-site URL instead of `endpoint`
     error: OAuth2Error | None = None
     description: str | None = None
     acr: str | None = None

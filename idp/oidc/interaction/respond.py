@@ -142,7 +142,7 @@ def browser_step(ix: Interaction, outcome: Outcome, markers: dict) -> BaseRespon
         mfa_flow.begin(ix.user, ix.return_to, purpose="stepup", target_acr=outcome.acr)
         return redirect(url_for("mfa.challenge"))
     if kind == pipeline.REDIRECT:
-        return redirect(url_for(outcome.endpoint, **outcome.args))
+        return redirect(outcome.url or url_for(outcome.endpoint, **outcome.args))
     return None
 
 
