@@ -48,6 +48,7 @@ from sqlalchemy.exc import IntegrityError
 from idp import clock
 from idp.accounts import gates
 from idp.accounts.models import User
+from idp.audit import group_commit
 from idp.audit import service as audit
 from idp.context import keystore, policy, settings
 from idp.core import request_log
@@ -167,14 +168,17 @@ class Server(AuthorizationServer):
         request_log.note(sub=user.subject if user else None)
         record_issue(token, oauth_request.client, user,
                      oauth_request.payload.grant_type or "authorization_code", ip=_ip())
-        db.session.commit()
+        try:  # staged (client_credentials, refresh_token): durable once the batch is
+            group_commit.commit(db.session)
+        except group_commit.Refused:  # the refresh token was used meanwhile
+            raise InvalidGrantError() from None
 
 
 def record_issue(token: dict, client: Client, user: User | None, grant_type: str,
                  ip: str | None, user_agent: str | None = None) -> None:
     """The token.issued audit event, in the transaction that wrote the token's records (also
     for tokens issued in front of Flask, idp.oidc.fast_lane)."""
-    audit.record("token.issued", user_id=user.id if user else None,
+    audit.record_staged("token.issued", user_id=user.id if user else None,
                  client_id=client.client_id, ip=ip, user_agent=user_agent,
                  grant_type=grant_type, scope=token.get("scope", ""),
                  refresh=bool(token.get("refresh_token")))
@@ -383,12 +387,18 @@ class RefreshGrant(UserGrant, grants.RefreshTokenGrant):
             # A forced password change or today's acknowledgment needs the user at the
             # authorization endpoint; the token stays unused for after that.
             return None
-        claimed = db.session.connection().execute(
-            _CLAIM_REFRESH, {"token_id": item.id, "now": clock.now()}).rowcount
-        if not claimed:
+        ip = _ip()
+
+        def reused() -> None:
             tokens.revoke_family(item.family_id)
             audit.record("token.refresh_reused", user_id=item.user_id,
-                         client_id=client.client_id, ip=_ip())
+                         client_id=client.client_id, ip=ip)
+
+        # Staged under group commit: the committer runs the compare-and-set in the batch that
+        # writes the new tokens, and a reuse found there is handled as below (save_token).
+        if not group_commit.check(db.session, _CLAIM_REFRESH,
+                                  {"token_id": item.id, "now": clock.now()}, reused):
+            reused()
             db.session.commit()
             return None
         if item.session_bound and item.sid and policy().refresh.refresh_keeps_session_alive:
