@@ -174,7 +174,8 @@ _INSERT_EVENT = insert(AuditEvent.__table__)
 class Committer:
     """One thread per process and engine; see the module docstring."""
 
-    def __init__(self, engine: Engine, max_rows: int, wait_s: float) -> None:
+    def __init__(self, engine: Engine, max_rows: int, wait_s: float, *,
+                 start: bool = True) -> None:
         self.engine = engine
         self.max_rows = max_rows
         self.wait_s = wait_s
@@ -182,7 +183,8 @@ class Committer:
         self.batches = 0   # counters (tests and the bench read them)
         self.stages = 0
         self.thread = threading.Thread(target=self._run, name="idp-group-commit", daemon=True)
-        self.thread.start()
+        if start:
+            self.thread.start()
 
     def submit(self, stage: Stage) -> None:
         self.queue.put(stage)
@@ -208,7 +210,7 @@ class Committer:
                 batch.append(item)
                 rows += item.rows
             try:
-                self._flush(batch)
+                self.flush(batch)
             except BaseException as exc:  # noqa: BLE001 - never leave a request waiting
                 for stage in batch:
                     stage.error = stage.error or exc
@@ -216,7 +218,8 @@ class Committer:
                 for stage in batch:
                     stage.done.set()
 
-    def _flush(self, batch: list[Stage]) -> None:
+    def flush(self, batch: list[Stage]) -> None:
+        """Write one batch in one transaction (the thread's loop; tests call it directly)."""
         try:
             with self.engine.begin() as conn:
                 self._write(conn, batch)
@@ -228,7 +231,7 @@ class Committer:
                 batch[0].error = exc
                 return
             for stage in batch:  # one at a time: only the stage at fault fails
-                self._flush([stage])
+                self.flush([stage])
             return
         self.batches += 1
         self.stages += len(batch)

@@ -394,6 +394,10 @@ class RefreshGrant(UserGrant, grants.RefreshTokenGrant):
             audit.record("token.refresh_reused", user_id=item.user_id,
                          client_id=client.client_id, ip=ip)
 
+        if item.rotated_at is not None:  # used before: no need to issue and then refuse
+            reused()
+            db.session.commit()
+            return None
         # Staged under group commit: the committer runs the compare-and-set in the batch that
         # writes the new tokens, and a reuse found there is handled as below (save_token).
         if not group_commit.check(db.session, _CLAIM_REFRESH,
