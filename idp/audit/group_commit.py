@@ -42,7 +42,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from idp.audit.models import AuditEvent, AuditHead
 from idp.context import settings
@@ -50,6 +50,7 @@ from idp.core import events, metrics
 from idp.extensions import db
 
 log = logging.getLogger("idp.group_commit")
+AnySession = Session | scoped_session[Any]
 GENESIS = "0" * 64
 WAIT_TIMEOUT = 60.0  # seconds a request waits for its batch before it gives up (an error)
 
@@ -111,7 +112,7 @@ def current() -> Stage | None:
     return _STAGE.get()
 
 
-def write(session: Session, statement: Any, params: dict) -> None:
+def write(session: AnySession, statement: Any, params: dict) -> None:
     """An INSERT of the issuance path: staged, or executed in the session's transaction."""
     stage = _STAGE.get()
     if stage is None:
@@ -120,7 +121,7 @@ def write(session: Session, statement: Any, params: dict) -> None:
         stage.writes.append((statement, params))
 
 
-def check(session: Session, statement: Any, params: dict,
+def check(session: AnySession, statement: Any, params: dict,
           on_refused: Callable[[], None]) -> bool:
     """A compare-and-set UPDATE that must match a row. Unstaged: executed now, its result
     returned. Staged: run by the committer; if it matches nothing, `on_refused` runs in the
@@ -143,7 +144,7 @@ def event(row: dict[str, Any]) -> bool:
     return True
 
 
-def commit(session: Session) -> None:
+def commit(session: AnySession) -> None:
     """Make the request's writes durable: the stage through the committer (waiting for its
     batch), or the session's transaction when nothing is staged."""
     stage = _STAGE.get()
