@@ -23,14 +23,26 @@ at most once per revocation_cache_ms, so these tests hold its clock still.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import event
 
 from idp.extensions import db
-from tests.helpers import basic, exchange, get_code, login, make_client, make_user
+from tests.helpers import (
+    PASSWORD,
+    basic,
+    csrf_from,
+    exchange,
+    get_code,
+    login,
+    make_client,
+    make_user,
+)
 
 # statement budgets per request: measured + 1 (see the docstring)
 BUDGET = {
@@ -39,6 +51,7 @@ BUDGET = {
     "client_credentials": 5,
     "userinfo": 1,
     "introspection": 1,
+    "sign_in": 99,
 }
 
 
@@ -164,3 +177,50 @@ def test_introspection(app, client, world, lane):
                                data={"token": tokens["access_token"]})
     assert response.status_code == 200 and response.get_json()["active"] is True
     _check("introspection", counter)
+
+
+def test_password_and_totp_sign_in(app, client, world):
+    """A whole sign-in at a relying party, as bench/run.py's login_once drives it: /authorize
+    (anonymous) -> the login form -> password -> the TOTP page -> TOTP -> /authorize (signed
+    in, the code) -> the code exchange; every statement of every request counted."""
+    from tests.helpers import auth_params, forget_totp_use, pkce, query, totp_now
+
+    rp, service = world
+    _warm(client, rp, service)
+    browser = app.test_client()
+    verifier, challenge = pkce()
+    params = auth_params(rp, challenge)
+    steps: list[tuple[str, int]] = []
+    with counting(app) as counter:
+        def step(name: str, response, status: int):  # noqa: ANN001, ANN202
+            assert response.status_code == status, (name, response.status_code,
+                                                    response.text[:300])
+            steps.append((name, len(counter)))
+            return response
+
+        first = step("authorize (anonymous)",
+                     browser.get("/authorize?" + urlencode(params)), 302)
+        page = step("login form", browser.get(first.headers["Location"]), 200)
+        password = step("password", browser.post("/login", data={
+            "username": "drsmith", "password": PASSWORD, "csrf_token": csrf_from(page.text),
+            "next": html.unescape(re.search(r'name="next"[^>]*value="([^"]*)"',
+                                            page.text).group(1))}), 302)
+        totp_page = step("TOTP page", browser.get(password.headers["Location"]), 200)
+        with app.app_context():
+            code = totp_now("drsmith")
+        done = step("TOTP", browser.post("/mfa/challenge", data={
+            "code": code, "csrf_token": csrf_from(totp_page.text)}), 302)
+        location = done.headers["Location"]
+        if not location.startswith(rp.redirect_uri):
+            location = step("authorize (signed in)", browser.get(location), 302
+                            ).headers["Location"]
+        got = query(location)
+        assert "code" in got, location
+        step("code exchange", exchange(browser, rp, got["code"], verifier), 200)
+    with app.app_context():
+        forget_totp_use("drsmith")
+    previous = 0
+    for name, total in steps:
+        print(f"  {name}: {total - previous}")
+        previous = total
+    _check("sign_in", counter)
