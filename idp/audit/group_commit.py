@@ -5,9 +5,11 @@ once its batch is durable.
 A request opens a *stage* (`staged()`), and the writes of the issuance path go to it instead
 of the request's transaction: the token records (`write`), the compare-and-set that makes a
 refresh token single use (`check`) and the audit events (`event`). `commit(session)` hands
-the stage to the process's committer thread and waits. The committer takes every stage that
-is queued (and, with `IDP_GROUP_COMMIT_WAIT_US`, what arrives within that many microseconds,
-at most 2000) up to `IDP_GROUP_COMMIT_MAX_ROWS` rows, and in ONE transaction:
+the stage to the process's committer and waits. Whichever request finds no batch being
+written leads the next one (`Committer`): it takes every stage queued (after waiting
+`IDP_GROUP_COMMIT_WAIT_US` microseconds, at most 2000, for more; 0 by default: the requests
+that queued while the previous batch committed) up to `IDP_GROUP_COMMIT_MAX_ROWS` rows, and
+in ONE transaction:
 
 1. runs each stage's checks in batch order; a stage whose check matched no row is *refused*
    (nothing of it is written; its request learns so and answers as before: a reused refresh
@@ -15,7 +17,7 @@ at most 2000) up to `IDP_GROUP_COMMIT_MAX_ROWS` rows, and in ONE transaction:
 2. writes the other stages' rows, one executemany per statement;
 3. advances the audit chain head once for the whole batch (`seq = seq + n`), computes the
    events' hashes in batch order, inserts them and stores the last hash;
-4. commits; then wakes the requests.
+4. commits; then wakes the requests, and the first request queued meanwhile leads next.
 
 Nothing is acknowledged before it is durable: a request answers only after the commit that
 holds its rows returned. A crash loses only requests that were not answered. A batch that
@@ -31,9 +33,9 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,7 +69,7 @@ def chain_hash(prev: str, seq: int, at: str, event: str, user_id: int | None,
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-@dataclass
+@dataclass(eq=False)
 class Stage:
     """What one request will write, in order."""
 
@@ -76,7 +78,9 @@ class Stage:
     events: list[dict[str, Any]] = field(default_factory=list)
     on_refused: list[Callable[[], None]] = field(default_factory=list)
     # set by the committer
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False
+    lead: bool = False
     refused: bool = False
     error: BaseException | None = None
     seqs: list[int] = field(default_factory=list)
@@ -173,54 +177,71 @@ _INSERT_EVENT = insert(AuditEvent.__table__)
 
 
 class Committer:
-    """One thread per process and engine; see the module docstring."""
+    """One per process and engine; see the module docstring. No thread of its own: the first
+    request to arrive while no batch is being written *leads*: it writes its stage and every
+    stage queued meanwhile, in one transaction; the requests arriving during that commit
+    queue, and when it ends the first of them leads the next batch. A process that serves
+    one request at a time (a sync worker) thus commits in the request's own thread, as
+    before, without a hand-off; concurrent requests share commits."""
 
-    def __init__(self, engine: Engine, max_rows: int, wait_s: float, *,
-                 start: bool = True) -> None:
+    def __init__(self, engine: Engine, max_rows: int, wait_s: float) -> None:
         self.engine = engine
         self.max_rows = max_rows
         self.wait_s = wait_s
-        self.queue: queue.SimpleQueue[Stage] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending: deque[Stage] = deque()
+        self._leading = False
         self.batches = 0   # counters (tests and the bench read them)
         self.stages = 0
-        self.thread = threading.Thread(target=self._run, name="idp-group-commit", daemon=True)
-        if start:
-            self.thread.start()
 
     def submit(self, stage: Stage) -> None:
-        self.queue.put(stage)
-        if not stage.done.wait(WAIT_TIMEOUT):
-            stage.error = TimeoutError("group commit: the batch did not complete")
+        """Queue the stage and return once it is durable (or failed, or refused)."""
+        with self._lock:
+            self._pending.append(stage)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            stage.wake.wait(WAIT_TIMEOUT)
+            with self._lock:
+                if not stage.finished and not stage.lead:  # gave up: never acknowledged
+                    if stage in self._pending:
+                        self._pending.remove(stage)
+                    stage.error = TimeoutError("group commit: the batch did not complete")
+                    return
+            if stage.finished:
+                return
+        self._lead()
 
-    def _run(self) -> None:
-        while True:
-            batch = [self.queue.get()]
-            rows = batch[0].rows
-            deadline = time.monotonic() + self.wait_s
-            while rows < self.max_rows:
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = self.queue.get(timeout=remaining)
-                    except queue.Empty:
-                        break
+    def _lead(self) -> None:
+        if self.wait_s > 0:
+            time.sleep(self.wait_s)  # IDP_GROUP_COMMIT_WAIT_US: let more requests join
+        with self._lock:
+            batch, rows = [], 0
+            while self._pending and (not batch or
+                                     rows + self._pending[0].rows <= self.max_rows):
+                item = self._pending.popleft()
                 batch.append(item)
                 rows += item.rows
-            try:
-                self.flush(batch)
-            except BaseException as exc:  # noqa: BLE001 - never leave a request waiting
-                for stage in batch:
-                    stage.error = stage.error or exc
-            finally:
-                for stage in batch:
-                    stage.done.set()
+        try:
+            self.flush(batch)
+        except BaseException as exc:  # noqa: BLE001 - never leave a request waiting
+            for stage in batch:
+                stage.error = stage.error or exc
+        with self._lock:
+            for stage in batch:
+                stage.finished = True
+            successor = self._pending[0] if self._pending else None
+            if successor is None:
+                self._leading = False
+            else:
+                successor.lead = True
+        for stage in batch:
+            stage.wake.set()
+        if successor is not None:
+            successor.wake.set()
 
     def flush(self, batch: list[Stage]) -> None:
-        """Write one batch in one transaction (the thread's loop; tests call it directly)."""
+        """Write one batch in one transaction (the leading request; tests call it directly)."""
         try:
             with self.engine.begin() as conn:
                 self._write(conn, batch)
@@ -309,8 +330,8 @@ _LOCK = threading.Lock()
 
 
 def committer_for(engine: Engine) -> Committer:
-    """This process's committer for `engine` (started on first use: after a fork, each
-    worker starts its own)."""
+    """This process's committer for `engine` (made on first use: after a fork, each worker
+    has its own)."""
     key = (os.getpid(), id(engine))
     found = _COMMITTERS.get(key)
     if found is not None:

@@ -3,7 +3,7 @@ the audit chain head advanced once per batch, the chain hashed in batch order; a
 token claimed twice in one batch; a stage at fault fails alone; the setting.
 
 Batches are built deterministically: stages staged by the real issuance path, then written by
-a committer's flush() in this thread (the committer thread's loop calls the same)."""
+a committer's flush() (what the request leading a batch calls)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def _issued() -> int:
 
 
 def _committer() -> group_commit.Committer:
-    return group_commit.Committer(db.engine, 256, 0.0, start=False)
+    return group_commit.Committer(db.engine, 256, 0.0)
 
 
 def test_a_batch_is_one_transaction_and_advances_the_head_once(ctx, service):
