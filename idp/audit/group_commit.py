@@ -156,11 +156,7 @@ def commit(session: AnySession) -> None:
         session.commit()
         return
     _STAGE.set(None)  # handed over: later writes of this request go to its session
-    # What the request wrote on its own session (normally nothing on this path) commits
-    # first: on SQLite a request holding the write lock while it waits would stall the
-    # committer.
-    session.commit()
-    committer_for(db.engine).submit(stage)
+    committer_for(db.engine).submit(stage, session)
     if stage.error is not None:
         raise stage.error
     if stage.refused:
@@ -194,13 +190,27 @@ class Committer:
         self.batches = 0   # counters (tests and the bench read them)
         self.stages = 0
 
-    def submit(self, stage: Stage) -> None:
-        """Queue the stage and return once it is durable (or failed, or refused)."""
+    def submit(self, stage: Stage, session: Any = None) -> None:
+        """Queue the stage and return once it is durable (or failed, or refused). A request
+        that leads writes the batch in its own session's transaction (with whatever else it
+        wrote there: no second connection, no second commit); one that waits commits its
+        session first (normally nothing: on SQLite a waiting request must not hold the write
+        lock the leader needs)."""
         with self._lock:
             self._pending.append(stage)
             lead = not self._leading
             self._leading = True
         if not lead:
+            if session is not None:
+                try:
+                    session.commit()
+                except Exception as exc:  # noqa: BLE001 - this stage fails; others go on
+                    session.rollback()
+                    with self._lock:
+                        if stage in self._pending:
+                            self._pending.remove(stage)
+                            stage.error = exc
+                            return
             stage.wake.wait(WAIT_TIMEOUT)
             with self._lock:
                 if not stage.finished and not stage.lead:  # gave up: never acknowledged
@@ -210,9 +220,9 @@ class Committer:
                     return
             if stage.finished:
                 return
-        self._lead()
+        self._lead(session)
 
-    def _lead(self) -> None:
+    def _lead(self, session: Any) -> None:
         if self.wait_s > 0:
             time.sleep(self.wait_s)  # IDP_GROUP_COMMIT_WAIT_US: let more requests join
         with self._lock:
@@ -223,7 +233,7 @@ class Committer:
                 batch.append(item)
                 rows += item.rows
         try:
-            self.flush(batch)
+            self.flush(batch, session)
         except BaseException as exc:  # noqa: BLE001 - never leave a request waiting
             for stage in batch:
                 stage.error = stage.error or exc
@@ -240,12 +250,19 @@ class Committer:
         if successor is not None:
             successor.wake.set()
 
-    def flush(self, batch: list[Stage]) -> None:
-        """Write one batch in one transaction (the leading request; tests call it directly)."""
+    def flush(self, batch: list[Stage], session: Any = None) -> None:
+        """Write one batch in one transaction: the leading request's session's, or one of its
+        own (tests call it directly)."""
         try:
-            with self.engine.begin() as conn:
-                self._write(conn, batch)
+            if session is None:
+                with self.engine.begin() as conn:
+                    self._write(conn, batch)
+            else:
+                self._write(session.connection(), batch)
+                session.commit()
         except Exception as exc:
+            if session is not None:
+                session.rollback()
             for stage in batch:
                 stage.refused, stage.seqs = False, []
             if len(batch) == 1:

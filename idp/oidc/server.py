@@ -51,7 +51,7 @@ from idp.accounts.models import User
 from idp.audit import group_commit
 from idp.audit import service as audit
 from idp.context import keystore, policy, settings
-from idp.core import request_log
+from idp.core import request_log, session_memo
 from idp.core.crypto import digest
 from idp.extensions import db
 from idp.keys import jwt
@@ -508,9 +508,12 @@ class IdToken(OpenIDCode):
             raise
 
     def exists_nonce(self, nonce: str, oauth_request: object) -> bool:
-        return db.session.execute(select(AuthorizationCode.id).where(
-            AuthorizationCode.client_id == oauth_request.payload.client_id,
-            AuthorizationCode.nonce == nonce).limit(1)).first() is not None
+        client_id = oauth_request.payload.client_id
+        return session_memo.remembered(  # Authlib asks twice per authorization request
+            db.session, ("nonce", client_id, nonce),
+            lambda: db.session.execute(select(AuthorizationCode.id).where(
+                AuthorizationCode.client_id == client_id,
+                AuthorizationCode.nonce == nonce).limit(1)).first() is not None)
 
     def get_client_algorithm(self, client: Client) -> str:
         return client.id_token_signed_response_alg or policy().tokens.id_token_default_alg

@@ -63,8 +63,14 @@ class Counter:
         return len(self.statements)
 
     def report(self) -> str:
-        return "\n".join(f"  {i + 1}. {s.splitlines()[0][:160]}"
-                         for i, s in enumerate(self.statements))
+        return "\n".join(f"  {i + 1}. {_short(s)}" for i, s in enumerate(self.statements))
+
+
+def _short(statement: str) -> str:
+    """The statement's first words and its WHERE clause: which row of what."""
+    flat = " ".join(statement.split())
+    head, _, where = flat.partition(" WHERE ")
+    return head[:100] + (f" ... WHERE {where[:140]}" if where else "")
 
 
 @contextmanager
