@@ -174,7 +174,8 @@ def finish(attempt: LoginAttempt, user: User, factor: Factor | None, *,
         acr = spec.acr
         if "pwd" in amr and "mfa" not in amr:
             amr.append("mfa")
-    if factor is not None:
+    kind_of = registry().get(factor.kind) if factor is not None else None
+    if factor is not None and not (kind_of is not None and kind_of.stamps_last_used):
         factor.last_used_at = clock.now()
     abandon()
     return purpose.complete(attempt, user, Verified(used, factor, amr, acr))
