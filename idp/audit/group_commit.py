@@ -226,7 +226,8 @@ class Committer:
         if self.wait_s > 0:
             time.sleep(self.wait_s)  # IDP_GROUP_COMMIT_WAIT_US: let more requests join
         with self._lock:
-            batch, rows = [], 0
+            batch: list[Stage] = []
+            rows = 0
             while self._pending and (not batch or
                                      rows + self._pending[0].rows <= self.max_rows):
                 item = self._pending.popleft()
