@@ -7,7 +7,8 @@ Authlib's request objects, the ORM), more than the work itself (profiled with py
 load). This WSGI layer does that work with the same functions the Flask views end in:
 `Server.query_client`, `Client.check_client_secret`, `Server.validate_requested_scope`,
 `check_userless_scope`, the token generator, `record_issue` (the audit event, in the
-token's transaction), `tokens.verify_access_token` and `introspection_body`.
+token's transaction or group-commit batch, idp.audit.group_commit),
+`tokens.verify_access_token` and `introspection_body`.
 
 It answers only the plain, valid case. Anything else goes to Flask unchanged (the body it
 read is handed on): every refusal (wrong secret, unknown client, bad scope, inactive token),

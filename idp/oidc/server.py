@@ -408,8 +408,9 @@ class RefreshGrant(UserGrant, grants.RefreshTokenGrant):
         if item.session_bound and item.sid and policy().refresh.refresh_keeps_session_alive:
             sessions.keep_alive(item.sid)  # the clinician is at work in the relying party
         # No commit here: the claim commits with the new tokens and their audit event in
-        # save_token (one transaction, one fsync). Until then the claimed row stays locked, so
-        # a concurrent use of the same token waits and then finds it rotated (reuse).
+        # save_token (one transaction: the request's, or its group-commit batch). Until then
+        # the claimed row stays locked, so a concurrent use of the same token waits and then
+        # finds it rotated (reuse).
         return item
 
     def authenticate_user(self, refresh_token: tokens.RefreshToken) -> User | None:

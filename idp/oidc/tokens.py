@@ -94,8 +94,9 @@ def issue_access_token(client: TokenClient, user: User | None, scope: str,
         claims.update(registry().extra_token_claims(user, scopes, ctx))
     if db.session.new:
         db.session.flush()  # the record's user row first, should it be pending
-    # A Core INSERT in the session's transaction: the record is never read back here, and the
-    # unit of work cost more than the statement (profiled on the token endpoint).
+    # A Core INSERT in the session's transaction (or the request's group-commit stage,
+    # idp.audit.group_commit): the record is never read back here, and the unit of work cost
+    # more than the statement (profiled on the token endpoint).
     group_commit.write(db.session, _INSERT_RECORD, {
         "jti": jti, "client_id": client.client_id, "user_id": user.id if user else None,
         "family_id": ctx.family_id if ctx else None, "sid": ctx.sid if ctx else None,
@@ -120,8 +121,9 @@ def issue_refresh_token(client: Client, user: User, scope: str, ctx: AuthContext
         expires = min(expires, not_after)
     if db.session.new:
         db.session.flush()  # the row's user first, should it be pending
-    # A Core INSERT in the session's transaction, like the access-token record: the row is
-    # not read back in this request, and the unit of work cost more than the statement.
+    # A Core INSERT in the session's transaction (or the group-commit stage), like the
+    # access-token record: the row is not read back in this request, and the unit of work
+    # cost more than the statement.
     group_commit.write(db.session, _INSERT_REFRESH, {
         "token_hash": digest(token), "family_id": ctx.family_id or secrets.token_urlsafe(16),
         "client_id": client.client_id, "user_id": user.id, "sid": ctx.sid, "scope": scope,
