@@ -138,6 +138,13 @@ class Settings:
     # concurrent test runs) sharing one Redis count apart.
     ratelimit_prefix: str = "idp-limits"
     fast_lane: bool = True  # IDP_FAST_LANE=0: every token/introspection request through Flask
+    # IDP_GROUP_COMMIT=0: token issuance commits in its own transaction, one per request;
+    # 1: through the process's committer (idp/audit/group_commit.py), up to
+    # IDP_GROUP_COMMIT_MAX_ROWS rows per batch, waiting at most IDP_GROUP_COMMIT_WAIT_US
+    # microseconds (0-2000, default 0: what queued while the last batch committed) for more.
+    group_commit: bool = True
+    group_commit_max_rows: int = 256
+    group_commit_wait_ms: float = 0.0
     # IDP_OUTBOUND_ALLOW: networks and host names outbound calls may reach although internal,
     # added to policies/outbound.toml `allow` (idp/core/outbound.py).
     outbound_allow: tuple[str, ...] = ()
@@ -248,6 +255,11 @@ class Settings:
             trusted_hosts=_trusted_hosts(env.get("IDP_TRUSTED_HOSTS"), issuer),
             log_format=log_format,
             fast_lane=_int("IDP_FAST_LANE", env.get("IDP_FAST_LANE", "1"), 0, 1) == 1,
+            group_commit=_int("IDP_GROUP_COMMIT", env.get("IDP_GROUP_COMMIT", "1"), 0, 1) == 1,
+            group_commit_max_rows=_int("IDP_GROUP_COMMIT_MAX_ROWS",
+                                       env.get("IDP_GROUP_COMMIT_MAX_ROWS", "256"), 1, 10000),
+            group_commit_wait_ms=_int("IDP_GROUP_COMMIT_WAIT_US",
+                                      env.get("IDP_GROUP_COMMIT_WAIT_US", "0"), 0, 2000) / 1000,
             outbound_allow=outbound_allow,
             audit_sink_env=tuple(sorted((k, v) for k, v in env.items()
                                         if k.startswith("IDP_AUDIT_SINK_") and v)),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from flask import has_request_context, request
@@ -12,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import clock
+from idp.audit import group_commit
 from idp.audit.models import AuditEvent, AuditHead
 from idp.core import events, metrics
 from idp.extensions import db
@@ -21,12 +20,7 @@ GENESIS = "0" * 64
 _FORBIDDEN = {"password", "code", "token", "secret", "client_secret", "refresh_token"}
 
 
-def _hash(prev: str, seq: int, at: str, event: str, user_id: int | None,
-          client_id: str | None, ip: str | None, actor: str | None, user_agent: str | None,
-          detail: dict[str, Any]) -> str:
-    body = json.dumps([prev, seq, at, event, user_id, client_id, ip, actor, user_agent, detail],
-                      sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(body.encode()).hexdigest()
+_hash = group_commit.chain_hash  # one definition of the chain's hash
 
 
 def record(event: str, *, user_id: int | None = None, client_id: str | None = None,
@@ -39,6 +33,36 @@ def record(event: str, *, user_id: int | None = None, client_id: str | None = No
     `session` defaults to the application's (db.session). Returns the event's seq.
     """
     session = session or db.session
+    row = _row(event, user_id, client_id, ip, actor, user_agent, detail)
+    seq, prev = _advance_head(session)
+    at = row["at"] = clock.now()
+    digest = _hash(prev, seq, at.isoformat(), event, row["user_id"], row["client_id"],
+                   row["ip"], row["actor"], row["user_agent"], detail)
+    row.update(seq=seq, prev_hash=prev, hash=digest)
+    connection = session.connection()
+    connection.execute(_SET_HASH, {"digest": digest})
+    connection.execute(_INSERT, row)  # Core, like the head: no unit-of-work bookkeeping
+    metrics.note(session, event, detail)  # counted if this transaction commits
+    events.emit(events.AUDIT_RECORDED, seq=seq)  # the audit stream, after the commit
+    return seq
+
+
+def record_staged(event: str, *, user_id: int | None = None, client_id: str | None = None,
+                  ip: str | None = None, user_agent: str | None = None, **detail: Any) -> None:
+    """record(), or, inside a group-commit stage (idp.audit.group_commit), the event handed to
+    the stage: the committer chains it in batch order and commits it with the stage's rows.
+    Only for the issuance path, whose writes all go to the stage."""
+    if group_commit.current() is None:
+        record(event, user_id=user_id, client_id=client_id, ip=ip, user_agent=user_agent,
+               **detail)
+        return
+    row = _row(event, user_id, client_id, ip, None, user_agent, detail)
+    row["at"] = clock.now()
+    group_commit.event(row)
+
+
+def _row(event: str, user_id: int | None, client_id: str | None, ip: str | None,
+         actor: str | None, user_agent: str | None, detail: dict[str, Any]) -> dict[str, Any]:
     leaked = _FORBIDDEN & set(detail)
     if leaked:
         raise ValueError(f"audit detail must not carry {sorted(leaked)}")
@@ -48,19 +72,8 @@ def record(event: str, *, user_id: int | None = None, client_id: str | None = No
     user_agent = user_agent[:300] if user_agent else None
     actor = actor or (f"user:{user_id}" if user_id else
                       f"client:{client_id}" if client_id else "anonymous")
-    seq, prev = _advance_head(session)
-    at = clock.now()
-    digest = _hash(prev, seq, at.isoformat(), event, user_id, client_id, ip, actor,
-                   user_agent, detail)
-    row = {"seq": seq, "at": at, "event": event, "user_id": user_id, "client_id": client_id,
-           "ip": ip, "actor": actor, "user_agent": user_agent, "detail": detail,
-           "prev_hash": prev, "hash": digest}
-    connection = session.connection()
-    connection.execute(_SET_HASH, {"digest": digest})
-    connection.execute(_INSERT, row)  # Core, like the head: no unit-of-work bookkeeping
-    metrics.note(session, event, detail)  # counted if this transaction commits
-    events.emit(events.AUDIT_RECORDED, seq=seq)  # the audit stream, after the commit
-    return seq
+    return {"event": event, "user_id": user_id, "client_id": client_id, "ip": ip,
+            "actor": actor, "user_agent": user_agent, "detail": detail}
 
 
 # Core statements on the session's connection: the head row is never loaded as an object, and

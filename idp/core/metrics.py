@@ -59,6 +59,13 @@ def note(session: Session, name: str, detail: dict[str, Any]) -> None:
             (name, str(detail.get("grant_type", ""))[:40]))
 
 
+def count(name: str, detail: dict[str, Any]) -> None:
+    """Count an event whose transaction has committed (the group committer's batches)."""
+    if name in ("login.success", "login.failure", "account.locked", "token.issued") or (
+            name.startswith("alert.") and name != "alert.state_changed"):
+        _count(name, str(detail.get("grant_type", ""))[:40])
+
+
 def _count(name: str, grant_type: str) -> None:
     if name == "login.success":
         LOGINS.labels("success").inc()

@@ -24,6 +24,7 @@ from idp.accounts import lockout
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy
+from idp.core import session_memo
 from idp.extensions import db
 from idp.mfa.factors.registry import registry
 from idp.mfa.models import Factor, LoginAttempt
@@ -78,8 +79,9 @@ def factors(user: User, *, min_acr: str | None = None) -> list[Factor]:
     `order`: strongest first)."""
     mfa = policy().mfa
     allowed = set(mfa.allowed(user.role))
-    rows = db.session.execute(select(Factor).where(
-        Factor.user_id == user.id, Factor.confirmed_at.is_not(None))).scalars().all()
+    rows = session_memo.remembered(db.session, ("factors", user.id), lambda: list(
+        db.session.execute(select(Factor).where(
+            Factor.user_id == user.id, Factor.confirmed_at.is_not(None))).scalars().all()))
     kinds = registry()
     usable = [f for f in rows if f.kind in allowed and kinds.get(f.kind) is not None]
     if min_acr is not None:
@@ -172,7 +174,8 @@ def finish(attempt: LoginAttempt, user: User, factor: Factor | None, *,
         acr = spec.acr
         if "pwd" in amr and "mfa" not in amr:
             amr.append("mfa")
-    if factor is not None:
+    kind_of = registry().get(factor.kind) if factor is not None else None
+    if factor is not None and not (kind_of is not None and kind_of.stamps_last_used):
         factor.last_used_at = clock.now()
     abandon()
     return purpose.complete(attempt, user, Verified(used, factor, amr, acr))

@@ -7,7 +7,8 @@ Authlib's request objects, the ORM), more than the work itself (profiled with py
 load). This WSGI layer does that work with the same functions the Flask views end in:
 `Server.query_client`, `Client.check_client_secret`, `Server.validate_requested_scope`,
 `check_userless_scope`, the token generator, `record_issue` (the audit event, in the
-token's transaction), `tokens.verify_access_token` and `introspection_body`.
+token's transaction or group-commit batch, idp.audit.group_commit),
+`tokens.verify_access_token` and `introspection_body`.
 
 It answers only the plain, valid case. Anything else goes to Flask unchanged (the body it
 read is handed on): every refusal (wrong secret, unknown client, bad scope, inactive token),
@@ -39,6 +40,7 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
+from idp.audit import group_commit
 from idp.core import request_log
 from idp.extensions import db
 from idp.oidc import client_profile, tokens
@@ -101,12 +103,14 @@ def client_credentials(environ: dict, form: dict[str, str]) -> Answer | None:
         check_userless_scope(client, scope)
     except OAuth2Error:
         return None
-    token = token_generator(grant_type="client_credentials", client=client, scope=scope,
-                             include_refresh_token=False)
-    record_issue(token, client, None, "client_credentials", ip=environ.get("REMOTE_ADDR"),
-                 user_agent=environ.get("HTTP_USER_AGENT") or None)
-    db.session.commit()
-    return Answer(token, client.client_id)
+    client_id = client.client_id
+    with group_commit.staged():  # the record and the event through the committer (when on)
+        token = token_generator(grant_type="client_credentials", client=client, scope=scope,
+                                 include_refresh_token=False)
+        record_issue(token, client, None, "client_credentials", ip=environ.get("REMOTE_ADDR"),
+                     user_agent=environ.get("HTTP_USER_AGENT") or None)
+        group_commit.commit(db.session)
+    return Answer(token, client_id)
 
 
 def introspection(environ: dict, form: dict[str, str]) -> Answer | None:

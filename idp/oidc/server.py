@@ -48,9 +48,10 @@ from sqlalchemy.exc import IntegrityError
 from idp import clock
 from idp.accounts import gates
 from idp.accounts.models import User
+from idp.audit import group_commit
 from idp.audit import service as audit
 from idp.context import keystore, policy, settings
-from idp.core import request_log
+from idp.core import request_log, session_memo
 from idp.core.crypto import digest
 from idp.extensions import db
 from idp.keys import jwt
@@ -167,14 +168,17 @@ class Server(AuthorizationServer):
         request_log.note(sub=user.subject if user else None)
         record_issue(token, oauth_request.client, user,
                      oauth_request.payload.grant_type or "authorization_code", ip=_ip())
-        db.session.commit()
+        try:  # staged (client_credentials, refresh_token): durable once the batch is
+            group_commit.commit(db.session)
+        except group_commit.Refused:  # the refresh token was used meanwhile
+            raise InvalidGrantError() from None
 
 
 def record_issue(token: dict, client: Client, user: User | None, grant_type: str,
                  ip: str | None, user_agent: str | None = None) -> None:
     """The token.issued audit event, in the transaction that wrote the token's records (also
     for tokens issued in front of Flask, idp.oidc.fast_lane)."""
-    audit.record("token.issued", user_id=user.id if user else None,
+    audit.record_staged("token.issued", user_id=user.id if user else None,
                  client_id=client.client_id, ip=ip, user_agent=user_agent,
                  grant_type=grant_type, scope=token.get("scope", ""),
                  refresh=bool(token.get("refresh_token")))
@@ -383,19 +387,30 @@ class RefreshGrant(UserGrant, grants.RefreshTokenGrant):
             # A forced password change or today's acknowledgment needs the user at the
             # authorization endpoint; the token stays unused for after that.
             return None
-        claimed = db.session.connection().execute(
-            _CLAIM_REFRESH, {"token_id": item.id, "now": clock.now()}).rowcount
-        if not claimed:
+        ip = _ip()
+
+        def reused() -> None:
             tokens.revoke_family(item.family_id)
             audit.record("token.refresh_reused", user_id=item.user_id,
-                         client_id=client.client_id, ip=_ip())
+                         client_id=client.client_id, ip=ip)
+
+        if item.rotated_at is not None:  # used before: no need to issue and then refuse
+            reused()
+            db.session.commit()
+            return None
+        # Staged under group commit: the committer runs the compare-and-set in the batch that
+        # writes the new tokens, and a reuse found there is handled as below (save_token).
+        if not group_commit.check(db.session, _CLAIM_REFRESH,
+                                  {"token_id": item.id, "now": clock.now()}, reused):
+            reused()
             db.session.commit()
             return None
         if item.session_bound and item.sid and policy().refresh.refresh_keeps_session_alive:
             sessions.keep_alive(item.sid)  # the clinician is at work in the relying party
         # No commit here: the claim commits with the new tokens and their audit event in
-        # save_token (one transaction, one fsync). Until then the claimed row stays locked, so
-        # a concurrent use of the same token waits and then finds it rotated (reuse).
+        # save_token (one transaction: the request's, or its group-commit batch). Until then
+        # the claimed row stays locked, so a concurrent use of the same token waits and then
+        # finds it rotated (reuse).
         return item
 
     def authenticate_user(self, refresh_token: tokens.RefreshToken) -> User | None:
@@ -494,9 +509,12 @@ class IdToken(OpenIDCode):
             raise
 
     def exists_nonce(self, nonce: str, oauth_request: object) -> bool:
-        return db.session.execute(select(AuthorizationCode.id).where(
-            AuthorizationCode.client_id == oauth_request.payload.client_id,
-            AuthorizationCode.nonce == nonce).limit(1)).first() is not None
+        client_id = oauth_request.payload.client_id
+        return session_memo.remembered(  # Authlib asks twice per authorization request
+            db.session, ("nonce", client_id, nonce),
+            lambda: db.session.execute(select(AuthorizationCode.id).where(
+                AuthorizationCode.client_id == client_id,
+                AuthorizationCode.nonce == nonce).limit(1)).first() is not None)
 
     def get_client_algorithm(self, client: Client) -> str:
         return client.id_token_signed_response_alg or policy().tokens.id_token_default_alg

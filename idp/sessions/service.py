@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from idp import clock
 from idp.accounts.models import User
 from idp.context import policy, settings
-from idp.core import events
+from idp.core import events, request_log
 from idp.core.crypto import digest
 from idp.extensions import db
 from idp.sessions.models import SsoSession
@@ -55,6 +55,7 @@ def start(user: User, *, acr: str, amr: list[str]) -> SsoSession:
     g.device_cookie = device  # set (a new id) or renewed (the same id) by apply_cookie
     g.sso_cookie = token
     g.sso_session = sso
+    request_log.note(sub=user.subject)  # now: after the commit the row would be read again
     return sso
 
 
@@ -105,6 +106,7 @@ def current() -> SsoSession | None:
     if now - sso.last_seen_at > timedelta(seconds=rules.touch_every):
         g.sso_upkeep = (sso, sso.id, None)
     g.sso_session = sso
+    request_log.note(sub=sso.user.subject)  # loaded by _expired; expired by a commit later
     return sso
 
 

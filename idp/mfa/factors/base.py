@@ -55,6 +55,8 @@ class FactorType:
     stored: ClassVar[bool] = True          # enrolled as rows of mfa_factors (recovery: no)
     resendable: ClassVar[bool] = False     # the challenge page offers "send again"
     verifies_form: ClassVar[bool] = True   # verified by POSTing `code` to /mfa/challenge
+    # its verify() already stamps last_used_at (in the statement that consumes the code)
+    stamps_last_used: ClassVar[bool] = False
     challenge_template: ClassVar[str] = "mfa/_code_challenge.html"
     failed_message: ClassVar[str] = CODE_FAILED
 

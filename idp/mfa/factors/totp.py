@@ -75,6 +75,7 @@ def verify(factor: Factor, code: str) -> bool:
 @builtin
 class TotpFactor(FactorType):
     kind = KIND
+    stamps_last_used = True
     icon = "app"
     failed_message = FAILED
 
