@@ -55,8 +55,13 @@ def select_locale() -> str:
 def remember_ui_locales() -> None:
     """/authorize?ui_locales=es-MX es en: the first language offered here is kept (Flask
     session) for the sign-in pages of this browser; none offered: nothing changes."""
-    value = request.args.get("ui_locales")
-    if value is None or request.path != "/authorize":
+    if request.path != "/authorize":
+        return
+    try:
+        value = request.args.get("ui_locales")
+    except UnicodeDecodeError:  # refused with a readable 400 by web.security, after this hook
+        return
+    if value is None:
         return
     for tag in value[:200].split()[:10]:
         chosen = offered(tag.replace("_", "-").split("-")[0].lower())
