@@ -15,6 +15,7 @@ from flask import (
     url_for,
 )
 from flask_wtf import FlaskForm
+from werkzeug.wrappers import Response as BaseResponse
 from wtforms import EmailField, PasswordField, StringField, TelField
 from wtforms.validators import DataRequired, EqualTo, Length
 
@@ -90,7 +91,7 @@ def _overview(sso: SsoSession, errors: list[str] | None = None) -> tuple[str, in
 
 @bp.post("/language")
 @signed_in(back="settings.overview")
-def language(sso: SsoSession) -> Page:
+def language(sso: SsoSession) -> BaseResponse | tuple[str, int]:
     """The account's language (pages once signed in, mails and texts, the `locale` claim)."""
     try:
         service.set_language(sso.user, str(request.form.get("language", ""))[:16])
