@@ -55,6 +55,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from itsdangerous import BadSignature
 from joserfc.errors import JoseError
 
+from clients import i18n
 from clients.backchannel import (
     LEEWAY,
     MAX_AGE,
@@ -62,6 +63,8 @@ from clients.backchannel import (
     LogoutTokenError,
     LogoutTokenVerifier,
 )
+from clients.i18n import gettext as _
+from clients.i18n import lazy_gettext as _l
 from clients.jwks import KeysUnavailable
 
 log = logging.getLogger(__name__)
@@ -189,13 +192,14 @@ def init_rp(app: Flask, settings: RpSettings) -> None:
         client_kwargs={"scope": settings.scope, "code_challenge_method": "S256",
                        "default_timeout": 10})
     app.register_blueprint(bp)
+    i18n.install(app, settings.state_dir)
     app.before_request(_canonical_host)
     app.before_request(_end_session_if_ended)
     app.after_request(_security_headers)
     app.context_processor(lambda: {"user": current_user(),
                                    "ended_elsewhere": g.get("rp_session_ended", False)})
     app.register_error_handler(CSRFError, lambda exc: _error(
-        "This form has expired. Go back, reload the page and try again.", 400))
+        _("This form has expired. Go back, reload the page and try again."), 400))
 
 
 def _canonical_host() -> Response | None:
@@ -260,9 +264,19 @@ def _error(message: str, status: int) -> tuple[str, int]:
 def login() -> Response | tuple[str, int]:
     session.pop("step_up", None)
     try:
-        return _client().authorize_redirect(redirect_uri=rp_settings().redirect_uri)
+        return _client().authorize_redirect(redirect_uri=rp_settings().redirect_uri,
+                                            **_ui_locales())
     except requests.RequestException:
-        return _error("The identity provider cannot be reached. Try again in a moment.", 502)
+        return _error(UNREACHABLE(), 502)
+
+
+def UNREACHABLE() -> str:  # noqa: N802 - reads as the constant it stands for
+    return _("The identity provider cannot be reached. Try again in a moment.")
+
+
+def _ui_locales() -> dict[str, str]:
+    """OIDC Core §3.1.2.1 ui_locales: the IdP's sign-in pages in this page's language."""
+    return {"ui_locales": i18n.select_locale()}
 
 
 SILENT_ERRORS = ("login_required", "interaction_required", "consent_required",
@@ -279,7 +293,7 @@ def silent_login() -> Response | None:
     session["silent_tried"] = True
     try:
         response = _client().authorize_redirect(redirect_uri=rp_settings().redirect_uri,
-                                                prompt="none")
+                                                prompt="none", **_ui_locales())
     except requests.RequestException:
         return None
     session["silent"] = True
@@ -294,7 +308,7 @@ def _pushed_redirect(redirect_uri: str, **params: str) -> Response | tuple[str, 
     metadata = client.load_server_metadata()
     endpoint = metadata.get("pushed_authorization_request_endpoint")
     if not endpoint:
-        return _error("The identity provider does not take pushed requests.", 502)
+        return _error(_("The identity provider does not take pushed requests."), 502)
     made = client.create_authorization_url(redirect_uri, **params)
     client.save_authorize_data(redirect_uri=redirect_uri, **made)
     pushed = requests.post(endpoint, data=dict(parse_qsl(urlsplit(made["url"]).query)),
@@ -307,8 +321,8 @@ def _pushed_redirect(redirect_uri: str, **params: str) -> Response | tuple[str, 
     if pushed.status_code != 201 or not isinstance(body.get("request_uri"), str):
         log.warning("pushed authorization request refused: %s", body.get("error"))
         described = str(body.get("error_description") or "")[:600]
-        return _error("The identity provider refused the request"
-                      + (f": {described}" if described else "."), 400)
+        return _error(_("The identity provider refused the request: %(why)s", why=described)
+                      if described else _("The identity provider refused the request."), 400)
     return redirect(metadata["authorization_endpoint"] + "?" + urlencode(
         {"client_id": settings.client_id, "request_uri": body["request_uri"]}))
 
@@ -325,7 +339,8 @@ def step_up(acr: str, return_to: str, scope: str | None = None, *,
     under that title with the IdP's own error_description. `pushed`: send the request by PAR
     (RFC 9126) with this client's authentication (what the IdP requires for EPCS
     authorization_details)."""
-    params = {"acr_values": acr, "scope": scope or rp_settings().scope, **(extra or {})}
+    params = {"acr_values": acr, "scope": scope or rp_settings().scope, **_ui_locales(),
+              **(extra or {})}
     try:
         if pushed:
             response = _pushed_redirect(rp_settings().redirect_uri, **params)
@@ -333,7 +348,7 @@ def step_up(acr: str, return_to: str, scope: str | None = None, *,
             response = _client().authorize_redirect(redirect_uri=rp_settings().redirect_uri,
                                                      **params)
     except requests.RequestException:
-        return _error("The identity provider cannot be reached. Try again in a moment.", 502)
+        return _error(UNREACHABLE(), 502)
     pending: dict[str, Any] = {"acr": acr, "return_to": return_to}
     if carry is not None:
         pending["carry"] = carry
@@ -351,11 +366,11 @@ def _local_path(value: object) -> str | None:
 
 
 STEP_UP_ERRORS = {
-    "unmet_authentication_requirements": (
+    "unmet_authentication_requirements": _l(
         "This action needs a phishing-resistant sign-in: a security key, or your device's "
         "fingerprint or face unlock. Your account has none set up yet. Add one under "
         "\u201cSign-in methods\u201d at the identity provider, then try again."),
-    "access_denied": "The extra sign-in was cancelled; nothing was done.",
+    "access_denied": _l("The extra sign-in was cancelled; nothing was done."),
 }
 
 
@@ -368,13 +383,15 @@ def _step_up_error(error: str | None) -> tuple[str, int] | None:
         return None
     _client().framework.clear_state_data(session, state)
     session.pop("step_up", None)
-    message = STEP_UP_ERRORS.get(error or "", "The extra sign-in did not complete; nothing "
-                                 "was done. Try again.")
+    known = STEP_UP_ERRORS.get(error or "")
+    message = str(known) if known is not None else _(
+        "The extra sign-in did not complete; nothing was done. Try again.")
     described = request.args.get("error_description", "")[:600]
     if pending.get("title") and described:
         message = described  # the IdP's words (escaped by Jinja): what exactly is missing
     return render_template("error.html", message=message,
-                           title=pending.get("title") or "A stronger sign-in is needed",
+                           title=_(pending["title"]) if pending.get("title")
+                           else _("A stronger sign-in is needed"),
                            manage_url=f"{rp_settings().issuer}/mfa/factors",
                            back=_local_path(pending.get("return_to"))), 403
 
@@ -387,7 +404,8 @@ def callback() -> Response | tuple[str, int]:
         iss = request.args.get("iss")
         required = metadata.get("authorization_response_iss_parameter_supported")
         if (iss is not None or required) and iss != metadata.get("issuer"):  # RFC 9207
-            return _error("The sign-in response did not come from our identity provider.", 400)
+            return _error(_("The sign-in response did not come from our identity provider."),
+                          400)
         token = client.authorize_access_token()
     except OAuthError as exc:
         if session.pop("silent", False) and exc.error in SILENT_ERRORS:
@@ -396,14 +414,14 @@ def callback() -> Response | tuple[str, int]:
         if readable is not None:
             return readable
         if exc.error == "access_denied":
-            return _error("Sign-in was cancelled.", 400)
+            return _error(_("Sign-in was cancelled."), 400)
         log.warning("sign-in failed: %s", exc.error)
-        return _error("Sign-in did not complete. Start again from the home page.", 400)
+        return _error(_("Sign-in did not complete. Start again from the home page."), 400)
     except JoseError as exc:  # the ID token: signature, iss, aud, nonce, exp, at_hash
         log.warning("ID token refused: %s", exc.error)
-        return _error("Sign-in did not complete. Start again from the home page.", 400)
+        return _error(_("Sign-in did not complete. Start again from the home page."), 400)
     except requests.RequestException:
-        return _error("The identity provider cannot be reached. Try again in a moment.", 502)
+        return _error(UNREACHABLE(), 502)
     claims = token.get("userinfo") or {}
     return_to = _local_path((session.get("step_up") or {}).get("return_to"))
     carry = (session.get("step_up") or {}).get("carry")
@@ -420,6 +438,7 @@ def callback() -> Response | tuple[str, int]:
         "email": claims.get("email"), "npi": claims.get("npi"),
         "roles": [r for r in claims.get("roles") or [] if isinstance(r, str)],
         "facility": claims.get("facility"), "department": claims.get("department"),
+        "locale": i18n.supported(claims.get("locale")),  # the account's language at the IdP
     }
     session["token"] = {"access_token": token["access_token"],
                         "expires_at": int(token.get("expires_at") or time.time() + 60)}

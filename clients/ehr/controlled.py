@@ -40,12 +40,15 @@ from clients.ehr.scopes import (
     SIGN_CONTROLLED_ACR,
 )
 from clients.ehr.tokens import KeysUnavailable, TokenError, token_roles
+from clients.i18n import N_, UNREACHABLE_CHECK
+from clients.i18n import gettext as _
 
 log = logging.getLogger(__name__)
 bp = Blueprint("controlled", __name__, url_prefix="/prescriptions/controlled")
 
-NO_PERMISSION = ("your account does not hold the EPCS permission for controlled substances "
-                 "(two administrators must grant it at the identity provider)")
+def no_permission() -> str:
+    return _("your account does not hold the EPCS permission for controlled substances (two "
+             "administrators must grant it at the identity provider)")
 
 
 def _strings(value: object) -> set[str]:
@@ -56,39 +59,39 @@ def may_start(claims: dict[str, Any] | None) -> Decision:
     """Before the ceremony, from the session's access token: a prescriber holding the EPCS
     permission? (The IdP checks both again, and /complete checks the ceremony's ID token.)"""
     if claims is None:
-        return Decision(False, step_up=True, reason="your sign-in has to be renewed")
+        return Decision(False, step_up=True, reason=_("your sign-in has to be renewed"))
     if not PRESCRIBER_ROLES & token_roles(claims):
-        return Decision(False, reason="only physicians and nurse practitioners sign "
-                        "prescriptions")
+        return Decision(False, reason=_("only physicians and nurse practitioners sign "
+                        "prescriptions"))
     if EPCS_ENTITLEMENT not in _strings(claims.get("entitlements")):
-        return Decision(False, reason=NO_PERMISSION)
+        return Decision(False, reason=no_permission())
     return Decision(True)
 
 
 def ceremony_decision(result: dict[str, Any] | None, reference: str, now: float) -> Decision:
     """Do the claims of the ID token the ceremony returned allow signing `reference` now?"""
     if not isinstance(result, dict) or not isinstance(result.get("claims"), dict):
-        return Decision(False, reason="no signing ceremony was completed")
+        return Decision(False, reason=_("no signing ceremony was completed"))
     carry = result.get("carry") or {}
     claims = result["claims"]
     if carry.get("reference") != reference:
-        return Decision(False, reason="the ceremony was for another prescription")
+        return Decision(False, reason=_("the ceremony was for another prescription"))
     if claims.get("acr") != SIGN_CONTROLLED_ACR:
-        return Decision(False, reason="the sign-in was not an EPCS signing ceremony")
+        return Decision(False, reason=_("the sign-in was not an EPCS signing ceremony"))
     amr = _strings(claims.get("amr"))
     if EPCS_HARDWARE_AMR not in amr or not amr & EPCS_OTHER_AMR:
-        return Decision(False, reason="the ceremony did not use a security key or biometrics "
-                        "together with your password")
+        return Decision(False, reason=_("the ceremony did not use a security key or biometrics "
+                        "together with your password"))
     auth_time, started = claims.get("auth_time"), carry.get("started_at")
     if not isinstance(auth_time, int) or not isinstance(started, int | float) or \
             auth_time < started - EPCS_CLOCK_SKEW or auth_time > now + EPCS_CLOCK_SKEW or \
             now - auth_time > EPCS_CEREMONY_MAX_AGE:
-        return Decision(False, reason="the ceremony is not fresh: sign again")
+        return Decision(False, reason=_("the ceremony is not fresh: sign again"))
     if EPCS_ENTITLEMENT not in _strings(claims.get("entitlements")):
-        return Decision(False, reason=NO_PERMISSION)
+        return Decision(False, reason=no_permission())
     if not PRESCRIBER_ROLES & _strings(claims.get("roles")):
-        return Decision(False, reason="only physicians and nurse practitioners sign "
-                        "prescriptions")
+        return Decision(False, reason=_("only physicians and nurse practitioners sign "
+                        "prescriptions"))
     return Decision(True)
 
 
@@ -151,8 +154,7 @@ def _claims() -> dict[str, Any] | None:
 
 
 def _unavailable() -> tuple[str, int]:
-    return render_template("error.html", message="The identity provider cannot be reached to "
-                           "check your access. Try again in a moment."), 503
+    return render_template("error.html", message=UNREACHABLE_CHECK()), 503
 
 
 def _pending(claims: dict[str, Any] | None) -> bool:
@@ -194,8 +196,8 @@ def sign_post() -> Response | tuple[str, int]:
         return _page(decision, status=403)
     details = authorization_details(drafts(), user)
     if details is None:
-        return _page(Decision(False, reason="this EHR has no DEA registration on file for "
-                              "you"), status=403)
+        return _page(Decision(False, reason=_("this EHR has no DEA registration on file for "
+                              "you")), status=403)
     reference = " ".join(d["prescription_id"] for d in details)
     return rp.step_up(SIGN_CONTROLLED_ACR, url_for("controlled.complete"),
                       extra={"max_age": "0", "binding_message": reference,
@@ -203,7 +205,7 @@ def sign_post() -> Response | tuple[str, int]:
                       carry={"reference": reference, "started_at": int(time.time()),
                              "sha256": details_sha256(details),
                              "edits": session.get(EDITS) or {}},
-                      title="Controlled-substance signing refused", pushed=True)
+                      title=N_("Controlled-substance signing refused"), pushed=True)
 
 
 @bp.get("/complete")
@@ -223,8 +225,8 @@ def complete() -> Response | tuple[str, int]:
     except KeysUnavailable:
         return _unavailable()
     if token_hash is None or token_hash != carry.get("sha256"):
-        return _page(Decision(False, reason="the identity provider did not sign the "
-                              "prescriptions this EHR sent"), status=403)
+        return _page(Decision(False, reason=_("the identity provider did not sign the "
+                              "prescriptions this EHR sent")), status=403)
     claims = result["claims"]
     signed = {"by": user.get("name") or user.get("username"), "npi": user.get("npi"),
               "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "acr": claims["acr"],
@@ -244,8 +246,8 @@ def edit() -> Response | tuple[str, int]:
     quantity = quantity.strip()
     known = {d["id"] for d in data.CONTROLLED_DRAFTS}
     if rx_id not in known or not 0 < len(quantity) <= MAX_QUANTITY:
-        return _page(Decision(False, reason="enter a quantity (at most "
-                              f"{MAX_QUANTITY} characters)"), status=400)
+        return _page(Decision(False, reason=_(
+            "enter a quantity (at most %(count)s characters)", count=MAX_QUANTITY)), status=400)
     edits = dict(session.get(EDITS) or {})
     edits[rx_id] = {"quantity": quantity}
     session[EDITS] = edits
@@ -265,13 +267,13 @@ def transmit() -> Response | tuple[str, int]:
         return _unavailable()
     details = authorization_details(drafts(), user)
     if token_hash is None or session.get(SENT) == token_hash:
-        return _page(Decision(False, reason="no signature waiting to be transmitted: sign "
-                              "the prescriptions first"), status=409)
+        return _page(Decision(False, reason=_("no signature waiting to be transmitted: sign "
+                              "the prescriptions first")), status=409)
     if details is None or details_sha256(details) != token_hash:
         log.warning("controlled-substance transmission refused: changed after signing")
-        return _page(Decision(False, reason="the prescriptions changed after they were "
+        return _page(Decision(False, reason=_("the prescriptions changed after they were "
                               "signed; nothing was transmitted to the pharmacy. Sign them "
-                              "again"), status=409)
+                              "again")), status=409)
     log.info("controlled-substance prescriptions %s transmitted (sha256 %s)",
              " ".join(d["prescription_id"] for d in details), token_hash)
     session[SENT] = token_hash  # one signature, one transmission

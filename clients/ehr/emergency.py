@@ -20,6 +20,7 @@ from clients.ehr import data
 from clients.ehr.api import verifier
 from clients.ehr.scopes import scope_string
 from clients.ehr.tokens import KeysUnavailable, TokenError
+from clients.i18n import N_, UNREACHABLE_CHECK
 
 bp = Blueprint("charts", __name__)
 SCOPE = "emergency_access"
@@ -66,8 +67,7 @@ def chart(mrn: str) -> Response | str | tuple[str, int]:
     try:
         claims = _claims()
     except KeysUnavailable:
-        return render_template("error.html", message="The identity provider cannot be "
-                               "reached to check your access. Try again in a moment."), 503
+        return render_template("error.html", message=UNREACHABLE_CHECK()), 503
     if claims is None:
         return redirect(url_for("rp.login"))
     on_team = mrn in data.care_team(user.get("username"))
@@ -90,4 +90,4 @@ def break_glass(mrn: str) -> Response | tuple[str, int]:
         abort(404)
     scope = scope_string(*rp.rp_settings().scope.split(), SCOPE)
     return rp.step_up(BASE_ACR, url_for("charts.chart", mrn=mrn), scope=scope,
-                      title="Emergency access was not granted")
+                      title=N_("Emergency access was not granted"))

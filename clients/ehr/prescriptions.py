@@ -26,6 +26,8 @@ from clients.ehr.scopes import (
     scope_string,
 )
 from clients.ehr.tokens import KeysUnavailable, TokenError, token_roles, token_scopes
+from clients.i18n import UNREACHABLE_CHECK
+from clients.i18n import gettext as _
 
 bp = Blueprint("prescriptions", __name__, url_prefix="/prescriptions")
 
@@ -41,16 +43,16 @@ def signing_decision(claims: dict[str, Any] | None) -> Decision:
     """May the holder of these (validated) access-token claims sign a prescription now?
     None: no usable token (expired, refused): sign in again, at the required level."""
     if claims is None:
-        return Decision(False, step_up=True, reason="your sign-in has to be renewed")
+        return Decision(False, step_up=True, reason=_("your sign-in has to be renewed"))
     if not PRESCRIBER_ROLES & token_roles(claims):
-        return Decision(False, reason="only physicians and nurse practitioners sign "
-                        "prescriptions")
+        return Decision(False, reason=_("only physicians and nurse practitioners sign "
+                        "prescriptions"))
     if not acr_at_least(claims.get("acr"), SIGN_PRESCRIPTION_ACR):
-        return Decision(False, step_up=True, reason="signing needs a sign-in with a security "
-                        "key or biometrics")
+        return Decision(False, step_up=True, reason=_("signing needs a sign-in with a security "
+                        "key or biometrics"))
     if PRESCRIPTIONS_WRITE not in token_scopes(claims):
-        return Decision(False, step_up=True, reason="signing needs the prescription-writing "
-                        "permission")
+        return Decision(False, step_up=True, reason=_("signing needs the prescription-writing "
+                        "permission"))
     return Decision(True)
 
 
@@ -72,8 +74,7 @@ def _step_up() -> Response | tuple[str, int]:
 
 
 def _unavailable() -> tuple[str, int]:
-    return render_template("error.html", message="The identity provider cannot be reached to "
-                           "check your access. Try again in a moment."), 503
+    return render_template("error.html", message=UNREACHABLE_CHECK()), 503
 
 
 @bp.get("/sign")

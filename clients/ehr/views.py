@@ -8,7 +8,9 @@ from clients import rp
 from clients.ehr import data
 from clients.ehr.api import denial, verifier
 from clients.ehr.scopes import RULES
-from clients.ehr.tokens import KeysUnavailable, TokenError
+from clients.ehr.tokens import KeysUnavailable, TokenError, token_scopes
+from clients.i18n import UNREACHABLE_CHECK
+from clients.i18n import gettext as _
 
 bp = Blueprint("pages", __name__)
 
@@ -27,12 +29,16 @@ def index() -> Response | str | tuple[str, int]:
     if token is None:  # expired: sign in again (no prompt while the IdP session lasts)
         return redirect(url_for("rp.login"))
     try:  # the same checks the API makes
-        reason = denial(verifier().verify(token), RULES["patients"])
+        claims = verifier().verify(token)
+        reason = denial(claims, RULES["patients"])
     except TokenError:
         return redirect(url_for("rp.login"))
     except KeysUnavailable:
-        return render_template("error.html", message="The identity provider cannot be "
-                               "reached to check your access. Try again in a moment."), 503
+        return render_template("error.html", message=UNREACHABLE_CHECK()), 503
     patients = [] if reason else data.patients()
+    if reason:  # the API's words are for developers; the page says it in the user's language
+        scope = RULES["patients"].scope
+        reason = _("your sign-in does not include the %(scope)s permission", scope=scope) \
+            if scope not in token_scopes(claims) else _("your role does not allow this")
     return render_template("index.html", user=user, patients=patients, denied=reason,
                            smart_app=current_app.extensions["ehr.smart_app"])

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import requests
 
+from clients.i18n import gettext as _
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -29,17 +31,17 @@ def load(issuer: str, access_token: str) -> Tiles:
                                 headers={"Authorization": f"Bearer {access_token}",
                                          "Accept": "application/json"})
     except requests.RequestException:
-        return Tiles([], "Your applications cannot be listed right now.")
+        return Tiles([], _("Your applications cannot be listed right now."))
     if response.status_code == 404:
         return Tiles([])
     if response.status_code != 200:
-        return Tiles([], "The identity provider did not list your applications.")
+        return Tiles([], _("The identity provider did not list your applications."))
     try:
         found = response.json()["apps"]
     except (ValueError, KeyError, TypeError):
         found = None
     if not isinstance(found, list):
-        return Tiles([], "The identity provider sent a list the portal cannot read.")
+        return Tiles([], _("The identity provider sent a list the portal cannot read."))
     launch = f"{issuer}/saml/launch?"
     tiles = [Tile(str(app["name"]), app["launch_url"]) for app in found
              if isinstance(app, dict) and isinstance(app.get("launch_url"), str)

@@ -6,35 +6,40 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from flask_babel.speaklater import LazyString
 
-ROLE_LABELS = {"physician": "Physician", "nurse_practitioner": "Nurse practitioner",
-               "admin_staff": "Administrative staff", "admin": "IdP administrator"}
+from clients.i18n import gettext as _
+from clients.i18n import lazy_gettext as _l
+
+ROLE_LABELS = {"physician": _l("Physician"), "nurse_practitioner": _l("Nurse practitioner"),
+               "admin_staff": _l("Administrative staff"), "admin": _l("IdP administrator")}
 
 
 @dataclass(frozen=True)
 class Widget:
     key: str
-    title: str
+    title: LazyString
     path: str                          # EHR API path with its query
-    columns: tuple[tuple[str, str], ...]  # (field, heading)
-    empty: str
+    columns: tuple[tuple[str, LazyString], ...]  # (field, heading)
+    empty: LazyString
 
 
-APPOINTMENTS = Widget("appointments", "Today's appointments", "/api/appointments",
-                      (("time", "Time"), ("patient", "Patient"), ("type", "Visit"),
-                       ("clinician", "Clinician")), "No appointments today.")
-PENDING_LABS = Widget("pending-labs", "Pending lab results", "/api/labs?status=pending",
-                      (("id", "Order"), ("patient", "Patient"), ("test", "Test"),
-                       ("status", "Status")), "No pending lab results.")
-LABS = Widget("labs", "Lab results", "/api/labs",
-              (("id", "Order"), ("patient", "Patient"), ("test", "Test"), ("status", "Status"),
-               ("result", "Result")), "No lab results.")
-MESSAGES = Widget("messages", "Patient messages", "/api/messages",
-                  (("id", "Message"), ("patient", "Patient"), ("subject", "Subject")),
-                  "No new messages.")
-BILLING = Widget("billing", "Billing", "/api/billing",
-                 (("claim", "Claim"), ("patient", "Patient"), ("payer", "Payer"),
-                  ("amount", "Amount (USD)"), ("status", "Status")), "No open claims.")
+APPOINTMENTS = Widget("appointments", _l("Today's appointments"), "/api/appointments",
+                      (("time", _l("Time")), ("patient", _l("Patient")), ("type", _l("Visit")),
+                       ("clinician", _l("Clinician"))), _l("No appointments today."))
+PENDING_LABS = Widget("pending-labs", _l("Pending lab results"), "/api/labs?status=pending",
+                      (("id", _l("Order")), ("patient", _l("Patient")), ("test", _l("Test")),
+                       ("status", _l("Status"))), _l("No pending lab results."))
+LABS = Widget("labs", _l("Lab results"), "/api/labs",
+              (("id", _l("Order")), ("patient", _l("Patient")), ("test", _l("Test")),
+               ("status", _l("Status")), ("result", _l("Result"))), _l("No lab results."))
+MESSAGES = Widget("messages", _l("Patient messages"), "/api/messages",
+                  (("id", _l("Message")), ("patient", _l("Patient")),
+                   ("subject", _l("Subject"))), _l("No new messages."))
+BILLING = Widget("billing", _l("Billing"), "/api/billing",
+                 (("claim", _l("Claim")), ("patient", _l("Patient")), ("payer", _l("Payer")),
+                  ("amount", _l("Amount (USD)")), ("status", _l("Status"))),
+                 _l("No open claims."))
 
 WIDGETS_BY_ROLE = {
     "physician": (APPOINTMENTS, PENDING_LABS),
@@ -64,17 +69,18 @@ def fetch(api_base: str, access_token: str, widget: Widget) -> Panel:
                                 headers={"Authorization": f"Bearer {access_token}",
                                          "Accept": "application/json"})
     except requests.RequestException:
-        return Panel(widget, error="The EHR cannot be reached right now.")
+        return Panel(widget, error=_("The EHR cannot be reached right now."))
     if response.status_code == 401:
-        return Panel(widget, error="The EHR did not accept your sign-in. Sign out and in again.")
+        return Panel(widget, error=_("The EHR did not accept your sign-in. Sign out and in again."))
     if response.status_code == 403:
-        return Panel(widget, error="Your role or the access you granted does not include this.")
+        return Panel(widget, error=_("Your role or the access you granted does not include this."))
     if response.status_code != 200:
-        return Panel(widget, error=f"The EHR answered {response.status_code}. Try again later.")
+        return Panel(widget, error=_("The EHR answered %(status)s. Try again later.",
+                                       status=response.status_code))
     try:
         items = response.json()["items"]
     except (ValueError, KeyError, TypeError):
-        return Panel(widget, error="The EHR sent an answer the portal cannot read.")
+        return Panel(widget, error=_("The EHR sent an answer the portal cannot read."))
     return Panel(widget, rows=[i for i in items if isinstance(i, dict)])
 
 

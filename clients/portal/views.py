@@ -21,7 +21,7 @@ def index() -> Response | str:
         return redirect(url_for("rp.login"))
     roles = user.get("roles") or []
     panels = dashboard.load(current_app.config["EHR_API"], token, roles)
-    labels = [dashboard.ROLE_LABELS.get(r, r) for r in roles]
+    labels = [str(dashboard.ROLE_LABELS.get(r, r)) for r in roles]
     tiles = apps.load(rp.rp_settings().issuer, token)
     return render_template("index.html", user=user, role_labels=labels, panels=panels,
                            tiles=tiles,

@@ -50,6 +50,9 @@ class User(db.Model):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=lambda: clock.now())
+    # The account's language (a code of web.toml `locales`; docs/i18n.md), None: the
+    # browser's. Pages once signed in, mails and texts to the account, the `locale` claim.
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
     @property
     def name(self) -> str:

@@ -19,6 +19,7 @@ from idp.audit import service as audit
 from idp.context import policy, settings
 from idp.core.crypto import digest
 from idp.core.i18n import gettext as _
+from idp.core.i18n import speaking
 from idp.extensions import db
 from idp.notify import outbox
 
@@ -88,6 +89,11 @@ def request_reset(identifier: str) -> list[ResetLink]:
 
 def link_mail(link: ResetLink, *, helpdesk: bool = False) -> tuple[str, str, str]:
     """(to, subject, body) of the email carrying a reset link."""
+    with speaking(link.user.language):
+        return _link_mail(link, helpdesk)
+
+
+def _link_mail(link: ResetLink, helpdesk: bool) -> tuple[str, str, str]:
     hours = policy().password.reset_link_lifetime // 3600
     user = link.user
     name = user.name or user.username

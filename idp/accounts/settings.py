@@ -21,6 +21,7 @@ from idp.context import policy, settings
 from idp.core.crypto import digest
 from idp.core.i18n import gettext as _
 from idp.core.i18n import lazy_gettext as _l
+from idp.core.i18n import offered, speaking
 from idp.extensions import db
 from idp.notify import outbox
 from idp.sessions import service as sessions
@@ -75,6 +76,21 @@ def end_own_session(user: User, sid: str, current: SsoSession | None) -> bool:
     revoke_session_tokens(user.id, sid)
     audit.record("session.ended", user_id=user.id, sid=sid)
     return True
+
+
+# -- language ------------------------------------------------------------------------------
+def set_language(user: User, language: str) -> None:
+    """The account's language: a code of web.toml `locales`, or "" for the browser's. The
+    caller commits. SettingsError for anything else."""
+    if language == "":
+        chosen = None
+    else:
+        chosen = offered(language)
+        if chosen is None:
+            raise SettingsError(_("Choose one of the languages listed."))
+    if user.language != chosen:
+        user.language = chosen
+        audit.record("account.language_changed", user_id=user.id, language=chosen or "browser")
 
 
 # -- password ------------------------------------------------------------------------------
@@ -157,8 +173,13 @@ def request_email_change(user: User, new_email: str) -> EmailChangeRequest:
 
 def queue_email_change(change: EmailChangeRequest) -> list[int]:
     """In the change's transaction: the link to the new address and a heads-up to the old one
-    go to the mail outbox (sent after the commit: outbox.deliver_now); their row ids."""
+    go to the mail outbox (sent after the commit: outbox.deliver_now); their row ids. In the
+    account's language when it has one."""
+    with speaking(change.user.language):
+        return _queue_email_change(change)
 
+
+def _queue_email_change(change: EmailChangeRequest) -> list[int]:
     hours = policy().password.reset_link_lifetime // 3600
     name = change.user.name or change.user.username
     rows = [

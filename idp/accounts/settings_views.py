@@ -15,6 +15,7 @@ from flask import (
     url_for,
 )
 from flask_wtf import FlaskForm
+from werkzeug.wrappers import Response as BaseResponse
 from wtforms import EmailField, PasswordField, StringField, TelField
 from wtforms.validators import DataRequired, EqualTo, Length
 
@@ -24,6 +25,7 @@ from idp.accounts.models import User
 from idp.accounts.views import safe_next
 from idp.admin.service import recent_logins
 from idp.context import policy
+from idp.core.i18n import LANGUAGE_NAMES
 from idp.core.i18n import gettext as _
 from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db, limiter
@@ -74,10 +76,31 @@ def _per_ip() -> str:
 @bp.get("/settings")
 @signed_in(back="settings.overview")
 def overview(sso: SsoSession) -> Page:
+    return _overview(sso)
+
+
+def _overview(sso: SsoSession, errors: list[str] | None = None) -> tuple[str, int]:
     return render_template("accounts/settings.html", user=sso.user, sso=sso,
                            sessions=service.live_sessions(sso.user),
                            expires=passwords.expires_at(sso.user),
-                           messages=get_flashed_messages())
+                           languages=[(code, LANGUAGE_NAMES.get(code, code))
+                                      for code in policy().web.locales],
+                           errors=errors or [],
+                           messages=get_flashed_messages()), 400 if errors else 200
+
+
+@bp.post("/language")
+@signed_in(back="settings.overview")
+def language(sso: SsoSession) -> BaseResponse | tuple[str, int]:
+    """The account's language (pages once signed in, mails and texts, the `locale` claim)."""
+    try:
+        service.set_language(sso.user, str(request.form.get("language", ""))[:16])
+    except service.SettingsError as exc:
+        db.session.rollback()
+        return _overview(sso, [str(exc)])
+    db.session.commit()
+    flash(_("Your language was saved."))  # in the language just chosen
+    return redirect(url_for("settings.overview"))
 
 
 @bp.route("/password", methods=["GET", "POST"])

@@ -5,6 +5,8 @@ Extraction (babel.cfg) knows these as `_` and `_l`: import them under those name
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import flask_babel
@@ -21,6 +23,31 @@ def gettext(string: str, **variables: Any) -> str:
 def lazy_gettext(string: str, **variables: Any) -> LazyString:
     """Translated when used (module constants, form labels): in the language of that request."""
     return LazyString(gettext, string, **variables)
+
+
+# Each offered language named in itself (the settings page's choices; never translated).
+LANGUAGE_NAMES = {"en": "English", "es": "Español"}
+LANGUAGES_KEY = "IDP_LANGUAGES"  # app.config: the policy's locales (idp.web.i18n.install)
+
+
+def offered(language: object) -> str | None:
+    """`language` when it is one of the app's page languages (web.toml `locales`), else
+    None; outside an app, None."""
+    if not isinstance(language, str) or not has_app_context():
+        return None
+    return language if language in current_app.config.get(LANGUAGES_KEY, ()) else None
+
+
+@contextmanager
+def speaking(language: str | None) -> Iterator[None]:
+    """Texts composed inside this block (a mail or a text message to an account) are in
+    `language` (the account's setting) when it is offered; otherwise in the request's."""
+    chosen = offered(language)
+    if chosen is None or "babel" not in current_app.extensions:
+        yield
+        return
+    with flask_babel.force_locale(chosen):
+        yield
 
 
 def policy_text(value: str) -> str:

@@ -38,6 +38,7 @@ from idp.audit import service as audit
 from idp.context import policy
 from idp.core.i18n import gettext as _
 from idp.core.i18n import lazy_gettext as _l
+from idp.core.i18n import speaking
 from idp.extensions import db
 from idp.mfa.factors import otp_code as codes
 from idp.mfa.models import Factor, LoginAttempt, OneTimeCode
@@ -211,9 +212,10 @@ def confirm_change(user: User, attempt: LoginAttempt | None, code: str) -> Confi
 
 def send_phone_changed(user: User, masked: str) -> None:
     """After commit: tell the account's email address (notices.py style)."""
-    send_mail(user.email, _("Your phone number was changed"),
-              _("Hello %(name)s,\n\nThe phone number of your account was changed to %(masked)s "
-                "at %(when)s UTC, after a code sent to it was entered. If you did not do this, "
-                "change your password and tell your facility's security team at once.\n",
-                name=user.name or user.username, masked=masked,
-                when=f"{clock.now():%Y-%m-%d %H:%M}"))
+    with speaking(user.language):
+        send_mail(user.email, _("Your phone number was changed"),
+                  _("Hello %(name)s,\n\nThe phone number of your account was changed to "
+                    "%(masked)s at %(when)s UTC, after a code sent to it was entered. If you did "
+                    "not do this, change your password and tell your facility's security team "
+                    "at once.\n", name=user.name or user.username, masked=masked,
+                    when=f"{clock.now():%Y-%m-%d %H:%M}"))

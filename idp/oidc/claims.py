@@ -9,6 +9,7 @@ from authlib.oauth2.rfc6749.util import scope_to_list
 
 from idp.accounts.models import User
 from idp.context import policy
+from idp.core.i18n import offered
 from idp.oidc.registry import registry
 
 
@@ -18,6 +19,7 @@ def _all_claims(user: User) -> dict[str, Any]:
         "given_name": user.given_name,
         "family_name": user.family_name,
         "preferred_username": user.username,
+        "locale": offered(user.language),  # OIDC Core §5.1; the account's language setting
         "email": user.email,
         "email_verified": bool(user.email_verified),
         "phone_number": user.phone_number,

@@ -61,7 +61,7 @@ def metadata() -> dict:
         "dpop_signing_alg_values_supported": list(pol.fapi.dpop.algorithms),
         "authorization_response_iss_parameter_supported": True,
         "claim_types_supported": ["normal"],
-        "ui_locales_supported": ["en-US"],
+        "ui_locales_supported": list(pol.web.locales),
         # Not registered metadata: which refresh tokens this provider issues to a client
         # registered for refresh_token (docs/refresh-tokens.md).
         "refresh_token_kinds_supported": refresh_kinds(pol),

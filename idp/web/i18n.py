@@ -1,9 +1,12 @@
 """Page languages (Flask-Babel): every user-facing string is a msgid in idp/translations.
 
-The language of a request is the best match of the browser's Accept-Language among the
-policy's locales (web.toml `locales`), else the first of them. The catalogs ship as .po text
-(package data); they are compiled to .mo under the instance directory when the app starts, so
-no binary is committed and a wheel installed anywhere translates its pages."""
+The language of a request: the signed-in account's language setting (User.language), else
+the `ui_locales` the relying party sent to /authorize (OIDC Core §3.1.2.1, kept in the Flask
+session for the sign-in pages that follow), else the best match of the browser's
+Accept-Language among the policy's locales (web.toml `locales`), else the first of them.
+The catalogs ship as .po text (package data); they are compiled to .mo under the instance
+directory when the app starts, so no binary is committed and a wheel installed anywhere
+translates its pages."""
 
 from __future__ import annotations
 
@@ -13,11 +16,11 @@ from pathlib import Path
 
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request, session
 from flask_babel import Babel, get_locale
 
 from idp.context import runtime
-from idp.core.i18n import policy_text
+from idp.core.i18n import LANGUAGES_KEY, offered, policy_text
 
 CATALOGS = Path(__file__).resolve().parent.parent / "translations"
 DOMAIN = "messages"
@@ -28,12 +31,44 @@ DOMAIN = "messages"
 UNTRANSLATED_PREFIXES: tuple[str, ...] = ()
 
 
+UI_LOCALE = "ui_locale"  # Flask session key: the language /authorize's ui_locales asked for
+
+
 def select_locale() -> str:
-    """The request's language: Accept-Language's best match among the policy's locales."""
+    """The request's language: the signed-in account's setting, else the relying party's
+    ui_locales, else Accept-Language's best match among the policy's locales."""
     locales = runtime().policy.web.locales
     if not request or (UNTRANSLATED_PREFIXES and request.path.startswith(UNTRANSLATED_PREFIXES)):
         return locales[0]
+    # The session a signed-in page loaded (sessions.current(), by its guard): never loaded
+    # here, so choosing a language never renews a session on its own.
+    sso = g.get("sso_session")
+    account = offered(getattr(getattr(sso, "user", None), "language", None))
+    if account:
+        return account
+    asked = offered(session.get(UI_LOCALE))
+    if asked:
+        return asked
     return request.accept_languages.best_match(locales, default=locales[0]) or locales[0]
+
+
+def remember_ui_locales() -> None:
+    """/authorize?ui_locales=es-MX es en: the first language offered here is kept (Flask
+    session) for the sign-in pages of this browser; none offered: nothing changes."""
+    if request.path != "/authorize":
+        return
+    try:
+        value = request.args.get("ui_locales")
+    except UnicodeDecodeError:  # refused with a readable 400 by web.security, after this hook
+        return
+    if value is None:
+        return
+    for tag in value[:200].split()[:10]:
+        chosen = offered(tag.replace("_", "-").split("-")[0].lower())
+        if chosen:
+            if session.get(UI_LOCALE) != chosen:
+                session[UI_LOCALE] = chosen
+            return
 
 
 def compile_catalogs(target: Path) -> None:
@@ -59,6 +94,8 @@ def install(app: Flask) -> None:
         raise RuntimeError(f"web.toml locales {missing}: no catalog in {CATALOGS}")
     target = Path(app.instance_path) / "translations"
     compile_catalogs(target)
+    app.config[LANGUAGES_KEY] = locales
+    app.before_request(remember_ui_locales)
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(target)
     app.config["BABEL_DEFAULT_LOCALE"] = locales[0]
     Babel(app, locale_selector=select_locale)

@@ -3,8 +3,9 @@
 through the dev mailbox's web page; onboarding → the approval mail in the mailbox → the first
 sign-in → the portal; a passkey added with Chromium's virtual authenticator and used to sign in.
 
-axe-core checks every IdP, portal and EHR page on the way (tests/e2e/axe.py). With
-SCREENSHOTS_DIR set (`make screenshots`), the main pages are saved there as PNG files."""
+axe-core checks every IdP, portal and EHR page on the way (tests/e2e/axe.py), the portal's
+and the EHR's in Spanish too (a browser whose language is Spanish). With SCREENSHOTS_DIR set
+(`make screenshots`), the main pages are saved there as PNG files."""
 
 from __future__ import annotations
 
@@ -52,9 +53,9 @@ def chromium() -> Iterator[Browser]:
 class Tour:
     """One browser context (one person's browser) with its console errors collected."""
 
-    def __init__(self, browser: Browser) -> None:
+    def __init__(self, browser: Browser, locale: str | None = None) -> None:
         self.context: BrowserContext = browser.new_context(
-            viewport={"width": 1100, "height": 800})
+            viewport={"width": 1100, "height": 800}, **({"locale": locale} if locale else {}))
         self.context.set_default_timeout(20_000)
         self.page: Page = self.context.new_page()
         self.problems: list[str] = []
@@ -167,6 +168,54 @@ def test_forgot_password_through_the_dev_mailbox_then_the_portal(stack: Stack,
     page.get_by_role("button", name="Logout").click()
     expect(page.get_by_role("button", name="Sign in again")).to_be_visible()
     tour.check("ehr-signed-out")
+    tour.close()
+    _portal_and_ehr_in_spanish(stack, chromium, "np.chen", NEW_PASSWORD, "Jordan Chen")
+
+
+def _in_spanish(page: Page, what: str, text: str) -> None:
+    """The page says <html lang="es">, shows a known Spanish text, and passes axe."""
+    expect(page.locator("html")).to_have_attribute("lang", "es")
+    expect(page.get_by_text(text).first).to_be_visible()
+    assert_accessible(page, f"{what} (es)")
+
+
+def _portal_and_ehr_in_spanish(stack: Stack, chromium: Browser, username: str, password: str,
+                               name: str) -> None:
+    """The same person in a Spanish browser (Accept-Language es): the portal's welcome page
+    and dashboard, the IdP's sign-in (asked for with ui_locales=es), the EHR's patient list
+    and its signed-out page, all in Spanish with zero axe violations."""
+    idp, portal, ehr = stack.urls["IdP"], stack.urls["Portal"], stack.urls["EHR"]
+    tour = Tour(chromium, locale="es-ES")
+    page = tour.page
+    page.goto(f"{portal}/")
+    _in_spanish(page, "portal welcome", "Agendas, resultados de laboratorio")
+    page.get_by_role("button", name="Iniciar sesión").click()
+    page.wait_for_url(f"{idp}/login?**")
+    assert "ui_locales%3Des" in page.url, page.url
+    expect(page.locator("html")).to_have_attribute("lang", "es")
+    page.get_by_label("Nombre de usuario o NPI").fill(username)
+    page.get_by_label("Contraseña", exact=True).fill(password)
+    page.get_by_role("button", name="Iniciar sesión", exact=True).click()
+    page.wait_for_url(f"{idp}/mfa/challenge*")
+    code = page.get_by_label("Código de su aplicación de autenticación")
+    if code.count() == 0:
+        page.get_by_role("link", name=re.compile("Aplicación de autenticación")).click()
+    code.fill(pyotp.TOTP(stack.totp_secret(username)).now())
+    page.get_by_role("button", name="Verificar").click()
+    stack.forget_totp_use(username)
+    page.wait_for_load_state()
+    if page.url.startswith(f"{idp}/account/acknowledge"):
+        page.get_by_label("He leído y acepto la declaración anterior").check()
+        page.get_by_role("button", name="Continuar").click()
+    page.wait_for_url(f"{portal}/")
+    _in_spanish(page, "portal dashboard", f"Le damos la bienvenida, {name}")
+    page.get_by_role("link", name="Abrir el EHR").click()
+    page.wait_for_url(f"{ehr}/")
+    expect(page.get_by_role("heading", name="Pacientes")).to_be_visible()
+    _in_spanish(page, "EHR patients", "Fecha de nacimiento")
+    page.get_by_role("button", name="Cerrar sesión").click()
+    expect(page.get_by_role("button", name="Volver a iniciar sesión")).to_be_visible()
+    _in_spanish(page, "EHR signed out", "Ha cerrado sesión.")
     tour.close()
 
 

@@ -6,7 +6,10 @@
    msgid the sources no longer use.
 2. A heuristic scan of the templates: visible text and prose-like string literals outside
    `_()`/`{% trans %}` fail the test, except in the templates of PENDING (not yet translated,
-   listed so that the list only shrinks)."""
+   listed so that the list only shrinks).
+
+The demo relying parties (the portal and the EHR) have their own catalog, clients/translations
+(clients/babel.cfg): the same checks hold for it."""
 
 from __future__ import annotations
 
@@ -21,35 +24,45 @@ from babel.messages.pofile import read_po
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "idp" / "templates"
 CATALOG = ROOT / "idp" / "translations" / "es" / "LC_MESSAGES" / "messages.po"
+CLIENTS_CATALOG = ROOT / "clients" / "translations" / "es" / "LC_MESSAGES" / "messages.po"
+CLIENT_TEMPLATES = [ROOT / "clients" / app / "templates" for app in ("portal", "ehr")]
+# (sources, their extraction config, their es catalog): the IdP's and the relying parties'.
+CATALOGS = {"idp": (ROOT / "idp", ROOT / "babel.cfg", CATALOG),
+            "clients": (ROOT / "clients", ROOT / "clients" / "babel.cfg", CLIENTS_CATALOG)}
 KEYWORDS = {**DEFAULT_KEYWORDS, "_l": None, "lazy_gettext": None}
 
 # Templates not translated yet (empty since the staff consoles were translated; only shrinks).
 PENDING: set[str] = set()
 # Words that read the same in every language offered.
-UNIVERSAL = {"IP", "NPI", "UTC", "USB", "NFC", "OK", "CSV", "JSON", "EPCS", "MFA", "SMS", "UDAP"}
+UNIVERSAL = {"IP", "NPI", "UTC", "USB", "NFC", "OK", "CSV", "JSON", "EPCS", "MFA", "SMS", "UDAP",
+             "EHR", "MRN"}
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
-def _source_messages() -> dict[str | tuple[str, ...], str]:
-    with (ROOT / "babel.cfg").open() as cfg:
+def _source_messages(which: str = "idp") -> dict[str | tuple[str, ...], str]:
+    sources, config, _po = CATALOGS[which]
+    with config.open() as cfg:
         method_map, options_map = parse_mapping_cfg(cfg)
     found: dict[str | tuple[str, ...], str] = {}
     for filename, lineno, message, _comments, _context in extract_from_dir(
-            str(ROOT / "idp"), method_map, options_map, keywords=KEYWORDS):
-        found.setdefault(message, f"idp/{filename}:{lineno}")
+            str(sources), method_map, options_map, keywords=KEYWORDS):
+        found.setdefault(message, f"{sources.name}/{filename}:{lineno}")
     return found
 
 
-def _catalog():
-    with CATALOG.open("rb") as handle:
+def _catalog(which: str = "idp"):
+    with CATALOGS[which][2].open("rb") as handle:
         return read_po(handle, locale="es")
 
 
-def test_every_source_message_is_translated_in_spanish():
-    catalog = _catalog()
+@pytest.mark.parametrize("which", sorted(CATALOGS))
+def test_every_source_message_is_translated_in_spanish(which):
+    catalog = _catalog(which)
     entries = {m.id: m for m in catalog if m.id}
     problems = []
-    for msgid, where in sorted(_source_messages().items(), key=lambda kv: kv[1]):
+    found = _source_messages(which)
+    assert len(found) > 50, f"{which}: the extraction found almost nothing ({len(found)})"
+    for msgid, where in sorted(found.items(), key=lambda kv: kv[1]):
         entry = entries.get(msgid)
         if entry is None:
             problems.append(f"{where}: not in the es catalog: {msgid!r}")
@@ -64,13 +77,15 @@ def test_every_source_message_is_translated_in_spanish():
         for s in strings:
             if set(PLACEHOLDER.findall(s)) != wanted:
                 problems.append(f"{where}: placeholders differ in {s!r}")
-    assert not problems, "es catalog (idp/translations, see docs/i18n.md):\n" + "\n".join(problems)
+    assert not problems, f"es catalog ({which}/translations, see docs/i18n.md):\n" + \
+        "\n".join(problems)
 
 
-def test_the_catalog_holds_no_stale_message():
-    used = set(_source_messages())
-    stale = [m.id for m in _catalog() if m.id and m.id not in used]
-    assert not stale, f"msgids no source uses any more: {stale}"
+@pytest.mark.parametrize("which", sorted(CATALOGS))
+def test_the_catalog_holds_no_stale_message(which):
+    used = set(_source_messages(which))
+    stale = [m.id for m in _catalog(which) if m.id and m.id not in used]
+    assert not stale, f"{which}: msgids no source uses any more: {stale}"
 
 
 def test_the_catalog_compiles_and_translates(tmp_path):
@@ -84,6 +99,27 @@ def test_the_catalog_compiles_and_translates(tmp_path):
     assert spanish.ngettext("Your password expires in %(count)s day.",
                             "Your password expires in %(count)s days.", 3) % {"count": 3} == \
         "Su contraseña vence en 3 días."
+
+
+def test_the_clients_catalog_compiles_and_translates(tmp_path):
+    from babel.support import Translations
+
+    from clients.i18n import compile_catalogs
+
+    compile_catalogs(tmp_path)
+    spanish = Translations.load(str(tmp_path), ["es"])
+    assert spanish.gettext("Open the EHR") == "Abrir el EHR"
+    assert spanish.gettext("Sign in") == "Iniciar sesión"  # the same word as the IdP's
+
+
+def test_a_missing_or_untranslated_clients_message_fails(tmp_path, monkeypatch):
+    """The check above would catch a string of the portal left out of the es catalog."""
+    po = tmp_path / "messages.po"
+    text = CLIENTS_CATALOG.read_text()
+    po.write_text(text.replace('msgstr "Abrir el EHR"', 'msgstr ""'))
+    monkeypatch.setitem(CATALOGS, "clients", (*CATALOGS["clients"][:2], po))
+    with pytest.raises(AssertionError, match="untranslated: 'Open the EHR'"):
+        test_every_source_message_is_translated_in_spanish("clients")
 
 
 # -- the template scan -----------------------------------------------------------------------
@@ -129,9 +165,11 @@ def test_the_scan_finds_untranslated_text():
 
 
 @pytest.mark.parametrize("template", sorted(
-    str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*.html")))
+    str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*.html")) + sorted(
+    str(p.relative_to(ROOT)) for folder in CLIENT_TEMPLATES for p in folder.rglob("*.html")))
 def test_template_strings_are_translatable(template):
-    found = untranslated((TEMPLATES / template).read_text())
+    path = ROOT / template if template.startswith("clients/") else TEMPLATES / template
+    found = untranslated(path.read_text())
     if template in PENDING:
         assert found, f"{template} is translated now: take it off PENDING"
         return

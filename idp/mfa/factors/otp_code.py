@@ -22,6 +22,7 @@ from idp.audit import service as audit
 from idp.context import policy
 from idp.core.crypto import digest
 from idp.core.i18n import gettext as _
+from idp.core.i18n import speaking
 from idp.extensions import db
 from idp.mfa.factors.base import FactorType, Notice
 from idp.mfa.factors.registry import builtin
@@ -103,17 +104,23 @@ def send(factor: Factor, attempt: LoginAttempt) -> SendResult:
         expires_at=now + timedelta(seconds=rules.code_lifetime))
     db.session.add(item)
     minutes = rules.code_lifetime // 60
-    text = _("Your Provider Identity code is %(code)s. It expires in %(minutes)s minutes. "
-             "Never share it: staff will never ask for it.", code=code, minutes=minutes)
+    with speaking(_language_of(attempt.user_id)):  # the account's language, if it has one
+        text = _("Your Provider Identity code is %(code)s. It expires in %(minutes)s minutes. "
+                 "Never share it: staff will never ask for it.", code=code, minutes=minutes)
+        subject = _("Your sign-in code")
     if factor.kind == "sms":
         delivered = sms.sender().send(factor.destination or "", text)
     else:
         db.session.commit()  # the code must exist before the mail can be read
-        delivered = send_mail(factor.destination or "", _("Your sign-in code"), text + "\n",
-                              queue=False)
+        delivered = send_mail(factor.destination or "", subject, text + "\n", queue=False)
     if not delivered:
         return _undelivered(factor, item)
     return SendResult(True, _("We sent a code to %(where)s.", where=mask(factor.destination or "")))
+
+
+def _language_of(user_id: int | None) -> str | None:
+    user = db.session.get(User, user_id) if user_id is not None else None
+    return user.language if user is not None else None
 
 
 def _undelivered(factor: Factor, item: OneTimeCode) -> SendResult:
