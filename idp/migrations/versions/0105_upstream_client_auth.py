@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0105'
-down_revision = '0095'
+down_revision = '0100'
 branch_labels = None
 depends_on = None
 
