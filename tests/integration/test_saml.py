@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -226,11 +227,12 @@ LAUGHS = """<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">
 
 @pytest.mark.parametrize("xml", [XXE, LAUGHS], ids=["xxe", "billion-laughs"])
 def test_dtds_and_entities_are_refused(client, sp, xml):
-    for answer in (client.post("/saml/sso", data={"SAMLRequest": base64.b64encode(
-            xml.encode())}), client.get("/saml/sso", query_string={
-                "SAMLRequest": redirect_payload(xml)})):
-        assert answer.status_code == 400 and "DTD" in answer.text
-        assert "root:" not in answer.text
+    for path in ("/saml/sso", "/saml/slo"):
+        for answer in (client.post(path, data={"SAMLRequest": base64.b64encode(
+                xml.encode())}), client.get(path, query_string={
+                    "SAMLRequest": redirect_payload(xml)})):
+            assert answer.status_code == 400 and "DTD" in answer.text, path
+            assert "root:" not in answer.text
     assert _requests() == 0
 
 
@@ -478,3 +480,122 @@ def test_requested_authn_context_that_cannot_be_met_answers_no_authn_context(
     assert page.status_code == 200, page.text[:300]
     raw = base64.b64decode(form_fields(page.text)["SAMLResponse"]).decode()
     assert "status:NoAuthnContext" in raw and "Assertion" not in raw
+
+
+# -- RelayState is data; signature wrapping of AuthnRequests ---------------------------------
+HOSTILE_RELAY_STATES = ["https://evil.example/phish?next=/", "javascript:alert(document.domain)",
+                        "//evil.example/x", '"><script>alert(1)</script>']
+
+
+def _only_to_the_sp(page, sp: SamlTestSp, relay_state: str) -> None:
+    """The answer is our page posting to the SP's ACS, the RelayState a field value only."""
+    assert page.status_code == 200 and "Location" not in page.headers
+    assert page.headers["Content-Security-Policy"].endswith(f"form-action {sp.base}")
+    assert form_action(page.text) == sp.acs
+    assert form_fields(page.text)["RelayState"] == relay_state
+    assert "<script>alert" not in page.text  # escaped as an attribute value
+
+
+@pytest.mark.parametrize("relay_state", HOSTILE_RELAY_STATES,
+                         ids=["absolute-url", "javascript", "scheme-relative", "markup"])
+def test_relay_state_is_reflected_only_as_data_to_the_sp(client, sp, user, relay_state):
+    """SP-initiated, IdP-initiated (/saml/launch) and an error status alike: the RelayState
+    goes back to the SP's ACS as a form field; we never redirect to it, not before sign-in,
+    not after."""
+    url = sp.authn_redirect(IDP, relay_state=relay_state)
+    first = client.get(url)
+    assert first.status_code == 302 and first.headers["Location"].startswith("/saml/resume/")
+    resume = first.headers["Location"]
+    assert client.get(resume).headers["Location"].startswith("/login")
+    login(client, next_url=resume)
+    _only_to_the_sp(client.get(resume), sp, relay_state)
+
+    launched = client.get("/saml/launch", query_string={"sp": sp.entity_id,
+                                                         "RelayState": relay_state})
+    assert launched.status_code == 302
+    assert launched.headers["Location"].startswith("/saml/resume/")
+    _only_to_the_sp(client.get(launched.headers["Location"]), sp, relay_state)
+
+    wanted = RequestedAuthnContext(authn_context_class_ref=[AuthnContextClassRef(
+        text="urn:oasis:names:tc:SAML:2.0:ac:classes:Kerberos")], comparison="exact")
+    refused = client.get(client.get(sp.authn_redirect(IDP, relay_state=relay_state,
+                                                      requested_authn_context=wanted)
+                                    ).headers["Location"])
+    _only_to_the_sp(refused, sp, relay_state)
+    assert "status:NoAuthnContext" in base64.b64decode(
+        form_fields(refused.text)["SAMLResponse"]).decode()
+
+
+def test_relay_state_of_a_logout_goes_only_to_the_sps_logout_endpoint(client, sp, user):
+    name_id = _signed_in_at_sp(client, sp)
+    _, request = sp.client().create_logout_request(SLO, IDP, name_id=name_id, sign=True,
+                                                   sign_alg=xmldsig.SIG_RSA_SHA256,
+                                                   digest_alg=xmldsig.DIGEST_SHA256)
+    answer = client.post("/saml/slo", data={"SAMLRequest": base64.b64encode(
+        str(request).encode()), "RelayState": "https://evil.example/after-logout"})
+    assert answer.status_code == 302
+    location = answer.headers["Location"]
+    assert location.startswith(f"{sp.base}/slo?SAMLResponse=")
+    assert query_of(location)["RelayState"] == "https://evil.example/after-logout"
+
+
+def test_refused_requests_never_redirect_to_the_relay_state(client, sp, user):
+    login(client)
+    stale = sp.authn_redirect(IDP, relay_state="https://evil.example/")
+    client.get(stale)
+    for answer in (client.get(stale),  # replayed
+                   client.get("/saml/sso", query_string={"SAMLRequest": "bad",
+                                                         "RelayState": "https://evil.example/"}),
+                   client.get("/saml/launch", query_string={
+                       "sp": sp.entity_id, "RelayState": "https://evil.example/" + "x" * 2000})):
+        assert answer.status_code == 400 and "Location" not in answer.headers
+        assert "evil.example" not in answer.text
+
+
+def _signed_post_request(sp: SamlTestSp) -> tuple[str, str]:
+    """A signed HTTP-POST AuthnRequest (enveloped signature) and its ID."""
+    xml = sp.authn_request_xml(IDP, SSO, sign=True, sign_alg=xmldsig.SIG_RSA_SHA256,
+                               digest_alg=xmldsig.DIGEST_SHA256)
+    return xml, xml.split(' ID="', 1)[1].split('"', 1)[0]
+
+
+def _post_sso(client, xml: str):
+    return client.post("/saml/sso", data={"SAMLRequest": base64.b64encode(xml.encode())})
+
+
+def test_signature_wrapping_of_an_authn_request_is_refused(client, sp, user):
+    """XSW on a signed AuthnRequest (HTTP-POST, the SP's metadata says it signs): the signed
+    element must be the very request acted on. Each forgery carries the SP's genuine
+    signature over an evil twin's content or place; none is kept, nothing is posted."""
+    genuine, request_id = _signed_post_request(sp)
+    body = genuine.split("?>", 1)[-1]
+    found = re.search(r"<(\w+):Signature[ >].*</\1:Signature>", body, re.S)
+    assert found, body[:500]
+    signature, ds = found.group(0), found.group(1)
+    unsigned = body.replace(signature, "")
+    now = clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    head = ('<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+            'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" '
+            f'xmlns:{ds}="http://www.w3.org/2000/09/xmldsig#" Version="2.0" '
+            f'IssueInstant="{now}" Destination="{SSO}" ')
+    issuer = f"<saml:Issuer>{sp.entity_id}</saml:Issuer>"
+    forgeries = {
+        # 1: the signed request's ID changed (a replay dressed as new)
+        "id-changed": genuine.replace(f'ID="{request_id}"', 'ID="id-fresh-0001"'),
+        # 2: an unsigned evil root wrapping the signed original in Extensions
+        "wrapped-in-extensions": head + 'ID="id-evil-0002">' + issuer +
+        f"<samlp:Extensions>{body}</samlp:Extensions></samlp:AuthnRequest>",
+        # 3: the original's signature moved onto an evil root, the original (same ID
+        #    referenced) kept inside Extensions for the Reference to resolve to
+        "signature-moved": head + 'ID="id-evil-0003">' + issuer + signature +
+        f"<samlp:Extensions>{unsigned}</samlp:Extensions></samlp:AuthnRequest>",
+        # 4: an evil root taking the original's ID, the original after it (duplicate IDs)
+        "duplicate-id": head + f'ID="{request_id}" ForceAuthn="false">' + issuer + signature
+        + f"<samlp:Extensions>{unsigned}</samlp:Extensions></samlp:AuthnRequest>",
+    }
+    for name, forged in forgeries.items():
+        answer = _post_sso(client, forged)
+        assert answer.status_code == 400, (name, answer.status_code, answer.text[:300])
+        assert "not valid (signature" in answer.text, name
+        assert "SAMLResponse" not in answer.text and _requests() == 0, name
+    assert _post_sso(client, genuine).status_code == 302  # the genuine one is accepted
