@@ -31,11 +31,14 @@ from saml2 import (
 from saml2.attribute_converter import AttributeConverter
 from saml2.config import IdPConfig
 from saml2.metadata import entity_descriptor, sign_entity_descriptor
+from saml2.s_utils import do_ava
 from saml2.saml import (
     NAME_FORMAT_BASIC,
+    NAME_FORMAT_URI,
     NAMEID_FORMAT_EMAILADDRESS,
     NAMEID_FORMAT_PERSISTENT,
     NAMEID_FORMAT_TRANSIENT,
+    Attribute,
     NameID,
 )
 from saml2.server import Server
@@ -90,11 +93,43 @@ def key_files() -> saml_keys.KeyFiles:
     return saml_keys.ensure(settings().keys_dir, entity_id())
 
 
-def _converter() -> AttributeConverter:
-    names = {n: n for n in policy().saml.attributes}
-    converter = AttributeConverter(NAME_FORMAT_BASIC)
-    converter.from_dict({"identifier": NAME_FORMAT_BASIC, "fro": names, "to": names})
-    return converter
+def name_format(name: str) -> str:
+    """NameFormat uri for a URI Name (urn:oid:..., a claim URL), basic for any other."""
+    return NAME_FORMAT_URI if name.startswith(("urn:", "http://", "https://")) \
+        else NAME_FORMAT_BASIC
+
+
+class _Names(AttributeConverter):
+    """Our attributes under the Names one SP expects (saml.toml attribute_profile and
+    attribute_names): pysaml2's converter gives one NameFormat to a whole statement, this
+    gives each Attribute its own; FriendlyName is always our name."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        super().__init__(NAME_FORMAT_BASIC)
+        self.names = names
+        self._to = {ours.lower(): sent for ours, sent in names.items()}
+        self._fro = {sent.lower(): ours for ours, sent in names.items()
+                     if name_format(sent) == NAME_FORMAT_BASIC}
+
+    def to_(self, attrvals: dict[str, Any]) -> list[Attribute]:
+        attributes = []
+        for ours, values in attrvals.items():
+            sent = self.names.get(ours, ours)
+            attributes.append(Attribute(name=sent, name_format=name_format(sent),
+                                        friendly_name=ours,
+                                        attribute_value=do_ava(values)))
+        return attributes
+
+
+def _converters(sp_entity_id: str | None) -> list[AttributeConverter]:
+    """The converter that writes the attribute statement, and one that reads URI Names (an
+    SP's RequestedAttribute of a URI Name is matched to our attribute through it)."""
+    names = policy().saml.attribute_names(sp_entity_id or "")
+    uris = AttributeConverter(NAME_FORMAT_URI)
+    uris.from_dict({"identifier": NAME_FORMAT_URI,
+                    "fro": {sent: ours for ours, sent in names.items()
+                            if name_format(sent) == NAME_FORMAT_URI}})
+    return [_Names(names), uris]
 
 
 def config(sps: list[SamlServiceProvider]) -> IdPConfig:
@@ -126,7 +161,7 @@ def config(sps: list[SamlServiceProvider]) -> IdPConfig:
                                    "name_form": NAME_FORMAT_BASIC}},
         }},
     })
-    conf.attribute_converters = [_converter()]
+    conf.attribute_converters = _converters(sps[0].entity_id if len(sps) == 1 else None)
     return conf
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import threading
@@ -15,13 +16,20 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from saml2 import BINDING_HTTP_POST, BINDING_SOAP, xmldsig
-from saml2.saml import NAMEID_FORMAT_PERSISTENT, AuthnContextClassRef, NameID
+from saml2.saml import (
+    NAME_FORMAT_BASIC,
+    NAME_FORMAT_URI,
+    NAMEID_FORMAT_PERSISTENT,
+    AuthnContextClassRef,
+    NameID,
+)
 from saml2.samlp import RequestedAuthnContext
 from sqlalchemy import func, select
 
 from idp import clock
 from idp.audit.models import AuditEvent
 from idp.cli import main
+from idp.context import runtime
 from idp.extensions import db
 from idp.oidc import backchannel
 from idp.saml.models import SamlParticipant, SamlRequest
@@ -599,3 +607,64 @@ def test_signature_wrapping_of_an_authn_request_is_refused(client, sp, user):
         assert "not valid (signature" in answer.text, name
         assert "SAMLResponse" not in answer.text and _requests() == 0, name
     assert _post_sso(client, genuine).status_code == 302  # the genuine one is accepted
+
+
+# -- per-SP attribute names (saml.toml attribute_profile / attribute_names) -------------------
+def sp_policy(monkeypatch, entity_id: str, **values) -> None:
+    """saml.toml [sps."<entity_id>"] with these values, for this test."""
+    rt = runtime()
+    saml = rt.policy.saml
+    sps = {**saml.sps, entity_id: dataclasses.replace(saml.sp(entity_id), **values)}
+    monkeypatch.setattr(rt, "policy", dataclasses.replace(
+        rt.policy, saml=dataclasses.replace(saml, sps=sps)))
+
+
+def _attributes_received(client, sp: SamlTestSp) -> tuple[dict, dict]:
+    """Sign in SP-initiated; ({Name: (NameFormat, values)} of the verified assertion, the SP's
+    own reading of it (pysaml2's attribute maps))."""
+    url = sp.authn_redirect(IDP)
+    _, fields = _sign_in_and_post(client, sp, url)
+    parsed = sp.client().parse_authn_request_response(
+        fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={_request_id(url): sp.acs})
+    statement = parsed.assertion.attribute_statement[0]
+    return ({a.name: (a.name_format, [v.text for v in a.attribute_value])
+             for a in statement.attribute}, parsed.get_identity())
+
+
+URI, BASIC = NAME_FORMAT_URI, NAME_FORMAT_BASIC
+
+
+def test_an_sp_with_the_eduperson_profile_receives_oid_names(client, sp, user, monkeypatch):
+    sp_policy(monkeypatch, sp.entity_id, attribute_profile="eduperson",
+              attribute_names={"facility": "urn:example:facility"})
+    received, ava = _attributes_received(client, sp)
+    assert received["urn:oid:0.9.2342.19200300.100.1.3"] == (URI, [user.email])
+    assert received["urn:oid:2.5.4.42"] == (URI, ["Ana"])
+    assert received["urn:oid:2.5.4.4"] == (URI, [user.family_name])
+    assert received["urn:oid:0.9.2342.19200300.100.1.1"] == (URI, ["drsmith"])
+    assert received["urn:oid:2.16.840.1.113883.4.6"] == (URI, [user.npi])
+    assert received["urn:example:facility"] == (URI, ["General Hospital"])
+    assert received["roles"] == (BASIC, ["physician"])  # not renamed: our Name, basic
+    assert "email" not in received and "given_name" not in received
+    # the SP's own eduPerson map reads them as mail, givenName, sn, uid
+    assert ava["mail"] == [user.email] and ava["givenName"] == ["Ana"]
+    assert ava["uid"] == ["drsmith"]
+
+
+def test_an_sp_with_the_microsoft_profile_receives_claim_uris(client, sp, user, monkeypatch):
+    sp_policy(monkeypatch, sp.entity_id, attribute_profile="microsoft")
+    received, _ = _attributes_received(client, sp)
+    claims = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/"
+    assert received[claims + "emailaddress"] == (URI, [user.email])
+    assert received[claims + "givenname"] == (URI, ["Ana"])
+    assert received[claims + "surname"] == (URI, [user.family_name])
+    assert received[claims + "name"] == (URI, ["drsmith"])
+    assert received["http://schemas.microsoft.com/ws/2008/06/identity/claims/role"] == \
+        (URI, ["physician"])
+    assert received["npi"] == (BASIC, [user.npi])
+    # another SP, with no profile, still gets our own names
+    assert policy_names_of("http://other.test/metadata")["email"] == "email"
+
+
+def policy_names_of(entity_id: str) -> dict[str, str]:
+    return runtime().policy.saml.attribute_names(entity_id)
