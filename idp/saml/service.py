@@ -42,7 +42,13 @@ from saml2.saml import (
     NameID,
 )
 from saml2.server import Server
-from saml2.sigver import security_context
+from saml2.sigver import (
+    RSA_OAEP_MGF1P,
+    get_pem_wrapped_unwrapped,
+    make_temp,
+    pre_encryption_part,
+    security_context,
+)
 from saml2.time_util import in_a_while
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -165,13 +171,30 @@ def config(sps: list[SamlServiceProvider]) -> IdPConfig:
     return conf
 
 
+AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
+
+
 class _Server(Server):
     """pysaml2's Server reading messages this module has decoded and checked already (its
-    own decoding would inflate without a bound)."""
+    own decoding would inflate without a bound), and encrypting assertions with AES-256-GCM
+    (pysaml2's own choice is 3DES-CBC): xmlsec1 encrypts, a fresh AES key per assertion sent
+    to the SP's certificate with RSA-OAEP."""
 
     @staticmethod
     def unravel(txt: Any, binding: Any, msgtype: str = "response") -> Any:
         return base64.b64decode(txt)
+
+    def _encrypt_assertion(self, encrypt_cert: Any, sp_entity_id: Any, response: Any,
+                           node_xpath: Any = None) -> Any:
+        if not encrypt_cert:  # never pysaml2's fallback: the caller names the certificate
+            raise Refused("no encryption certificate for this service provider", 403)
+        wrapped, unwrapped = get_pem_wrapped_unwrapped(encrypt_cert)
+        cert = make_temp(wrapped.encode("ascii"), decode=False,
+                         delete_tmpfiles=self.config.delete_tmpfiles)
+        template = pre_encryption_part(msg_enc=AES256_GCM, key_enc=RSA_OAEP_MGF1P,
+                                       encrypt_cert=unwrapped)
+        return self.sec.encrypt_assertion(response, cert.name, template, key_type="aes-256",
+                                          node_xpath=node_xpath)
 
 
 def server(sps: list[SamlServiceProvider] | None = None) -> _Server:
@@ -441,6 +464,21 @@ def identity(user: User, sp_entity_id: str) -> dict[str, list[str]]:
     return {k: v for k, v in values.items() if k in wanted and v and all(v)}
 
 
+def encryption_mode(sp_entity_id: str) -> str:
+    """saml.toml encrypt_assertions for this SP: never | if_key | required."""
+    rules = policy().saml
+    return rules.sp(sp_entity_id).encrypt_assertions or rules.encrypt_assertions
+
+
+def encryption_cert(sp: SamlServiceProvider) -> str | None:
+    """The certificate assertions to this SP are encrypted to, if policy and its metadata
+    (a KeyDescriptor use="encryption", or one without `use`) say so."""
+    if encryption_mode(sp.entity_id) == "never":
+        return None
+    certs = registry.parse(sp.metadata_xml).encryption_certs
+    return certs[0] if certs else None
+
+
 def answer(row: SamlRequest, user: User, *, sid: str, acr: str | None,
            auth_time: datetime) -> tuple[str, list[tuple[str, str]]]:
     """The signed Response for this request: (ACS URL, form fields). The request is
@@ -451,6 +489,12 @@ def answer(row: SamlRequest, user: User, *, sid: str, acr: str | None,
     rules = policy().saml
     fmt = row.nameid_format or rules.sp(sp.entity_id).nameid_format or sp.nameid_format
     name_id = name_id_for(user, sp, fmt)
+    encrypt_to = encryption_cert(sp)
+    if encrypt_to is None and encryption_mode(sp.entity_id) == "required":
+        audit.record("saml.sso_denied", user_id=user.id, sp=sp.entity_id,
+                     reason="no_encryption_key")
+        raise Refused("this application must receive encrypted assertions, and its metadata "
+                      "has no encryption key", 403)
     srv = server([sp])
     ident = identity(user, sp.entity_id)
     authn = {"class_ref": rules.authn_context.get(acr or "", rules.authn_context[
@@ -459,14 +503,17 @@ def answer(row: SamlRequest, user: User, *, sid: str, acr: str | None,
     response = srv.create_authn_response(
         ident, None if row.unsolicited else row.request_id, row.acs_url, sp.entity_id,
         name_id=name_id, authn=authn, sign_assertion=True, sign_response=rules.sign_response,
-        sign_alg=xmldsig.SIG_RSA_SHA256, digest_alg=xmldsig.DIGEST_SHA256)
+        sign_alg=xmldsig.SIG_RSA_SHA256, digest_alg=xmldsig.DIGEST_SHA256,
+        encrypt_assertion=encrypt_to is not None, encrypt_cert_assertion=encrypt_to,
+        encrypt_assertion_self_contained=True)
     xml = str(response)
     row.answered_at = clock.now()
     db.session.add(SamlParticipant(id=secrets.token_urlsafe(24), sid=sid, user_id=user.id,
                                    sp_entity_id=sp.entity_id, name_id=name_id.text,
                                    name_id_format=name_id.format, created_at=clock.now()))
     audit.record("saml.sso", user_id=user.id, sp=sp.entity_id, acr=acr,
-                 unsolicited=row.unsolicited, nameid_format=fmt)
+                 unsolicited=row.unsolicited, nameid_format=fmt,
+                 encrypted=encrypt_to is not None)
     fields = [("SAMLResponse", base64.b64encode(xml.encode()).decode())]
     if row.relay_state is not None:
         fields.append(("RelayState", row.relay_state))

@@ -49,6 +49,9 @@ class SamlTestSp:
     cert_file: Path
     base: str = SP_BASE
     idp_metadata: str | None = None
+    # its metadata offers its certificate for encryption too (KeyDescriptor use="encryption")
+    # and it decrypts EncryptedAssertions with its key
+    encrypts: bool = False
 
     @property
     def acs(self) -> str:
@@ -76,6 +79,9 @@ class SamlTestSp:
                 "allow_unsolicited": True,
             }},
         }
+        if self.encrypts:
+            conf["encryption_keypairs"] = [{"key_file": str(self.key_file),
+                                            "cert_file": str(self.cert_file)}]
         if self.idp_metadata:
             conf["metadata"] = {"inline": [self.idp_metadata]}
         return SPConfig().load(conf)

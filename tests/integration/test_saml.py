@@ -668,3 +668,91 @@ def test_an_sp_with_the_microsoft_profile_receives_claim_uris(client, sp, user, 
 
 def policy_names_of(entity_id: str) -> dict[str, str]:
     return runtime().policy.saml.attribute_names(entity_id)
+
+
+# -- assertion encryption (saml.toml encrypt_assertions) ---------------------------------------
+@pytest.fixture
+def encrypting_sp(ctx, client, env, tmp_path: Path) -> SamlTestSp:
+    """A second SP whose metadata carries a KeyDescriptor use="encryption"."""
+    key, cert = make_keypair(tmp_path, "enc")
+    made = SamlTestSp("http://enc.test/metadata", key, cert, base="http://enc.test",
+                      encrypts=True)
+    made.idp_metadata = client.get("/saml/metadata").text
+    assert b'use="encryption"' in made.metadata()
+    path = tmp_path / "enc.xml"
+    path.write_bytes(made.metadata())
+    code, out = _cli(env, "saml", "sps", "create", "--metadata-file", str(path), "--json")
+    assert code == 0, out
+    return made
+
+
+@pytest.mark.parametrize("mode", ["if_key", "required"])
+def test_assertions_are_encrypted_to_an_sp_with_an_encryption_key(
+        client, encrypting_sp, user, monkeypatch, mode):
+    sp = encrypting_sp
+    sp_policy(monkeypatch, sp.entity_id, encrypt_assertions=mode)
+    url = sp.authn_redirect(IDP)
+    _, fields = _sign_in_and_post(client, sp, url)
+    raw = base64.b64decode(fields["SAMLResponse"]).decode()
+    assert "EncryptedAssertion" in raw
+    assert 'Algorithm="http://www.w3.org/2009/xmlenc11#aes256-gcm"' in raw
+    assert 'Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"' in raw
+    assert user.email not in raw and "physician" not in raw and ":Assertion " not in raw
+    # the SP decrypts with its private key; inside, the assertion is signed as always
+    parsed = sp.client().parse_authn_request_response(
+        fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={_request_id(url): sp.acs})
+    assert parsed.get_identity()["email"] == [user.email]
+    assert parsed.assertion.signature is not None
+    db.session.rollback()
+    detail = db.session.execute(select(AuditEvent.detail).where(
+        AuditEvent.event == "saml.sso")).scalar_one()
+    assert detail["encrypted"] is True
+
+
+def test_an_encrypted_assertion_is_useless_without_the_sps_key(client, encrypting_sp, user,
+                                                                monkeypatch, tmp_path):
+    sp = encrypting_sp
+    sp_policy(monkeypatch, sp.entity_id, encrypt_assertions="if_key")
+    url = sp.authn_redirect(IDP)
+    _, fields = _sign_in_and_post(client, sp, url)
+    other_key, _ = make_keypair(tmp_path, "thief")
+    thief = SamlTestSp(sp.entity_id, other_key, sp.cert_file, base=sp.base, encrypts=True,
+                       idp_metadata=sp.idp_metadata)
+    try:
+        parsed = thief.client().parse_authn_request_response(
+            fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={_request_id(url): sp.acs})
+    except Exception:  # noqa: BLE001 - pysaml2's DecryptError family: nothing read
+        parsed = None
+    # pysaml2 answers a Response whose assertion it could not decrypt: nothing in it
+    assert parsed is None or (parsed.assertion is None and parsed.get_identity() == {})
+    assert user.email not in base64.b64decode(fields["SAMLResponse"]).decode()
+
+
+def test_policy_requiring_encryption_sends_nothing_to_an_sp_without_a_key(
+        client, sp, encrypting_sp, user, monkeypatch):
+    """`required`: an SP whose metadata has no encryption key gets no assertion (a 403 page,
+    audited); `if_key` sends it a plain (signed) one; `never` never encrypts."""
+    sp_policy(monkeypatch, sp.entity_id, encrypt_assertions="required")
+    first = client.get(sp.authn_redirect(IDP))
+    resume = first.headers["Location"]
+    login(client, next_url=resume)
+    page = client.get(resume)
+    assert page.status_code == 403 and "encrypted" in page.text
+    assert "SAMLResponse" not in page.text
+    db.session.rollback()
+    assert db.session.execute(select(func.count()).select_from(SamlParticipant)
+                              ).scalar_one() == 0
+    assert db.session.execute(select(AuditEvent.detail).where(
+        AuditEvent.event == "saml.sso_denied")).scalar_one()["reason"] == "no_encryption_key"
+
+    sp_policy(monkeypatch, sp.entity_id, encrypt_assertions="if_key")
+    launched = client.get("/saml/launch", query_string={"sp": sp.entity_id})
+    page = client.get(launched.headers["Location"])
+    raw = base64.b64decode(form_fields(page.text)["SAMLResponse"]).decode()
+    assert "EncryptedAssertion" not in raw and user.email in raw
+
+    sp_policy(monkeypatch, encrypting_sp.entity_id, encrypt_assertions="never")
+    launched = client.get("/saml/launch", query_string={"sp": encrypting_sp.entity_id})
+    page = client.get(launched.headers["Location"])
+    raw = base64.b64decode(form_fields(page.text)["SAMLResponse"]).decode()
+    assert "EncryptedAssertion" not in raw and user.email in raw
