@@ -598,6 +598,7 @@ class SamlPolicy:
     max_inflated_bytes: int
     max_xml_depth: int
     max_relay_state: int
+    max_front_channel_logouts: int  # SPs one browser is taken through at logout (no SOAP SLO)
     default_nameid_format: str
     sign_response: bool
     encrypt_assertions: str  # never | if_key (the SP's metadata has an encryption key) | required

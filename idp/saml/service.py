@@ -39,6 +39,7 @@ from saml2.saml import (
     NAMEID_FORMAT_PERSISTENT,
     NAMEID_FORMAT_TRANSIENT,
     Attribute,
+    Issuer,
     NameID,
 )
 from saml2.server import Server
@@ -624,11 +625,66 @@ def logout_response(sp: SamlServiceProvider, request: Any, relay_state: str | No
     return LogoutAnswer([])
 
 
+def answered_later(sp: SamlServiceProvider, request_id: str) -> Any:
+    """What logout_response needs of a LogoutRequest answered after the browser went through
+    the other SPs' front-channel logouts: its ID and issuer."""
+    return samlp.LogoutRequest(id=request_id, issuer=Issuer(text=sp.entity_id))
+
+
 def participants_of(sids: list[str]) -> list[SamlParticipant]:
     if not sids:
         return []
     return list(db.session.execute(select(SamlParticipant).where(
         SamlParticipant.sid.in_(sids), SamlParticipant.ended_at.is_(None))).scalars())
+
+
+def _logout_request(srv: _Server, sp: SamlServiceProvider, row: SamlParticipant,
+                    destination: str, *, sign: bool) -> Any:
+    """Our LogoutRequest to this SP for this participant's NameID and SessionIndex."""
+    persistent = row.name_id_format == NAMEID_FORMAT_PERSISTENT
+    name_id = NameID(format=row.name_id_format, text=row.name_id,
+                     name_qualifier=entity_id() if persistent else None,
+                     sp_name_qualifier=sp.entity_id if persistent else None)
+    _, request = srv.create_logout_request(
+        destination, sp.entity_id, name_id=name_id, sign=sign,
+        sign_alg=xmldsig.SIG_RSA_SHA256, digest_alg=xmldsig.DIGEST_SHA256,
+        expire=None, reason="urn:oasis:names:tc:SAML:2.0:logout:user")
+    return request
+
+
+def front_channel_endpoint(sp: SamlServiceProvider) -> registry.Endpoint | None:
+    """The SP's HTTP-Redirect (else HTTP-POST) SingleLogoutService when it has no SOAP one:
+    such an SP hears of a logout only through the browser."""
+    meta = registry.parse(sp.metadata_xml)
+    if meta.slo_for(registry.SOAP) is not None:
+        return None
+    return meta.slo_for(registry.REDIRECT) or meta.slo_for(registry.POST)
+
+
+def front_channel_only(sp_entity_id: str) -> bool:
+    sp = db.session.get(SamlServiceProvider, sp_entity_id)
+    return sp is not None and front_channel_endpoint(sp) is not None
+
+
+def front_channel_logout(participant_id: str, relay_state: str) -> LogoutAnswer | None:
+    """A signed LogoutRequest for one participant, through the browser: a redirect (HTTP-
+    Redirect, the query signed) or a form POST (the XML signed) to the SP's logout endpoint;
+    None when the SP is gone or lists none any more."""
+    row = db.session.get(SamlParticipant, participant_id)
+    sp = db.session.get(SamlServiceProvider, row.sp_entity_id) if row else None
+    slo = front_channel_endpoint(sp) if row is not None and sp is not None else None
+    if row is None or sp is None or slo is None:
+        return None
+    srv = server([sp])
+    redirect = slo.binding == registry.REDIRECT
+    request = _logout_request(srv, sp, row, slo.location, sign=not redirect)
+    if redirect:
+        info = srv.apply_binding(BINDING_HTTP_REDIRECT, str(request), slo.location,
+                                 relay_state, sign=True, sigalg=xmldsig.SIG_RSA_SHA256)
+        return LogoutAnswer([], location=dict(info["headers"])["Location"])
+    return LogoutAnswer([], action=slo.location, fields=[
+        ("SAMLRequest", base64.b64encode(str(request).encode()).decode()),
+        ("RelayState", relay_state)])
 
 
 def soap_logout(participant_id: str) -> str:
@@ -643,15 +699,7 @@ def soap_logout(participant_id: str) -> str:
     if slo is None:
         return "no_soap_endpoint"
     srv = server([sp])
-    name_id = NameID(format=row.name_id_format, text=row.name_id,
-                     name_qualifier=entity_id() if row.name_id_format ==
-                     NAMEID_FORMAT_PERSISTENT else None,
-                     sp_name_qualifier=sp.entity_id if row.name_id_format ==
-                     NAMEID_FORMAT_PERSISTENT else None)
-    _, request = srv.create_logout_request(
-        slo.location, sp.entity_id, name_id=name_id, sign=True,
-        sign_alg=xmldsig.SIG_RSA_SHA256, digest_alg=xmldsig.DIGEST_SHA256,
-        expire=None, reason="urn:oasis:names:tc:SAML:2.0:logout:user")
+    request = _logout_request(srv, sp, row, slo.location, sign=True)
     info = srv.apply_binding(BINDING_SOAP, str(request), slo.location)
     try:
         answer = outbound.client().post(slo.location, data=info["data"],

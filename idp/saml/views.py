@@ -16,13 +16,14 @@ from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
 from idp.context import policy, settings
+from idp.core import logout_offers, logout_relays
 from idp.extensions import csrf, db
 from idp.oidc import client_cache, dpop, tokens
 from idp.oidc.interaction import pipeline
 from idp.oidc.interaction.checks import SIGN_IN
 from idp.oidc.interaction.pipeline import Interaction, ProtocolRequest
 from idp.oidc.interaction.respond import SERVICES, browser_step
-from idp.saml import registry, service
+from idp.saml import frontchannel, registry, service
 from idp.saml.models import SamlRequest
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
@@ -207,6 +208,11 @@ def slo() -> Response | BaseResponse | tuple[str, int]:
     value, redirect_binding, extra = _message()
     source = request.args if redirect_binding else request.form
     if "SAMLResponse" in source and "SAMLRequest" not in source:
+        # An SP's answer to our front-channel LogoutRequest: on along the chain its
+        # RelayState names (by a GET: a POST from another site comes without our cookie).
+        chain = source.get("RelayState", "")
+        if 0 < len(chain) <= 64:
+            return redirect(url_for("saml.slo_continue", chain=chain), 303)
         return Response(render_template("oidc/logged_out.html"), 200)
     current = sessions.current()
     try:
@@ -217,12 +223,43 @@ def slo() -> Response | BaseResponse | tuple[str, int]:
         return _refuse(exc, "LogoutRequest")
     if sids:
         sessions.end_where(SsoSession.id.in_(sids), reason="saml_logout")
+    stop = None
     if current is not None and current.id in sids:
         sessions.end(current, "saml_logout")
-    answer = service.logout_response(sp, logout_request, extra["relay_state"])
+        # The other SPs of this browser's session that only a browser can tell, then the
+        # LogoutResponse this SP is owed.
+        stop = frontchannel.start(current.id, {"sp": sp.entity_id, "id": logout_request.id,
+                                               "relay_state": extra["relay_state"]})
+    answer = None if stop else service.logout_response(sp, logout_request,
+                                                       extra["relay_state"])
     db.session.commit()
-    if answer.location:
+    return redirect(stop) if stop else _to_sp(answer)
+
+
+def _to_sp(answer: service.LogoutAnswer | None) -> Response | BaseResponse:
+    if answer is not None and answer.location:
         return redirect(answer.location)
-    if answer.action and answer.fields is not None:
+    if answer is not None and answer.action and answer.fields is not None:
         return post_page(answer.action, answer.fields)
     return Response(render_template("oidc/logged_out.html"), 200)
+
+
+@bp.get("/slo/continue")
+def slo_continue() -> Response | BaseResponse | str:
+    """The next step of a front-channel logout chain (idp.saml.frontchannel): the next SP's
+    LogoutRequest, or the chain's end (the LogoutResponse owed to the SP that asked, the
+    relying party's post-logout URI, or our signed-out page). Without a chain of this
+    browser's, the signed-out page: nothing happens."""
+    step = frontchannel.next_step(request.args.get("chain"))
+    db.session.commit()
+    if step is None:
+        return Response(render_template("oidc/logged_out.html"), 200)
+    if step.answer is not None:
+        return _to_sp(step.answer)
+    then = step.then or {}
+    if then.get("sp"):
+        answer = frontchannel.owed_response(then)
+        db.session.commit()
+        return _to_sp(answer)
+    return logout_relays.signed_out_page(logout_offers.collect(step.sid or ""),
+                                         then.get("url"))

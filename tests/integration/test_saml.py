@@ -12,10 +12,11 @@ import threading
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
-from saml2 import BINDING_HTTP_POST, BINDING_SOAP, xmldsig
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, BINDING_SOAP, xmldsig
 from saml2.saml import (
     NAME_FORMAT_BASIC,
     NAME_FORMAT_URI,
@@ -756,3 +757,147 @@ def test_policy_requiring_encryption_sends_nothing_to_an_sp_without_a_key(
     page = client.get(launched.headers["Location"])
     raw = base64.b64decode(form_fields(page.text)["SAMLResponse"]).decode()
     assert "EncryptedAssertion" not in raw and user.email in raw
+
+
+# -- front-channel logout (SPs without a SOAP SingleLogoutService) ----------------------------
+@pytest.fixture
+def front_sp(ctx, client, env, tmp_path: Path) -> SamlTestSp:
+    """An SP whose metadata lists only an HTTP-Redirect SingleLogoutService."""
+    key, cert = make_keypair(tmp_path, "front")
+    made = SamlTestSp("http://front.test/metadata", key, cert, base="http://front.test",
+                      soap=False)
+    made.idp_metadata = client.get("/saml/metadata").text
+    assert b"SOAP" not in made.metadata()
+    path = tmp_path / "front.xml"
+    path.write_bytes(made.metadata())
+    code, out = _cli(env, "saml", "sps", "create", "--metadata-file", str(path), "--json")
+    assert code == 0, out
+    return made
+
+
+def _sso_at_sp(client, sp: SamlTestSp) -> NameID:
+    """Already signed in: the SP's AuthnRequest is answered without a password."""
+    url = sp.authn_redirect(IDP)
+    page = client.get(client.get(url).headers["Location"])
+    assert page.status_code == 200 and form_action(page.text) == sp.acs, page.text[:300]
+    return sp.client().parse_authn_request_response(
+        form_fields(page.text)["SAMLResponse"], BINDING_HTTP_POST,
+        outstanding={_request_id(url): sp.acs}).name_id
+
+
+def _chain_step(client, response) -> str:
+    """Follow our redirect to /saml/slo/continue; the Location it sends the browser to."""
+    assert response.status_code in (302, 303), response.text[:300]
+    assert response.headers["Location"].startswith("/saml/slo/continue?chain=")
+    step = client.get(response.headers["Location"])
+    assert step.status_code == 302, step.text[:300]
+    return step.headers["Location"]
+
+
+def _front_sp_logs_out(client, sp: SamlTestSp, location: str, name_id: NameID):
+    """The SP's side: our signed Redirect LogoutRequest for its user, then its LogoutResponse
+    back to /saml/slo with our RelayState; our answer to that."""
+    assert location.startswith(f"{sp.base}/slo?SAMLRequest=")
+    got = query_of(location)
+    request = sp.client().parse_logout_request(
+        got["SAMLRequest"], BINDING_HTTP_REDIRECT, relay_state=got["RelayState"],
+        sigalg=got["SigAlg"], signature=got["Signature"])
+    assert request.message.name_id.text == name_id.text
+    response = sp.client().create_logout_response(request.message, [BINDING_HTTP_REDIRECT])
+    info = sp.client().apply_binding(BINDING_HTTP_REDIRECT, str(response), SLO,
+                                     got["RelayState"], response=True)
+    back = urlsplit(dict(info["headers"])["Location"])
+    return client.get(f"{back.path}?{back.query}")
+
+
+def _logout_events() -> list[tuple[str | None, str | None]]:
+    db.session.rollback()
+    return [(d.get("sp"), d.get("outcome")) for d in db.session.execute(
+        select(AuditEvent.detail).where(AuditEvent.event == "saml.logout_sent")).scalars()]
+
+
+def test_logout_at_the_idp_takes_the_browser_through_a_front_channel_sp(
+        client, front_sp, user):
+    name_id = _signed_in_at_sp(client, front_sp)
+    page = client.get("/logout")
+    ended = client.post("/logout", data={"confirm": "yes", "csrf_token": csrf_from(page.text)})
+    assert _live_sessions() == 0
+    location = _chain_step(client, ended)
+    back = _front_sp_logs_out(client, front_sp, location, name_id)
+    done = client.get(back.headers["Location"]) if back.status_code == 303 else back
+    assert done.status_code == 200 and "You are signed out" in done.text
+    assert _logout_events() == [(front_sp.entity_id, "front_channel")]
+    # the chain is over: its link does nothing more
+    again = client.get(back.headers["Location"])
+    assert again.status_code == 200 and "SAMLRequest" not in again.text
+    assert _logout_events() == [(front_sp.entity_id, "front_channel")]
+
+
+def test_an_sps_logout_goes_through_the_front_channel_sp_then_answers_it(
+        client, sp, front_sp, user):
+    """SP-initiated logout at `sp`: the other SP of the browser's session, front-channel
+    only, is told through the browser first; then `sp` gets its signed LogoutResponse with
+    its RelayState."""
+    name_id = _signed_in_at_sp(client, sp)
+    front_name_id = _sso_at_sp(client, front_sp)
+    request_id, request = sp.client().create_logout_request(SLO, IDP, name_id=name_id, sign=True,
+                                                   sign_alg=xmldsig.SIG_RSA_SHA256,
+                                                   digest_alg=xmldsig.DIGEST_SHA256)
+    asked = client.post("/saml/slo", data={"SAMLRequest": base64.b64encode(
+        str(request).encode()), "RelayState": "bye"})
+    assert _live_sessions() == 0
+    back = _front_sp_logs_out(client, front_sp, _chain_step(client, asked), front_name_id)
+    answer = _chain_step(client, back)
+    assert answer.startswith(f"{sp.base}/slo?SAMLResponse=")
+    got = query_of(answer)
+    assert got["RelayState"] == "bye" and got["Signature"]
+    parsed = sp.client().parse_logout_request_response(got["SAMLResponse"],
+                                                       BINDING_HTTP_REDIRECT)
+    assert parsed.response.in_response_to == request_id
+    assert _logout_events() == [(front_sp.entity_id, "front_channel")]
+
+
+def test_rp_initiated_logout_goes_through_the_front_channel_sp_then_to_the_rp(
+        client, front_sp, user):
+    rp = make_client(post_logout_redirect_uris=["https://rp.example/bye"])
+    name_id = _signed_in_at_sp(client, front_sp)
+    code, verifier, _ = get_code(client, rp, scope="openid")
+    id_token = exchange(client, rp, code, verifier).get_json()["id_token"]
+    ended = client.get("/logout", query_string={
+        "id_token_hint": id_token, "post_logout_redirect_uri": "https://rp.example/bye",
+        "state": "s1"})
+    back = _front_sp_logs_out(client, front_sp, _chain_step(client, ended), name_id)
+    assert _chain_step(client, back) == "https://rp.example/bye?state=s1"
+
+
+def test_front_channel_chain_bad_input(client, front_sp, user):
+    """No chain, a forged or overlong chain name, a stray LogoutResponse: the signed-out page,
+    no step taken, no 500; a session ended with no browser to use leaves the SP recorded as
+    not told."""
+    for url in ("/saml/slo/continue", "/saml/slo/continue?chain=nope",
+                "/saml/slo/continue?chain=" + "x" * 5000,
+                "/saml/slo?SAMLResponse=abc&RelayState=" + "y" * 500,
+                "/saml/slo?SAMLResponse=abc&RelayState=https://evil.example/"):
+        answer = client.get(url)
+        if answer.status_code == 303:
+            assert answer.headers["Location"].startswith("/saml/slo/continue?chain=")
+            answer = client.get(answer.headers["Location"])
+        assert answer.status_code == 200 and "You are signed out" in answer.text, url
+    name_id = _signed_in_at_sp(client, front_sp)
+    page = client.get("/logout")
+    ended = client.post("/logout", data={"confirm": "yes", "csrf_token": csrf_from(page.text)})
+    forged = client.get("/saml/slo/continue?chain=forged")
+    assert forged.status_code == 200 and _logout_events() == []
+    _front_sp_logs_out(client, front_sp, _chain_step(client, ended), name_id)
+
+
+def test_a_session_ended_with_no_chain_records_the_front_channel_sp_not_told(
+        client, front_sp, user):
+    """Sign-out everywhere (from the account pages) takes the browser through no SP: the
+    front-channel SP is recorded as not told, after the response."""
+    _signed_in_at_sp(client, front_sp)
+    page = client.get("/account/sessions")
+    done = client.post("/account/sessions/end-all", data={"csrf_token": csrf_from(page.text)})
+    assert done.status_code == 302 and done.headers["Location"] == "/login"
+    assert _live_sessions() == 0
+    assert _logout_events() == [(front_sp.entity_id, "no_soap_endpoint")]
