@@ -193,6 +193,8 @@ def logout() -> Response | tuple[str, int] | str:
     # without a SOAP endpoint) come first, then the same end (idp.core.logout_relays).
     stop = logout_relays.first_stop(sso.id, plan.redirect_to) if sso is not None else None
     db.session.commit()
+    if stop and request.method == "POST":  # after the confirmation form: see the template
+        return render_template("oidc/logout_continue.html", next_url=stop)
     if stop:
         return redirect(stop)
     return logout_relays.signed_out_page(offers, plan.redirect_to)
