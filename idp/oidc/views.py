@@ -16,6 +16,7 @@ from flask import (
     render_template,
     request,
 )
+from werkzeug.wrappers import Response as BaseResponse
 
 from idp.context import keystore, policy, settings
 from idp.core import logout_offers, logout_relays, request_log
@@ -171,7 +172,7 @@ def userinfo() -> Response:
 
 @bp.route("/logout", methods=["GET", "POST"])
 @csrf.exempt
-def logout() -> Response | tuple[str, int] | str:
+def logout() -> Response | BaseResponse | tuple[str, int] | str:
     values = request.values
     try:
         plan = logout_service.plan(

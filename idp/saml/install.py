@@ -13,12 +13,13 @@ from sqlalchemy import update
 
 from idp import clock
 from idp.audit import service as audit
-from idp.core import events, logout_relays
+from idp.core import admin_nav, events, logout_relays
 from idp.core.after_response import run_after_response
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db
 from idp.saml import frontchannel, service
 from idp.saml.models import SamlParticipant
-from idp.saml.views import bp
+from idp.saml.views import admin_bp, bp
 
 
 def on_session_ended(sids: list[str], reason: str) -> None:
@@ -55,6 +56,9 @@ def deliver(participant_id: str, *, commit: bool) -> None:
 
 def install(app: Flask) -> None:
     app.register_blueprint(bp)
+    app.register_blueprint(admin_bp)
+    admin_nav.add(app, admin_nav.NavEntry("saml_admin.sps", _l("SAML applications"),
+                                          lambda: ("admin",), order=85))
     events.subscribe(app, events.SESSION_ENDED, on_session_ended)
     logout_relays.register(app, frontchannel.relay)
     with app.app_context():
