@@ -579,6 +579,9 @@ class SamlSpPolicy:
     attributes: tuple[str, ...] | None
     roles: tuple[str, ...] | None
     nameid_format: str | None
+    attribute_profile: str | None = None  # a table of [attribute_profiles]: URN names
+    attribute_names: dict[str, str] | None = None  # our name -> the SP's (over the profile)
+    encrypt_assertions: str | None = None  # "never" | "if_key" | "required" (else the default)
 
 
 @dataclass(frozen=True)
@@ -595,14 +598,28 @@ class SamlPolicy:
     max_inflated_bytes: int
     max_xml_depth: int
     max_relay_state: int
+    max_front_channel_logouts: int  # SPs one browser is taken through at logout (no SOAP SLO)
     default_nameid_format: str
     sign_response: bool
+    encrypt_assertions: str  # never | if_key (the SP's metadata has an encryption key) | required
     attributes: tuple[str, ...]
     authn_context: dict[str, str]
     sps: dict[str, SamlSpPolicy]
+    # Named sets of attribute names some SPs expect instead of ours (eduPerson OIDs,
+    # Microsoft claim URIs): our attribute -> the Name sent (NameFormat uri for a URI).
+    attribute_profiles: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def sp(self, entity_id: str) -> SamlSpPolicy:
         return self.sps.get(entity_id) or SamlSpPolicy(None, None, None)
+
+    def attribute_names(self, entity_id: str) -> dict[str, str]:
+        """The Names this SP receives our attributes under (ours when not renamed)."""
+        sp = self.sp(entity_id)
+        names = {a: a for a in self.attributes}
+        if sp.attribute_profile:
+            names.update(self.attribute_profiles[sp.attribute_profile])
+        names.update(sp.attribute_names or {})
+        return names
 
 
 @dataclass(frozen=True)
@@ -911,6 +928,7 @@ def _ldap(data: dict[str, Any], roles: dict[str, Role]) -> LdapPolicy:
 
 
 NAMEID_FORMATS = ("persistent", "email", "transient")
+ENCRYPT_ASSERTIONS = ("never", "if_key", "required")
 
 
 def _saml(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePolicy
@@ -920,7 +938,8 @@ def _saml(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePoli
     sps = {}
     for entity_id, spec in dict(data.pop("sps", {})).items():
         sp = _build(SamlSpPolicy, {"attributes": None, "roles": None, "nameid_format": None,
-                                   **spec},
+                                   "attribute_profile": None, "attribute_names": None,
+                                   "encrypt_assertions": None, **spec},
                     f"saml.toml [sps.{entity_id!r}]")
         if sp.roles is not None and set(sp.roles) - set(roles):
             raise PolicyError(f"saml.toml [sps.{entity_id!r}]: unknown roles")
@@ -928,18 +947,42 @@ def _saml(data: dict[str, Any], roles: dict[str, Role], assurance: AssurancePoli
             raise PolicyError(f"saml.toml [sps.{entity_id!r}]: nameid_format one of "
                               f"{NAMEID_FORMATS}")
         sps[entity_id] = sp
+    profiles = {name: dict(table) for name, table in
+                dict(data.get("attribute_profiles", {})).items()}
     saml = _build(SamlPolicy, {**data, "authn_context": dict(data.get("authn_context", {})),
-                               "sps": sps}, "saml.toml")
+                               "sps": sps, "attribute_profiles": profiles}, "saml.toml")
     if not (0 < saml.assertion_lifetime <= 300 and 0 <= saml.clock_skew <= 60):
         raise PolicyError("saml.toml: 0 < assertion_lifetime <= 300, 0 <= clock_skew <= 60")
     if saml.default_nameid_format not in NAMEID_FORMATS:
         raise PolicyError(f"saml.toml default_nameid_format: one of {NAMEID_FORMATS}")
     if set(saml.authn_context) != set(assurance.acr_values):
         raise PolicyError("saml.toml [authn_context]: one class ref per acr of assurance.toml")
+    for name, table in profiles.items():
+        _saml_names(table, saml.attributes, f"saml.toml [attribute_profiles.{name}]")
+    if saml.encrypt_assertions not in ENCRYPT_ASSERTIONS:
+        raise PolicyError(f"saml.toml encrypt_assertions: one of {ENCRYPT_ASSERTIONS}")
     for entity_id, sp in sps.items():
+        where = f"saml.toml [sps.{entity_id!r}]"
         if sp.attributes is not None and set(sp.attributes) - set(saml.attributes):
-            raise PolicyError(f"saml.toml [sps.{entity_id!r}]: attributes beyond `attributes`")
+            raise PolicyError(f"{where}: attributes beyond `attributes`")
+        if sp.attribute_profile is not None and sp.attribute_profile not in profiles:
+            raise PolicyError(f"{where}: attribute_profile one of {sorted(profiles)}")
+        if sp.encrypt_assertions is not None and \
+                sp.encrypt_assertions not in ENCRYPT_ASSERTIONS:
+            raise PolicyError(f"{where}: encrypt_assertions one of {ENCRYPT_ASSERTIONS}")
+        _saml_names(sp.attribute_names or {}, saml.attributes, where)
+        sent = list(saml.attribute_names(entity_id).values())
+        if len(sent) != len(set(sent)):
+            raise PolicyError(f"{where}: two attributes would be sent under one Name")
     return saml
+
+
+def _saml_names(table: dict[str, Any], attributes: tuple[str, ...], where: str) -> None:
+    """An attribute renaming: our attribute names to non-empty Names."""
+    if set(table) - set(attributes):
+        raise PolicyError(f"{where}: unknown attributes {sorted(set(table) - set(attributes))}")
+    if not all(isinstance(v, str) and v.strip() for v in table.values()):
+        raise PolicyError(f"{where}: each Name is a non-empty string")
 
 
 def _upstreams(data: dict[str, Any], assurance: AssurancePolicy) -> UpstreamsPolicy:

@@ -16,10 +16,11 @@ from flask import (
     render_template,
     request,
 )
+from werkzeug.wrappers import Response as BaseResponse
 
 from idp.audit import group_commit
 from idp.context import keystore, policy, settings
-from idp.core import logout_offers, request_log
+from idp.core import logout_offers, logout_relays, request_log
 from idp.extensions import csrf, db
 from idp.oidc import dpop, par_endpoint, revocation_cache, tokens
 from idp.oidc import logout as logout_service
@@ -178,7 +179,7 @@ def userinfo() -> Response:
 
 @bp.route("/logout", methods=["GET", "POST"])
 @csrf.exempt
-def logout() -> Response | tuple[str, int] | str:
+def logout() -> Response | BaseResponse | tuple[str, int] | str:
     values = request.values
     try:
         plan = logout_service.plan(
@@ -196,13 +197,15 @@ def logout() -> Response | tuple[str, int] | str:
     # on to the relying party (idp.core.logout_offers).
     offers = logout_offers.collect(sso.id) if sso is not None else []
     logout_service.end(plan, sso)
+    # Participants that hear of it only through this browser (front-channel logout: SAML SPs
+    # without a SOAP endpoint) come first, then the same end (idp.core.logout_relays).
+    stop = logout_relays.first_stop(sso.id, plan.redirect_to) if sso is not None else None
     db.session.commit()
-    if offers:
-        return render_template("oidc/logged_out.html", offers=offers,
-                               continue_url=plan.redirect_to)
-    if plan.redirect_to:
-        return redirect(plan.redirect_to)
-    return render_template("oidc/logged_out.html")
+    if stop and request.method == "POST":  # after the confirmation form: see the template
+        return render_template("oidc/logout_continue.html", next_url=stop)
+    if stop:
+        return redirect(stop)
+    return logout_relays.signed_out_page(offers, plan.redirect_to)
 
 
 @bp.get("/healthz")

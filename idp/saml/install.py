@@ -1,7 +1,8 @@
 """The SAML IdP plugs in: its blueprint, and its part in every session's end (a core event:
 idp.core.events SESSION_ENDED): the SPs that received an assertion in an ended session get a
-signed LogoutRequest by SOAP once the response has gone out. create_app installs it while
-policies/saml.toml has `enabled = true`."""
+signed LogoutRequest by SOAP once the response has gone out, or through the browser
+(idp.core.logout_relays, idp.saml.frontchannel) when they have only a front-channel endpoint.
+create_app installs it while policies/saml.toml has `enabled = true`."""
 
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ from sqlalchemy import update
 
 from idp import clock
 from idp.audit import service as audit
-from idp.core import events
+from idp.core import admin_nav, events, logout_relays
 from idp.core.after_response import run_after_response
+from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db
-from idp.saml import service
+from idp.saml import frontchannel, service
 from idp.saml.models import SamlParticipant
-from idp.saml.views import bp
+from idp.saml.views import admin_bp, bp
 
 
 def on_session_ended(sids: list[str], reason: str) -> None:
-    """Every live participant of the ended sessions is owed a LogoutRequest (SOAP)."""
+    """Every live participant of the ended sessions is owed a LogoutRequest: by SOAP, or
+    through the browser when the session is this request's own and the SP has only a
+    front-channel logout endpoint (idp.saml.frontchannel)."""
     rows = service.participants_of(sids)
     if not rows:
         return
@@ -29,11 +33,15 @@ def on_session_ended(sids: list[str], reason: str) -> None:
     db.session.execute(update(SamlParticipant).where(SamlParticipant.id.in_(ids))
                        .values(ended_at=clock.now())
                        .execution_options(synchronize_session=False))
-    for pid in ids:
-        if has_request_context():  # after the response, in a transaction of its own
-            run_after_response(partial(deliver, pid, commit=True))
+    browser = frontchannel.browser_sid()
+    for row in rows:
+        if browser is not None and row.sid == browser and \
+                service.front_channel_only(row.sp_entity_id):
+            frontchannel.stash(row, deliver)
+        elif has_request_context():  # after the response, in a transaction of its own
+            run_after_response(partial(deliver, row.id, commit=True))
         else:  # the CLI: now, recorded in the command's transaction (it commits)
-            deliver(pid, commit=False)
+            deliver(row.id, commit=False)
 
 
 def deliver(participant_id: str, *, commit: bool) -> None:
@@ -48,6 +56,10 @@ def deliver(participant_id: str, *, commit: bool) -> None:
 
 def install(app: Flask) -> None:
     app.register_blueprint(bp)
+    app.register_blueprint(admin_bp)
+    admin_nav.add(app, admin_nav.NavEntry("saml_admin.sps", _l("SAML applications"),
+                                          lambda: ("admin",), order=85))
     events.subscribe(app, events.SESSION_ENDED, on_session_ended)
+    logout_relays.register(app, frontchannel.relay)
     with app.app_context():
         service.key_files()  # generated at first start, not at the first request

@@ -4,8 +4,11 @@ A metadata URL is fetched through the one outbound client (idp.core.outbound: no
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from saml2.mdstore import InMemoryMetaData
 from sqlalchemy import select
 
@@ -104,6 +107,26 @@ def parse(xml: str | bytes) -> SpMetadata:
         requested_attributes=requested)
 
 
+@dataclass(frozen=True)
+class CertInfo:
+    """What an administrator checks of a certificate in SP metadata."""
+
+    subject: str
+    not_after: str
+    sha256: str
+
+
+def describe_cert(body: str) -> CertInfo:
+    """A metadata X509Certificate (base64 DER) described; unreadable: said so."""
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode("".join(body.split())))
+    except ValueError:
+        return CertInfo("(unreadable certificate)", "", "")
+    digest = cert.fingerprint(hashes.SHA256()).hex(":").upper()
+    return CertInfo(cert.subject.rfc4514_string()[:200],
+                    cert.not_valid_after_utc.strftime("%Y-%m-%d"), digest)
+
+
 def fetch(url: str) -> bytes:
     """Metadata from a URL, through the outbound client (its SSRF rules and size cap)."""
     try:
@@ -120,6 +143,10 @@ def fetch(url: str) -> bytes:
 def register(xml: bytes, *, name: str | None, nameid_format: str | None,
              metadata_url: str | None, actor: str) -> tuple[SamlServiceProvider, bool]:
     """Create the SP of this metadata, or update the one with its entityID; (row, created)."""
+    try:
+        text = xml.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MetadataError("the metadata is not UTF-8 text") from None
     meta = parse(xml)
     fmt = nameid_format or policy().saml.default_nameid_format
     if fmt not in NAMEID_FORMATS:
@@ -135,7 +162,7 @@ def register(xml: bytes, *, name: str | None, nameid_format: str | None,
         row.name = name
     if nameid_format or created:
         row.nameid_format = fmt
-    row.metadata_xml = xml.decode("utf-8")
+    row.metadata_xml = text
     row.metadata_url = metadata_url
     row.updated_at = now
     audit.record("saml.sp_registered" if created else "saml.sp_updated", actor=actor,

@@ -31,15 +31,25 @@ from saml2 import (
 from saml2.attribute_converter import AttributeConverter
 from saml2.config import IdPConfig
 from saml2.metadata import entity_descriptor, sign_entity_descriptor
+from saml2.s_utils import do_ava
 from saml2.saml import (
     NAME_FORMAT_BASIC,
+    NAME_FORMAT_URI,
     NAMEID_FORMAT_EMAILADDRESS,
     NAMEID_FORMAT_PERSISTENT,
     NAMEID_FORMAT_TRANSIENT,
+    Attribute,
+    Issuer,
     NameID,
 )
 from saml2.server import Server
-from saml2.sigver import security_context
+from saml2.sigver import (
+    RSA_OAEP_MGF1P,
+    get_pem_wrapped_unwrapped,
+    make_temp,
+    pre_encryption_part,
+    security_context,
+)
 from saml2.time_util import in_a_while
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -90,11 +100,43 @@ def key_files() -> saml_keys.KeyFiles:
     return saml_keys.ensure(settings().keys_dir, entity_id())
 
 
-def _converter() -> AttributeConverter:
-    names = {n: n for n in policy().saml.attributes}
-    converter = AttributeConverter(NAME_FORMAT_BASIC)
-    converter.from_dict({"identifier": NAME_FORMAT_BASIC, "fro": names, "to": names})
-    return converter
+def name_format(name: str) -> str:
+    """NameFormat uri for a URI Name (urn:oid:..., a claim URL), basic for any other."""
+    return NAME_FORMAT_URI if name.startswith(("urn:", "http://", "https://")) \
+        else NAME_FORMAT_BASIC
+
+
+class _Names(AttributeConverter):
+    """Our attributes under the Names one SP expects (saml.toml attribute_profile and
+    attribute_names): pysaml2's converter gives one NameFormat to a whole statement, this
+    gives each Attribute its own; FriendlyName is always our name."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        super().__init__(NAME_FORMAT_BASIC)
+        self.names = names
+        self._to = {ours.lower(): sent for ours, sent in names.items()}
+        self._fro = {sent.lower(): ours for ours, sent in names.items()
+                     if name_format(sent) == NAME_FORMAT_BASIC}
+
+    def to_(self, attrvals: dict[str, Any]) -> list[Attribute]:
+        attributes = []
+        for ours, values in attrvals.items():
+            sent = self.names.get(ours, ours)
+            attributes.append(Attribute(name=sent, name_format=name_format(sent),
+                                        friendly_name=ours,
+                                        attribute_value=do_ava(values)))
+        return attributes
+
+
+def _converters(sp_entity_id: str | None) -> list[AttributeConverter]:
+    """The converter that writes the attribute statement, and one that reads URI Names (an
+    SP's RequestedAttribute of a URI Name is matched to our attribute through it)."""
+    names = policy().saml.attribute_names(sp_entity_id or "")
+    uris = AttributeConverter(NAME_FORMAT_URI)
+    uris.from_dict({"identifier": NAME_FORMAT_URI,
+                    "fro": {sent: ours for ours, sent in names.items()
+                            if name_format(sent) == NAME_FORMAT_URI}})
+    return [_Names(names), uris]
 
 
 def config(sps: list[SamlServiceProvider]) -> IdPConfig:
@@ -126,17 +168,34 @@ def config(sps: list[SamlServiceProvider]) -> IdPConfig:
                                    "name_form": NAME_FORMAT_BASIC}},
         }},
     })
-    conf.attribute_converters = [_converter()]
+    conf.attribute_converters = _converters(sps[0].entity_id if len(sps) == 1 else None)
     return conf
+
+
+AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
 
 
 class _Server(Server):
     """pysaml2's Server reading messages this module has decoded and checked already (its
-    own decoding would inflate without a bound)."""
+    own decoding would inflate without a bound), and encrypting assertions with AES-256-GCM
+    (pysaml2's own choice is 3DES-CBC): xmlsec1 encrypts, a fresh AES key per assertion sent
+    to the SP's certificate with RSA-OAEP."""
 
     @staticmethod
     def unravel(txt: Any, binding: Any, msgtype: str = "response") -> Any:
         return base64.b64decode(txt)
+
+    def _encrypt_assertion(self, encrypt_cert: Any, sp_entity_id: Any, response: Any,
+                           node_xpath: Any = None) -> Any:
+        if not encrypt_cert:  # never pysaml2's fallback: the caller names the certificate
+            raise Refused("no encryption certificate for this service provider", 403)
+        wrapped, unwrapped = get_pem_wrapped_unwrapped(encrypt_cert)
+        cert = make_temp(wrapped.encode("ascii"), decode=False,
+                         delete_tmpfiles=self.config.delete_tmpfiles)
+        template = pre_encryption_part(msg_enc=AES256_GCM, key_enc=RSA_OAEP_MGF1P,
+                                       encrypt_cert=unwrapped)
+        return self.sec.encrypt_assertion(response, cert.name, template, key_type="aes-256",
+                                          node_xpath=node_xpath)
 
 
 def server(sps: list[SamlServiceProvider] | None = None) -> _Server:
@@ -406,6 +465,21 @@ def identity(user: User, sp_entity_id: str) -> dict[str, list[str]]:
     return {k: v for k, v in values.items() if k in wanted and v and all(v)}
 
 
+def encryption_mode(sp_entity_id: str) -> str:
+    """saml.toml encrypt_assertions for this SP: never | if_key | required."""
+    rules = policy().saml
+    return rules.sp(sp_entity_id).encrypt_assertions or rules.encrypt_assertions
+
+
+def encryption_cert(sp: SamlServiceProvider) -> str | None:
+    """The certificate assertions to this SP are encrypted to, if policy and its metadata
+    (a KeyDescriptor use="encryption", or one without `use`) say so."""
+    if encryption_mode(sp.entity_id) == "never":
+        return None
+    certs = registry.parse(sp.metadata_xml).encryption_certs
+    return certs[0] if certs else None
+
+
 def answer(row: SamlRequest, user: User, *, sid: str, acr: str | None,
            auth_time: datetime) -> tuple[str, list[tuple[str, str]]]:
     """The signed Response for this request: (ACS URL, form fields). The request is
@@ -416,6 +490,12 @@ def answer(row: SamlRequest, user: User, *, sid: str, acr: str | None,
     rules = policy().saml
     fmt = row.nameid_format or rules.sp(sp.entity_id).nameid_format or sp.nameid_format
     name_id = name_id_for(user, sp, fmt)
+    encrypt_to = encryption_cert(sp)
+    if encrypt_to is None and encryption_mode(sp.entity_id) == "required":
+        audit.record("saml.sso_denied", user_id=user.id, sp=sp.entity_id,
+                     reason="no_encryption_key")
+        raise Refused("this application must receive encrypted assertions, and its metadata "
+                      "has no encryption key", 403)
     srv = server([sp])
     ident = identity(user, sp.entity_id)
     authn = {"class_ref": rules.authn_context.get(acr or "", rules.authn_context[
@@ -424,14 +504,17 @@ def answer(row: SamlRequest, user: User, *, sid: str, acr: str | None,
     response = srv.create_authn_response(
         ident, None if row.unsolicited else row.request_id, row.acs_url, sp.entity_id,
         name_id=name_id, authn=authn, sign_assertion=True, sign_response=rules.sign_response,
-        sign_alg=xmldsig.SIG_RSA_SHA256, digest_alg=xmldsig.DIGEST_SHA256)
+        sign_alg=xmldsig.SIG_RSA_SHA256, digest_alg=xmldsig.DIGEST_SHA256,
+        encrypt_assertion=encrypt_to is not None, encrypt_cert_assertion=encrypt_to,
+        encrypt_assertion_self_contained=True)
     xml = str(response)
     row.answered_at = clock.now()
     db.session.add(SamlParticipant(id=secrets.token_urlsafe(24), sid=sid, user_id=user.id,
                                    sp_entity_id=sp.entity_id, name_id=name_id.text,
                                    name_id_format=name_id.format, created_at=clock.now()))
     audit.record("saml.sso", user_id=user.id, sp=sp.entity_id, acr=acr,
-                 unsolicited=row.unsolicited, nameid_format=fmt)
+                 unsolicited=row.unsolicited, nameid_format=fmt,
+                 encrypted=encrypt_to is not None)
     fields = [("SAMLResponse", base64.b64encode(xml.encode()).decode())]
     if row.relay_state is not None:
         fields.append(("RelayState", row.relay_state))
@@ -542,11 +625,66 @@ def logout_response(sp: SamlServiceProvider, request: Any, relay_state: str | No
     return LogoutAnswer([])
 
 
+def answered_later(sp: SamlServiceProvider, request_id: str) -> Any:
+    """What logout_response needs of a LogoutRequest answered after the browser went through
+    the other SPs' front-channel logouts: its ID and issuer."""
+    return samlp.LogoutRequest(id=request_id, issuer=Issuer(text=sp.entity_id))
+
+
 def participants_of(sids: list[str]) -> list[SamlParticipant]:
     if not sids:
         return []
     return list(db.session.execute(select(SamlParticipant).where(
         SamlParticipant.sid.in_(sids), SamlParticipant.ended_at.is_(None))).scalars())
+
+
+def _logout_request(srv: _Server, sp: SamlServiceProvider, row: SamlParticipant,
+                    destination: str, *, sign: bool) -> Any:
+    """Our LogoutRequest to this SP for this participant's NameID and SessionIndex."""
+    persistent = row.name_id_format == NAMEID_FORMAT_PERSISTENT
+    name_id = NameID(format=row.name_id_format, text=row.name_id,
+                     name_qualifier=entity_id() if persistent else None,
+                     sp_name_qualifier=sp.entity_id if persistent else None)
+    _, request = srv.create_logout_request(
+        destination, sp.entity_id, name_id=name_id, sign=sign,
+        sign_alg=xmldsig.SIG_RSA_SHA256, digest_alg=xmldsig.DIGEST_SHA256,
+        expire=None, reason="urn:oasis:names:tc:SAML:2.0:logout:user")
+    return request
+
+
+def front_channel_endpoint(sp: SamlServiceProvider) -> registry.Endpoint | None:
+    """The SP's HTTP-Redirect (else HTTP-POST) SingleLogoutService when it has no SOAP one:
+    such an SP hears of a logout only through the browser."""
+    meta = registry.parse(sp.metadata_xml)
+    if meta.slo_for(registry.SOAP) is not None:
+        return None
+    return meta.slo_for(registry.REDIRECT) or meta.slo_for(registry.POST)
+
+
+def front_channel_only(sp_entity_id: str) -> bool:
+    sp = db.session.get(SamlServiceProvider, sp_entity_id)
+    return sp is not None and front_channel_endpoint(sp) is not None
+
+
+def front_channel_logout(participant_id: str, relay_state: str) -> LogoutAnswer | None:
+    """A signed LogoutRequest for one participant, through the browser: a redirect (HTTP-
+    Redirect, the query signed) or a form POST (the XML signed) to the SP's logout endpoint;
+    None when the SP is gone or lists none any more."""
+    row = db.session.get(SamlParticipant, participant_id)
+    sp = db.session.get(SamlServiceProvider, row.sp_entity_id) if row else None
+    slo = front_channel_endpoint(sp) if row is not None and sp is not None else None
+    if row is None or sp is None or slo is None:
+        return None
+    srv = server([sp])
+    redirect = slo.binding == registry.REDIRECT
+    request = _logout_request(srv, sp, row, slo.location, sign=not redirect)
+    if redirect:
+        info = srv.apply_binding(BINDING_HTTP_REDIRECT, str(request), slo.location,
+                                 relay_state, sign=True, sigalg=xmldsig.SIG_RSA_SHA256)
+        return LogoutAnswer([], location=dict(info["headers"])["Location"])
+    return LogoutAnswer([], action=slo.location, fields=[
+        ("SAMLRequest", base64.b64encode(str(request).encode()).decode()),
+        ("RelayState", relay_state)])
 
 
 def soap_logout(participant_id: str) -> str:
@@ -561,15 +699,7 @@ def soap_logout(participant_id: str) -> str:
     if slo is None:
         return "no_soap_endpoint"
     srv = server([sp])
-    name_id = NameID(format=row.name_id_format, text=row.name_id,
-                     name_qualifier=entity_id() if row.name_id_format ==
-                     NAMEID_FORMAT_PERSISTENT else None,
-                     sp_name_qualifier=sp.entity_id if row.name_id_format ==
-                     NAMEID_FORMAT_PERSISTENT else None)
-    _, request = srv.create_logout_request(
-        slo.location, sp.entity_id, name_id=name_id, sign=True,
-        sign_alg=xmldsig.SIG_RSA_SHA256, digest_alg=xmldsig.DIGEST_SHA256,
-        expire=None, reason="urn:oasis:names:tc:SAML:2.0:logout:user")
+    request = _logout_request(srv, sp, row, slo.location, sign=True)
     info = srv.apply_binding(BINDING_SOAP, str(request), slo.location)
     try:
         answer = outbound.client().post(slo.location, data=info["data"],

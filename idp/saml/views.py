@@ -6,6 +6,7 @@ answer; a refused message is a readable 4xx page and nothing is posted to anyone
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,20 +15,25 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from idp import clock
 from idp.accounts.models import User
+from idp.admin.access import actor, require_role
 from idp.audit import service as audit
 from idp.context import policy, settings
+from idp.core import logout_offers, logout_relays
+from idp.core.i18n import gettext as _
 from idp.extensions import csrf, db
 from idp.oidc import client_cache, dpop, tokens
 from idp.oidc.interaction import pipeline
 from idp.oidc.interaction.checks import SIGN_IN
 from idp.oidc.interaction.pipeline import Interaction, ProtocolRequest
 from idp.oidc.interaction.respond import SERVICES, browser_step
-from idp.saml import registry, service
-from idp.saml.models import SamlRequest
+from idp.saml import frontchannel, registry, service
+from idp.saml.forms import DeleteForm, SpForm
+from idp.saml.models import SamlRequest, SamlServiceProvider
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
 
 bp = Blueprint("saml", __name__, url_prefix="/saml")
+Page = Response | BaseResponse | tuple[str, int] | str
 
 
 def refused_page(reason: str, status: int = 400) -> tuple[str, int]:
@@ -207,6 +213,11 @@ def slo() -> Response | BaseResponse | tuple[str, int]:
     value, redirect_binding, extra = _message()
     source = request.args if redirect_binding else request.form
     if "SAMLResponse" in source and "SAMLRequest" not in source:
+        # An SP's answer to our front-channel LogoutRequest: on along the chain its
+        # RelayState names (by a GET: a POST from another site comes without our cookie).
+        chain = source.get("RelayState", "")
+        if 0 < len(chain) <= 64:
+            return redirect(url_for("saml.slo_continue", chain=chain), 303)
         return Response(render_template("oidc/logged_out.html"), 200)
     current = sessions.current()
     try:
@@ -217,12 +228,116 @@ def slo() -> Response | BaseResponse | tuple[str, int]:
         return _refuse(exc, "LogoutRequest")
     if sids:
         sessions.end_where(SsoSession.id.in_(sids), reason="saml_logout")
+    stop = None
     if current is not None and current.id in sids:
         sessions.end(current, "saml_logout")
-    answer = service.logout_response(sp, logout_request, extra["relay_state"])
+        # The other SPs of this browser's session that only a browser can tell, then the
+        # LogoutResponse this SP is owed.
+        stop = frontchannel.start(current.id, {"sp": sp.entity_id, "id": logout_request.id,
+                                               "relay_state": extra["relay_state"]})
+    answer = None if stop else service.logout_response(sp, logout_request,
+                                                       extra["relay_state"])
     db.session.commit()
-    if answer.location:
+    return redirect(stop) if stop else _to_sp(answer)
+
+
+def _to_sp(answer: service.LogoutAnswer | None) -> Response | BaseResponse:
+    if answer is not None and answer.location:
         return redirect(answer.location)
-    if answer.action and answer.fields is not None:
+    if answer is not None and answer.action and answer.fields is not None:
         return post_page(answer.action, answer.fields)
     return Response(render_template("oidc/logged_out.html"), 200)
+
+
+@bp.get("/slo/continue")
+def slo_continue() -> Response | BaseResponse | str:
+    """The next step of a front-channel logout chain (idp.saml.frontchannel): the next SP's
+    LogoutRequest, or the chain's end (the LogoutResponse owed to the SP that asked, the
+    relying party's post-logout URI, or our signed-out page). Without a chain of this
+    browser's, the signed-out page: nothing happens."""
+    step = frontchannel.next_step(request.args.get("chain"))
+    db.session.commit()
+    if step is None:
+        return Response(render_template("oidc/logged_out.html"), 200)
+    if step.answer is not None:
+        return _to_sp(step.answer)
+    then = step.then or {}
+    if then.get("sp"):
+        answer = frontchannel.owed_response(then)
+        db.session.commit()
+        return _to_sp(answer)
+    return logout_relays.signed_out_page(logout_offers.collect(step.sid or ""),
+                                         then.get("url"))
+
+
+# -- admin console -----------------------------------------------------------------------------
+admin_bp = Blueprint("saml_admin", __name__, url_prefix="/admin")
+
+
+@dataclass(frozen=True)
+class SpView:
+    """One registered SP as the console shows it: its metadata parsed."""
+
+    row: SamlServiceProvider
+    meta: registry.SpMetadata | None
+    signing: list[registry.CertInfo]
+    encryption: list[registry.CertInfo]
+
+
+def _view(row: SamlServiceProvider) -> SpView:
+    try:
+        meta = registry.parse(row.metadata_xml)
+    except registry.MetadataError:
+        return SpView(row, None, [], [])
+    return SpView(row, meta, [registry.describe_cert(c) for c in meta.signing_certs],
+                  [registry.describe_cert(c) for c in meta.encryption_certs])
+
+
+def _admin_page(form: SpForm | None = None, status: int = 200, error: str | None = None,
+                made: str | None = None) -> tuple[str, int]:
+    return render_template("admin/saml.html", sps=[_view(r) for r in registry.all_sps()],
+                           form=form or SpForm(formdata=None), delete=DeleteForm(formdata=None),
+                           error=error, made=made, metadata_url=service.entity_id()), status
+
+
+@admin_bp.route("/saml", methods=["GET", "POST"])
+@require_role()
+def sps(sso: SsoSession) -> Page:
+    """The registered service providers, and registering one from an uploaded metadata file
+    or a metadata URL (fetched through the outbound client), as `idp saml sps create`."""
+    if request.method == "GET":
+        return _admin_page()
+    form = SpForm()
+    if not form.validate_on_submit():
+        return _admin_page(form, 400, _("This form has expired or is incomplete; reload the "
+                                        "page and try again."))
+    upload = form.metadata_file.data
+    url = (form.metadata_url.data or "").strip()
+    if bool(upload) == bool(url):
+        return _admin_page(form, 400, _("Upload a metadata file or give a metadata URL "
+                                        "(one of the two)."))
+    try:
+        xml = upload.read(policy().saml.max_inflated_bytes + 1) if upload else \
+            registry.fetch(url)
+        row, _created = registry.register(
+            xml, name=(form.name.data or "").strip() or None,
+            nameid_format=form.nameid_format.data or None,
+            metadata_url=url or None, actor=actor(sso))
+    except registry.MetadataError as exc:
+        db.session.rollback()
+        return _admin_page(form, 400, _("The metadata was refused: %(reason)s",
+                                        reason=str(exc)))
+    db.session.commit()
+    return _admin_page(made=row.entity_id)
+
+
+@admin_bp.post("/saml/delete")
+@require_role()
+def delete_sp(sso: SsoSession) -> Page:
+    form = DeleteForm()
+    if not form.validate_on_submit():
+        return _admin_page(status=400, error=_("This form has expired; reload the page."))
+    if not registry.delete(form.entity_id.data or "", actor=actor(sso)):
+        return _admin_page(status=404, error=_("No such service provider."))
+    db.session.commit()
+    return redirect(url_for(".sps"))

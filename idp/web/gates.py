@@ -46,6 +46,8 @@ ALLOW: dict[str, str] = {
     "accounts.login": "signing in again, possibly as someone else, replaces the session",
     "oidc.logout": "signing out must always be possible",
     "saml.slo": "SAML single logout: signing out must always be possible",
+    "saml.slo_continue": ("SAML front-channel logout, after the session ended: signing out "
+                          "must always be possible"),
     "saml.metadata": _PUBLIC_DOCUMENT,
     "saml.sso": ("receives a SAML AuthnRequest and keeps it for saml.resume; nothing is "
                  "issued there"),

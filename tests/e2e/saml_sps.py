@@ -114,7 +114,10 @@ def register_sp(env: dict[str, str], metadata: Path, *extra: str) -> dict:
 
 
 @contextmanager
-def mellon_sp(idp_server: Server, env: dict[str, str]) -> Iterator[MellonSp]:
+def mellon_sp(idp_server: Server, env: dict[str, str], *, soap: bool = True
+              ) -> Iterator[MellonSp]:
+    """`soap`: its metadata lists a SOAP SingleLogoutService beside the HTTP-Redirect one
+    (False: only HTTP-Redirect, so a logout at the IdP reaches it through the browser)."""
     require_module("mod_auth_mellon.so", "libapache2-mod-auth-mellon")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -128,10 +131,11 @@ def mellon_sp(idp_server: Server, env: dict[str, str]) -> Iterator[MellonSp]:
     metadata = made[".xml"].read_text()
     # mod_auth_mellon answers SOAP LogoutRequests at the same endpoint (back-channel logout
     # from the IdP when the session ends there); mellon_create_metadata lists only Redirect.
-    metadata = metadata.replace(
-        "<SingleLogoutService ",
-        f'<SingleLogoutService Binding="{SOAP}" Location="{base}/mellon/logout"/>\n'
-        "    <SingleLogoutService ", 1)
+    if soap:
+        metadata = metadata.replace(
+            "<SingleLogoutService ",
+            f'<SingleLogoutService Binding="{SOAP}" Location="{base}/mellon/logout"/>\n'
+            "    <SingleLogoutService ", 1)
     (root / "sp.xml").write_text(metadata)
     made[".xml"].unlink()
     idp_metadata = requests.get(idp_server.url("/saml/metadata"), timeout=10)

@@ -15,9 +15,11 @@ from sqlalchemy import select
 from idp.core.crypto import digest
 from idp.extensions import db
 from idp.oidc.models import Client
+from idp.saml import registry as saml_registry
 from tests.e2e.axe import assert_accessible, crawl
 from tests.e2e.conftest import Person, Server, seed_client
 from tests.helpers import PASSWORD, TOTP_SECRETS, forget_totp_use, make_user
+from tests.integration.saml_sp import SamlTestSp, make_keypair
 
 pytestmark = pytest.mark.e2e
 
@@ -113,7 +115,7 @@ SPANISH = {"user": "Nombre de usuario o NPI", "password": "Contraseña",
 
 @pytest.mark.parametrize("lang", ["en", "es"])
 def test_every_admin_page_passes_axe(idp_server: Server, admin: Person, ctx, browser: Browser,
-                                     lang: str):
+                                     lang: str, tmp_path):
     """The whole console as an administrator meets it, in English and in Spanish: the
     dashboard counts what waits, every page reachable from it (three clicks deep: clients,
     users, a user, audit, alerts, reports, verifications, facilities, EPCS, SMS outbox) says
@@ -134,6 +136,12 @@ def test_every_admin_page_passes_axe(idp_server: Server, admin: Person, ctx, bro
     client = db.session.execute(select(Client).where(Client.client_id == pending.client_id)
                                 ).scalar_one()
     client.pending_scope, client.pending_since = "patient/*.read", clock.now()
+    key, cert = make_keypair(tmp_path, f"axe-{lang}")  # a SAML application on /admin/saml
+    saml_registry.register(SamlTestSp(f"https://axe-{lang}.example/saml", key, cert,
+                                      base=f"https://axe-{lang}.example", encrypts=True
+                                      ).metadata(),
+                           name=f"Scribe {lang}", nameid_format=None, metadata_url=None,
+                           actor="test")
     db.session.commit()
 
     context = browser.new_context(locale="es-ES" if lang == "es" else "en-US")
@@ -151,7 +159,8 @@ def test_every_admin_page_passes_axe(idp_server: Server, admin: Person, ctx, bro
     assert len(seen) >= 12, sorted(seen)
     for path in ("/admin/clients", "/admin/users", "/admin/alerts", "/admin/audit",
                  "/admin/reports/", "/admin/verifications", "/admin/facilities", "/admin/epcs",
-                 "/admin/sms-outbox", "/admin/clients/new", f"/admin/users/{locked.id}"):
+                 "/admin/sms-outbox", "/admin/clients/new", f"/admin/users/{locked.id}",
+                 "/admin/saml"):
         assert idp_server.url(path) in seen, path
 
     page.goto(idp_server.url("/admin/alerts"))

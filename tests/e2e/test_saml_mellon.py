@@ -145,6 +145,45 @@ def test_mellon_idp_initiated_then_logout_at_the_idp_then_single_sign_on_from_th
         context.close()
 
 
+def test_logout_at_the_idp_reaches_mellon_through_the_browser_when_it_has_no_soap(
+        idp_server, env, browser, person):
+    """Front-channel SLO: mellon registered with only its HTTP-Redirect SingleLogoutService.
+    Logout at the IdP takes the browser to mellon with a signed LogoutRequest, mellon answers
+    to /saml/slo, and the browser ends on our signed-out page; mellon's session is gone."""
+    with mellon_sp(idp_server, env, soap=False) as sp:
+        assert "SOAP" not in (sp.root / "sp.xml").read_text()
+        register_sp(env, sp.root / "sp.xml", "--name", "Mellon front-channel SP")
+        context = browser.new_context()
+        page = context.new_page()
+        visited: list[str] = []  # every request of the page, redirects included
+        page.on("request", lambda req: visited.append(req.url))
+        try:
+            page.goto(sp.url("/protected/"))
+            _sign_in(page, idp_server, person)
+            arrived(page, sp, "/protected/")
+            page.goto(idp_server.url("/logout"))
+            page.get_by_role("button", name="Logout").click()
+            try:
+                page.wait_for_url(f"{idp_server.base}/saml/slo/continue?**", timeout=15000)
+            except Exception:  # noqa: BLE001 - reported with both sides of the story
+                pytest.fail(f"at {page.url} after {visited}:\n{page.content()[:800]}\n"
+                            f"{sp.log()}\n{idp_server.stderr()[-3000:]}")
+            assert page.get_by_role("heading", name="You are signed out").is_visible(), \
+                (visited, sp.log())
+            to_mellon = [u for u in visited if u.startswith(sp.url("/mellon/logout?SAMLRequest="))]
+            back = [u for u in visited if u.startswith(idp_server.url("/saml/slo?SAMLResponse="))]
+            assert len(to_mellon) == 1 and len(back) == 1, visited
+            db.session.rollback()
+            sent = db.session.execute(select(AuditEvent.detail).where(
+                AuditEvent.event == "saml.logout_sent")).scalars().all()
+            assert [d.get("outcome") for d in sent if d.get("sp") == sp.entity_id] == \
+                ["front_channel"]
+            page.goto(sp.url("/protected/"))
+            page.wait_for_url(f"{idp_server.base}/login?**")
+        finally:
+            context.close()
+
+
 # -- mixed protocols through the real portal (the development stack) ---------------------------
 @pytest.fixture
 def stack_and_mellon(tmp_path_factory: pytest.TempPathFactory

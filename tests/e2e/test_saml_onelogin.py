@@ -1,14 +1,17 @@
 """A second SAML service provider built with another SAML library than the IdP's: OneLogin's
 python3-saml (with the `xmlsec` bindings) behind a small Flask app on loopback. In Chromium it
 signs in SP-initiated through password, TOTP and the daily acknowledgment, shows the
-attributes it verified, signs in IdP-initiated through /saml/launch, logs out by SLO
-(HTTP-Redirect, signed), and afterwards its protected page leads to our login page again."""
+attributes it verified, logs out by SLO (HTTP-Redirect, signed), and afterwards its protected
+page leads to our login page again; then it signs in IdP-initiated through the portal's tile
+(the provider portal, clients/portal, an OIDC relying party served in-process on loopback: its
+tile links to /saml/launch, learnt from the IdP's /saml/apps)."""
 
 from __future__ import annotations
 
 import html
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -20,9 +23,10 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
+from clients import portal as portal_app
 from idp.extensions import db
 from idp.sessions.models import SsoSession
-from tests.e2e.conftest import Person, free_port
+from tests.e2e.conftest import Person, free_port, seed_client
 from tests.e2e.saml_sps import register_sp
 from tests.e2e.test_saml_mellon import _sign_in
 from tests.helpers import PASSWORD, TOTP_SECRETS, make_user
@@ -144,13 +148,37 @@ def onelogin(idp_server, tmp_path) -> Iterator[OneLoginSp]:
     metadata_file.write_bytes(sp_metadata if isinstance(sp_metadata, bytes)
                               else sp_metadata.encode())
     errors: list[str] = []
-    server = make_server("127.0.0.1", port, _sp_app(settings, errors), threaded=True)
+    with _serve(_sp_app(settings, errors), port):
+        yield OneLoginSp(base, f"{base}/metadata", metadata_file, errors)
+
+
+@contextmanager
+def _serve(app: Flask, port: int) -> Iterator[None]:
+    server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield OneLoginSp(base, f"{base}/metadata", metadata_file, errors)
+        yield
     finally:
         server.shutdown()
+
+
+@pytest.fixture
+def portal(idp_server, ctx, tmp_path) -> Iterator[str]:
+    """The provider portal (a first-party OIDC client of the IdP, as `make run` registers
+    it) on a free loopback port, in a thread of this process: its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    rp = seed_client(name="Provider Portal", scope=portal_app.SCOPE,
+                     redirect_uri=f"{base}/callback", first_party=True,
+                     post_logout_redirect_uris=[f"{base}/"])
+    app = portal_app.create_app({
+        "IDP_ISSUER": idp_server.base, "PORTAL_URL": base, "PORTAL_CLIENT_ID": rp.client_id,
+        "PORTAL_CLIENT_SECRET": rp.client_secret,
+        "PORTAL_SECRET_KEY": "onelogin-test-portal-cookie-key",  # noqa: S106 - throw-away
+        "PORTAL_STATE_DIR": str(tmp_path), "EHR_API": f"http://127.0.0.1:{free_port()}"})
+    with _serve(app, port):
+        yield base
 
 
 @pytest.fixture
@@ -164,7 +192,7 @@ def unacknowledged(ctx) -> Person:
 
 
 def test_onelogin_sp_signs_in_both_ways_and_logs_out(idp_server, env, browser, unacknowledged,
-                                                     onelogin):
+                                                     onelogin, portal):
     person = unacknowledged
     assert register_sp(env, onelogin.metadata_file, "--name", "OneLogin SP")["entity_id"] == \
         onelogin.entity_id
@@ -193,12 +221,23 @@ def test_onelogin_sp_signs_in_both_ways_and_logs_out(idp_server, env, browser, u
         page.goto(onelogin.url("/protected"))
         page.wait_for_url(f"{idp_server.base}/login?**")
 
-        # IdP-initiated (the portal's tile link): signed in first, then the SP's page.
-        page.goto(idp_server.url("/saml/launch?sp=" + quote(onelogin.entity_id, safe="")
-                                 + "&RelayState=" + quote(onelogin.url("/protected"), safe="")))
+        # IdP-initiated through the portal's tile: signed in at the OIDC portal (password,
+        # TOTP), its tile for the SP opens /saml/launch, and the SP's page follows with no
+        # second password prompt (the IdP's SSO session).
+        page.goto(f"{portal}/")
+        page.locator("#sign-in").click()
         _sign_in(page, idp_server, person)
+        page.wait_for_url(f"{portal}/")
+        tile = page.locator("#apps").get_by_role("link", name="OneLogin SP")
+        assert tile.get_attribute("href") == (
+            idp_server.url("/saml/launch?sp=") + quote(onelogin.entity_id, safe=""))
+        visited: list[str] = []
+        page.on("framenavigated", lambda frame: visited.append(frame.url)
+                if frame == page.main_frame else None)
+        tile.click()
         page.wait_for_url(onelogin.url("/protected"))
         assert onelogin.errors == []
         assert page.locator("#preferred_username").inner_text() == person.username
+        assert not [u for u in visited if u.startswith(idp_server.url("/login"))], visited
     finally:
         context.close()

@@ -49,6 +49,12 @@ class SamlTestSp:
     cert_file: Path
     base: str = SP_BASE
     idp_metadata: str | None = None
+    # its metadata offers its certificate for encryption too (KeyDescriptor use="encryption")
+    # and it decrypts EncryptedAssertions with its key
+    encrypts: bool = False
+    # its metadata lists a SOAP SingleLogoutService beside the HTTP-Redirect one (False: it
+    # hears of a logout at the IdP only through the browser, front-channel)
+    soap: bool = True
 
     @property
     def acs(self) -> str:
@@ -66,8 +72,8 @@ class SamlTestSp:
             "service": {"sp": {
                 "endpoints": {
                     "assertion_consumer_service": [(self.acs, BINDING_HTTP_POST)],
-                    "single_logout_service": [(f"{self.base}/slo", BINDING_HTTP_REDIRECT),
-                                              (f"{self.base}/soap", BINDING_SOAP)],
+                    "single_logout_service": [(f"{self.base}/slo", BINDING_HTTP_REDIRECT)]
+                    + ([(f"{self.base}/soap", BINDING_SOAP)] if self.soap else []),
                 },
                 "authn_requests_signed": True,
                 "logout_requests_signed": True,
@@ -76,6 +82,9 @@ class SamlTestSp:
                 "allow_unsolicited": True,
             }},
         }
+        if self.encrypts:
+            conf["encryption_keypairs"] = [{"key_file": str(self.key_file),
+                                            "cert_file": str(self.cert_file)}]
         if self.idp_metadata:
             conf["metadata"] = {"inline": [self.idp_metadata]}
         return SPConfig().load(conf)

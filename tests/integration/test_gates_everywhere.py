@@ -32,7 +32,7 @@ GATE_PATHS = {"/account/acknowledge", "/account/password/required"}
 
 # The reviewed allow-list (idp.web.gates.ALLOW): adding to it means editing this set too.
 REVIEWED_ALLOW = {
-    "saml.slo", "saml.metadata", "saml.sso", "saml.launch", "saml.resume",
+    "saml.slo", "saml.slo_continue", "saml.metadata", "saml.sso", "saml.launch", "saml.resume",
     "static", "accounts.required_password_change", "accounts.acknowledge", "accounts.login",
     "oidc.logout", "oidc.authorize", "mfa.challenge", "mfa.use_recovery",
     "mfa.webauthn_options", "mfa.webauthn_verify", "mfa.passkey_options", "mfa.passkey_verify",

@@ -5,22 +5,33 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import html
 import json
+import re
 import threading
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
-from saml2 import BINDING_HTTP_POST, BINDING_SOAP, xmldsig
-from saml2.saml import NAMEID_FORMAT_PERSISTENT, AuthnContextClassRef, NameID
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, BINDING_SOAP, xmldsig
+from saml2.saml import (
+    NAME_FORMAT_BASIC,
+    NAME_FORMAT_URI,
+    NAMEID_FORMAT_PERSISTENT,
+    AuthnContextClassRef,
+    NameID,
+)
 from saml2.samlp import RequestedAuthnContext
 from sqlalchemy import func, select
 
 from idp import clock
 from idp.audit.models import AuditEvent
 from idp.cli import main
+from idp.context import runtime
 from idp.extensions import db
 from idp.oidc import backchannel
 from idp.saml.models import SamlParticipant, SamlRequest
@@ -226,11 +237,12 @@ LAUGHS = """<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">
 
 @pytest.mark.parametrize("xml", [XXE, LAUGHS], ids=["xxe", "billion-laughs"])
 def test_dtds_and_entities_are_refused(client, sp, xml):
-    for answer in (client.post("/saml/sso", data={"SAMLRequest": base64.b64encode(
-            xml.encode())}), client.get("/saml/sso", query_string={
-                "SAMLRequest": redirect_payload(xml)})):
-        assert answer.status_code == 400 and "DTD" in answer.text
-        assert "root:" not in answer.text
+    for path in ("/saml/sso", "/saml/slo"):
+        for answer in (client.post(path, data={"SAMLRequest": base64.b64encode(
+                xml.encode())}), client.get(path, query_string={
+                    "SAMLRequest": redirect_payload(xml)})):
+            assert answer.status_code == 400 and "DTD" in answer.text, path
+            assert "root:" not in answer.text
     assert _requests() == 0
 
 
@@ -478,3 +490,424 @@ def test_requested_authn_context_that_cannot_be_met_answers_no_authn_context(
     assert page.status_code == 200, page.text[:300]
     raw = base64.b64decode(form_fields(page.text)["SAMLResponse"]).decode()
     assert "status:NoAuthnContext" in raw and "Assertion" not in raw
+
+
+# -- RelayState is data; signature wrapping of AuthnRequests ---------------------------------
+HOSTILE_RELAY_STATES = ["https://evil.example/phish?next=/", "javascript:alert(document.domain)",
+                        "//evil.example/x", '"><script>alert(1)</script>']
+
+
+def _only_to_the_sp(page, sp: SamlTestSp, relay_state: str) -> None:
+    """The answer is our page posting to the SP's ACS, the RelayState a field value only."""
+    assert page.status_code == 200 and "Location" not in page.headers
+    assert page.headers["Content-Security-Policy"].endswith(f"form-action {sp.base}")
+    assert form_action(page.text) == sp.acs
+    assert form_fields(page.text)["RelayState"] == relay_state
+    assert "<script>alert" not in page.text  # escaped as an attribute value
+
+
+@pytest.mark.parametrize("relay_state", HOSTILE_RELAY_STATES,
+                         ids=["absolute-url", "javascript", "scheme-relative", "markup"])
+def test_relay_state_is_reflected_only_as_data_to_the_sp(client, sp, user, relay_state):
+    """SP-initiated, IdP-initiated (/saml/launch) and an error status alike: the RelayState
+    goes back to the SP's ACS as a form field; we never redirect to it, not before sign-in,
+    not after."""
+    url = sp.authn_redirect(IDP, relay_state=relay_state)
+    first = client.get(url)
+    assert first.status_code == 302 and first.headers["Location"].startswith("/saml/resume/")
+    resume = first.headers["Location"]
+    assert client.get(resume).headers["Location"].startswith("/login")
+    login(client, next_url=resume)
+    _only_to_the_sp(client.get(resume), sp, relay_state)
+
+    launched = client.get("/saml/launch", query_string={"sp": sp.entity_id,
+                                                         "RelayState": relay_state})
+    assert launched.status_code == 302
+    assert launched.headers["Location"].startswith("/saml/resume/")
+    _only_to_the_sp(client.get(launched.headers["Location"]), sp, relay_state)
+
+    wanted = RequestedAuthnContext(authn_context_class_ref=[AuthnContextClassRef(
+        text="urn:oasis:names:tc:SAML:2.0:ac:classes:Kerberos")], comparison="exact")
+    refused = client.get(client.get(sp.authn_redirect(IDP, relay_state=relay_state,
+                                                      requested_authn_context=wanted)
+                                    ).headers["Location"])
+    _only_to_the_sp(refused, sp, relay_state)
+    assert "status:NoAuthnContext" in base64.b64decode(
+        form_fields(refused.text)["SAMLResponse"]).decode()
+
+
+def test_relay_state_of_a_logout_goes_only_to_the_sps_logout_endpoint(client, sp, user):
+    name_id = _signed_in_at_sp(client, sp)
+    _, request = sp.client().create_logout_request(SLO, IDP, name_id=name_id, sign=True,
+                                                   sign_alg=xmldsig.SIG_RSA_SHA256,
+                                                   digest_alg=xmldsig.DIGEST_SHA256)
+    answer = client.post("/saml/slo", data={"SAMLRequest": base64.b64encode(
+        str(request).encode()), "RelayState": "https://evil.example/after-logout"})
+    assert answer.status_code == 302
+    location = answer.headers["Location"]
+    assert location.startswith(f"{sp.base}/slo?SAMLResponse=")
+    assert query_of(location)["RelayState"] == "https://evil.example/after-logout"
+
+
+def test_refused_requests_never_redirect_to_the_relay_state(client, sp, user):
+    login(client)
+    stale = sp.authn_redirect(IDP, relay_state="https://evil.example/")
+    client.get(stale)
+    for answer in (client.get(stale),  # replayed
+                   client.get("/saml/sso", query_string={"SAMLRequest": "bad",
+                                                         "RelayState": "https://evil.example/"}),
+                   client.get("/saml/launch", query_string={
+                       "sp": sp.entity_id, "RelayState": "https://evil.example/" + "x" * 2000})):
+        assert answer.status_code == 400 and "Location" not in answer.headers
+        assert "evil.example" not in answer.text
+
+
+def _signed_post_request(sp: SamlTestSp) -> tuple[str, str]:
+    """A signed HTTP-POST AuthnRequest (enveloped signature) and its ID."""
+    xml = sp.authn_request_xml(IDP, SSO, sign=True, sign_alg=xmldsig.SIG_RSA_SHA256,
+                               digest_alg=xmldsig.DIGEST_SHA256)
+    return xml, xml.split(' ID="', 1)[1].split('"', 1)[0]
+
+
+def _post_sso(client, xml: str):
+    return client.post("/saml/sso", data={"SAMLRequest": base64.b64encode(xml.encode())})
+
+
+def test_signature_wrapping_of_an_authn_request_is_refused(client, sp, user):
+    """XSW on a signed AuthnRequest (HTTP-POST, the SP's metadata says it signs): the signed
+    element must be the very request acted on. Each forgery carries the SP's genuine
+    signature over an evil twin's content or place; none is kept, nothing is posted."""
+    genuine, request_id = _signed_post_request(sp)
+    body = genuine.split("?>", 1)[-1]
+    found = re.search(r"<(\w+):Signature[ >].*</\1:Signature>", body, re.S)
+    assert found, body[:500]
+    signature, ds = found.group(0), found.group(1)
+    unsigned = body.replace(signature, "")
+    now = clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    head = ('<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+            'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" '
+            f'xmlns:{ds}="http://www.w3.org/2000/09/xmldsig#" Version="2.0" '
+            f'IssueInstant="{now}" Destination="{SSO}" ')
+    issuer = f"<saml:Issuer>{sp.entity_id}</saml:Issuer>"
+    forgeries = {
+        # 1: the signed request's ID changed (a replay dressed as new)
+        "id-changed": genuine.replace(f'ID="{request_id}"', 'ID="id-fresh-0001"'),
+        # 2: an unsigned evil root wrapping the signed original in Extensions
+        "wrapped-in-extensions": head + 'ID="id-evil-0002">' + issuer +
+        f"<samlp:Extensions>{body}</samlp:Extensions></samlp:AuthnRequest>",
+        # 3: the original's signature moved onto an evil root, the original (same ID
+        #    referenced) kept inside Extensions for the Reference to resolve to
+        "signature-moved": head + 'ID="id-evil-0003">' + issuer + signature +
+        f"<samlp:Extensions>{unsigned}</samlp:Extensions></samlp:AuthnRequest>",
+        # 4: an evil root taking the original's ID, the original after it (duplicate IDs)
+        "duplicate-id": head + f'ID="{request_id}" ForceAuthn="false">' + issuer + signature
+        + f"<samlp:Extensions>{unsigned}</samlp:Extensions></samlp:AuthnRequest>",
+    }
+    for name, forged in forgeries.items():
+        answer = _post_sso(client, forged)
+        assert answer.status_code == 400, (name, answer.status_code, answer.text[:300])
+        assert "not valid (signature" in answer.text, name
+        assert "SAMLResponse" not in answer.text and _requests() == 0, name
+    assert _post_sso(client, genuine).status_code == 302  # the genuine one is accepted
+
+
+# -- per-SP attribute names (saml.toml attribute_profile / attribute_names) -------------------
+def sp_policy(monkeypatch, entity_id: str, **values) -> None:
+    """saml.toml [sps."<entity_id>"] with these values, for this test."""
+    rt = runtime()
+    saml = rt.policy.saml
+    sps = {**saml.sps, entity_id: dataclasses.replace(saml.sp(entity_id), **values)}
+    monkeypatch.setattr(rt, "policy", dataclasses.replace(
+        rt.policy, saml=dataclasses.replace(saml, sps=sps)))
+
+
+def _attributes_received(client, sp: SamlTestSp) -> tuple[dict, dict]:
+    """Sign in SP-initiated; ({Name: (NameFormat, values)} of the verified assertion, the SP's
+    own reading of it (pysaml2's attribute maps))."""
+    url = sp.authn_redirect(IDP)
+    _, fields = _sign_in_and_post(client, sp, url)
+    parsed = sp.client().parse_authn_request_response(
+        fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={_request_id(url): sp.acs})
+    statement = parsed.assertion.attribute_statement[0]
+    return ({a.name: (a.name_format, [v.text for v in a.attribute_value])
+             for a in statement.attribute}, parsed.get_identity())
+
+
+URI, BASIC = NAME_FORMAT_URI, NAME_FORMAT_BASIC
+
+
+def test_an_sp_with_the_eduperson_profile_receives_oid_names(client, sp, user, monkeypatch):
+    sp_policy(monkeypatch, sp.entity_id, attribute_profile="eduperson",
+              attribute_names={"facility": "urn:example:facility"})
+    received, ava = _attributes_received(client, sp)
+    assert received["urn:oid:0.9.2342.19200300.100.1.3"] == (URI, [user.email])
+    assert received["urn:oid:2.5.4.42"] == (URI, ["Ana"])
+    assert received["urn:oid:2.5.4.4"] == (URI, [user.family_name])
+    assert received["urn:oid:0.9.2342.19200300.100.1.1"] == (URI, ["drsmith"])
+    assert received["urn:oid:2.16.840.1.113883.4.6"] == (URI, [user.npi])
+    assert received["urn:example:facility"] == (URI, ["General Hospital"])
+    assert received["roles"] == (BASIC, ["physician"])  # not renamed: our Name, basic
+    assert "email" not in received and "given_name" not in received
+    # the SP's own eduPerson map reads them as mail, givenName, sn, uid
+    assert ava["mail"] == [user.email] and ava["givenName"] == ["Ana"]
+    assert ava["uid"] == ["drsmith"]
+
+
+def test_an_sp_with_the_microsoft_profile_receives_claim_uris(client, sp, user, monkeypatch):
+    sp_policy(monkeypatch, sp.entity_id, attribute_profile="microsoft")
+    received, _ = _attributes_received(client, sp)
+    claims = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/"
+    assert received[claims + "emailaddress"] == (URI, [user.email])
+    assert received[claims + "givenname"] == (URI, ["Ana"])
+    assert received[claims + "surname"] == (URI, [user.family_name])
+    assert received[claims + "name"] == (URI, ["drsmith"])
+    assert received["http://schemas.microsoft.com/ws/2008/06/identity/claims/role"] == \
+        (URI, ["physician"])
+    assert received["npi"] == (BASIC, [user.npi])
+    # another SP, with no profile, still gets our own names
+    assert policy_names_of("http://other.test/metadata")["email"] == "email"
+
+
+def policy_names_of(entity_id: str) -> dict[str, str]:
+    return runtime().policy.saml.attribute_names(entity_id)
+
+
+# -- assertion encryption (saml.toml encrypt_assertions) ---------------------------------------
+@pytest.fixture
+def encrypting_sp(ctx, client, env, tmp_path: Path) -> SamlTestSp:
+    """A second SP whose metadata carries a KeyDescriptor use="encryption"."""
+    key, cert = make_keypair(tmp_path, "enc")
+    made = SamlTestSp("http://enc.test/metadata", key, cert, base="http://enc.test",
+                      encrypts=True)
+    made.idp_metadata = client.get("/saml/metadata").text
+    assert b'use="encryption"' in made.metadata()
+    path = tmp_path / "enc.xml"
+    path.write_bytes(made.metadata())
+    code, out = _cli(env, "saml", "sps", "create", "--metadata-file", str(path), "--json")
+    assert code == 0, out
+    return made
+
+
+@pytest.mark.parametrize("mode", ["if_key", "required"])
+def test_assertions_are_encrypted_to_an_sp_with_an_encryption_key(
+        client, encrypting_sp, user, monkeypatch, mode):
+    sp = encrypting_sp
+    sp_policy(monkeypatch, sp.entity_id, encrypt_assertions=mode)
+    url = sp.authn_redirect(IDP)
+    _, fields = _sign_in_and_post(client, sp, url)
+    raw = base64.b64decode(fields["SAMLResponse"]).decode()
+    assert "EncryptedAssertion" in raw
+    assert 'Algorithm="http://www.w3.org/2009/xmlenc11#aes256-gcm"' in raw
+    assert 'Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"' in raw
+    assert user.email not in raw and "physician" not in raw and ":Assertion " not in raw
+    # the SP decrypts with its private key; inside, the assertion is signed as always
+    parsed = sp.client().parse_authn_request_response(
+        fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={_request_id(url): sp.acs})
+    assert parsed.get_identity()["email"] == [user.email]
+    assert parsed.assertion.signature is not None
+    db.session.rollback()
+    detail = db.session.execute(select(AuditEvent.detail).where(
+        AuditEvent.event == "saml.sso")).scalar_one()
+    assert detail["encrypted"] is True
+
+
+def test_an_encrypted_assertion_is_useless_without_the_sps_key(client, encrypting_sp, user,
+                                                                monkeypatch, tmp_path):
+    sp = encrypting_sp
+    sp_policy(monkeypatch, sp.entity_id, encrypt_assertions="if_key")
+    url = sp.authn_redirect(IDP)
+    _, fields = _sign_in_and_post(client, sp, url)
+    other_key, _ = make_keypair(tmp_path, "thief")
+    thief = SamlTestSp(sp.entity_id, other_key, sp.cert_file, base=sp.base, encrypts=True,
+                       idp_metadata=sp.idp_metadata)
+    try:
+        parsed = thief.client().parse_authn_request_response(
+            fields["SAMLResponse"], BINDING_HTTP_POST, outstanding={_request_id(url): sp.acs})
+    except Exception:  # noqa: BLE001 - pysaml2's DecryptError family: nothing read
+        parsed = None
+    # pysaml2 answers a Response whose assertion it could not decrypt: nothing in it
+    assert parsed is None or (parsed.assertion is None and parsed.get_identity() == {})
+    assert user.email not in base64.b64decode(fields["SAMLResponse"]).decode()
+
+
+def test_policy_requiring_encryption_sends_nothing_to_an_sp_without_a_key(
+        client, sp, encrypting_sp, user, monkeypatch):
+    """`required`: an SP whose metadata has no encryption key gets no assertion (a 403 page,
+    audited); `if_key` sends it a plain (signed) one; `never` never encrypts."""
+    sp_policy(monkeypatch, sp.entity_id, encrypt_assertions="required")
+    first = client.get(sp.authn_redirect(IDP))
+    resume = first.headers["Location"]
+    login(client, next_url=resume)
+    page = client.get(resume)
+    assert page.status_code == 403 and "encrypted" in page.text
+    assert "SAMLResponse" not in page.text
+    db.session.rollback()
+    assert db.session.execute(select(func.count()).select_from(SamlParticipant)
+                              ).scalar_one() == 0
+    assert db.session.execute(select(AuditEvent.detail).where(
+        AuditEvent.event == "saml.sso_denied")).scalar_one()["reason"] == "no_encryption_key"
+
+    sp_policy(monkeypatch, sp.entity_id, encrypt_assertions="if_key")
+    launched = client.get("/saml/launch", query_string={"sp": sp.entity_id})
+    page = client.get(launched.headers["Location"])
+    raw = base64.b64decode(form_fields(page.text)["SAMLResponse"]).decode()
+    assert "EncryptedAssertion" not in raw and user.email in raw
+
+    sp_policy(monkeypatch, encrypting_sp.entity_id, encrypt_assertions="never")
+    launched = client.get("/saml/launch", query_string={"sp": encrypting_sp.entity_id})
+    page = client.get(launched.headers["Location"])
+    raw = base64.b64decode(form_fields(page.text)["SAMLResponse"]).decode()
+    assert "EncryptedAssertion" not in raw and user.email in raw
+
+
+# -- front-channel logout (SPs without a SOAP SingleLogoutService) ----------------------------
+@pytest.fixture
+def front_sp(ctx, client, env, tmp_path: Path) -> SamlTestSp:
+    """An SP whose metadata lists only an HTTP-Redirect SingleLogoutService."""
+    key, cert = make_keypair(tmp_path, "front")
+    made = SamlTestSp("http://front.test/metadata", key, cert, base="http://front.test",
+                      soap=False)
+    made.idp_metadata = client.get("/saml/metadata").text
+    assert b"SOAP" not in made.metadata()
+    path = tmp_path / "front.xml"
+    path.write_bytes(made.metadata())
+    code, out = _cli(env, "saml", "sps", "create", "--metadata-file", str(path), "--json")
+    assert code == 0, out
+    return made
+
+
+def _sso_at_sp(client, sp: SamlTestSp) -> NameID:
+    """Already signed in: the SP's AuthnRequest is answered without a password."""
+    url = sp.authn_redirect(IDP)
+    page = client.get(client.get(url).headers["Location"])
+    assert page.status_code == 200 and form_action(page.text) == sp.acs, page.text[:300]
+    return sp.client().parse_authn_request_response(
+        form_fields(page.text)["SAMLResponse"], BINDING_HTTP_POST,
+        outstanding={_request_id(url): sp.acs}).name_id
+
+
+def _chain_step(client, response) -> str:
+    """Follow our way to /saml/slo/continue (a redirect, or after the logout confirmation
+    form a page that navigates by itself: meta refresh and a link); the Location it sends the
+    browser to."""
+    if response.status_code == 200:
+        found = re.search(r'<a href="([^"]+)" id="logout-continue"', response.text)
+        assert found, response.text[:500]
+        url = html.unescape(found.group(1))
+        assert f'content="0;url={found.group(1)}"' in response.text
+    else:
+        assert response.status_code in (302, 303), response.text[:300]
+        url = response.headers["Location"]
+    assert url.startswith("/saml/slo/continue?chain="), url
+    step = client.get(url)
+    assert step.status_code == 302, step.text[:300]
+    return step.headers["Location"]
+
+
+def _front_sp_logs_out(client, sp: SamlTestSp, location: str, name_id: NameID):
+    """The SP's side: our signed Redirect LogoutRequest for its user, then its LogoutResponse
+    back to /saml/slo with our RelayState; our answer to that."""
+    assert location.startswith(f"{sp.base}/slo?SAMLRequest=")
+    got = query_of(location)
+    request = sp.client().parse_logout_request(
+        got["SAMLRequest"], BINDING_HTTP_REDIRECT, relay_state=got["RelayState"],
+        sigalg=got["SigAlg"], signature=got["Signature"])
+    assert request.message.name_id.text == name_id.text
+    response = sp.client().create_logout_response(request.message, [BINDING_HTTP_REDIRECT])
+    info = sp.client().apply_binding(BINDING_HTTP_REDIRECT, str(response), SLO,
+                                     got["RelayState"], response=True)
+    back = urlsplit(dict(info["headers"])["Location"])
+    return client.get(f"{back.path}?{back.query}")
+
+
+def _logout_events() -> list[tuple[str | None, str | None]]:
+    db.session.rollback()
+    return [(d.get("sp"), d.get("outcome")) for d in db.session.execute(
+        select(AuditEvent.detail).where(AuditEvent.event == "saml.logout_sent")).scalars()]
+
+
+def test_logout_at_the_idp_takes_the_browser_through_a_front_channel_sp(
+        client, front_sp, user):
+    name_id = _signed_in_at_sp(client, front_sp)
+    page = client.get("/logout")
+    ended = client.post("/logout", data={"confirm": "yes", "csrf_token": csrf_from(page.text)})
+    assert _live_sessions() == 0
+    location = _chain_step(client, ended)
+    back = _front_sp_logs_out(client, front_sp, location, name_id)
+    done = client.get(back.headers["Location"]) if back.status_code == 303 else back
+    assert done.status_code == 200 and "You are signed out" in done.text
+    assert _logout_events() == [(front_sp.entity_id, "front_channel")]
+    # the chain is over: its link does nothing more
+    again = client.get(back.headers["Location"])
+    assert again.status_code == 200 and "SAMLRequest" not in again.text
+    assert _logout_events() == [(front_sp.entity_id, "front_channel")]
+
+
+def test_an_sps_logout_goes_through_the_front_channel_sp_then_answers_it(
+        client, sp, front_sp, user):
+    """SP-initiated logout at `sp`: the other SP of the browser's session, front-channel
+    only, is told through the browser first; then `sp` gets its signed LogoutResponse with
+    its RelayState."""
+    name_id = _signed_in_at_sp(client, sp)
+    front_name_id = _sso_at_sp(client, front_sp)
+    request_id, request = sp.client().create_logout_request(SLO, IDP, name_id=name_id, sign=True,
+                                                   sign_alg=xmldsig.SIG_RSA_SHA256,
+                                                   digest_alg=xmldsig.DIGEST_SHA256)
+    asked = client.post("/saml/slo", data={"SAMLRequest": base64.b64encode(
+        str(request).encode()), "RelayState": "bye"})
+    assert _live_sessions() == 0
+    back = _front_sp_logs_out(client, front_sp, _chain_step(client, asked), front_name_id)
+    answer = _chain_step(client, back)
+    assert answer.startswith(f"{sp.base}/slo?SAMLResponse=")
+    got = query_of(answer)
+    assert got["RelayState"] == "bye" and got["Signature"]
+    parsed = sp.client().parse_logout_request_response(got["SAMLResponse"],
+                                                       BINDING_HTTP_REDIRECT)
+    assert parsed.response.in_response_to == request_id
+    assert _logout_events() == [(front_sp.entity_id, "front_channel")]
+
+
+def test_rp_initiated_logout_goes_through_the_front_channel_sp_then_to_the_rp(
+        client, front_sp, user):
+    rp = make_client(post_logout_redirect_uris=["https://rp.example/bye"])
+    name_id = _signed_in_at_sp(client, front_sp)
+    code, verifier, _ = get_code(client, rp, scope="openid")
+    id_token = exchange(client, rp, code, verifier).get_json()["id_token"]
+    ended = client.get("/logout", query_string={
+        "id_token_hint": id_token, "post_logout_redirect_uri": "https://rp.example/bye",
+        "state": "s1"})
+    back = _front_sp_logs_out(client, front_sp, _chain_step(client, ended), name_id)
+    assert _chain_step(client, back) == "https://rp.example/bye?state=s1"
+
+
+def test_front_channel_chain_bad_input(client, front_sp, user):
+    """No chain, a forged or overlong chain name, a stray LogoutResponse: the signed-out page,
+    no step taken, no 500; a session ended with no browser to use leaves the SP recorded as
+    not told."""
+    for url in ("/saml/slo/continue", "/saml/slo/continue?chain=nope",
+                "/saml/slo/continue?chain=" + "x" * 5000,
+                "/saml/slo?SAMLResponse=abc&RelayState=" + "y" * 500,
+                "/saml/slo?SAMLResponse=abc&RelayState=https://evil.example/"):
+        answer = client.get(url)
+        if answer.status_code == 303:
+            assert answer.headers["Location"].startswith("/saml/slo/continue?chain=")
+            answer = client.get(answer.headers["Location"])
+        assert answer.status_code == 200 and "You are signed out" in answer.text, url
+    name_id = _signed_in_at_sp(client, front_sp)
+    page = client.get("/logout")
+    ended = client.post("/logout", data={"confirm": "yes", "csrf_token": csrf_from(page.text)})
+    forged = client.get("/saml/slo/continue?chain=forged")
+    assert forged.status_code == 200 and _logout_events() == []
+    _front_sp_logs_out(client, front_sp, _chain_step(client, ended), name_id)
+
+
+def test_a_session_ended_with_no_chain_records_the_front_channel_sp_not_told(
+        client, front_sp, user):
+    """Sign-out everywhere (from the account pages) takes the browser through no SP: the
+    front-channel SP is recorded as not told, after the response."""
+    _signed_in_at_sp(client, front_sp)
+    page = client.get("/account/sessions")
+    done = client.post("/account/sessions/end-all", data={"csrf_token": csrf_from(page.text)})
+    assert done.status_code == 302 and done.headers["Location"] == "/login"
+    assert _live_sessions() == 0
+    assert _logout_events() == [(front_sp.entity_id, "no_soap_endpoint")]
