@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
+import pyotp
 import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
@@ -30,6 +33,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from tests.conftest import free_port
+from tests.helpers import csrf_from
 from tests.udap_client import sign
 
 NODE_DIR = Path(__file__).parent / "e2e" / "node"
@@ -236,6 +240,41 @@ class ForgingUdapUpstream(ForgingUpstream):
         else:
             return super()._app(environ, start_response)
         return response(environ, start_response)
+
+
+def sign_in_at_this_idp(http: requests.Session, url: str, base: str, username: str,
+                        password: str, totp_secret: str) -> str:
+    """The browser at another instance of this IdP acting as the upstream: its login,
+    authenticator app, acknowledgment and consent pages; returns the first URL outside `base`
+    it is sent to (the caller's callback)."""
+    for _ in range(12):
+        response = http.get(url, allow_redirects=False, timeout=10)
+        if response.status_code in (302, 303):
+            url = urljoin(url, response.headers["Location"])
+            if not url.startswith(base):
+                return url
+            continue
+        assert response.status_code == 200, response.text[:500]
+        page = response.text
+        if 'name="password"' in page:
+            data = {"username": username, "password": password,
+                    "next": html.unescape(re.search(r'name="next" value="([^"]*)"',
+                                                    page).group(1))}
+        elif 'name="code"' in page:
+            data = {"code": pyotp.TOTP(totp_secret).now()}
+        elif 'name="acknowledge"' in page:
+            data = {"acknowledge": "y"}
+        elif 'name="decision"' in page:
+            data = {"decision": "allow"}
+        else:
+            raise AssertionError(page[:800])
+        posted = http.post(url, data={**data, "csrf_token": csrf_from(page)},
+                           allow_redirects=False, timeout=10)
+        assert posted.status_code in (302, 303), posted.text[:800]
+        url = urljoin(url, posted.headers["Location"])
+        if not url.startswith(base):
+            return url
+    raise AssertionError("the upstream IdP never sent the browser back")
 
 
 def callback_path(url: str) -> str:

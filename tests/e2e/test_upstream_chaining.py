@@ -10,16 +10,13 @@ the other organisation's IdP, not the one under test."""
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyotp
 import pytest
 import requests
 from sqlalchemy import select
@@ -31,6 +28,7 @@ from idp.sessions.models import SsoSession
 from tests.conftest import free_port
 from tests.e2e.conftest import Server, gunicorn_process
 from tests.helpers import PASSWORD, csrf_from, forget_totp_use, make_user, totp_now
+from tests.upstream_support import sign_in_at_this_idp
 
 pytestmark = pytest.mark.e2e
 
@@ -88,33 +86,8 @@ def second_idp(env: dict[str, str], idp_server: Server,
 def _sign_in_upstream(http: requests.Session, url: str, second: SecondIdp) -> str:
     """The browser at the upstream IdP: its login, authenticator app and acknowledgment; returns
     the URL it sends the browser back to (ours)."""
-    base = second.server.base
-    for _ in range(12):
-        response = http.get(url, allow_redirects=False, timeout=10)
-        if response.status_code in (302, 303):
-            url = requests.compat.urljoin(url, response.headers["Location"])
-            if not url.startswith(base):
-                return url
-            continue
-        assert response.status_code == 200, response.text[:500]
-        page = response.text
-        if 'name="password"' in page:
-            data = {"username": "ana.up", "password": UPSTREAM_PASSWORD,
-                    "next": html.unescape(re.search(r'name="next" value="([^"]*)"',
-                                                    page).group(1))}
-        elif 'name="code"' in page:
-            data = {"code": pyotp.TOTP(second.totp_secret).now()}
-        elif 'name="acknowledge"' in page:
-            data = {"acknowledge": "y"}
-        else:
-            raise AssertionError(page[:800])
-        posted = http.post(url, data={**data, "csrf_token": csrf_from(page)},
-                           allow_redirects=False, timeout=10)
-        assert posted.status_code in (302, 303), posted.text[:800]
-        url = requests.compat.urljoin(url, posted.headers["Location"])
-        if not url.startswith(base):
-            return url
-    raise AssertionError("the upstream IdP never sent the browser back")
+    return sign_in_at_this_idp(http, url, second.server.base, "ana.up", UPSTREAM_PASSWORD,
+                               second.totp_secret)
 
 
 def _form_post(http: requests.Session, server: Server, path: str, data: dict

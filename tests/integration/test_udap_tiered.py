@@ -14,7 +14,6 @@ a wrong nonce. Nothing of the IdP is replaced."""
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import os
 import re
@@ -26,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
-import pyotp
 import pytest
 import requests
 from sqlalchemy import func, select
@@ -53,7 +51,7 @@ from tests.integration.test_smart import EHR, FHIR_BASE
 from tests.integration.test_udap import community, server_cert  # noqa: F401 - fixtures
 from tests.rp_helpers import rp_env
 from tests.udap_pki import pem, pki
-from tests.upstream_support import ForgingUdapUpstream, callback_path
+from tests.upstream_support import ForgingUdapUpstream, callback_path, sign_in_at_this_idp
 
 IDP = str(Path(sys.executable).parent / "idp")
 UPSTREAM_PASSWORD = "Tiered-Upstream-Juniper-58!"
@@ -148,35 +146,8 @@ def _follow_to_upstream(http, response) -> str:
 def _sign_in_at_second(url: str, second: SecondIdp) -> str:
     """The browser at the second IdP: password, authenticator app, acknowledgment, consent;
     returns where it sends the browser back (our callback)."""
-    browser = requests.Session()
-    for _ in range(12):
-        response = browser.get(url, allow_redirects=False, timeout=10)
-        if response.status_code in (302, 303):
-            url = requests.compat.urljoin(url, response.headers["Location"])
-            if not url.startswith(second.base):
-                return url
-            continue
-        assert response.status_code == 200, response.text[:500]
-        page = response.text
-        if 'name="password"' in page:
-            data = {"username": "ana.up", "password": UPSTREAM_PASSWORD,
-                    "next": html.unescape(re.search(r'name="next" value="([^"]*)"',
-                                                    page).group(1))}
-        elif 'name="code"' in page:
-            data = {"code": pyotp.TOTP(second.totp_secret).now()}
-        elif 'name="acknowledge"' in page:
-            data = {"acknowledge": "y"}
-        elif 'name="decision"' in page:
-            data = {"decision": "allow"}
-        else:
-            raise AssertionError(page[:800])
-        posted = browser.post(url, data={**data, "csrf_token": csrf_from(page)},
-                              allow_redirects=False, timeout=10)
-        assert posted.status_code in (302, 303), posted.text[:800]
-        url = requests.compat.urljoin(url, posted.headers["Location"])
-        if not url.startswith(second.base):
-            return url
-    raise AssertionError("the upstream IdP never sent the browser back")
+    return sign_in_at_this_idp(requests.Session(), url, second.base, "ana.up", UPSTREAM_PASSWORD,
+                               second.totp_secret)
 
 
 def _form_post(http, path: str, data: dict):
