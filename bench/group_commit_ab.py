@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,14 +51,8 @@ def commits() -> int | None:
 
 def main() -> None:
     os.sched_setaffinity(0, {int(run.GEN_CPU)})
-    tmp = Path(tempfile.mkdtemp(prefix="idp-bench-gc-"))
-    url, schema = run.database_url(tmp)
-    port = run.free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "IDP_ISSUER": issuer, "DATABASE_URL": url,
-           "IDP_KEYS_DIR": str(tmp / "keys"), "IDP_INSTANCE_DIR": str(tmp / "instance"),
-           "IDP_POLICY_DIR": run.policy_dir(tmp), "IDP_SECRET_KEY": secrets.token_urlsafe(48)}
-    env.pop("IDP_PROXY_HOPS", None)
+    tmp, url, schema, port, env = run.ab_instance("idp-bench-gc-")
+    issuer = env["IDP_ISSUER"]
     os.environ.update({k: v for k, v in env.items() if k.startswith("IDP_")})
     try:
         app = run.make_app(env)

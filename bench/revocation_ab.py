@@ -14,10 +14,8 @@ from __future__ import annotations
 import base64
 import os
 import re
-import secrets
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,14 +52,8 @@ def cpu_seconds(server: run.Process) -> float:
 
 def main() -> None:
     os.sched_setaffinity(0, {int(run.GEN_CPU)})
-    tmp = Path(tempfile.mkdtemp(prefix="idp-bench-ab-"))
-    url, schema = run.database_url(tmp)
-    port = run.free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "IDP_ISSUER": issuer, "DATABASE_URL": url,
-           "IDP_KEYS_DIR": str(tmp / "keys"), "IDP_INSTANCE_DIR": str(tmp / "instance"),
-           "IDP_POLICY_DIR": run.policy_dir(tmp), "IDP_SECRET_KEY": secrets.token_urlsafe(48)}
-    env.pop("IDP_PROXY_HOPS", None)
+    tmp, url, schema, port, env = run.ab_instance("idp-bench-ab-")
+    issuer = env["IDP_ISSUER"]
     env.pop("REDIS_URL", None)  # the epoch reading alone: the cheaper configuration's cost
     os.environ.update({k: v for k, v in env.items() if k.startswith("IDP_")
                        or k == "DATABASE_URL"})

@@ -274,6 +274,19 @@ def database_url(tmp: Path) -> tuple[str, str | None]:
     return f"{url}{sep}options=-csearch_path%3D{schema}", schema
 
 
+def ab_instance(prefix: str) -> tuple[Path, str, str | None, int, dict[str, str]]:
+    """A throwaway instance for the A/B scripts (bench/*_ab.py): its directory, database URL
+    and schema (database_url), a free port and the IdP's environment for that issuer."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    url, schema = database_url(tmp)
+    port = free_port()
+    env = {**os.environ, "IDP_ISSUER": f"http://127.0.0.1:{port}", "DATABASE_URL": url,
+           "IDP_KEYS_DIR": str(tmp / "keys"), "IDP_INSTANCE_DIR": str(tmp / "instance"),
+           "IDP_POLICY_DIR": policy_dir(tmp), "IDP_SECRET_KEY": secrets.token_urlsafe(48)}
+    env.pop("IDP_PROXY_HOPS", None)
+    return tmp, url, schema, port, env
+
+
 def drop_schema(schema: str) -> None:
     import sqlalchemy as sa
 
