@@ -162,6 +162,7 @@ class ForgingUpstream:
                   "jti": secrets.token_hex(8),
                   "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
                   **({"sid": sid} if sid else {}), **({"sub": sub} if sub else {}), **extra}
+        claims = {k: v for k, v in claims.items() if v is not None}  # jti=None: no jti
         return jwt.encode({"alg": "RS256", "kid": self.key.kid, "typ": "logout+jwt"}, claims,
                           self.key)
 

@@ -196,7 +196,8 @@ def verify(token: Any, kind: Kind, *, keys: KeySet | None = None,
     UPSTREAM_ID_TOKEN: `issuer` (the upstream's discovered issuer), `client_id` (ours there:
     in `aud`, and `azp` when present or when `aud` names others); exp and iat required. The
     nonce is the caller's (it is bound to the browser's flow).
-    UPSTREAM_LOGOUT_TOKEN: `issuer` and `client_id` likewise; events, iat, jti, no nonce.
+    UPSTREAM_LOGOUT_TOKEN: `issuer` and `client_id` likewise; events, iat, exp (BCL 1.0 §2.4),
+    jti, no nonce. `jti` single use is the caller's.
     UDAP_SOFTWARE_STATEMENT: `keys` (the x5c leaf's, path already validated), `issuer` (the
     certificate's SAN URI: iss == sub == it), `audiences` (our registration endpoint),
     `max_lifetime` (exp at most this far after iat); exp, iat and jti required. `jti` single
@@ -452,7 +453,8 @@ def _upstream_logout_token(claims: dict, *, issuer: str | None, client_id: str |
         raise InvalidJWT("not a logout token (nonce)")
     if not (isinstance(claims.get("sub"), str) or isinstance(claims.get("sid"), str)):
         raise InvalidJWT("not a logout token (sub or sid)")
-    _registry(claims, LEEWAY, {"iat": {"essential": True}, "jti": {"essential": True}})
+    _registry(claims, LEEWAY, {"iat": {"essential": True}, "exp": {"essential": True},
+                               "jti": {"essential": True}})
 
 
 def _upstream_audience(claims: dict, client_id: str) -> None:

@@ -315,7 +315,11 @@ class PushedRequest(db.Model):  # type: ignore[name-defined]
 
 
 class UsedDpopProof(db.Model):  # type: ignore[name-defined]
-    """jti of DPoP proofs already seen (RFC 9449 §11.1 replay), kept past the iat window."""
+    """jti of DPoP proofs already seen (RFC 9449 §11.1 replay), kept past the iat window.
+    Also the store of other single-use jtis that need no more than this: the key is the hash
+    of a namespaced jti ("dpop:<jkt>:<jti>"; "upstream-logout:<upstream id>:<jti>", the
+    logout tokens of idp.federation.upstream, kept until their exp), and any expired row may
+    be deleted by whoever purges."""
 
     __tablename__ = "oauth_dpop_proofs"
 

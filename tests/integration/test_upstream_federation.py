@@ -27,7 +27,13 @@ from idp.audit.models import AuditEvent
 from idp.context import policy, runtime
 from idp.extensions import db
 from idp.federation.upstream import service
-from idp.federation.upstream.models import UpstreamLink, UpstreamPending, UpstreamSession
+from idp.federation.upstream.models import (
+    UpstreamFlow,
+    UpstreamLink,
+    UpstreamPending,
+    UpstreamSession,
+)
+from idp.oidc.models import UsedDpopProof
 from idp.onboarding.models import Application, Facility
 from idp.sessions.models import SsoSession
 from tests.conftest import TEST_ISSUER
@@ -426,6 +432,67 @@ def test_an_upstream_logout_token_ends_our_session(ctx, client, forge, monkeypat
     db.session.refresh(sso)
     assert sso.end_reason == "upstream_logout"
     assert client.get("/account").status_code == 302
+
+
+def _refusals() -> list[str]:
+    return [e.detail.get("reason") for e in db.session.execute(
+        select(AuditEvent).where(AuditEvent.event == "upstream.backchannel_refused")
+        .order_by(AuditEvent.seq)).scalars()]
+
+
+def test_a_replayed_logout_token_is_refused_and_ends_no_later_session(ctx, client, forge):
+    """Back-Channel Logout 1.0 §2.6: a jti seen before is refused. A replayed token naming
+    the sub would otherwise end every later session of that person."""
+    user = make_user()
+    row = _register("forge", forge)
+    service.link(user, row, {"sub": forge.subject}, "proven")
+    db.session.commit()
+    client.get(callback_path(_forge_trip(client, forge)))
+    pass_totp(client, "drsmith")
+    token = forge.logout_token(sub=forge.subject)
+    first = client.post("/upstream/forge/backchannel-logout", data={"logout_token": token})
+    assert first.status_code == 200 and _sessions() == []
+    client.get(callback_path(_forge_trip(client, forge)))  # signs in again
+    pass_totp(client, "drsmith")
+    [later] = _sessions()
+    replay = client.post("/upstream/forge/backchannel-logout", data={"logout_token": token})
+    assert replay.status_code == 400 and replay.json == {"error": "invalid_request"}
+    assert replay.headers["Cache-Control"] == "no-store"
+    no_jti = client.post("/upstream/forge/backchannel-logout",
+                         data={"logout_token": forge.logout_token(sub=forge.subject, jti=None)})
+    assert no_jti.status_code == 400
+    assert [s.id for s in _sessions()] == [later.id]
+    refused = _refusals()
+    assert refused[0] == "logout token replayed (jti seen before)"
+    assert refused[1].startswith("logout token refused:") and "jti" in refused[1]
+    done = db.session.execute(select(AuditEvent).where(
+        AuditEvent.event == "upstream.backchannel_logout")).scalars().all()
+    assert [e.detail["ended"] for e in done] == [1]
+    assert client.get("/account").status_code == 200
+
+
+def test_expired_upstream_flows_and_logout_jtis_are_purged_live_ones_stay(
+        ctx, client, forge, frozen, monkeypatch):
+    row = _register("forge", forge)
+    _begin(client, "forge")
+    now = int(clock.now().timestamp())
+    service._use_logout_jti(row, "old-jti", now)
+    service._use_logout_jti(row, "live-jti", now + 7 * 86400)
+    db.session.commit()
+    [old_flow] = db.session.execute(select(UpstreamFlow.state_hash)).scalars().all()
+    frozen.advance(max(policy().upstreams.flow_lifetime, 60) + 120)
+    monkeypatch.setattr(service, "PURGE_EVERY", 1)  # this begin() is the one that purges
+    _begin(client, "forge")
+    db.session.expire_all()
+    flows = db.session.execute(select(UpstreamFlow.state_hash)).scalars().all()
+    assert len(flows) == 1 and flows != [old_flow]
+    kept = set(db.session.execute(select(UsedDpopProof.jti_hash)).scalars())
+    keys = {name: service.digest(f"upstream-logout:{row.id}:{name}")
+            for name in ("old-jti", "live-jti")}
+    assert keys["live-jti"] in kept and keys["old-jti"] not in kept
+    assert service.purge_expired() == {"flows": 0, "jtis": 0}
+    with pytest.raises(service.UpstreamError, match="replayed"):
+        service._use_logout_jti(row, "live-jti", now + 7 * 86400)
 
 
 def test_account_page_lists_links_and_unlink_keeps_a_way_to_sign_in(ctx, signed_in, forge):

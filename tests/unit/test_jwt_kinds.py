@@ -408,7 +408,7 @@ def test_upstream_id_token_rules(every_key, client_key, changes, reason):
 
 
 @pytest.mark.parametrize("changes", [{"events": None}, {"nonce": "n"}, {"jti": None},
-                                     {"sid": None}, {"aud": OTHER_CLIENT}])
+                                     {"exp": None}, {"sid": None}, {"aud": OTHER_CLIENT}])
 def test_upstream_logout_token_rules(every_key, client_key, changes):
     with pytest.raises(jwt.InvalidJWT):
         check(upstream_logout_token(client_key, **changes), Kind.UPSTREAM_LOGOUT_TOKEN,

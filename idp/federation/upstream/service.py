@@ -22,6 +22,8 @@ import requests
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.exc import IntegrityError
 
 from idp import clock
 from idp.accounts.models import User
@@ -38,6 +40,7 @@ from idp.federation.upstream.models import (
     UpstreamSession,
 )
 from idp.keys import jwt
+from idp.oidc.models import UsedDpopProof
 from idp.policy import UpstreamsPolicy
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
@@ -46,6 +49,7 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 ENV_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,99}")
 LINK_BY = ("email", "upn", "npi")
 DOMAIN_RE = re.compile(r"([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,63}")
+PURGE_EVERY = 200  # about one write in this many also deletes the expired rows (idp.oidc.par)
 
 
 class UpstreamError(Exception):
@@ -237,6 +241,8 @@ def begin(row: Upstream, next_url: str, *, login_hint: str | None = None) -> tup
     meta = metadata(row)
     state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
     now = clock.now()
+    if secrets.randbelow(PURGE_EVERY) == 0:
+        purge_expired()
     db.session.add(UpstreamFlow(
         state_hash=digest(state), upstream_id=row.id, nonce=nonce,
         verifier_encrypted=crypto.encrypt(verifier), next_url=next_url, purpose="login",
@@ -251,6 +257,21 @@ def begin(row: Upstream, next_url: str, *, login_hint: str | None = None) -> tup
     separator = "&" if urlsplit(endpoint).query else "?"
     audit.record("upstream.redirected", upstream=row.name)
     return f"{endpoint}{separator}{urlencode(params)}", state
+
+
+def purge_expired() -> dict[str, int]:
+    """Delete the flows past their lifetime (used or not: a state that comes back after is
+    "unknown", refused all the same) and the remembered jtis past their token's exp. Called
+    from begin() and from the logout token's path, about one call in PURGE_EVERY, as
+    idp.oidc.par and idp.oidc.dpop purge theirs; returns the counts."""
+    now = clock.now()
+    flows = cast(CursorResult, db.session.execute(
+        sql_delete(UpstreamFlow).where(UpstreamFlow.expires_at <= now)
+        .execution_options(synchronize_session=False)))
+    jtis = cast(CursorResult, db.session.execute(
+        sql_delete(UsedDpopProof).where(UsedDpopProof.expires_at <= now)
+        .execution_options(synchronize_session=False)))
+    return {"flows": flows.rowcount, "jtis": jtis.rowcount}
 
 
 def claim_flow(row: Upstream, state: str, browser_state: str | None) -> UpstreamFlow:
@@ -515,7 +536,9 @@ def record_session(sso: SsoSession, row: Upstream, subject: str, sid: str | None
 
 def backchannel_logout(row: Upstream, token: str) -> list[str]:
     """An upstream's logout token (Back-Channel Logout 1.0 §2.6): end our sessions its sid (or
-    else its sub) started. Returns the ended sids; InvalidJWT / UpstreamError when refused."""
+    else its sub) started. Its jti is used once (§2.6 step 10: a replayed token, which could
+    end a later session of the same sub, is refused). Returns the ended sids; UpstreamError
+    when refused."""
     try:
         verified = jwt.verify(token, jwt.Kind.UPSTREAM_LOGOUT_TOKEN,
                               keys=keys(row, _kid(token)), issuer=row.issuer,
@@ -523,6 +546,7 @@ def backchannel_logout(row: Upstream, token: str) -> list[str]:
     except jwt.InvalidJWT as exc:
         raise UpstreamError(f"logout token refused: {exc}") from None
     claims = verified.claims
+    _use_logout_jti(row, claims["jti"], claims["exp"])
     query = select(UpstreamSession.sso_session_id).where(UpstreamSession.upstream_id == row.id)
     if isinstance(claims.get("sid"), str):
         query = query.where(UpstreamSession.upstream_sid == claims["sid"])
@@ -532,6 +556,29 @@ def backchannel_logout(row: Upstream, token: str) -> list[str]:
     ended = sessions.end_where(SsoSession.id.in_(ids), reason="upstream_logout") if ids else []
     audit.record("upstream.backchannel_logout", upstream=row.name, ended=len(ended))
     return ended
+
+
+def _use_logout_jti(row: Upstream, jti: Any, exp: Any) -> None:
+    """Remember the logout token's jti for this upstream until its exp (+ the verifier's clock
+    skew: it is refused as expired after that). The store is the one of DPoP proof jtis
+    (idp.oidc.models.UsedDpopProof: a hash per namespaced jti, and when it may go), under
+    the prefix "upstream-logout:<upstream id>:". The verifier required jti and exp."""
+    if not isinstance(jti, str) or not jti or len(jti) > 256:
+        raise UpstreamError("logout token refused: no usable jti")
+    try:
+        expires = clock.from_timestamp(int(exp) + jwt.LEEWAY)
+    except (OverflowError, ValueError, OSError, TypeError):
+        raise UpstreamError("logout token refused: exp out of range") from None
+    if secrets.randbelow(PURGE_EVERY) == 0:
+        purge_expired()
+    key = digest(f"upstream-logout:{row.id}:{jti}")
+    if db.session.get(UsedDpopProof, key) is not None:
+        raise UpstreamError("logout token replayed (jti seen before)")
+    try:
+        with db.session.begin_nested():
+            db.session.add(UsedDpopProof(jti_hash=key, expires_at=expires))
+    except IntegrityError:  # a concurrent delivery of the same token
+        raise UpstreamError("logout token replayed (jti seen before)") from None
 
 
 def logout_at_upstream(sso_session_id: str, post_logout_redirect_uri: str | None
