@@ -536,7 +536,7 @@ def record_session(sso: SsoSession, row: Upstream, subject: str, sid: str | None
 
 def backchannel_logout(row: Upstream, token: str) -> list[str]:
     """An upstream's logout token (Back-Channel Logout 1.0 §2.6): end our sessions its sid (or
-    else its sub) started. Its jti is used once (§2.6 step 10: a replayed token, which could
+    else its sub) started. Its jti is used once (§2.6, the jti check: a replayed token, which could
     end a later session of the same sub, is refused). Returns the ended sids; UpstreamError
     when refused."""
     try:
