@@ -24,7 +24,6 @@ from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session, UOWTransaction
 
 from idp.extensions import db
-from idp.oidc import revocation_cache
 from idp.oidc.models import Client
 
 TTL = 5.0          # seconds a change made on another node may go unseen here
@@ -35,11 +34,6 @@ _version = 0
 _entries: dict[str, tuple[float, int, dict[str, Any]]] = {}
 _columns: tuple[str, ...] = ()
 _clock = time.monotonic  # tests move it
-
-
-def version() -> int:
-    """Moves whenever a client changes in this process."""
-    return _version
 
 
 def invalidate() -> None:
@@ -92,7 +86,6 @@ def _after_flush(session: Session, _context: UOWTransaction) -> None:
                                                      session.deleted)):
         session.info[_FLAG] = True
         invalidate()
-        revocation_cache.bump(session)  # other nodes' form-action directive (idp.web)
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -102,7 +95,6 @@ def _bulk(state: Any) -> None:
         if getattr(table, "name", None) == Client.__tablename__:
             state.session.info[_FLAG] = True
             invalidate()
-            revocation_cache.bump(state.session)
 
 
 @event.listens_for(Session, "after_commit")

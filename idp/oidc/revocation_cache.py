@@ -152,12 +152,10 @@ def user_info(user_id: int, scope: str, build: Callable[[User], dict[str, Any]],
 _FLAG = "idp_revocation_epoch_moved"
 
 
-def bump(session: Session | None = None) -> None:
+def bump() -> None:
     """In the revoking transaction: the epoch moves when it commits; after the commit this
-    process forgets its entries and, with Redis, every other process is told. Also moved by
-    any change to a client registration (idp.oidc.client_cache), so that what is derived
-    from the registrations (the CSP form-action directive) can be cached under it too."""
-    session = session or db.session()
+    process forgets its entries and, with Redis, every other process is told."""
+    session = db.session()
     moved = session.connection().execute(_BUMP).rowcount
     if not moved:  # the row is missing (emptied tables): it starts again
         session.connection().execute(_FIRST)

@@ -4,14 +4,9 @@ Chromium applies form-action to every redirect that follows a form submission, a
 form's post ends in a redirect to the relying party (login -> /authorize -> redirect_uri), as
 does the logout confirmation (-> post_logout_redirect_uri). So the directive lists 'self' and
 the origins of every enabled client's registered redirect and post-logout URIs: an injected
-form cannot post a user's input anywhere else.
-
-Cached per client change (issue 26: a sign-in read it on each of its pages): the directive is
-kept under (this process's client-cache version, the revocation epoch). Every change to a
-client registration moves both (idp.oidc.client_cache: at once in the process that made it;
-the epoch in its transaction, so other processes and nodes see it at their next epoch reading,
-at most `tokens.revocation_cache_ms` later, at once with Redis). With the revocation cache off
-(`revocation_cache_ms = 0`) it is read on every HTML page, as before.
+form cannot post a user's input anywhere else. Read on every HTML page (one small SELECT; pages
+are not the hot path): a cached list would make a client registered on another node fail its
+first sign-ins until the cache expired (Chromium blocks the final redirect).
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from idp.extensions import db
-from idp.oidc import client_cache, revocation_cache
 from idp.oidc.models import Client
 
 LOOPBACK = ("127.0.0.1", "[::1]", "localhost")
@@ -47,21 +41,9 @@ def sources_for(uris: list[str], loopback_any_port: bool) -> set[str]:
     return found
 
 
-_cached: tuple[tuple[int, int | None], str] | None = None
-
-
 def directive() -> str:
     """The form-action directive; '' when the clients cannot be read (the database is down:
     no sign-in can finish then anyway, and the page must still render)."""
-    global _cached
-    try:
-        key = (client_cache.version(), revocation_cache.current_epoch())
-    except SQLAlchemyError:
-        db.session.rollback()
-        return ""
-    cached = _cached
-    if key[1] is not None and cached is not None and cached[0] == key:
-        return cached[1]
     try:
         rows = db.session.execute(select(Client.redirect_uris, Client.post_logout_redirect_uris,
                                          Client.loopback_any_port)
@@ -72,7 +54,4 @@ def directive() -> str:
     sources: set[str] = set()
     for redirects, logouts, any_port in rows:
         sources |= sources_for([*(redirects or []), *(logouts or [])], bool(any_port))
-    value = " ".join(["form-action 'self'", *sorted(sources)])
-    if key[1] is not None and key[0] == client_cache.version():
-        _cached = (key, value)  # no client change seen meanwhile
-    return value
+    return " ".join(["form-action 'self'", *sorted(sources)])

@@ -314,48 +314,6 @@ def test_forms_may_post_to_this_site_and_registered_client_uris_only(ctx, client
     assert "https://new.example" in _form_action(client.get("/login"))
 
 
-def test_form_action_is_read_once_per_client_change_and_follows_other_nodes(
-        app, ctx, client, monkeypatch):
-    """Cached under (the client cache's version, the revocation epoch): pages read no client
-    row while nothing changed; a client registered on another node (its row and the epoch
-    moved, committed outside this process's sessions) is allowed once this process's epoch
-    reading is as old as the bound (tokens.revocation_cache_ms), held and moved here."""
-    from sqlalchemy import event, insert
-
-    from idp.context import policy
-    from idp.extensions import db
-    from idp.oidc import revocation_cache
-    from idp.oidc.models import Client
-
-    now = [1e9]
-    monkeypatch.setattr(revocation_cache, "_clock", lambda: now[0])
-    revocation_cache.clear()
-    make_client(redirect_uri="https://first.example/cb")
-    assert "https://first.example" in _form_action(client.get("/login"))
-    seen: list[str] = []
-
-    def count(conn, cursor, statement, *args):  # noqa: ANN001, ANN002
-        seen.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        assert "https://first.example" in _form_action(client.get("/login"))
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
-    assert not [s for s in seen if "oauth_clients" in s], seen
-    with db.engine.begin() as conn:  # another node registers a client
-        conn.execute(insert(Client.__table__).values(
-            client_id="other-node-rp", client_secret_hash=None, client_name="Elsewhere",
-            redirect_uris=["https://elsewhere.example/cb"], scope="openid",
-            grant_types=["authorization_code"], response_types=["code"],
-            token_endpoint_auth_method="none", first_party=False))
-        if not conn.execute(revocation_cache._BUMP).rowcount:
-            conn.execute(revocation_cache._FIRST)
-    assert "https://elsewhere.example" not in _form_action(client.get("/login"))  # within
-    now[0] += policy().tokens.revocation_cache_ms / 1000  # the bound has passed
-    assert "https://elsewhere.example" in _form_action(client.get("/login"))
-
-
 def test_form_action_sources_ignore_what_could_break_the_header():
     from idp.web.form_action import sources_for
 
