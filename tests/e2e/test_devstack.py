@@ -256,7 +256,7 @@ def test_portal_sign_in_then_sso_to_the_ehr_then_logout(stack: Stack):
     text = dashboard.text
     assert "Welcome, Alex Rivera" in text and "Physician" in text
     assert "Your session ends in 11 h 59 min" in text or "Your session ends in 12 h 0 min" in text
-    assert 'id="appointments"' in text and "Today&#39;s appointments" in text
+    assert 'id="appointments"' in text and "Today's appointments" in html.unescape(text)
     assert "Eleanor Whitfield" in text  # a fictitious patient, from the EHR API
     assert 'id="pending-labs"' in text and "Lipid panel" in text
     assert 'role="alert"' not in text, text
