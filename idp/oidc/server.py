@@ -42,7 +42,7 @@ from flask import Flask, Response, request
 from flask import request as flask_request
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import clock
@@ -68,6 +68,8 @@ from idp.sessions.models import SsoSession
 
 ALL_AUTH_METHODS = list(AUTH_METHODS)
 CONFIDENTIAL_AUTH_METHODS = list(CONFIDENTIAL_METHODS)
+
+PURGE_EVERY = 200  # about one client assertion in this many also purges expired jtis
 
 
 def carry(oauth_request: object, ctx: AuthContext | None,
@@ -648,6 +650,8 @@ class ClientAssertion(JWTBearerClientAssertion):
         key = digest(f"{claims.get('iss')}:{jti}")
         if db.session.get(UsedAssertion, key) is not None:
             return False
+        if secrets.randbelow(PURGE_EVERY) == 0:
+            purge_used_assertions()
         exp = claims.get("exp")  # at most client_assertion_max_lifetime ahead (idp.keys.jwt)
         expires = clock.now() + timedelta(
             seconds=policy().tokens.client_assertion_jti_retention)
@@ -664,6 +668,13 @@ class ClientAssertion(JWTBearerClientAssertion):
         except IntegrityError:
             return False  # a concurrent request used the same assertion
         return True
+
+
+def purge_used_assertions() -> None:
+    """Forget the client assertions' jtis past their retention (their replay window is over:
+    the verifier refuses such an assertion as expired). About one assertion in PURGE_EVERY
+    does it, as PAR and DPoP purge theirs."""
+    db.session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at <= clock.now()))
 
 
 def _feature_check(client: Client, assertion: str) -> AssertionCheck | None:

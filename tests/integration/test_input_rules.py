@@ -91,3 +91,47 @@ def test_a_used_assertion_is_remembered_for_the_policy_retention(ctx, client, mo
             UsedAssertion.expires_at > fixed + timedelta(seconds=kept_for - 1),
             UsedAssertion.expires_at < fixed + timedelta(seconds=kept_for + 1))).scalars()
         assert clock.aware(used.expires_at) == fixed + timedelta(seconds=kept_for)
+
+
+def test_used_assertion_jtis_are_forgotten_after_their_retention(ctx, client, monkeypatch):
+    """The replay store of client assertions does not grow for ever: rows past their retention
+    go (one assertion in PURGE_EVERY purges; here every one), rows within it stay."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from idp import clock
+    from idp.context import policy
+    from idp.extensions import db
+    from idp.oidc import server
+    from idp.oidc.models import UsedAssertion
+
+    fixed = clock.now().replace(microsecond=0)
+    monkeypatch.setattr(clock, "now", lambda: fixed)
+    monkeypatch.setattr(server, "PURGE_EVERY", 1)
+    key = RSAKey.generate_key(2048, private=True)
+    public = {**key.as_dict(private=False), "kid": "k1", "use": "sig", "alg": "RS256"}
+    rp = make_client(auth_method="private_key_jwt", jwks={"keys": [public]},
+                     grant_types=["client_credentials"], scope="system/Patient.rs",
+                     redirect_uri="https://svc.example/cb")
+
+    def token() -> int:
+        now = int(clock.now().timestamp())
+        assertion = jwt.encode({"alg": "RS256", "kid": "k1"}, {
+            "iss": rp.client_id, "sub": rp.client_id, "aud": "http://idp.test/token",
+            "jti": secrets.token_urlsafe(12), "iat": now, "exp": now + 30}, key)
+        return client.post("/token", data={
+            "grant_type": "client_credentials", "client_assertion": assertion,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        }).status_code
+
+    def remembered() -> int:
+        db.session.expire_all()
+        return db.session.scalar(select(func.count()).select_from(UsedAssertion))
+
+    assert token() == 200 and token() == 200
+    assert remembered() == 2  # within their retention: a replay must still be caught
+    later = fixed + timedelta(seconds=policy().tokens.client_assertion_jti_retention + 1)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    assert token() == 200
+    assert remembered() == 1  # the two old ones went; the new one stays
