@@ -53,6 +53,14 @@ def verify_password(user: User | None, password: str) -> bool:
     return True
 
 
+def _same_work_as_a_local_password(password: str) -> None:
+    """One argon2 verification against the dummy hash (its answer unused)."""
+    try:
+        runtime().hasher.verify(runtime().dummy_hash, password or "")
+    except (VerificationError, InvalidHashError):
+        pass
+
+
 @dataclass(frozen=True)
 class LoginResult:
     user: User | None      # set when the sign-in succeeded
@@ -107,7 +115,10 @@ def _authenticate_elsewhere(delegate: verifiers.PasswordVerifier, account: User,
                             identifier: str, password: str) -> LoginResult:
     """An account whose password another place checks: our own disabled state, lockout and
     throttles come first, so a locked or disabled account sends that place no password at all
-    (the IdP cannot be used to lock out or guess at the directory beyond our policy)."""
+    (the IdP cannot be used to lock out or guess at the directory beyond our policy). It
+    costs one argon2 verification all the same, so that the time of an answer does not tell
+    which names are accounts of that place."""
+    _same_work_as_a_local_password(password)
     if account.disabled:
         return LoginResult(None, account, "disabled",
                            locked=lock_shadow.register_failure(identifier))

@@ -310,3 +310,32 @@ def test_passwordless_sign_in_asks_the_directory_and_reset_stays_there(lctx, sla
     change = account_settings.change_password(user, sso, PASSWORD, "Another-Long-Pass-2026!")
     assert not change.ok and "directory" in change.errors[0]
     assert _user("ajones").password_hash is None
+
+
+def test_a_directory_sign_in_costs_one_argon2_verification_like_an_unknown_name(
+        lctx, lclient, slapd, monkeypatch):
+    """No timing oracle for directory accounts: an unknown name costs one argon2 verification
+    (against the dummy hash), so a directory account's sign-in, right or wrong, costs one too,
+    besides the bind."""
+    from idp.context import runtime
+
+    _synced()
+    calls: list[str] = []
+
+    class Counting:
+        def __init__(self, hasher):
+            self.hasher = hasher
+
+        def __getattr__(self, name: str):
+            return getattr(self.hasher, name)
+
+        def verify(self, stored: str, password: str) -> bool:
+            calls.append(stored)
+            return self.hasher.verify(stored, password)
+
+    monkeypatch.setattr(runtime(), "hasher", Counting(runtime().hasher))
+    for username, password, status in (("nobody.here", PASSWORD, 401), ("ajones", "wrong", 401),
+                                        ("ajones", PASSWORD, 302)):
+        calls.clear()
+        assert _post_login(lclient, username, password).status_code == status
+        assert calls == [runtime().dummy_hash], (username, password)
