@@ -206,6 +206,7 @@ def event_record(item: AuditEvent) -> dict:
     return {"seq": item.seq, "at": clock.aware(item.at).isoformat(), "event": item.event,
             "user_id": item.user_id, "client_id": item.client_id, "ip": item.ip,
             "actor": item.actor, "user_agent": item.user_agent, "detail": item.detail or {},
+            "chain": item.chain, "chain_seq": item.chain_seq, "anchors": item.anchors,
             "prev_hash": item.prev_hash, "hash": item.hash}
 
 
@@ -224,23 +225,25 @@ def export_lines(flt: AuditFilter, batch: int = 500) -> Iterator[str]:
 
 
 def verify_lines(lines: Iterable[str]) -> tuple[bool, int, int | None]:
-    """Re-hash exported lines. Every line must hash to its `hash`; consecutive seqs must link
-    (prev_hash = the previous line's hash). A filtered export has gaps: those are not links.
-    Returns (intact, lines checked, first broken seq)."""
-    prev: dict | None = None
+    """Re-hash exported lines. Every line must hash to its `hash`; consecutive positions of
+    one chain must link (prev_hash = the hash of the line before in that chain). A filtered
+    export has gaps: those are not links. Returns (intact, lines checked, first broken seq)."""
+    last: dict[int, dict] = {}   # chain -> its previous line
     count = 0
     for line in lines:
         if not line.strip():
             continue
         row = json.loads(line)
-        digest_ = audit._hash(row["prev_hash"], row["seq"], row["at"], row["event"],
+        chain, position = row.get("chain", 1), row.get("chain_seq", row["seq"])
+        digest_ = audit._hash(row["prev_hash"], position, row["at"], row["event"],
                               row["user_id"], row["client_id"], row["ip"], row["actor"],
-                              row["user_agent"], row["detail"])
-        linked = prev is None or prev["seq"] + 1 != row["seq"] or \
+                              row["user_agent"], row["detail"], row.get("anchors"))
+        prev = last.get(chain)
+        linked = prev is None or prev.get("chain_seq", prev["seq"]) + 1 != position or \
             prev["hash"] == row["prev_hash"]
         if digest_ != row["hash"] or not linked:
             return False, count, row["seq"]
-        prev, count = row, count + 1
+        last[chain], count = row, count + 1
     return True, count, None
 
 

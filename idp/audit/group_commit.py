@@ -15,8 +15,8 @@ in ONE transaction:
    (nothing of it is written; its request learns so and answers as before: a reused refresh
    token);
 2. writes the other stages' rows, one executemany per statement;
-3. advances the audit chain head once for the whole batch (`seq = seq + n`), computes the
-   events' hashes in batch order, inserts them and stores the last hash;
+3. appends the batch's audit events to this process's chain (idp.audit.chains) with one
+   claim of the chain's head, in batch order;
 4. commits; then wakes the requests, and the first request queued meanwhile leads next.
 
 Nothing is acknowledged before it is durable: a request answers only after the commit that
@@ -29,8 +29,6 @@ fails is retried stage by stage, so one bad stage fails only its own request.
 from __future__ import annotations
 
 import contextvars
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -39,34 +37,23 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, scoped_session
 
-from idp.audit.models import AuditEvent, AuditHead
+from idp.audit import chains
 from idp.context import settings
 from idp.core import events, metrics
 from idp.extensions import db
 
 log = logging.getLogger("idp.group_commit")
 AnySession = Session | scoped_session[Any]
-GENESIS = "0" * 64
 WAIT_TIMEOUT = 60.0  # seconds a request waits for its batch before it gives up (an error)
 
 
 class Refused(Exception):
     """A check of the stage matched no row (the refresh token was used meanwhile)."""
-
-
-def chain_hash(prev: str, seq: int, at: str, event: str, user_id: int | None,
-               client_id: str | None, ip: str | None, actor: str | None,
-               user_agent: str | None, detail: dict[str, Any]) -> str:
-    body = json.dumps([prev, seq, at, event, user_id, client_id, ip, actor, user_agent, detail],
-                      sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(body.encode()).hexdigest()
 
 
 @dataclass(eq=False)
@@ -166,10 +153,6 @@ def commit(session: AnySession) -> None:
         raise Refused()
     for seq in stage.seqs:
         events.emit(events.AUDIT_RECORDED, seq=seq)  # the audit stream, after the commit
-
-
-_HEAD = AuditHead.__table__
-_INSERT_EVENT = insert(AuditEvent.__table__)
 
 
 class Committer:
@@ -296,20 +279,9 @@ class Committer:
         pending = [(stage, row) for stage in live for row in stage.events]
         if not pending:
             return
-        last, prev = _advance(conn, len(pending))
-        seq = last - len(pending)
-        rows = []
-        for stage, row in pending:
-            seq += 1
-            at: datetime = row["at"]
-            digest = chain_hash(prev, seq, at.isoformat(), row["event"], row["user_id"],
-                                row["client_id"], row["ip"], row["actor"], row["user_agent"],
-                                row["detail"])
-            rows.append({**row, "seq": seq, "prev_hash": prev, "hash": digest})
+        seqs = chains.append(conn, [row for _, row in pending])  # one claim for the batch
+        for (stage, _), seq in zip(pending, seqs, strict=True):
             stage.seqs.append(seq)
-            prev = digest
-        conn.execute(_INSERT_EVENT, rows)
-        conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=prev))
 
 
 def _checks_hold(conn: Connection, stage: Stage) -> bool:
@@ -323,24 +295,6 @@ def _checks_hold(conn: Connection, stage: Stage) -> bool:
             return False
     nested.commit()
     return True
-
-
-def _advance(conn: Connection, count: int) -> tuple[int, str]:
-    """The head's new seq (moved by `count`) and its hash before this batch, in one UPDATE
-    that holds the head until the batch commits (concurrent committers of other processes
-    and nodes take turns)."""
-    statement = update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + count) \
-        .returning(_HEAD.c.seq, _HEAD.c.last_hash)
-    for _ in range(2):
-        row = conn.execute(statement).first()
-        if row is not None:
-            return row[0], row[1]
-        try:
-            with conn.begin_nested():
-                conn.execute(insert(_HEAD).values(id=1, seq=0, last_hash=GENESIS))
-        except IntegrityError:
-            pass  # another writer created the head first
-    raise RuntimeError("audit head row could not be created")
 
 
 _COMMITTERS: dict[tuple[int, int], Committer] = {}

@@ -1,26 +1,26 @@
-"""Record events in the caller's transaction; verify the chain."""
+"""Record events in the caller's transaction (on this process's chain: idp.audit.chains);
+verify the chains."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask import has_request_context, request
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp import clock
-from idp.audit import group_commit
-from idp.audit.models import AuditEvent, AuditHead
+from idp.audit import chains, group_commit
+from idp.audit.models import AuditEvent
 from idp.core import events, metrics
 from idp.extensions import db
 
-GENESIS = "0" * 64
+GENESIS = chains.GENESIS
 # Keys that must never reach the audit trail, whatever a caller passes.
 _FORBIDDEN = {"password", "code", "token", "secret", "client_secret", "refresh_token"}
 
 
-_hash = group_commit.chain_hash  # one definition of the chain's hash
+_hash = chains.chain_hash  # one definition of the chain's hash
 
 
 def record(event: str, *, user_id: int | None = None, client_id: str | None = None,
@@ -34,14 +34,8 @@ def record(event: str, *, user_id: int | None = None, client_id: str | None = No
     """
     session = session or db.session
     row = _row(event, user_id, client_id, ip, actor, user_agent, detail)
-    seq, prev = _advance_head(session)
-    at = row["at"] = clock.now()
-    digest = _hash(prev, seq, at.isoformat(), event, row["user_id"], row["client_id"],
-                   row["ip"], row["actor"], row["user_agent"], detail)
-    row.update(seq=seq, prev_hash=prev, hash=digest)
-    connection = session.connection()
-    connection.execute(_SET_HASH, {"digest": digest})
-    connection.execute(_INSERT, row)  # Core, like the head: no unit-of-work bookkeeping
+    row["at"] = clock.now()
+    (seq,) = chains.append(session.connection(), [row])  # this process's chain
     metrics.note(session, event, detail)  # counted if this transaction commits
     events.emit(events.AUDIT_RECORDED, seq=seq)  # the audit stream, after the commit
     return seq
@@ -76,64 +70,35 @@ def _row(event: str, user_id: int | None, client_id: str | None, ip: str | None,
             "actor": actor, "user_agent": user_agent, "detail": detail}
 
 
-# Core statements on the session's connection: the head row is never loaded as an object, and
-# the ORM's bulk-UPDATE machinery cost more than the statements themselves (profiled).
-_HEAD = AuditHead.__table__
-_ADVANCE = (update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + 1)
-            .returning(_HEAD.c.seq, _HEAD.c.last_hash))
-_SET_HASH = update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=bindparam("digest"))
-_INSERT = insert(AuditEvent.__table__)
-
-
-def _advance_head(session: Session) -> tuple[int, str]:
-    """Take the next sequence number and the previous hash in one UPDATE.
-
-    The UPDATE holds the head row (PostgreSQL) or the write lock (SQLite) until the caller's
-    transaction ends, so concurrent writers on any number of nodes extend one chain in turn.
-    """
-    for _ in range(2):
-        row = session.connection().execute(_ADVANCE).first()
-        if row is not None:
-            return row[0], row[1]
-        try:
-            with session.begin_nested():
-                session.add(AuditHead(id=1, seq=0, last_hash=GENESIS))
-        except IntegrityError:
-            pass  # another writer created the head first
-    raise RuntimeError("audit head row could not be created")
-
-
 def verify(session: Session | None = None) -> tuple[bool, int, int | None]:
-    """Walk the chain. Returns (intact, events checked, first broken seq or None)."""
-    session = session or db.session
-    prev, expected_seq, count = GENESIS, 1, 0
-    for item in session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars():
-        digest = _hash(prev, item.seq, clock.aware(item.at).isoformat(), item.event,
-                       item.user_id, item.client_id, item.ip, item.actor, item.user_agent,
-                       item.detail or {})
-        if item.seq != expected_seq or item.prev_hash != prev or item.hash != digest:
-            return False, count, item.seq
-        prev, expected_seq, count = item.hash, expected_seq + 1, count + 1
-    head = session.get(AuditHead, 1)
-    if head is not None and (head.seq != count or head.last_hash != prev):
-        return False, count, count + 1  # events were deleted from the end
-    return True, count, None
+    """Walk every chain (idp.audit.chains.verify). Returns (intact, events checked, first
+    broken seq or None); `verdict()` also says why and how many chains."""
+    found = verdict(session)
+    return found.intact, found.events, found.first_broken_seq
+
+
+def verdict(session: Session | None = None) -> chains.Verdict:
+    return chains.verify((session or db.session()).connection())
 
 
 def anchor(session: Session | None = None) -> dict[str, Any] | None:
-    """The latest event's seq, hash and time: an anchor for operators to keep elsewhere
-    (another system, a ticket, paper). None while the trail is empty."""
+    """The latest event's seq, hash and time, and every chain's head: an anchor for
+    operators to keep elsewhere (another system, a ticket, paper). None while the trail is
+    empty."""
     session = session or db.session
     item = session.execute(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)
                            ).scalar_one_or_none()
     if item is None:
         return None
-    return {"seq": item.seq, "hash": item.hash, "at": clock.aware(item.at).isoformat()}
+    return {"seq": item.seq, "hash": item.hash, "at": clock.aware(item.at).isoformat(),
+            "chains": chains.heads(db.session.connection() if session is None
+                                   else session.connection())}
 
 
 def check_anchor(kept: dict[str, Any], session: Session | None = None) -> str | None:
-    """None when the anchored event still exists with the anchored hash; else what is wrong.
-    With verify() intact, every event up to the anchor is then the one anchored."""
+    """None when the anchored event (and every chain head the anchor names) still exists
+    with the anchored hash; else what is wrong. With verify() intact, every event up to the
+    anchored positions is then the one anchored."""
     session = session or db.session
     seq, digest = kept.get("seq"), kept.get("hash")
     if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(digest, str):
@@ -143,4 +108,18 @@ def check_anchor(kept: dict[str, Any], session: Session | None = None) -> str | 
         return f"anchored event {seq} is missing"
     if item.hash != digest:
         return f"anchored event {seq} has hash {item.hash}, the anchor says {digest}"
+    heads = kept.get("chains", {})
+    if not isinstance(heads, dict):
+        return "the anchor's chains must be an object"
+    for chain, pair in heads.items():
+        if (not str(chain).isdigit() or not isinstance(pair, list) or len(pair) != 2
+                or not isinstance(pair[0], int) or not isinstance(pair[1], str)):
+            return f"the anchor's chain {chain!r} needs [position, hash]"
+        found = chains.event_at(db.session.connection() if session is None
+                                else session.connection(), int(chain), pair[0])
+        if found is None:
+            return f"anchored position {pair[0]} of chain {chain} is missing"
+        if found.hash != pair[1]:
+            return (f"anchored position {pair[0]} of chain {chain} has hash {found.hash}, "
+                    f"the anchor says {pair[1]}")
     return None

@@ -1,8 +1,10 @@
 """One audit event in each sink's format: RFC 5424 syslog, CEF, FHIR R4 AuditEvent (IHE BALP).
 
-Every format carries the chain position: seq, hash and the previous event's hash, so the
-receiver can check that nothing is missing (seq continuous, prev_hash = the hash before) and
-that nothing was altered (recompute the hash with `idp audit verify` on the IdP's side)."""
+Every format carries the chain position: seq (the event's id), the writer's chain and the
+position in it (chain_seq), hash and the previous event's hash, so the receiver can check that
+nothing is missing (per chain: chain_seq continuous, prev_hash = the hash of the chain's event
+before) and that nothing was altered (recompute the hash with `idp audit verify` on the IdP's
+side). seq alone may have gaps and arrive out of order across chains (idp.audit.chains)."""
 
 from __future__ import annotations
 
@@ -47,12 +49,15 @@ class StreamedEvent:
     detail: dict[str, Any]
     prev_hash: str
     hash: str
+    chain: int = 1        # the writer's chain and the position in it (idp.audit.chains)
+    chain_seq: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "at": _instant(self.at), "event": self.event,
                 "sub": self.subject, "user_id": self.user_id, "client_id": self.client_id,
                 "ip": self.ip, "actor": self.actor, "detail": self.detail,
-                "prev_hash": self.prev_hash, "hash": self.hash}
+                "prev_hash": self.prev_hash, "hash": self.hash, "chain": self.chain,
+                "chain_seq": self.chain_seq}
 
 
 def _instant(at: datetime) -> str:
@@ -79,8 +84,8 @@ def syslog_message(item: StreamedEvent, rules: AuditStreamPolicy, hostname: str,
     structured data, the event as compact JSON in MSG (or `body`, a CEF line)."""
     severity = 4 if item.event in rules.failure_events else 6
     pri = rules.facility * 8 + severity
-    params = [("seq", item.seq), ("hash", item.hash), ("prev", item.prev_hash),
-              ("event", item.event)]
+    params = [("seq", item.seq), ("chain", item.chain), ("pos", item.chain_seq),
+              ("hash", item.hash), ("prev", item.prev_hash), ("event", item.event)]
     if item.subject:
         params.append(("sub", item.subject))
     if item.client_id:
@@ -112,11 +117,14 @@ def _cef_ext(value: object) -> str:
 
 
 def cef_line(item: StreamedEvent, rules: AuditStreamPolicy) -> str:
-    """CEF:0|Vendor|Product|Version|SignatureID|Name|Severity|Extension; seq, hash and the
-    previous hash as custom fields (cn1, cs1, cs2), the detail as JSON in cs3."""
+    """CEF:0|Vendor|Product|Version|SignatureID|Name|Severity|Extension; seq, chain, chain
+    position, hash and the previous hash as custom fields (cn1, cn2, cn3, cs1, cs2), the
+    detail as JSON in cs3."""
     severity = 7 if item.event in rules.failure_events else 3
     at_ms = int(item.at.replace(tzinfo=item.at.tzinfo or UTC).timestamp() * 1000)
     ext = [("rt", at_ms), ("cn1Label", "seq"), ("cn1", item.seq),
+           ("cn2Label", "chain"), ("cn2", item.chain), ("cn3Label", "chainSeq"),
+           ("cn3", item.chain_seq),
            ("cs1Label", "hash"), ("cs1", item.hash), ("cs2Label", "prevHash"),
            ("cs2", item.prev_hash), ("suser", item.actor or "")]
     if item.subject:
@@ -190,6 +198,8 @@ def audit_event(item: StreamedEvent, rules: AuditStreamPolicy, issuer: str) -> d
             "what": {"identifier": {"system": CHAIN_SYSTEM, "value": str(item.seq)}},
             "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
             "detail": [{"type": "seq", "valueString": str(item.seq)},
+                       {"type": "chain", "valueString": str(item.chain)},
+                       {"type": "chain_seq", "valueString": str(item.chain_seq)},
                        {"type": "hash", "valueString": item.hash},
                        {"type": "prev_hash", "valueString": item.prev_hash},
                        {"type": "detail", "valueString": json.dumps(

@@ -17,12 +17,12 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idp import clock
 from idp.accounts.models import User
-from idp.audit.models import AuditEvent
+from idp.audit.models import AuditEvent, AuditHead
 from idp.auditstream import balp
 from idp.auditstream.formats import (
     StreamedEvent,
@@ -86,7 +86,7 @@ def _cursor(name: str) -> AuditStreamCursor:
         return row
     try:
         with db.session.begin_nested():
-            db.session.add(AuditStreamCursor(sink=name, last_seq=0, attempts=0,
+            db.session.add(AuditStreamCursor(sink=name, last_seq=0, positions={}, attempts=0,
                                              next_attempt_at=clock.now()))
     except IntegrityError:
         pass  # another node made it
@@ -95,14 +95,42 @@ def _cursor(name: str) -> AuditStreamCursor:
                               ).scalar_one()
 
 
-def _batch(after: int, limit: int) -> list[StreamedEvent]:
+def _positions(row: AuditStreamCursor) -> dict[int, int]:
+    """How far the sink has each chain (a cursor from before chains: chain 1 to last_seq)."""
+    if row.positions is None:
+        return {1: row.last_seq} if row.last_seq else {}
+    return {int(chain): int(position) for chain, position in row.positions.items()}
+
+
+def _owed(positions: dict[int, int]) -> dict[int, int]:
+    """Chains whose head is past the sink's position: chain -> (head - position)."""
+    return {chain: head - positions.get(chain, 0) for chain, head in db.session.execute(
+        select(AuditHead.id, AuditHead.seq)) if head > positions.get(chain, 0)}
+
+
+def _batch(positions: dict[int, int], limit: int) -> list[StreamedEvent]:
+    """The next events the sink is owed, oldest seq first. Each chain commits in order, so
+    what is read of a chain past the sink's position has no gap."""
+    owed = _owed(positions)
+    if not owed:
+        return []
+    after = or_(*(and_(AuditEvent.chain == chain, AuditEvent.chain_seq > positions.get(chain, 0))
+                  for chain in sorted(owed)))
     rows = db.session.execute(
         select(AuditEvent, User.subject, User.username)
         .outerjoin(User, User.id == AuditEvent.user_id)
-        .where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(limit)).all()
+        .where(after).order_by(AuditEvent.seq).limit(limit)).all()
     return [StreamedEvent(r.seq, _aware(r.at), r.event, r.user_id, subject, username,
-                          r.client_id, r.ip, r.actor, r.detail or {}, r.prev_hash, r.hash)
+                          r.client_id, r.ip, r.actor, r.detail or {}, r.prev_hash, r.hash,
+                          r.chain, r.chain_seq)
             for r, subject, username in rows]
+
+
+def _advanced(positions: dict[int, int], items: list[StreamedEvent]) -> dict[str, int]:
+    moved = dict(positions)
+    for item in items:
+        moved[item.chain] = max(moved.get(item.chain, 0), item.chain_seq)
+    return {str(chain): position for chain, position in sorted(moved.items())}
 
 
 def _send(sink: SinkConfig, items: list[StreamedEvent]) -> None:
@@ -135,12 +163,15 @@ def deliver_sink(sink: SinkConfig, deadline: float | None = None,
         row = _cursor(sink.name)
         if row.next_attempt_at is not None and _aware(row.next_attempt_at) > now:
             break  # backing off
-        items = _batch(row.last_seq, rules.batch_size)
+        positions = _positions(row)
+        items = _batch(positions, rules.batch_size)
         if not items:
             break
-        seen, last_seq = row.attempts, row.last_seq
-        claim = delivery.claim(AuditStreamCursor, row.id, seen,
-                               open_=AuditStreamCursor.last_seq == last_seq, rules=rules,
+        seen, last_seq, delivered_at = row.attempts, row.last_seq, row.last_delivered_at
+        unchanged = and_(AuditStreamCursor.last_seq == last_seq,
+                         AuditStreamCursor.last_delivered_at.is_(None) if delivered_at is None
+                         else AuditStreamCursor.last_delivered_at == delivered_at)
+        claim = delivery.claim(AuditStreamCursor, row.id, seen, open_=unchanged, rules=rules,
                                now=now)
         db.session.execute(update(AuditStreamCursor).where(AuditStreamCursor.id == row.id)
                            .values(last_attempt_at=now))
@@ -156,12 +187,13 @@ def deliver_sink(sink: SinkConfig, deadline: float | None = None,
         done = clock.now()
         values: dict[str, Any] = {"last_error": error}
         if taken:
-            values.update(last_seq=items[taken - 1].seq, last_delivered_at=done)
+            values.update(last_seq=max(last_seq, *(item.seq for item in items[:taken])),
+                          positions=_advanced(positions, items[:taken]),
+                          last_delivered_at=done)
         if error is None:
             values.update(attempts=0, next_attempt_at=done)
         db.session.execute(update(AuditStreamCursor)
-                           .where(AuditStreamCursor.id == row.id,
-                                  AuditStreamCursor.last_seq == last_seq)
+                           .where(AuditStreamCursor.id == row.id, unchanged)
                            .values(**values).execution_options(synchronize_session=False))
         db.session.commit()
         db.session.expire_all()
@@ -189,14 +221,11 @@ class SinkStatus:
     target: str            # scheme://host:port, never a path, query or credential
     delivered_seq: int
     head_seq: int
+    lag: int               # events owed, over every chain
     attempts: int
     next_attempt_at: str | None
     last_delivered_at: str | None
     last_error: str | None
-
-    @property
-    def lag(self) -> int:
-        return self.head_seq - self.delivered_seq
 
     def as_dict(self) -> dict[str, Any]:
         return {"sink": self.name, "format": self.format, "target": self.target,
@@ -220,6 +249,7 @@ def status() -> list[SinkStatus]:
             return _aware(value).isoformat() if value else None
         found.append(SinkStatus(
             sink.name, sink.format, target, row.last_seq if row else 0, head,
-            row.attempts if row else 0, when(row.next_attempt_at) if row else None,
+            sum(_owed(_positions(row) if row else {}).values()), row.attempts if row else 0,
+            when(row.next_attempt_at) if row else None,
             when(row.last_delivered_at) if row else None, row.last_error if row else None))
     return found

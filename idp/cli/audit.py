@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from idp.audit.grants import statements
-from idp.audit.service import anchor, check_anchor, verify
+from idp.audit.service import anchor, check_anchor, verdict
 from idp.auditstream import service as stream
 from idp.cli.common import emit, json_option, with_app
 
@@ -25,7 +25,8 @@ def audit_group() -> None:
 @json_option
 @with_app(ensure_keys=False)
 def audit_verify(anchor_file: str | None, as_json: bool) -> None:
-    """Check the hash chain; exit 1 on a break (or when the anchored event changed)."""
+    """Check every writer's hash chain, their heads and cross-anchors; exit 1 on a break (or
+    when the anchored event changed)."""
     kept, problem = None, None
     if anchor_file:
         try:
@@ -37,15 +38,17 @@ def audit_verify(anchor_file: str | None, as_json: bool) -> None:
         if not isinstance(kept, dict):
             click.echo(f"error: {anchor_file} is not an anchor (a JSON object)", err=True)
             sys.exit(2)
-    intact, count, broken = verify()
+    found = verdict()
+    intact, count, broken = found.intact, found.events, found.first_broken_seq
     if kept is not None:
         problem = check_anchor(kept)
-    text = (f"audit chain intact ({count} events)" if intact
-            else f"audit chain BROKEN at event {broken}")
+    text = (f"audit chain intact ({count} events in {found.chains} chains)" if intact
+            else f"audit chain BROKEN at event {broken}: {found.problem}")
     if kept is not None:
         text += "\n" + (f"anchor event {kept.get('seq')} matches" if problem is None
                         else f"anchor MISMATCH: {problem}")
-    data: dict[str, Any] = {"intact": intact, "events": count, "first_broken_seq": broken}
+    data: dict[str, Any] = {"intact": intact, "events": count, "chains": found.chains,
+                            "first_broken_seq": broken, "problem": found.problem}
     if kept is not None:
         data["anchor"] = {"seq": kept.get("seq"), "matches": problem is None,
                           "problem": problem}
@@ -59,8 +62,9 @@ def audit_verify(anchor_file: str | None, as_json: bool) -> None:
 @json_option
 @with_app(ensure_keys=False)
 def audit_anchor(output: str | None, as_json: bool) -> None:
-    """Print the latest event's seq, hash and time, to store outside the database; later
-    `idp audit verify --anchor FILE` proves that event and everything before it unchanged."""
+    """Print the latest event's seq, hash and time and every chain's head, to store outside
+    the database; later `idp audit verify --anchor FILE` proves those events and everything
+    before them in their chains unchanged."""
     found = anchor()
     if found is None:
         click.echo("error: the audit trail is empty", err=True)

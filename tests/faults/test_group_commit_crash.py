@@ -125,7 +125,8 @@ def batch_blocked(database: str) -> Iterator[None]:
             conn.close()
         return
     with db.engine.connect() as conn:
-        conn.execute(text("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE"))
+        # every writer's chain head: UPDATE and INSERT wait, reads go on
+        conn.execute(text("LOCK TABLE audit_head IN EXCLUSIVE MODE"))
         try:
             yield
         finally:

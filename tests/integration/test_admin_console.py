@@ -428,10 +428,10 @@ def test_terminate_one_session_and_all(ctx, client):
 # -- audit ---------------------------------------------------------------------------------
 def _events(ctx) -> None:
     with ctx.test_request_context("/", environ_base={"REMOTE_ADDR": "10.1.2.3"}):
-        audit.record("login.failure", user_id=7, reason="password")
-        audit.record("token.issued", client_id="ehr", user_id=7)
+        audit.record("login.failure", user_id=907, reason="password")
+        audit.record("token.issued", client_id="ehr", user_id=907)
     with ctx.test_request_context("/", environ_base={"REMOTE_ADDR": "10.9.9.9"}):
-        audit.record("login.success", user_id=8)
+        audit.record("login.success", user_id=908)
     db.session.commit()
 
 
@@ -444,7 +444,7 @@ def test_audit_filters(ctx, client):
         assert page.status_code == 200
         return re.findall(r"<td>(login\.\w+|token\.\w+|client\.\w+|admin\.\w+)</td>", page.text)
 
-    assert rows(user="7") == ["token.issued", "login.failure"]
+    assert rows(user="907") == ["token.issued", "login.failure"]
     assert rows(event="login.failure") == ["login.failure"]
     assert set(rows(event="login.*", ip="10.9.9.9")) == {"login.success"}
     assert rows(client_id="ehr") == ["token.issued"]
@@ -470,7 +470,7 @@ def test_jsonl_export_rehashes(ctx, client):
     assert audit.verify()[0]
     assert _last("admin.audit_exported") is not None
     # a filtered export verifies line by line too
-    part = client.get("/admin/audit/export.jsonl", query_string={"user": "7"}).text.splitlines()
+    part = client.get("/admin/audit/export.jsonl", query_string={"user": "907"}).text.splitlines()
     assert len(part) == 2 and admin_service.verify_lines(part)[0]
     # a tampered line is caught at its seq
     import json
@@ -483,6 +483,7 @@ def test_jsonl_export_rehashes(ctx, client):
     assert admin_service.verify_lines([lines[0], lines[2]])[0] is True  # a gap, not a link
     relinked = json.loads(lines[2])
     relinked["seq"] = json.loads(lines[0])["seq"] + 1
+    relinked["chain_seq"] = json.loads(lines[0])["chain_seq"] + 1
     assert admin_service.verify_lines([lines[0], json.dumps(relinked)])[0] is False
 
 

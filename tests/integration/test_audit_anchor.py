@@ -45,20 +45,23 @@ def test_anchor_prints_and_writes_the_latest_event(run, ctx, tmp_path):
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     assert printed == json.loads(out.read_text())
-    assert printed["seq"] == last.seq == 3 and printed["hash"] == last.hash
+    assert printed["seq"] == last.seq and printed["hash"] == last.hash
+    assert printed["chains"] == {str(last.chain): [3, last.hash]}  # every chain's head
     assert printed["at"].startswith(last.at.strftime("%Y-%m-%d"))
     text = run("audit", "anchor")
-    assert text.returncode == 0 and f"seq 3  hash {last.hash}" in text.stdout
+    assert text.returncode == 0 and f"seq {last.seq}  hash {last.hash}" in text.stdout
 
 
 def test_verify_with_an_anchor(run, ctx, tmp_path):
     _events(3)
     out = tmp_path / "anchor.json"
     assert run("audit", "anchor", "--output", str(out)).returncode == 0
+    anchored = json.loads(out.read_text())["seq"]
     _events(2)  # the trail grows after the anchor: still fine
     ok = run("audit", "verify", "--anchor", str(out), "--json")
     assert ok.returncode == 0, ok.stdout
-    assert json.loads(ok.stdout)["anchor"] == {"seq": 3, "matches": True, "problem": None}
+    assert json.loads(ok.stdout)["anchor"] == {"seq": anchored, "matches": True,
+                                               "problem": None}
 
 
 def test_a_rewritten_trail_passes_the_chain_but_not_the_anchor(run, ctx, tmp_path):
@@ -68,12 +71,13 @@ def test_a_rewritten_trail_passes_the_chain_but_not_the_anchor(run, ctx, tmp_pat
     out = tmp_path / "anchor.json"
     assert run("audit", "anchor", "--output", str(out)).returncode == 0
     rows = db.session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars().all()
+    assert len({row.chain for row in rows}) == 1  # one writer: one chain
     prev = rows[0].hash
     for row in rows[1:]:
-        detail = {"n": 99} if row.seq == 2 else row.detail
-        digest = audit._hash(prev, row.seq, clock.aware(row.at).isoformat(), row.event,
+        detail = {"n": 99} if row.chain_seq == 2 else row.detail
+        digest = audit._hash(prev, row.chain_seq, clock.aware(row.at).isoformat(), row.event,
                              row.user_id, row.client_id, row.ip, row.actor, row.user_agent,
-                             detail)
+                             detail, row.anchors)
         db.session.execute(update(AuditEvent).where(AuditEvent.seq == row.seq).values(
             detail=detail, prev_hash=prev, hash=digest))
         prev = digest
@@ -82,21 +86,21 @@ def test_a_rewritten_trail_passes_the_chain_but_not_the_anchor(run, ctx, tmp_pat
     assert run("audit", "verify").returncode == 0  # the chain alone cannot tell
     bad = run("audit", "verify", "--anchor", str(out))
     assert bad.returncode == 1
-    assert "anchor MISMATCH: anchored event 4 has hash" in bad.stdout
+    assert f"anchor MISMATCH: anchored event {rows[-1].seq} has hash" in bad.stdout
 
 
 def test_a_removed_anchored_event_is_named(run, ctx, tmp_path):
     _events(3)
     out = tmp_path / "anchor.json"
     assert run("audit", "anchor", "--output", str(out)).returncode == 0
-    db.session.execute(delete(AuditEvent).where(AuditEvent.seq == 3))
-    db.session.execute(update(AuditHead).values(seq=2, last_hash=db.session.execute(
-        select(AuditEvent.hash).where(AuditEvent.seq == 2)).scalar_one()))
+    rows = db.session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars().all()
+    db.session.execute(delete(AuditEvent).where(AuditEvent.seq == rows[2].seq))
+    db.session.execute(update(AuditHead).values(seq=2, last_hash=rows[1].hash))
     db.session.commit()
     assert run("audit", "verify").returncode == 0  # a truncated chain is still a chain
     bad = run("audit", "verify", "--anchor", str(out), "--json")
     assert bad.returncode == 1
-    assert json.loads(bad.stdout)["anchor"]["problem"] == "anchored event 3 is missing"
+    assert json.loads(bad.stdout)["anchor"]["problem"] == f"anchored event {rows[2].seq} is missing"
 
 
 def test_an_unreadable_anchor_is_refused(run, ctx, tmp_path):

@@ -29,7 +29,8 @@ from tests.helpers import login, make_user
 from tests.syslog_server import Rsyslog
 
 IDP = str(Path(sys.executable).parent / "idp")
-SD = re.compile(r'\[idpAudit@32473 seq="(\d+)" hash="([0-9a-f]{64})" prev="([0-9a-f]{64})"')
+SD = re.compile(r'\[idpAudit@32473 seq="(\d+)" chain="(\d+)" pos="(\d+)" '
+                r'hash="([0-9a-f]{64})" prev="([0-9a-f]{64})"')
 FRAME = re.compile(r"^<(\d+)>1 \S+ \S+ idp - (\S+) ")
 
 
@@ -76,8 +77,9 @@ def stream_app(app, sink_env, rsyslog) -> Flask:
 
 
 def _head(application: Flask) -> int:
+    """How many events the trail holds: what each receiver must have in the end."""
     with application.app_context():
-        return db.session.execute(select(func.max(AuditEvent.seq))).scalar() or 0
+        return db.session.execute(select(func.count(AuditEvent.seq))).scalar() or 0
 
 
 def _sign_in(application: Flask) -> None:
@@ -90,32 +92,36 @@ def _sign_in(application: Flask) -> None:
     assert login(http).status_code == 302
 
 
-def _chain(lines: list[str]) -> list[tuple[int, str, str]]:
+Position = tuple[int, int, int, str, str]   # seq, chain, position in the chain, hash, prev
+
+
+def _chain(lines: list[str]) -> list[Position]:
     found = []
     for line in lines:
         match = SD.search(line)
         assert match, f"no chain position in {line[:120]!r}"
-        found.append((int(match.group(1)), match.group(2), match.group(3)))
+        seq, chain, pos, digest, prev = match.groups()
+        found.append((int(seq), int(chain), int(pos), digest, prev))
     return found
 
 
-def _assert_continuous(chain: list[tuple[int, str, str]], head: int) -> None:
-    """Every seq 1..head, in order; a repeat only as a batch sent again (at least once), and
-    each event's prev is the hash of the event before it."""
-    first_seen: dict[int, str] = {}
-    expected = 1
-    for seq, digest, _prev in chain:
-        if seq in first_seen:
-            assert first_seen[seq] == digest, "a redelivered event changed"
+def _assert_continuous(received: list[Position], head: int) -> None:
+    """Per writer's chain: every position from 1, in order, each event's prev the hash of
+    its chain's event before it; a repeat only as a batch sent again (at least once); all
+    `head` events of the trail received."""
+    first_seen: dict[tuple[int, int], str] = {}
+    expected: dict[int, int] = {}
+    for _seq, chain, pos, digest, _prev in received:
+        if (chain, pos) in first_seen:
+            assert first_seen[(chain, pos)] == digest, "a redelivered event changed"
             continue
-        assert seq == expected, f"gap or disorder: got {seq}, expected {expected}"
-        first_seen[seq] = digest
-        expected += 1
-    assert expected - 1 == head
-    hashes = {seq: digest for seq, digest, _ in chain}
-    for seq, _digest, prev in chain:
-        if seq > 1:
-            assert prev == hashes[seq - 1], f"event {seq} does not follow {seq - 1}"
+        assert pos == expected.get(chain, 1), f"gap or disorder in chain {chain}: got {pos}"
+        first_seen[(chain, pos)] = digest
+        expected[chain] = pos + 1
+    assert len(first_seen) == head
+    for _seq, chain, pos, _digest, prev in received:
+        if pos > 1:
+            assert prev == first_seen[(chain, pos - 1)], f"{chain}:{pos} does not follow"
 
 
 def test_sign_in_events_reach_rsyslog_in_order_over_tls_and_tcp(stream_app, rsyslog, fhir):
@@ -135,13 +141,14 @@ def test_sign_in_events_reach_rsyslog_in_order_over_tls_and_tcp(stream_app, rsys
         frame = FRAME.match(line)
         assert frame and frame.group(2) == name[:32]
         body = json.loads(line[line.index("] ") + 2:])
-        assert body["event"] == name and body["hash"] == SD.search(line).group(2)
+        assert body["event"] == name and body["hash"] == SD.search(line).group(4)
     # CEF over the plain TCP input: one CEF line per event as the syslog MSG
     for line, name in zip(cef, names, strict=True):
         cef_part = line[line.index("] CEF:0|") + 2:]
         fields = cef_part.split("|")
         assert fields[:5] == ["CEF:0", "HealthIdP", "idp", "1.0", name]
-        assert re.search(r"cn1Label=seq cn1=\d+ cs1Label=hash cs1=[0-9a-f]{64}", cef_part)
+        assert re.search(r"cn1Label=seq cn1=\d+ cn2Label=chain cn2=\d+ cn3Label=chainSeq "
+                         r"cn3=\d+ cs1Label=hash cs1=[0-9a-f]{64}", cef_part)
     assert FRAME.match(tls[names.index("login.success")]).group(1) == str(10 * 8 + 6)
     # FHIR: one AuditEvent per event, in order, every one conforming
     assert [r["entity"][0]["what"]["identifier"]["value"] for r in fhir.resources] == \
@@ -181,7 +188,10 @@ def test_receivers_down_for_a_while_lose_nothing(stream_app, rsyslog, fhir, froz
     _assert_continuous(_chain(rsyslog.wait_for("tls", head)), head)
     _assert_continuous(_chain(rsyslog.wait_for("tcp", head)), head)
     seqs = [int(r["entity"][0]["what"]["identifier"]["value"]) for r in fhir.resources]
-    assert sorted(set(seqs)) == list(range(1, head + 1))
+    with stream_app.app_context():
+        recorded = list(db.session.execute(select(AuditEvent.seq).order_by(AuditEvent.seq))
+                        .scalars())
+    assert sorted(set(seqs)) == recorded and len(recorded) == head
     assert seqs == sorted(seqs)
 
 
@@ -192,8 +202,12 @@ def test_a_cursor_left_behind_redelivers_at_least_once(stream_app, rsyslog):
     head = _head(stream_app)
     rsyslog.wait_for("tls", head)
     with stream_app.app_context():
+        first = db.session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars() \
+            .first()
+        assert first is not None and first.chain_seq == 1
         db.session.execute(AuditStreamCursor.__table__.update()
-                           .where(AuditStreamCursor.sink == "syslog").values(last_seq=1))
+                           .where(AuditStreamCursor.sink == "syslog")
+                           .values(last_seq=first.seq, positions={str(first.chain): 1}))
         db.session.commit()
         assert service.deliver_due()["syslog"].delivered == head - 1
     chain = _chain(rsyslog.wait_for("tls", 2 * head - 1))
