@@ -104,6 +104,7 @@ _SET_HASH = (update(_HEAD).where(_HEAD.c.id == bindparam("chain"))
              .values(last_hash=bindparam("new_hash")))
 _INSERT_ONE = insert(_EVENTS).returning(_EVENTS.c.seq)
 _INSERT_MANY = insert(_EVENTS).returning(_EVENTS.c.seq, sort_by_parameter_order=True)
+_INSERT_PLAIN = insert(_EVENTS)
 
 
 def append(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
@@ -215,7 +216,16 @@ def _chained(chain: int, position: int, prev: str, rows: list[dict[str, Any]],
 def _insert(conn: Connection, staged: list[dict[str, Any]]) -> list[int]:
     if len(staged) == 1:
         return [conn.execute(_INSERT_ONE, staged[0]).scalar_one()]
-    return list(conn.execute(_INSERT_MANY, staged).scalars())
+    if conn.dialect.name != "sqlite":
+        return list(conn.execute(_INSERT_MANY, staged).scalars())
+    # SQLite: RETURNING in parameter order would send one INSERT per row (no sentinel);
+    # one executemany, then the seqs of the positions just written
+    conn.execute(_INSERT_PLAIN, staged)
+    return list(conn.execute(
+        select(_EVENTS.c.seq).where(_EVENTS.c.chain == staged[0]["chain"],
+                                    _EVENTS.c.chain_seq.between(staged[0]["chain_seq"],
+                                                                staged[-1]["chain_seq"]))
+        .order_by(_EVENTS.c.chain_seq)).scalars())
 
 
 def forget() -> None:
