@@ -87,10 +87,12 @@ def main() -> None:
         app = run.make_app(env)
         from flask_migrate import upgrade
 
+        from idp import enable_migrations
         from idp.audit import service as audit
         from idp.extensions import db
 
         with app.app_context():
+            enable_migrations(app)
             upgrade()
             audit.record("bench.started", actor="bench")   # chain 1: the shared one
             db.session.commit()

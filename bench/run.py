@@ -318,7 +318,7 @@ def seed(app, users: int) -> Seeded:  # noqa: ANN001
     import pyotp
     from flask_migrate import upgrade
 
-    from idp import clock
+    from idp import clock, enable_migrations
     from idp.accounts.acknowledgment import today
     from idp.accounts.models import Acknowledgment, User
     from idp.accounts.service import create_user
@@ -329,6 +329,7 @@ def seed(app, users: int) -> Seeded:  # noqa: ANN001
     from idp.oidc.clients import create_client
 
     with app.app_context():
+        enable_migrations(app)
         upgrade(revision="heads")
         cc = create_client(name="bench service", redirect_uris=[],
                            grant_types=["client_credentials"], scope="openid system/Patient.rs")

@@ -103,13 +103,14 @@ def main() -> None:
     env.pop("REDIS_URL", None)
     from flask_migrate import upgrade
 
-    from idp import create_app
+    from idp import create_app, enable_migrations
     from idp.config import Settings
     from idp.extensions import db
     from idp.scim import tokens
 
     app = create_app(Settings.from_env(env))
     with app.app_context():
+        enable_migrations(app)
         upgrade(revision="heads")
         token = tokens.create("bench", None, actor="bench").token
         db.session.commit()

@@ -9,9 +9,19 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from idp.config import MIGRATIONS_DIR, Settings
 from idp.context import Runtime
-from idp.extensions import csrf, db, limiter, migrate
+from idp.extensions import csrf, db, limiter
 from idp.keys.store import KeyStore
 from idp.policy import load_policy
+
+
+def enable_migrations(app: Flask) -> Flask:
+    """Bind Flask-Migrate (Alembic) to `app`, for `idp db upgrade`, the tests and the
+    benches. Web workers never migrate, so create_app leaves it out: importing it costs each
+    worker about 11 MB."""
+    from flask_migrate import Migrate
+
+    Migrate(app, db, directory=str(MIGRATIONS_DIR))
+    return app
 
 
 def create_app(settings: Settings | None = None, *,
@@ -56,7 +66,6 @@ def create_app(settings: Settings | None = None, *,
 
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_wal)
-    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
     limiter.init_app(app)
     from idp.web import i18n, public_documents

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from idp import clock, create_app
+from idp import clock, create_app, enable_migrations
 from idp.config import POLICY_DIR, Settings
 from idp.extensions import db, limiter
 from idp.oidc import revocation_cache
@@ -164,6 +164,7 @@ def app(env: dict[str, str]):
     # First of all hooks (before idp.web.gates reads the session into g).
     application.before_request_funcs.setdefault(None, []).insert(0, _fresh_g)
     with application.app_context():
+        enable_migrations(application)
         upgrade(revision="heads")  # the real migrations, not create_all
     return application
 

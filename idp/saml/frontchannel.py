@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import g, has_request_context, session, url_for
 
@@ -26,8 +26,13 @@ from idp.audit import service as audit
 from idp.context import policy
 from idp.core.after_response import run_after_response
 from idp.extensions import db
-from idp.saml import service
+from idp.lazymodule import lazy
 from idp.saml.models import SamlParticipant, SamlServiceProvider
+
+if TYPE_CHECKING:
+    from idp.saml import service
+else:  # pysaml2 is loaded when an SP is first spoken to (idp.lazymodule)
+    service = lazy("idp.saml.service")
 
 CHAIN = "saml_slo_chain"       # Flask session: the chain under way
 PENDING = "saml_front_channel"  # g: {sid: [participant ids]} of sessions ended in this request

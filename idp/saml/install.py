@@ -17,16 +17,19 @@ from idp.core import admin_nav, events, logout_relays
 from idp.core.after_response import run_after_response
 from idp.core.i18n import lazy_gettext as _l
 from idp.extensions import db
-from idp.saml import frontchannel, service
+from idp.lazymodule import lazy
+from idp.saml import entity, frontchannel
 from idp.saml.models import SamlParticipant
 from idp.saml.views import admin_bp, bp
+
+service = lazy("idp.saml.service")  # pysaml2: loaded when an SP is first spoken to
 
 
 def on_session_ended(sids: list[str], reason: str) -> None:
     """Every live participant of the ended sessions is owed a LogoutRequest: by SOAP, or
     through the browser when the session is this request's own and the SP has only a
     front-channel logout endpoint (idp.saml.frontchannel)."""
-    rows = service.participants_of(sids)
+    rows = entity.participants_of(sids)
     if not rows:
         return
     ids = [r.id for r in rows]
@@ -62,4 +65,4 @@ def install(app: Flask) -> None:
     events.subscribe(app, events.SESSION_ENDED, on_session_ended)
     logout_relays.register(app, frontchannel.relay)
     with app.app_context():
-        service.key_files()  # generated at first start, not at the first request
+        entity.key_files()  # generated at first start, not at the first request

@@ -57,11 +57,10 @@ from sqlalchemy.exc import IntegrityError
 from idp import clock
 from idp.accounts.models import User
 from idp.audit import service as audit
-from idp.context import policy, settings
+from idp.context import policy
 from idp.core import outbound
 from idp.extensions import db
-from idp.saml import keys as saml_keys
-from idp.saml import registry, xmlguard
+from idp.saml import entity, registry, xmlguard
 from idp.saml.models import SamlParticipant, SamlRequest, SamlServiceProvider
 
 NS_SAML = "{urn:oasis:names:tc:SAML:2.0:assertion}"
@@ -84,20 +83,8 @@ class Refused(Exception):
         self.status = status
 
 
-def issuer() -> str:
-    return settings().issuer.rstrip("/")
-
-
-def entity_id() -> str:
-    return issuer() + "/saml/metadata"
-
-
-def endpoint(name: str) -> str:
-    return f"{issuer()}/saml/{name}"
-
-
-def key_files() -> saml_keys.KeyFiles:
-    return saml_keys.ensure(settings().keys_dir, entity_id())
+issuer, entity_id, endpoint = entity.issuer, entity.entity_id, entity.endpoint
+key_files, participants_of = entity.key_files, entity.participants_of
 
 
 def name_format(name: str) -> str:
@@ -629,13 +616,6 @@ def answered_later(sp: SamlServiceProvider, request_id: str) -> Any:
     """What logout_response needs of a LogoutRequest answered after the browser went through
     the other SPs' front-channel logouts: its ID and issuer."""
     return samlp.LogoutRequest(id=request_id, issuer=Issuer(text=sp.entity_id))
-
-
-def participants_of(sids: list[str]) -> list[SamlParticipant]:
-    if not sids:
-        return []
-    return list(db.session.execute(select(SamlParticipant).where(
-        SamlParticipant.sid.in_(sids), SamlParticipant.ended_at.is_(None))).scalars())
 
 
 def _logout_request(srv: _Server, sp: SamlServiceProvider, row: SamlParticipant,

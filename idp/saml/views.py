@@ -7,7 +7,7 @@ answer; a refused message is a readable 4xx page and nothing is posted to anyone
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
@@ -21,16 +21,22 @@ from idp.context import policy, settings
 from idp.core import logout_offers, logout_relays
 from idp.core.i18n import gettext as _
 from idp.extensions import csrf, db
+from idp.lazymodule import lazy
 from idp.oidc import client_cache, dpop, tokens
 from idp.oidc.interaction import pipeline
 from idp.oidc.interaction.checks import SIGN_IN
 from idp.oidc.interaction.pipeline import Interaction, ProtocolRequest
 from idp.oidc.interaction.respond import SERVICES, browser_step
-from idp.saml import frontchannel, registry, service
+from idp.saml import entity, frontchannel
 from idp.saml.forms import DeleteForm, SpForm
 from idp.saml.models import SamlRequest, SamlServiceProvider
 from idp.sessions import service as sessions
 from idp.sessions.models import SsoSession
+
+if TYPE_CHECKING:
+    from idp.saml import registry, service
+else:  # pysaml2 is loaded when an SP is first spoken to (idp.lazymodule)
+    registry, service = lazy("idp.saml.registry"), lazy("idp.saml.service")
 
 bp = Blueprint("saml", __name__, url_prefix="/saml")
 Page = Response | BaseResponse | tuple[str, int] | str
@@ -297,7 +303,7 @@ def _admin_page(form: SpForm | None = None, status: int = 200, error: str | None
                 made: str | None = None) -> tuple[str, int]:
     return render_template("admin/saml.html", sps=[_view(r) for r in registry.all_sps()],
                            form=form or SpForm(formdata=None), delete=DeleteForm(formdata=None),
-                           error=error, made=made, metadata_url=service.entity_id()), status
+                           error=error, made=made, metadata_url=entity.entity_id()), status
 
 
 @admin_bp.route("/saml", methods=["GET", "POST"])
