@@ -4,8 +4,8 @@ one run: every candidate server configuration, each started exactly as `idp serv
 logger), in two deployment shapes, alternated round by round (ROUNDS) so that the other load
 of a shared machine hits every candidate alike.
 
-  candidates  granian ASGI on idp.asgi with 1, 2 and 4 threads per worker (the body-reading
-              bridge, idp.web.asgi_bridge); gunicorn gthread x4; gunicorn sync
+  candidates  granian ASGI on idp.asgi with 1, 2, 4 and 8 threads per worker (the
+              body-reading bridge, idp.web.asgi_bridge); gunicorn gthread x4; gunicorn sync
   shapes      1 worker pinned to core SERVER_CPU (taskset), load on GEN_CPU;
               2 workers on both cores (the load generator shares the second one)
 
@@ -62,6 +62,7 @@ CANDIDATES = {
     "granian asgi x1": ["--server", "granian", "--threads", "1"],
     "granian asgi x2": ["--server", "granian", "--threads", "2"],
     "granian asgi x4": ["--server", "granian", "--threads", "4"],
+    "granian asgi x8": ["--server", "granian", "--threads", "8"],
     "gunicorn gthread x4": ["--server", "gunicorn", "--worker-class", "gthread",
                             "--threads", "4"],
     "gunicorn sync": ["--server", "gunicorn", "--worker-class", "sync"],
