@@ -20,10 +20,11 @@ GRANIAN_CONNECTIONS = 1000
 # (bench/servers_ab.py, docs/performance.md section 6, 2026-12-06, alternated in one run):
 # of granian ASGI x1/x2/x4/x8, gunicorn gthread x4 and gunicorn sync, on 1 worker pinned to one
 # core and on 2 workers over two cores, only the granian candidates kept answering ordinary
-# token requests (in under 0.1 s) while 50 clients trickled their headers or bodies (gunicorn's
-# answered none within 3 s), and among them x8 issued the most client_credentials tokens per
-# second (group commit batches concurrent requests: 473 against 340 for x4 on one core) with a
-# p99 of about 100 ms (x4 on two workers: 680 ms). gunicorn gthread keeps its 4.
+# token requests (in under 0.1 s) while 50 clients trickled their headers or bodies (gunicorn:
+# none of 5 within 3 s, gthread on two workers at best 3), and among them x8 issued the most
+# client_credentials tokens per second (group commit batches concurrent requests: 473 against
+# 340 for x4 on one core) with a p99 of about 100 ms (x4 on two workers: 680 ms). gunicorn
+# gthread keeps its 4.
 GUNICORN_THREADS = 4
 
 
