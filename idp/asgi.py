@@ -5,7 +5,7 @@ thread of the pool (IDP_THREADS, set by `idp serve --threads`) runs it."""
 import os
 
 from idp.core import request_log
-from idp.web.asgi_bridge import WsgiBridge
+from idp.web.asgi_bridge import DEFAULT_THREADS, WsgiBridge
 from idp.web.security import PROTOCOL_PATHS
 from idp.wsgi import app as wsgi_app
 
@@ -21,6 +21,6 @@ def _refused(environ: dict, status: int, started: float) -> str:
 
 
 _rules = wsgi_app.extensions["idp"].policy.web  # web.toml
-app = WsgiBridge(wsgi_app, threads=int(os.environ.get("IDP_THREADS") or 4),
+app = WsgiBridge(wsgi_app, threads=int(os.environ.get("IDP_THREADS") or DEFAULT_THREADS),
                  max_body=_rules.max_body_bytes, body_timeout=_rules.body_read_timeout_seconds,
                  json_paths=PROTOCOL_PATHS, refused=_refused)

@@ -9,12 +9,23 @@ from typing import Any
 import click
 
 from idp.cli.common import json_option, load_app
+from idp.web.asgi_bridge import DEFAULT_THREADS as GRANIAN_THREADS
 
 # Each granian worker accepts at most this many connections at once (granian's --backpressure
 # gates connections, an idle keep-alive one included, not requests in flight): the bound of
 # gunicorn's gthread worker (its default --worker-connections). Requests beyond --threads wait
 # for a thread of idp.asgi's pool inside the worker, their bodies already read.
 GRANIAN_CONNECTIONS = 1000
+# Threads per worker when --threads is not given. granian (idp.asgi's pool): 8, by measurement
+# (bench/servers_ab.py, docs/performance.md section 6, 2026-12-06, alternated in one run):
+# of granian ASGI x1/x2/x4/x8, gunicorn gthread x4 and gunicorn sync, on 1 worker pinned to one
+# core and on 2 workers over two cores, only the granian candidates kept answering ordinary
+# token requests (in under 0.1 s) while 50 clients trickled their headers or bodies (gunicorn:
+# none of 5 within 3 s, gthread on two workers at best 3), and among them x8 issued the most
+# client_credentials tokens per second (group commit batches concurrent requests: 473 against
+# 340 for x4 on one core) with a p99 of about 100 ms (x4 on two workers: 680 ms). gunicorn
+# gthread keeps its 4.
+GUNICORN_THREADS = 4
 
 
 @click.command("serve")
@@ -28,10 +39,10 @@ GRANIAN_CONNECTIONS = 1000
               help="HOST:PORT ([V6]:PORT for IPv6), or unix:PATH")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, envvar="IDP_WORKERS",
               show_envvar=True, help="worker processes (one per core)")
-@click.option("--threads", type=click.IntRange(1, 64), default=4, envvar="IDP_THREADS",
+@click.option("--threads", type=click.IntRange(1, 64), default=None, envvar="IDP_THREADS",
               show_envvar=True,
-              help="threads per worker that run requests (idp.asgi's pool under granian; "
-                   "gunicorn gthread)")
+              help=f"threads per worker that run requests: idp.asgi's pool under granian "
+                   f"(default {GRANIAN_THREADS}), gunicorn gthread (default {GUNICORN_THREADS})")
 @click.option("--worker-class", type=click.Choice(["sync", "gthread"]), default="gthread",
               show_default=True,
               help="gunicorn only: gthread keeps connections alive (see README, Performance); "
@@ -42,11 +53,18 @@ GRANIAN_CONNECTIONS = 1000
                    "it is killed")
 @json_option
 @click.pass_context
-def serve_command(ctx: click.Context, server: str, bind: str, workers: int, threads: int,
+def serve_command(ctx: click.Context, server: str, bind: str, workers: int, threads: int | None,
                   worker_class: str, graceful_timeout: int, as_json: bool) -> None:
-    """Run the IdP under granian (default) or gunicorn. SIGHUP to this process (it becomes
-    the server's master) replaces the workers gracefully; SIGTERM stops."""
+    """Run the IdP under granian (default, 8 threads per worker) or gunicorn. SIGHUP to this
+    process (it becomes the server's master) replaces the workers gracefully; SIGTERM stops.
+
+    The defaults are the winner of bench/servers_ab.py (docs/performance.md section 6): slow
+    clients starve gunicorn (sync and gthread) and none of granian's ASGI candidates; of those,
+    eight threads issued the most tokens per second with a p99 near the best."""
     import os
+
+    if threads is None:
+        threads = GRANIAN_THREADS if server == "granian" else GUNICORN_THREADS
 
     if server == "granian":
         if ctx.get_parameter_source("worker_class") is not click.core.ParameterSource.DEFAULT:

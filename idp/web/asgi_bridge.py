@@ -41,6 +41,12 @@ Send = Callable[[Message], Coroutine[Any, Any, None]]
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 Refused = Callable[[dict, int, float], str | None]  # -> the answer's X-Request-ID
 
+# Threads of the pool per worker when `idp serve --threads` is not given (idp.asgi, idp serve):
+# chosen by measurement (bench/servers_ab.py, docs/performance.md section 6): with group commit
+# the token endpoint's concurrent requests share one transaction, so eight threads issued the
+# most client_credentials tokens per second with the lowest tail of the ASGI candidates, on one
+# worker and on two; slow clients hold none of them either way.
+DEFAULT_THREADS = 8
 # A response body held in memory up to this size is sent from the loop after its thread is
 # free; a longer one is streamed from its thread (which then waits on the client's reading).
 STREAM_AFTER = 256 * 1024

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from idp import cli
 from idp.cli import serve as serve_cli
+from idp.web import asgi_bridge
 from tests.conftest import free_port
 from tests.helpers import make_client, wait_ready
 from tests.log_scan import register as register_secret
@@ -62,7 +63,7 @@ def test_granian_with_workers_and_threads(serve):
     assert _opt(argv, "--interface") == "asgi"
     assert _opt(argv, "--host") == "127.0.0.1" and _opt(argv, "--port") == "8000"
     assert _opt(argv, "--workers") == "2" and "--blocking-threads" not in argv
-    assert serve.environ()["IDP_THREADS"] == "4"  # idp.asgi's pool
+    assert serve.environ()["IDP_THREADS"] == str(serve_cli.GRANIAN_THREADS) == "8"  # idp.asgi
     assert "--respawn-failed-workers" in argv and "--no-access-log" in argv
     assert _opt(argv, "--log-level") == "warning"
     assert _opt(argv, "--backpressure") == str(serve_cli.GRANIAN_CONNECTIONS)
@@ -74,14 +75,20 @@ def test_granian_with_workers_and_threads(serve):
     argv, _ = serve(IDP_SERVER="granian")
     assert argv[1:3] == ["-m", "granian"]
     assert shown == {"server": "granian", "bind": "127.0.0.1:8000", "workers": 2,
-                     "threads": 4, "worker_class": None, "graceful_timeout": 20}
+                     "threads": 8, "worker_class": None, "graceful_timeout": 20}
 
 
 def test_defaults_are_granian_with_workers_and_threads(serve):
-    """granian by default: slow clients cannot stall it (tests/integration/test_slow_clients)."""
+    """granian by default: slow clients cannot stall it (tests/integration/test_slow_clients);
+    eight threads per worker under granian, four under gunicorn gthread (bench/servers_ab.py,
+    docs/performance.md)."""
     argv, shown = serve()
     assert argv[1:3] == ["-m", "granian"] and argv[-1] == "idp.asgi:app"
-    assert shown["server"] == "granian" and shown["workers"] == 2 and shown["threads"] == 4
+    assert shown["server"] == "granian" and shown["workers"] == 2 and shown["threads"] == 8
+    assert serve.environ()["IDP_THREADS"] == "8"
+    assert asgi_bridge.DEFAULT_THREADS == 8  # idp.asgi's pool without IDP_THREADS
+    argv, shown = serve("--server", "gunicorn")
+    assert _opt(argv, "--threads") == "4" and shown["threads"] == 4
 
 
 def test_gunicorn_is_gthread_with_workers_and_threads(serve):
@@ -98,14 +105,14 @@ def test_gunicorn_is_gthread_with_workers_and_threads(serve):
 
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])
 def test_workers_and_threads_come_from_the_environment(serve, server):
-    argv, _ = serve("--server", server, IDP_WORKERS="3", IDP_THREADS="8")
+    argv, _ = serve("--server", server, IDP_WORKERS="3", IDP_THREADS="6")
     assert _opt(argv, "--workers") == "3"
     if server == "granian":
-        assert serve.environ()["IDP_THREADS"] == "8"
-        serve("--server", server, "--threads", "2", IDP_THREADS="8")  # the option wins
+        assert serve.environ()["IDP_THREADS"] == "6"
+        serve("--server", server, "--threads", "2", IDP_THREADS="6")  # the option wins
         assert serve.environ()["IDP_THREADS"] == "2"
     else:
-        assert _opt(argv, "--threads") == "8"
+        assert _opt(argv, "--threads") == "6"
     argv, _ = serve("--server", server, "--workers", "5", IDP_WORKERS="3")  # the option wins
     assert _opt(argv, "--workers") == "5"
     kill = "--workers-kill-timeout" if server == "granian" else "--graceful-timeout"

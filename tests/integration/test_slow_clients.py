@@ -1,7 +1,7 @@
 """Slow clients cannot stall the service: `idp serve` as deployed by default (granian on
-idp.asgi, two workers, four Python threads each) with connections that announce a 60 kB body
-and trickle a byte a second; meanwhile /healthz and a token request from another client each
-answer within 1 s, five times over.
+idp.asgi, two workers, eight Python threads each: the default --threads) with connections that
+announce a 60 kB body and trickle a byte a second; meanwhile /healthz and a token request from
+another client each answer within 1 s, five times over.
 
 gunicorn's gthread worker hands a connection to a Python thread once its first bytes arrive,
 and the thread then blocks reading the body: 8 such connections held every thread of
@@ -110,7 +110,7 @@ def service(ctx):
 @pytest.mark.parametrize("count", [8, 64])
 def test_the_default_server_answers_others_while_clients_trickle(env, service, tmp_path,
                                                                   count):
-    with idp_serve(env, tmp_path / "node", "--workers", "2", "--threads", "4") as node:
+    with idp_serve(env, tmp_path / "node", "--workers", "2") as node:  # default threads
         worst = _worst_while_slow(node, service, count)
     print(f"idp serve (default) with {count} slow clients: p100 over {TRIES}: "
           f"healthz {worst['healthz'] * 1000:.0f} ms, token {worst['token'] * 1000:.0f} ms")
