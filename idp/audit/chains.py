@@ -160,14 +160,21 @@ def _append_slow(conn: Connection, key: tuple[int, int], writer: _Writer | None,
 
 
 def _new_chain(conn: Connection, count: int, now: datetime) -> int:
-    """A head row of a new chain, holding `count` positions (its hash set by the caller)."""
+    """A head row of a new chain, numbered after the highest, holding `count` positions
+    (its hash set by the caller), in the caller's transaction: if that rolls back, so does
+    the chain."""
+    numbered = select(func.coalesce(func.max(_HEAD.c.id), 0) + 1).scalar_subquery()
+    statement = insert(_HEAD).values(id=numbered, seq=count, last_hash=GENESIS,
+                                     updated_at=now).returning(_HEAD.c.id)
+    if conn.dialect.name == "sqlite":
+        # One writer at a time: the INSERT holds the write lock, no two writers number
+        # alike. And no SAVEPOINT: pysqlite opens no transaction for it, so its RELEASE
+        # would commit the head alone, before its first event, for others to anchor.
+        return int(conn.execute(statement).scalar_one())
     for _ in range(8):
-        chain = conn.execute(select(func.coalesce(func.max(_HEAD.c.id), 0) + 1)).scalar_one()
         try:
             with conn.begin_nested():
-                conn.execute(insert(_HEAD).values(id=chain, seq=count,
-                                                  last_hash=genesis(chain), updated_at=now))
-            return int(chain)
+                return int(conn.execute(statement).scalar_one())
         except IntegrityError:
             continue   # another process took that number first
     raise RuntimeError("no audit chain could be started")

@@ -140,6 +140,25 @@ def test_anchors_come_again_only_when_due_and_only_for_heads_that_moved(ctx, oth
     assert audit.verdict().intact
 
 
+def test_a_new_chain_is_seen_only_with_its_first_event(ctx, other_node):
+    """A chain's head row commits with its first event: never alone with the genesis hash
+    for another writer to anchor (on SQLite a SAVEPOINT opened outside a transaction did
+    that: its RELEASE committed the head row by itself), and a rolled-back first append
+    leaves no head that counts an event that is not there."""
+    _here("a.one")
+    with other_node.connect() as conn:
+        pending = conn.begin()
+        chains.append(conn, [_row("b.one")])          # a new chain, not committed
+        db.session.rollback()
+        assert len(db.session.execute(select(AuditHead.id)).all()) == 1   # only ours
+        pending.rollback()
+    db.session.rollback()
+    assert len(db.session.execute(select(AuditHead.id)).all()) == 1
+    again = _write(other_node, "b.again")             # its memory is stale: a new chain
+    assert _event(again[0]).chain_seq == 1
+    assert audit.verdict().intact
+
+
 def test_an_append_costs_two_statements_once_the_chain_is_known(ctx):
     _here("warm.up")
     seen: list[str] = []
