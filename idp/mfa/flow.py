@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, current_app, session
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 
 from idp import clock
 from idp.accounts import lockout
@@ -132,10 +132,20 @@ def current() -> tuple[LoginAttempt, User, str] | None:
     held = session.get(COOKIE_KEY)
     if not isinstance(held, dict) or not isinstance(held.get("id"), str):
         return None
-    attempt = db.session.get(LoginAttempt, held["id"])
-    if attempt is None or attempt.completed_at is not None or attempt.expires_at <= clock.now():
+    # One read: the attempt, its user and the user's confirmed factors (the challenge page and
+    # its POST ask for the factors next; remembered for this transaction like factors() does).
+    rows = db.session.execute(
+        select(LoginAttempt, User, Factor)
+        .join(User, User.id == LoginAttempt.user_id)
+        .outerjoin(Factor, and_(Factor.user_id == User.id, Factor.confirmed_at.is_not(None)))
+        .where(LoginAttempt.id == held["id"])).all()
+    if not rows:
         return None
-    user = db.session.get(User, attempt.user_id)
+    attempt, user = rows[0][0], rows[0][1]
+    if attempt.completed_at is not None or attempt.expires_at <= clock.now():
+        return None
+    found = [row[2] for row in rows if row[2] is not None]
+    session_memo.remembered(db.session, ("factors", user.id), lambda: found)
     purpose = purpose_of(attempt)
     if user is None or user.disabled or purpose is None:
         return None
