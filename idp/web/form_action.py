@@ -49,15 +49,18 @@ def sources_for(uris: list[str], loopback_any_port: bool) -> set[str]:
 def _authorization_clients() -> set[str] | None:
     """The client_ids of the authorization requests this page can lead to, when that is all
     it can lead to: the page is /authorize's own (the consent page), or every `next` it
-    carries (its query, its form, the sign-in under way in the flow cookie) is an /authorize
+    carries (its query, the sign-in under way in the flow cookie) is an /authorize
     request naming its client. None otherwise (another page of ours, a pushed or unnamed
-    request): then every client counts."""
+    request, a page answering a form post: a re-shown form may carry another `next`, and its
+    body is not read here, which may be refused as too large): then every client counts."""
+    if request.method != "GET":
+        return None
     authorize = url_for("oidc.authorize")
     if request.path == authorize:
         targets = [request.full_path]
     else:
         held = session.get(FLOW_KEY) if FLOW_KEY in session else None
-        targets = [t for t in (request.args.get("next"), request.form.get("next"),
+        targets = [t for t in (request.args.get("next"),
                                held.get("next") if isinstance(held, dict) else None) if t]
     if not targets:
         return None
@@ -80,7 +83,10 @@ def directive() -> str:
     registrations' cache (idp.oidc.client_cache): the one /authorize validated the request
     against, where a client registered by another process is read from the database on its
     first use; no other statement. Any other page reads every enabled client's URIs."""
-    client_ids = _authorization_clients()
+    try:
+        client_ids = _authorization_clients()
+    except UnicodeDecodeError:  # a query string that is not UTF-8 (its 400 page is answered)
+        client_ids = None
     if client_ids is not None:
         sources: set[str] = set()
         try:

@@ -41,8 +41,8 @@ Measured on SQLite and PostgreSQL alike (issue 9 hot-path work; before it: 14, 1
                                    - the lock checked in the UPDATE completing the attempt, the
                                      failure count reset only when the account shows one (-1).
                                    18 of the 35 are the audit chain (6 events x 3, left to the
-                                   audit redesign); 4 more are the new-device alert (this
-                                   browser is new: its INSERT and audit event).
+                                   audit redesign; one event is the new-device alert of this
+                                   new browser, whose INSERT is one more).
 The client row comes from the in-process cache (idp/oidc/client_cache.py) after the first
 request of a worker, which is the state these tests warm up to; the revocation epoch is read
 at most once per revocation_cache_ms, so these tests hold its clock still.
