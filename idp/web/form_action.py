@@ -49,17 +49,22 @@ def sources_for(uris: list[str], loopback_any_port: bool) -> set[str]:
 def _authorization_clients() -> set[str] | None:
     """The client_ids of the authorization requests this page can lead to, when that is all
     it can lead to: the page is /authorize's own (the consent page), or every `next` it
-    carries (its query, the sign-in under way in the flow cookie) is an /authorize
-    request naming its client. None otherwise (another page of ours, a pushed or unnamed
-    request, a page answering a form post: a re-shown form may carry another `next`, and its
-    body is not read here, which may be refused as too large): then every client counts."""
+    carries (its query; on a second-step page, the sign-in under way in the flow cookie) is
+    an /authorize request naming its client. None otherwise (another page of ours, a pushed
+    or unnamed request, a page answering a form post: a re-shown form may carry another
+    `next`, and its body is not read here, which may be refused as too large): then every
+    client counts."""
     if request.method != "GET":
         return None
     authorize = url_for("oidc.authorize")
     if request.path == authorize:
         targets = [request.full_path]
     else:
-        held = session.get(FLOW_KEY) if FLOW_KEY in session else None
+        # The flow cookie's `next` counts on the second step's own pages only: elsewhere (a
+        # logout page, say) it may be a sign-in left unfinished that the page has nothing to do
+        # with.
+        held = session.get(FLOW_KEY) if request.blueprint == "mfa" and FLOW_KEY in session \
+            else None
         targets = [t for t in (request.args.get("next"),
                                held.get("next") if isinstance(held, dict) else None) if t]
     if not targets:

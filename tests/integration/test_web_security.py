@@ -356,10 +356,11 @@ def test_a_sign_in_for_one_client_allows_that_client_only_and_one_registered_els
     browser = client.application.test_client()
     login_page = browser.get("/login?" + urlencode({"next": "/authorize?" + urlencode(params)}))
     assert _form_action(login_page) == ["'self'", "https://elsewhere.example"]
-    # the first browser's sign-in (its flow cookie) still leads to rp as well
+    # the first browser's unfinished sign-in (its flow cookie) counts on its second step's
+    # page only, not on a page that has nothing to do with it
     assert _form_action(client.get("/login?" + urlencode(
-        {"next": "/authorize?" + urlencode(params)}))) == \
-        ["'self'", "https://elsewhere.example", "https://rp.example"]
+        {"next": "/authorize?" + urlencode(params)}))) == ["'self'", "https://elsewhere.example"]
+    assert _form_action(client.get("/mfa/challenge")) == ["'self'", "https://rp.example"]
     # a page that is not part of one client's sign-in lists every enabled client
     assert {"https://rp.example", "https://other.example", "https://elsewhere.example"} <= \
         set(_form_action(browser.get("/login")))
