@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, case, or_, update
+from sqlalchemy import ColumnElement, and_, case, exists, or_, update
+from sqlalchemy.orm import InstrumentedAttribute
 
 from idp import clock
 from idp.accounts.models import User
@@ -69,6 +70,21 @@ def _record_lockout(user: User, failures: int, until: datetime) -> None:
     audit.record("account.locked", user_id=user.id, failures=failures,
                  locked_until=until.isoformat())
     alerts.check_lockout(user, ip)
+
+
+def not_locked(
+        user_id: ColumnElement[int] | InstrumentedAttribute[int], now: datetime,
+) -> ColumnElement[bool]:
+    """A condition for a statement about something of the account `user_id` (a sign-in's
+    completion, idp.mfa.flow): the account is not locked now. Part of that one statement, so
+    a lock committed by concurrent failures is seen atomically, like register_success's."""
+    return ~exists().where(User.id == user_id, User.locked_until.is_not(None),
+                           User.locked_until > now)
+
+
+def owes_reset(user: User) -> bool:
+    """The account as read shows failures or a lock to clear (register_success's work)."""
+    return bool(user.failed_logins) or user.locked_until is not None
 
 
 def register_success(user: User) -> bool:

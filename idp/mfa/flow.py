@@ -17,11 +17,11 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, current_app, session
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 
 from idp import clock
-from idp.accounts import lockout
-from idp.accounts.models import User
+from idp.accounts import acknowledgment, lockout
+from idp.accounts.models import Acknowledgment, User
 from idp.audit import service as audit
 from idp.context import policy
 from idp.core import session_memo
@@ -60,6 +60,8 @@ class Purpose:
     # A template the challenge page includes above the form, with its context.
     notice_template: str | None = None
     notice: Callable[[LoginAttempt], dict[str, Any]] | None = None
+    # Completing it requires the account not locked, checked in the completing statement.
+    unlocked_only: bool = False
 
 
 def register_purpose(app: Flask, purpose: Purpose) -> None:
@@ -132,10 +134,24 @@ def current() -> tuple[LoginAttempt, User, str] | None:
     held = session.get(COOKIE_KEY)
     if not isinstance(held, dict) or not isinstance(held.get("id"), str):
         return None
-    attempt = db.session.get(LoginAttempt, held["id"])
-    if attempt is None or attempt.completed_at is not None or attempt.expires_at <= clock.now():
+    # One read: the attempt, its user and the user's confirmed factors (the challenge page and
+    # its POST ask for the factors next; remembered for this transaction like factors() does).
+    # Today's acknowledgment too (at most one row): the gate /authorize checks once the
+    # sign-in is done (idp.accounts.acknowledgment.seen).
+    rows = db.session.execute(
+        select(LoginAttempt, User, Factor, Acknowledgment)
+        .join(User, User.id == LoginAttempt.user_id)
+        .outerjoin(Factor, and_(Factor.user_id == User.id, Factor.confirmed_at.is_not(None)))
+        .outerjoin(Acknowledgment, acknowledgment.accepted_clause(User.id))
+        .where(LoginAttempt.id == held["id"])).all()
+    if not rows:
         return None
-    user = db.session.get(User, attempt.user_id)
+    attempt, user = rows[0][0], rows[0][1]
+    if attempt.completed_at is not None or attempt.expires_at <= clock.now():
+        return None
+    found = [row[2] for row in rows if row[2] is not None]
+    session_memo.remembered(db.session, ("factors", user.id), lambda: found)
+    acknowledgment.seen(user, rows[0][3])
     purpose = purpose_of(attempt)
     if user is None or user.disabled or purpose is None:
         return None
@@ -159,12 +175,15 @@ def finish(attempt: LoginAttempt, user: User, factor: Factor | None, *,
         return None
     mfa = policy().mfa
     assurance = policy().assurance
+    now = clock.now()
+    conditions = [LoginAttempt.id == attempt.id, LoginAttempt.completed_at.is_(None)]
+    if purpose.unlocked_only:
+        conditions.append(lockout.not_locked(LoginAttempt.user_id, now))
     done = db.session.execute(
-        update(LoginAttempt).where(LoginAttempt.id == attempt.id,
-                                   LoginAttempt.completed_at.is_(None))
-        .values(completed_at=clock.now()).execution_options(synchronize_session=False)).rowcount
+        update(LoginAttempt).where(*conditions)
+        .values(completed_at=now).execution_options(synchronize_session=False)).rowcount
     if not done:
-        return None  # finished already (a double submit)
+        return None  # finished already (a double submit), or locked meanwhile (unlocked_only)
     used = kind or (factor.kind if factor is not None else None)
     amr = list(attempt.amr or [])
     acr = assurance.password_acr
@@ -183,7 +202,9 @@ def finish(attempt: LoginAttempt, user: User, factor: Factor | None, *,
 
 def _complete_login(attempt: LoginAttempt, user: User, verified: Verified
                     ) -> SsoSession | None:
-    if not lockout.register_success(user):
+    # Not locked: finish() completed the attempt only if so (unlocked_only). The count is
+    # reset when the account as read shows one; a failure counted since that read stays.
+    if lockout.owes_reset(user) and not lockout.register_success(user):
         return None  # locked meanwhile by failures elsewhere
     sso = sessions.start(user, acr=verified.acr, amr=verified.amr)
     audit.record("login.success", user_id=user.id, amr=verified.amr, acr=verified.acr)
@@ -212,7 +233,7 @@ def _not_completed(attempt: LoginAttempt, user: User, verified: Verified) -> Non
 
 
 BUILTIN_PURPOSES = (
-    Purpose("login", _complete_login, password_first=True),
+    Purpose("login", _complete_login, password_first=True, unlocked_only=True),
     Purpose("stepup", _complete_stepup, signed_in=True),
     Purpose("enroll", _not_completed),
 )

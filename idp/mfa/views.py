@@ -23,6 +23,7 @@ from idp.mfa.factors.base import CODE_FAILED, FactorType, Notice
 from idp.mfa.factors.otp_code import mask, sent_already
 from idp.mfa.factors.registry import registry
 from idp.mfa.models import Factor, LoginAttempt
+from idp.oidc.views import authorize_after_sign_in
 
 Page = AnyResponse | tuple[str, int] | str
 
@@ -88,9 +89,20 @@ def _verify(attempt: LoginAttempt, user: User, factor: Factor, kind: FactorType,
         db.session.commit()
         return _failed(attempt, user, factor, kind, usable)
     audit.record("mfa.verified", user_id=user.id, factor=factor.kind)
-    flow.finish(attempt, user, factor)
-    db.session.commit()
-    return redirect(next_url)
+    done = flow.finish(attempt, user, factor)
+    if done is None or attempt.purpose != "login":
+        db.session.commit()
+        return redirect(next_url)
+    # A sign-in for an authorization request: answered here (the code to the client), not
+    # by a redirect to /authorize that would only lead on. The sign-in is committed first;
+    # its rows (the account, the new session) stay loaded for the authorization's checks.
+    sa_session = db.session()
+    keep, sa_session.expire_on_commit = sa_session.expire_on_commit, False
+    try:
+        db.session.commit()
+    finally:
+        sa_session.expire_on_commit = keep
+    return authorize_after_sign_in(next_url) or redirect(next_url)
 
 
 def _failed(attempt: LoginAttempt, user: User, factor: Factor, kind: FactorType,

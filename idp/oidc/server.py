@@ -326,8 +326,14 @@ class CodeGrant(UserGrant, grants.AuthorizationCodeGrant):
         """Find and consume the code in one atomic step; a second use revokes its tokens."""
         if not isinstance(code, str) or not code or len(code) > 256:
             return None
-        item = db.session.execute(select(AuthorizationCode).where(
-            AuthorizationCode.code_hash == digest(code))).scalar_one_or_none()
+        # The code with its user (joined) and its sign-in's SSO session, which
+        # authenticate_user checks next (found in the identity map then, not read again).
+        row = db.session.execute(
+            select(AuthorizationCode, SsoSession)
+            .outerjoin(SsoSession, SsoSession.id == AuthorizationCode.sid)
+            .where(AuthorizationCode.code_hash == digest(code))).first()
+        item = row[0] if row is not None else None
+        self._code_sso: SsoSession | None = row[1] if row is not None else None
         if item is None or item.client_id != client.client_id:
             return None
         if item.dpop_jkt and item.dpop_jkt != _dpop_key(self):  # before the code is used up
@@ -355,7 +361,9 @@ class CodeGrant(UserGrant, grants.AuthorizationCodeGrant):
         if user is None or user.disabled:
             return None
         if authorization_code.sid:
-            sso = db.session.get(SsoSession, authorization_code.sid)
+            sso = getattr(self, "_code_sso", None)  # read with the code
+            if sso is None or sso.id != authorization_code.sid:
+                sso = db.session.get(SsoSession, authorization_code.sid)
             if sso is None or sso.ended_at is not None:
                 return None  # the sign-in behind this code ended (logout) before the exchange
         carry(self.request, AuthContext(
@@ -511,6 +519,10 @@ class IdToken(OpenIDCode):
             raise
 
     def exists_nonce(self, nonce: str, oauth_request: object) -> bool:
+        if getattr(oauth_request, "user", None) is None:
+            # No one is signed in: nothing can be issued by this request; the nonce is checked
+            # when the request comes back signed in, before its code is stored.
+            return False
         client_id = oauth_request.payload.client_id
         return session_memo.remembered(  # Authlib asks twice per authorization request
             db.session, ("nonce", client_id, nonce),

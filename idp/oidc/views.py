@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -15,7 +17,10 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
+    url_for,
 )
+from flask.ctx import RequestContext
 from werkzeug.wrappers import Response as BaseResponse
 
 from idp.audit import group_commit
@@ -31,6 +36,7 @@ from idp.oidc.interaction.respond import error_page
 from idp.oidc.server import server
 from idp.sessions import service as sessions
 from idp.web import public_documents
+from idp.web.security import reject_unusable_input
 
 bp = Blueprint("oidc", __name__)
 
@@ -71,6 +77,30 @@ def authorize() -> Response | tuple[str, int] | str:
     if request.method == "POST" and request.form.get("decision") is None:
         return error_page("invalid_request", "The authorization request must use GET.")
     return interaction.authorize()
+
+
+def authorize_after_sign_in(next_url: str) -> Response | tuple[str, int] | str | None:
+    """The authorization request a sign-in was for, answered by the sign-in's last response
+    (the second factor's POST) instead of a redirect to /authorize that would only lead on:
+    the code goes to the client (or the browser to the page owed next) one round trip sooner.
+    `next_url` is the sign-in's same-site `next` (safe_next); anything but an /authorize
+    request, or an outcome that shows a page of ours (consent, an error), gives None and the
+    caller redirects to `next_url` as before. The request is the one /authorize would have
+    received (GET, that query, this browser's cookies, remote address and flow session), run
+    through the same checks as a GET of /authorize (idp.web.security's parameter checks, the
+    interaction pipeline with its gates)."""
+    parts = urlsplit(next_url)
+    if parts.scheme or parts.netloc or parts.path != url_for("oidc.authorize"):
+        return None
+    environ = dict(request.environ)
+    environ.update({"REQUEST_METHOD": "GET", "PATH_INFO": parts.path,
+                    "QUERY_STRING": parts.query, "CONTENT_LENGTH": "0", "CONTENT_TYPE": "",
+                    "wsgi.input": io.BytesIO(), "werkzeug.request": None})
+    with RequestContext(current_app._get_current_object(), environ,  # type: ignore[attr-defined]
+                        session=session._get_current_object()):  # type: ignore[attr-defined]
+        if request.endpoint != "oidc.authorize" or reject_unusable_input() is not None:
+            return None
+        return interaction.authorize_or_none(leaving_only=True)
 
 
 @bp.post("/par")

@@ -36,8 +36,10 @@ def add_headers(response: Response) -> Response:
     headers = response.headers
     if "Content-Security-Policy" not in headers:
         csp = CSP
-        if response.mimetype == "text/html":
-
+        # form-action matters only in a page a browser renders: a redirect's body is never
+        # shown (Werkzeug's "Redirecting..." is text/html all the same), so its policy is
+        # never the one a form is checked against; no read of the clients for it.
+        if response.mimetype == "text/html" and not 300 <= response.status_code < 400:
             extra = directive()
             csp = f"{CSP}; {extra}" if extra else CSP
         headers["Content-Security-Policy"] = csp

@@ -166,9 +166,10 @@ def test_without_session_the_user_is_sent_to_login_and_back(ctx, client):
                                               "next": next_url})
     assert password_ok.headers["Location"] == "/mfa/challenge"
     done = pass_totp(client, "drsmith")
-    assert done.status_code == 302 and done.headers["Location"].startswith("/authorize?")
-    final = client.get(done.headers["Location"])
-    assert final.headers["Location"].startswith(REDIRECT + "?code=")
+    # the second factor's answer is the authorization response itself: no redirect to
+    # /authorize that would only lead on (issue 26)
+    assert done.status_code == 302 and done.headers["Location"].startswith(REDIRECT + "?code=")
+    assert query(done.headers["Location"])["state"] == params["state"]
 
 
 def test_prompt_login_forces_a_new_sign_in_then_succeeds(ctx, signed_in):
@@ -178,8 +179,7 @@ def test_prompt_login_forces_a_new_sign_in_then_succeeds(ctx, signed_in):
     assert "/login?" in response.headers["Location"]
     next_url = query(response.headers["Location"])["next"]
     again = login(signed_in, next_url=next_url)
-    final = signed_in.get(again.headers["Location"])
-    assert final.headers["Location"].startswith(REDIRECT + "?code=")
+    assert again.headers["Location"].startswith(REDIRECT + "?code=")
 
 
 def test_max_age_zero_forces_a_new_sign_in_then_succeeds(ctx, signed_in, frozen):
@@ -190,9 +190,8 @@ def test_max_age_zero_forces_a_new_sign_in_then_succeeds(ctx, signed_in, frozen)
     response, _ = authorize(signed_in, rp, pkce()[1], max_age="0")
     assert "/login?" in response.headers["Location"]
     again = login(signed_in, next_url=query(response.headers["Location"])["next"])
+    assert again.headers["Location"].startswith(REDIRECT + "?code="), again.headers["Location"]
     frozen.advance(2)
-    final = signed_in.get(again.headers["Location"])
-    assert final.headers["Location"].startswith(REDIRECT + "?code="), final.headers["Location"]
     response, _ = authorize(signed_in, rp, pkce()[1], max_age="0")
     assert "/login?" in response.headers["Location"]
 
@@ -265,3 +264,26 @@ def test_consent_can_be_revoked_from_the_account_page(ctx, signed_in):
     signed_in.post(action, data={"csrf_token": csrf_from(account.text)})
     again, _ = authorize(signed_in, rp, pkce()[1])
     assert again.status_code == 200 and "decision" in again.text
+
+
+def test_a_nonce_is_used_once_per_client_also_when_it_comes_back_from_a_sign_in(
+        ctx, signed_in):
+    """A nonce the client used already gets no second code: refused at once in a signed-in
+    browser; in a browser without a session the request goes to the sign-in first (nothing is
+    issued without one) and is refused when it comes back signed in, before any code."""
+    rp = make_client()
+    get_code(signed_in, rp, nonce="n-once")
+    again, _ = authorize(signed_in, rp, pkce()[1], nonce="n-once")
+    assert again.status_code == 302 and again.headers["Location"].startswith(REDIRECT)
+    assert query(again.headers["Location"])["error"] == "invalid_request"
+    browser = signed_in.application.test_client()
+    start, params = authorize(browser, rp, pkce()[1], nonce="n-once")
+    assert start.status_code == 302 and "/login?" in start.headers["Location"]
+    done = login(browser, next_url=query(start.headers["Location"])["next"])
+    # the sign-in holds (its session is made); the authorization request is refused
+    assert done.status_code == 302 and done.headers["Location"].startswith("/authorize?")
+    refused = browser.get(done.headers["Location"])
+    assert refused.headers["Location"].startswith(REDIRECT)
+    got = query(refused.headers["Location"])
+    assert got["error"] == "invalid_request" and "code" not in got
+    assert got["state"] == params["state"]

@@ -19,6 +19,7 @@ from tests.helpers import (
     auth_params,
     csrf_from,
     exchange,
+    forget_totp_use,
     login,
     make_client,
     make_user,
@@ -130,6 +131,40 @@ def test_password_success_does_not_reset_failed_code_guesses(ctx, client):
         _submit(client, "/mfa/challenge", {"code": "000000"})
     db.session.refresh(user)
     assert user.failed_logins == 3
+
+
+def test_an_account_locked_between_password_and_code_is_not_signed_in(ctx, client):
+    """Failures elsewhere lock the account after its password step: the right code then
+    completes nothing (the completion is refused in the same statement that checks the lock),
+    no session, no login.success; once a correct sign-in succeeds the count is reset."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, update
+
+    from idp.accounts.models import User
+    from idp.audit.models import AuditEvent
+    from idp.mfa.models import LoginAttempt
+
+    user = make_user()
+    _password_only(client)
+    db.session.execute(update(User).where(User.id == user.id).values(
+        failed_logins=5, locked_until=clock.now() + timedelta(minutes=30)))
+    db.session.commit()
+    done = _submit(client, "/mfa/challenge", {"code": totp_now("drsmith")})
+    assert done.status_code == 302 and done.headers["Location"] == "/account"
+    assert "/login" in client.get("/account").headers["Location"]
+    assert db.session.scalar(select(func.count()).select_from(LoginAttempt).where(
+        LoginAttempt.user_id == user.id, LoginAttempt.completed_at.is_not(None))) == 0
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.user_id == user.id, AuditEvent.event == "login.success")) == 0
+    # unlocked (but failures still counted): a full sign-in succeeds and resets the count
+    db.session.execute(update(User).where(User.id == user.id).values(locked_until=None))
+    db.session.commit()
+    forget_totp_use("drsmith")  # the code's time step was used up above
+    other = ctx.test_client()
+    assert login(other).status_code == 302
+    db.session.refresh(user)
+    assert user.failed_logins == 0 and user.locked_until is None
 
 
 # -- SMS and email ---------------------------------------------------------------------------

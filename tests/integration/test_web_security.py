@@ -10,6 +10,7 @@ from idp import create_app
 from idp.config import ConfigError, Settings
 from tests.conftest import TEST_ISSUER, TEST_POLICY, ClosingClient
 from tests.helpers import (
+    PASSWORD,
     auth_params,
     basic,
     exchange,
@@ -312,6 +313,57 @@ def test_forms_may_post_to_this_site_and_registered_client_uris_only(ctx, client
     assert _form_action(client.get("/jwks.json")) == []
     make_client(redirect_uri="https://new.example/cb", name="New")
     assert "https://new.example" in _form_action(client.get("/login"))
+
+
+def test_a_sign_in_for_one_client_allows_that_client_only_and_one_registered_elsewhere(
+        ctx, client):
+    """The pages of a sign-in for a relying party (login form, second factor) list that
+    client's URIs only, from the client registrations' cache /authorize validated against: a
+    client another process registered a moment ago is read on first use (no cached list to
+    wait for); a redirect's body is never rendered, so it carries no form-action."""
+    from urllib.parse import urlencode
+
+    from sqlalchemy import insert, select
+
+    from idp.extensions import db
+    from idp.oidc.models import Client
+    from tests.helpers import csrf_from
+
+    make_user()
+    rp = make_client(redirect_uri="https://rp.example/cb",
+                     post_logout_redirect_uris=["https://rp.example/bye"])
+    make_client(redirect_uri="https://other.example/cb", name="Other")
+    start = client.get("/authorize?" + urlencode(auth_params(rp, pkce()[1])))
+    assert start.status_code == 302 and _form_action(start) == []
+    page = client.get(start.headers["Location"])
+    assert _form_action(page) == ["'self'", "https://rp.example"]
+    password = client.post("/login", data={
+        "username": "drsmith", "password": PASSWORD, "csrf_token": csrf_from(page.text),
+        "next": query(start.headers["Location"])["next"]})
+    assert password.headers["Location"] == "/mfa/challenge"
+    assert _form_action(client.get("/mfa/challenge")) == ["'self'", "https://rp.example"]
+    # registered by another process: a row this process's session never saw
+    table = Client.__table__
+    with db.engine.begin() as conn:
+        row = dict(conn.execute(select(table).where(table.c.client_id == rp.client_id))
+                   .mappings().one())
+        row.pop("id")
+        row.update(client_id="elsewhere-" + rp.client_id[:8], client_name="Elsewhere",
+                   redirect_uris=["https://elsewhere.example/cb"], post_logout_redirect_uris=[])
+        conn.execute(insert(table).values(**row))
+    params = {"response_type": "code", "client_id": row["client_id"],
+              "redirect_uri": "https://elsewhere.example/cb", "scope": "openid"}
+    browser = client.application.test_client()
+    login_page = browser.get("/login?" + urlencode({"next": "/authorize?" + urlencode(params)}))
+    assert _form_action(login_page) == ["'self'", "https://elsewhere.example"]
+    # the first browser's unfinished sign-in (its flow cookie) counts on its second step's
+    # page only, not on a page that has nothing to do with it
+    assert _form_action(client.get("/login?" + urlencode(
+        {"next": "/authorize?" + urlencode(params)}))) == ["'self'", "https://elsewhere.example"]
+    assert _form_action(client.get("/mfa/challenge")) == ["'self'", "https://rp.example"]
+    # a page that is not part of one client's sign-in lists every enabled client
+    assert {"https://rp.example", "https://other.example", "https://elsewhere.example"} <= \
+        set(_form_action(browser.get("/login")))
 
 
 def test_form_action_sources_ignore_what_could_break_the_header():

@@ -80,13 +80,28 @@ def checks() -> list[pipeline.Check]:
     return pipeline.arrange(BUILTIN, registry().checks)
 
 
+# Outcomes a sign-in's last step may answer itself (authorize(leaving_only=True)): the
+# authorization response to the client, or the one page of ours the request needs next.
+LEAVING = frozenset({pipeline.ISSUE, pipeline.REDIRECT})
+
+
 def authorize() -> Answer:
     """GET (or the consent form's POST to) /authorize."""
+    answer = authorize_or_none(leaving_only=False)
+    return answer if answer is not None else error_page("server_error", "No answer.", 500)
+
+
+def authorize_or_none(*, leaving_only: bool) -> Answer | None:
+    """/authorize's answer. leaving_only: answered at the end of a sign-in (idp.oidc.views
+    authorize_after_sign_in), where a redirect back to /authorize would only lead on: the
+    answer when the outcome is the authorization response (or a redirect to the page owed
+    next), else None with nothing written, and the browser comes to /authorize as before (a
+    consent page, a refusal, an error page are shown at /authorize)."""
     sso = sessions.current()
     try:
         grant = server.get_consent_grant(end_user=sso.user if sso else None)
     except OAuth2Error as error:
-        return authorization_error(error)
+        return None if leaving_only else authorization_error(error)
     key = rules.request_key(request.query_string.decode("latin-1"))
     markers: dict = session.get(MARKERS, {})
     ix = Interaction(
@@ -97,7 +112,13 @@ def authorize() -> Answer:
     try:
         outcome = pipeline.run(ix, checks())
     except OAuth2Error as error:  # a feature's check may refuse by raising
+        if leaving_only:
+            db.session.rollback()
+            return None
         return authorization_error(error, ix.params.get("state"))
+    if leaving_only and outcome.kind not in LEAVING:
+        db.session.rollback()
+        return None
     answer = respond(ix, outcome, markers)
     db.session.commit()
     return answer
