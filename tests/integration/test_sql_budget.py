@@ -7,20 +7,21 @@ when they were set plus at most one; lower them when a path gets cheaper, and ra
 with a reason in the commit.
 
 Measured on SQLite and PostgreSQL alike (issue 9 hot-path work; before it: 14, 13, 5, 2, 3):
-  authorization_code exchange   7: code+user+its SSO session (one SELECT, joined; the
+  authorization_code exchange   6: code+user+its SSO session (one SELECT, joined; the
                                    session was a second SELECT until issue 26's second round),
                                    UPDATE claiming the code, INSERT access-token record,
                                    INSERT refresh token,
-                                   audit (UPDATE head RETURNING, UPDATE head hash, INSERT event)
-  refresh_token grant           8: token+user (one SELECT), acknowledgment check, UPDATE
-                                   rotating the token, 2 INSERTs, 3 audit statements
-  client_credentials            4: INSERT access-token record, 3 audit statements
+                                   audit (the conditional claim of this process's chain head,
+                                   INSERT event: idp/audit/chains.py; 3 statements before it)
+  refresh_token grant           7: token+user (one SELECT), acknowledgment check, UPDATE
+                                   rotating the token, 2 INSERTs, 2 audit statements
+  client_credentials            3: INSERT access-token record, 2 audit statements
   userinfo                      0: the record and the account's claims from the node-local
                                    cache (issue 26, idp/oidc/revocation_cache.py); cold: 2
   introspection (JWT)           0: the record from that cache; cold: 1 (record+user)
-  whole password+TOTP sign-in   35 over 6 requests (bench/run.py's login_once: /authorize,
+  whole password+TOTP sign-in   29 over 6 requests (bench/run.py's login_once: /authorize,
                                    login form, password, TOTP page, TOTP answering with the
-                                   code, code exchange); per step 0, 1, 6, 1, 20, 7.
+                                   code, code exchange); per step 0, 1, 5, 1, 16, 6.
                                    Issue 26 first round 56 -> 50 (factors and the nonce's use
                                    read once per transaction: -3; the TOTP factor's last use
                                    stamped once: -1; the request log's subject taken before
@@ -40,9 +41,10 @@ Measured on SQLite and PostgreSQL alike (issue 9 hot-path work; before it: 14, 1
                                      the code is stored), not by the anonymous /authorize (-1);
                                    - the lock checked in the UPDATE completing the attempt, the
                                      failure count reset only when the account shows one (-1).
-                                   18 of the 35 are the audit chain (6 events x 3, left to the
-                                   audit redesign; one event is the new-device alert of this
-                                   new browser, whose INSERT is one more).
+                                   18 of the 35 were the audit chain (6 events x 3; one event is
+                                   the new-device alert of this new browser, whose INSERT is one
+                                   more). The audit chain per writer (idp/audit/chains.py)
+                                   appends an event in 2 statements: 35 -> 29, 12 of them audit.
 The client row comes from the in-process cache (idp/oidc/client_cache.py) after the first
 request of a worker, which is the state these tests warm up to; the revocation epoch is read
 at most once per revocation_cache_ms, so these tests hold its clock still.
@@ -73,12 +75,12 @@ from tests.helpers import (
 
 # statement budgets per request: measured + 1 (see the docstring)
 BUDGET = {
-    "authorization_code": 8,
-    "refresh_token": 9,
-    "client_credentials": 5,
+    "authorization_code": 7,
+    "refresh_token": 8,
+    "client_credentials": 4,
     "userinfo": 1,
     "introspection": 1,
-    "sign_in": 36,
+    "sign_in": 30,
 }
 
 
