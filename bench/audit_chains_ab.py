@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -120,9 +119,7 @@ def main() -> None:
               f"{verdict.events:,} events in {verdict.chains} chains"
               + ("" if verdict.intact else f" ({verdict.problem})"))
     finally:
-        if schema:
-            run.drop_schema(schema)
-        shutil.rmtree(tmp, ignore_errors=True)
+        run.discard(tmp, schema)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -97,9 +96,7 @@ def main() -> None:
                     " / ".join(str(r.non200) for r, _, _ in rounds)]
             print(f"| {name} | " + " | ".join(cols) + " |")
     finally:
-        if schema:
-            run.drop_schema(schema)
-        shutil.rmtree(tmp, ignore_errors=True)
+        run.discard(tmp, schema)
 
 
 if __name__ == "__main__":

@@ -101,9 +101,7 @@ def main() -> None:
                     for i in (0, 2, 1, 3)]
             print(f"| {name} | " + " | ".join(cols) + " |")
     finally:
-        if schema:
-            run.drop_schema(schema)
-        shutil.rmtree(tmp, ignore_errors=True)
+        run.discard(tmp, schema)
 
 
 if __name__ == "__main__":

@@ -291,6 +291,13 @@ def ab_instance(prefix: str) -> tuple[Path, str, str | None, int, dict[str, str]
     return tmp, url, schema, port, env
 
 
+def discard(tmp: Path, schema: str | None) -> None:
+    """Remove what ab_instance made: the PostgreSQL schema (if any) and the directory."""
+    if schema:
+        drop_schema(schema)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def drop_schema(schema: str) -> None:
     import sqlalchemy as sa
 

@@ -155,9 +155,7 @@ def main() -> None:
               "failed)")
     finally:
         server.stop()
-        if schema:
-            run.drop_schema(schema)
-        shutil.rmtree(tmp, ignore_errors=True)
+        run.discard(tmp, schema)
 
 
 if __name__ == "__main__":

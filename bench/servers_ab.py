@@ -36,7 +36,6 @@ from __future__ import annotations
 import base64
 import os
 import select
-import shutil
 import socket
 import statistics
 import sys
@@ -336,9 +335,7 @@ def main() -> None:
             name, why = winner(results[workers])
             print(f"winner, {workers} worker{'s' if workers > 1 else ''}: {name} ({why})")
     finally:
-        if schema:
-            run.drop_schema(schema)
-        shutil.rmtree(tmp, ignore_errors=True)
+        run.discard(tmp, schema)
 
 
 if __name__ == "__main__":
