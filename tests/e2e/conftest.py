@@ -169,8 +169,8 @@ def browser_sign_in(server: Server, authorization_url: str, username: str, passw
     """The browser's part of the code flow, over plain HTTP: follow /authorize to /login, fill
     the form (csrf_token, next), then the second step at /mfa/challenge with the code of the
     authenticator app (seed `totp_secret`, by default the one make_user() enrolled), come back
-    to /authorize and return the redirect to the RP (the Location header, not followed:
-    nothing serves the redirect_uri).
+    answering with the redirect to the RP, which is returned (the Location header, not
+    followed: nothing serves the redirect_uri); with consent, through /authorize as before.
 
     `forget` clears the factor's used time step afterwards (helpers.forget_totp_use, test
     set-up only) so that a test may sign the same person in again within the same 30 s; it
@@ -203,7 +203,10 @@ def browser_sign_in(server: Server, authorization_url: str, username: str, passw
     if forget:
         forget_totp_use(username)
     back = requests.compat.urljoin(server.base, signed_in.headers["Location"])
-    assert back.startswith(server.url("/authorize?")), back
+    if not consent:  # the second factor's answer is the authorization response (issue 26)
+        assert back.startswith(redirect_uri + "?"), back
+        return back
+    assert back.startswith(server.url("/authorize?")), back  # consent: asked at /authorize
     final = http.get(back, allow_redirects=False, timeout=10)
     if consent:
         assert final.status_code == 200 and 'name="decision"' in final.text, final.text[:500]

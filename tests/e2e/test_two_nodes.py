@@ -24,8 +24,9 @@ pytestmark = pytest.mark.e2e
 IDP = str(Path(sys.executable).parent / "idp")
 
 
-def _sign_in_on(node, http: requests.Session, person, authorize_query: str) -> None:
-    """Password and TOTP on `node`, starting from its authorize endpoint."""
+def _sign_in_on(node, http: requests.Session, person, authorize_query: str) -> str:
+    """Password and TOTP on `node`, starting from its authorize endpoint; the code the TOTP
+    answer brings to the relying party."""
     first = http.get(node.url("/authorize?" + authorize_query), allow_redirects=False)
     login_page = http.get(node.url(first.headers["Location"]))
     next_url = html.unescape(re.search(r'name="next" value="([^"]+)"', login_page.text).group(1))
@@ -36,7 +37,10 @@ def _sign_in_on(node, http: requests.Session, person, authorize_query: str) -> N
     challenge = http.get(node.url("/mfa/challenge"))
     done = http.post(node.url("/mfa/challenge"), allow_redirects=False, data={
         "code": person.totp_now(), "csrf_token": csrf_from(challenge.text)})
-    assert done.status_code == 302 and done.headers["Location"].startswith("/authorize?")
+    assert done.status_code == 302, done.text[:300]
+    got = {k: v[0] for k, v in parse_qs(urlsplit(done.headers["Location"]).query).items()}
+    assert "code" in got, done.headers["Location"]
+    return got["code"]
 
 
 def _code_from(node, http, query: str) -> str:
@@ -61,8 +65,9 @@ def test_sign_in_on_a_token_on_b_logout_on_a_rotation_on_a(ctx, two_nodes, perso
     http = requests.Session()
     verifier, challenge = pkce()
     query = urlencode(auth_params(rp, challenge))
-    _sign_in_on(node_a, http, person, query)
-    code = _code_from(node_b, http, query)          # the SSO session, read by B
+    _sign_in_on(node_a, http, person, query)        # signed in on A (its code left unused)
+    verifier, challenge = pkce()
+    code = _code_from(node_b, http, urlencode(auth_params(rp, challenge)))  # SSO, read by B
     tokens = _exchange(node_b, rp, code, verifier)  # the code, redeemed on B
     info = requests.get(node_a.url("/userinfo"), timeout=10,
                         headers={"Authorization": f"Bearer {tokens['access_token']}"})
@@ -126,8 +131,7 @@ def test_a_token_revoked_on_a_is_refused_by_b_within_the_bound(ctx, two_nodes, p
     http = requests.Session()
     verifier, challenge = pkce()
     query = urlencode(auth_params(rp, challenge))
-    _sign_in_on(node_a, http, person, query)
-    tokens = _exchange(node_a, rp, _code_from(node_a, http, query), verifier)
+    tokens = _exchange(node_a, rp, _sign_in_on(node_a, http, person, query), verifier)
     bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
 
     def introspect(node) -> dict:
