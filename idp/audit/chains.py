@@ -127,15 +127,18 @@ def append(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
             "new_seq": position + len(rows), "new_hash": staged[-1]["hash"], "now": now})
         if claimed.rowcount == 1:
             writer.head = (position + len(rows), staged[-1]["hash"])
-            _anchored(writer, anchors)
+            _anchored(writer, anchors, now)
             return _insert(conn, staged)
-    return _append_slow(conn, key, writer, rows, now)
+        return _append_slow(conn, key, writer, rows, now, anchors)
+    return _append_slow(conn, key, writer, rows, now, None)
 
 
 def _append_slow(conn: Connection, key: tuple[int, int], writer: _Writer | None,
-                 rows: list[dict[str, Any]], now: datetime) -> list[int]:
+                 rows: list[dict[str, Any]], now: datetime,
+                 anchors: dict[str, Any] | None) -> list[int]:
     """Advance the chain's head under its row lock (reading where it was), or start a chain
-    when this process has none here (or its head row is gone)."""
+    when this process has none here (or its head row is gone). `anchors`: what the failed
+    claim computed for this writer's chain, kept while the chain stays the same."""
     count = len(rows)
     found = None
     if writer is not None:
@@ -149,11 +152,11 @@ def _append_slow(conn: Connection, key: tuple[int, int], writer: _Writer | None,
         chain = _new_chain(conn, count, now)
         writer = _Writer(chain=chain, head=(0, genesis(chain)))
         position, prev = 0, genesis(chain)
-    anchors = _due_anchors(conn, writer, now)
+        anchors = _due_anchors(conn, writer, now)  # a new chain anchors the others at once
     staged = _chained(writer.chain, position, prev, rows, anchors)
     conn.execute(_SET_HASH, {"chain": writer.chain, "new_hash": staged[-1]["hash"]})
     writer.head = (position + count, staged[-1]["hash"])
-    _anchored(writer, anchors)
+    _anchored(writer, anchors, now)
     with _LOCK:
         _WRITERS[key] = writer
     return _insert(conn, staged)
@@ -182,7 +185,8 @@ def _new_chain(conn: Connection, count: int, now: datetime) -> int:
 
 def _due_anchors(conn: Connection, writer: _Writer, now: datetime) -> dict[str, Any] | None:
     """The other chains' heads that moved since this chain last anchored them, when an
-    anchor is due (a new chain: at once); None when none is due or nothing moved."""
+    anchor is due (a new chain: at once); None when none is due, {} when nothing moved (the
+    anchor is then done all the same)."""
     if writer.anchored_at and time.monotonic() - writer.anchored_at < CROSS_ANCHOR_SECONDS:
         return None
     since = writer.anchored_wall or now - NEW_CHAIN_LOOKBACK
@@ -194,11 +198,11 @@ def _due_anchors(conn: Connection, writer: _Writer, now: datetime) -> dict[str, 
     return moved or {}
 
 
-def _anchored(writer: _Writer, anchors: dict[str, Any] | None) -> None:
+def _anchored(writer: _Writer, anchors: dict[str, Any] | None, now: datetime) -> None:
     if anchors is None:
         return
     writer.anchored_at = time.monotonic()
-    writer.anchored_wall = clock.now()
+    writer.anchored_wall = now
     for chain, (position, _) in anchors.items():
         writer.anchored[int(chain)] = position
 

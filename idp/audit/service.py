@@ -15,7 +15,6 @@ from idp.audit.models import AuditEvent
 from idp.core import events, metrics
 from idp.extensions import db
 
-GENESIS = chains.GENESIS
 # Keys that must never reach the audit trail, whatever a caller passes.
 _FORBIDDEN = {"password", "code", "token", "secret", "client_secret", "refresh_token"}
 
@@ -85,21 +84,21 @@ def anchor(session: Session | None = None) -> dict[str, Any] | None:
     """The latest event's seq, hash and time, and every chain's head: an anchor for
     operators to keep elsewhere (another system, a ticket, paper). None while the trail is
     empty."""
-    session = session or db.session
+    session = session or db.session()
     item = session.execute(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)
                            ).scalar_one_or_none()
     if item is None:
         return None
     return {"seq": item.seq, "hash": item.hash, "at": clock.aware(item.at).isoformat(),
-            "chains": chains.heads(db.session.connection() if session is None
-                                   else session.connection())}
+            "chains": chains.heads(session.connection())}
 
 
 def check_anchor(kept: dict[str, Any], session: Session | None = None) -> str | None:
     """None when the anchored event (and every chain head the anchor names) still exists
     with the anchored hash; else what is wrong. With verify() intact, every event up to the
     anchored positions is then the one anchored."""
-    session = session or db.session
+    session = session or db.session()
+    conn = session.connection()
     seq, digest = kept.get("seq"), kept.get("hash")
     if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(digest, str):
         return "the anchor needs an integer seq and a hash"
@@ -115,8 +114,7 @@ def check_anchor(kept: dict[str, Any], session: Session | None = None) -> str | 
         if (not str(chain).isdigit() or not isinstance(pair, list) or len(pair) != 2
                 or not isinstance(pair[0], int) or not isinstance(pair[1], str)):
             return f"the anchor's chain {chain!r} needs [position, hash]"
-        found = chains.event_at(db.session.connection() if session is None
-                                else session.connection(), int(chain), pair[0])
+        found = chains.event_at(conn, int(chain), pair[0])
         if found is None:
             return f"anchored position {pair[0]} of chain {chain} is missing"
         if found.hash != pair[1]:
